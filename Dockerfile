@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/qase-sync ./cmd/qase-sync
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/qase-sync /usr/local/bin/qase-sync
+COPY config.example.yaml /etc/qase-sync/config.yaml
+WORKDIR /var/lib/qase-sync
+USER nonroot:nonroot
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/qase-sync"]
+CMD ["serve", "-c", "/etc/qase-sync/config.yaml"]

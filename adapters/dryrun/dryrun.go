@@ -1,0 +1,268 @@
+// Package dryrun is a tracker that sends nothing: it logs every operation
+// it would perform and keeps the resulting issues in memory, so the whole
+// engine (links, diffs, comments, reconcile) runs honestly without
+// credentials. It is the default tracker of the example configuration.
+package dryrun
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// Tracker is an in-memory sync.Tracker.
+type Tracker struct {
+	name  string
+	log   *logrus.Entry
+	clock sync.Clock
+
+	mu     gosync.Mutex
+	next   int
+	issues map[string]*issue // by id
+	writes int
+}
+
+type issue struct {
+	sync.Issue
+	marker   string
+	comments []sync.Comment
+}
+
+// New returns an empty dry-run tracker.
+func New(name string, log *logrus.Entry, clock sync.Clock) *Tracker {
+	if clock == nil {
+		clock = sync.SystemClock
+	}
+	return &Tracker{name: name, log: log.WithField("tracker", name), clock: clock, issues: map[string]*issue{}}
+}
+
+func (t *Tracker) logOp(op string, ref sync.IssueRef, fields logrus.Fields) {
+	t.writes++
+	t.log.WithFields(fields).WithFields(logrus.Fields{"op": op, "issue": ref.String(), "dry_run": true}).Info("would send")
+}
+
+// Create implements sync.Tracker.
+func (t *Tracker) Create(_ context.Context, spec sync.IssueSpec, m sync.Marker) (sync.Issue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	id := strconv.Itoa(t.next)
+	is := &issue{marker: m.ID, Issue: sync.Issue{
+		Ref:   sync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
+		Title: spec.Title, Body: spec.Body, Labels: append([]string(nil), spec.Labels...), Priority: spec.Priority,
+		Assignees: spec.Assignees, Components: spec.Components, Fields: spec.Fields, Status: "open",
+		MarkerID: m.ID, CreatedAt: t.clock.Now(),
+	}}
+	t.issues[id] = is
+	t.logOp("create", is.Ref, logrus.Fields{"project": spec.Project, "type": spec.Type, "title": spec.Title, "labels": spec.Labels, "priority": spec.Priority, "marker": m.ID})
+	return is.Issue, nil
+}
+
+func keyPrefix(project string) string {
+	p := strings.ToUpper(project)
+	if i := strings.LastIndexAny(p, "/"); i >= 0 {
+		p = p[i+1:]
+	}
+	if p == "" {
+		return "DRY"
+	}
+	return p
+}
+
+// Find implements sync.Tracker.
+func (t *Tracker) Find(_ context.Context, _ string, m sync.Marker, _ time.Time) ([]sync.Issue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []sync.Issue
+	for _, is := range t.sorted() {
+		if is.marker == m.ID {
+			out = append(out, is.Issue)
+		}
+	}
+	return out, nil
+}
+
+// List implements sync.Tracker.
+func (t *Tracker) List(_ context.Context, project string) ([]sync.Issue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []sync.Issue
+	for _, is := range t.sorted() {
+		if is.Ref.Project == project {
+			out = append(out, is.Issue)
+		}
+	}
+	return out, nil
+}
+
+func (t *Tracker) sorted() []*issue {
+	out := make([]*issue, 0, len(t.issues))
+	for _, is := range t.issues {
+		out = append(out, is)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := strconv.Atoi(out[i].Ref.ID)
+		b, _ := strconv.Atoi(out[j].Ref.ID)
+		return a < b
+	})
+	return out
+}
+
+// Get implements sync.Tracker.
+func (t *Tracker) Get(_ context.Context, ref sync.IssueRef) (sync.Issue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return sync.Issue{}, sync.ErrNotFound
+	}
+	return is.Issue, nil
+}
+
+// Update implements sync.Tracker.
+func (t *Tracker) Update(_ context.Context, ref sync.IssueRef, u sync.Update) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+	}
+	if u.Title != nil {
+		is.Title = *u.Title
+	}
+	if u.Body != nil {
+		is.Body = *u.Body
+	}
+	if u.Priority != nil {
+		is.Priority = *u.Priority
+	}
+	if u.Assignees != nil {
+		is.Assignees = *u.Assignees
+	}
+	if u.Components != nil {
+		is.Components = *u.Components
+	}
+	for k, v := range u.Fields {
+		if is.Fields == nil {
+			is.Fields = map[string]string{}
+		}
+		is.Fields[k] = v
+	}
+	labels := map[string]bool{}
+	for _, l := range is.Labels {
+		labels[l] = true
+	}
+	for _, l := range u.AddLabels {
+		labels[l] = true
+	}
+	for _, l := range u.RemoveLabels {
+		delete(labels, l)
+	}
+	is.Labels = is.Labels[:0]
+	for l := range labels {
+		is.Labels = append(is.Labels, l)
+	}
+	sort.Strings(is.Labels)
+	t.logOp("update", ref, logrus.Fields{"update": u})
+	return nil
+}
+
+// SetStatus implements sync.Tracker.
+func (t *Tracker) SetStatus(_ context.Context, ref sync.IssueRef, status, reason string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+	}
+	if is.Status == status && is.Reason == reason {
+		return nil
+	}
+	is.Status, is.Reason = status, reason
+	t.logOp("set_status", ref, logrus.Fields{"status": status, "reason": reason})
+	return nil
+}
+
+// AddComment implements sync.Tracker.
+func (t *Tracker) AddComment(_ context.Context, ref sync.IssueRef, c sync.Comment) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+	}
+	is.comments = append(is.comments, c)
+	is.CommentIDs = append(is.CommentIDs, c.ID)
+	t.logOp("comment", ref, logrus.Fields{"comment_id": c.ID, "body": c.Body})
+	return nil
+}
+
+// HasComment implements sync.Tracker.
+func (t *Tracker) HasComment(_ context.Context, ref sync.IssueRef, id string) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return false, sync.ErrNotFound
+	}
+	for _, c := range is.comments {
+		if c.ID == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Issues returns a copy of every issue (tests, the admin API).
+func (t *Tracker) Issues() []sync.Issue {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []sync.Issue
+	for _, is := range t.sorted() {
+		out = append(out, is.Issue)
+	}
+	return out
+}
+
+// Comments returns the comments on an issue.
+func (t *Tracker) Comments(id string) []sync.Comment {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if is, ok := t.issues[id]; ok {
+		return append([]sync.Comment(nil), is.comments...)
+	}
+	return nil
+}
+
+// Writes counts write operations performed.
+func (t *Tracker) Writes() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.writes
+}
+
+// Delete removes an issue, as a person might (tests of dangling links).
+func (t *Tracker) Delete(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.issues, id)
+}
+
+// Edit changes an issue the way a person would, bypassing the log.
+func (t *Tracker) Edit(id string, f func(*sync.Issue)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if is, ok := t.issues[id]; ok {
+		f(&is.Issue)
+	}
+}
+
+var _ sync.Tracker = (*Tracker)(nil)

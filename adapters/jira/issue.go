@@ -1,0 +1,536 @@
+package jira
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	jira "github.com/andygrunwald/go-jira"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Create files the issue with the marker label and the shared label, then
+// stores the marker in the issue property (best effort: the label is the
+// lookup key). It does not transition: the engine calls SetStatus.
+func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Marker) (qsync.Issue, error) {
+	if spec.Project == "" {
+		return qsync.Issue{}, qsync.Permanentf("jira create: spec has no project")
+	}
+	typ := spec.Type
+	if typ == "" {
+		typ = "Task"
+	}
+	custom, err := customValues(spec.Fields)
+	if err != nil {
+		return qsync.Issue{}, err
+	}
+	fields := &jira.IssueFields{
+		Project:     jira.Project{Key: spec.Project},
+		Type:        jira.IssueType{Name: typ},
+		Summary:     Title(spec.Title),
+		Description: spec.Body,
+		Labels:      t.createLabels(spec.Labels, m),
+		Unknowns:    custom,
+	}
+	if spec.Priority != "" {
+		fields.Priority = &jira.Priority{Name: spec.Priority}
+	}
+	assignee := ""
+	if len(spec.Assignees) > 0 {
+		assignee = spec.Assignees[0] // Jira has one assignee
+	}
+	if assignee != "" {
+		// Not via jira.User: go-jira would also send its "Password" field.
+		if fields.Unknowns == nil {
+			fields.Unknowns = map[string]any{}
+		}
+		fields.Unknowns["assignee"] = map[string]string{t.userField: assignee}
+	}
+	for _, c := range spec.Components {
+		fields.Components = append(fields.Components, &jira.Component{Name: c})
+	}
+
+	var created *jira.Issue
+	err = t.call(ctx, "create", nfCreate, func(ctx context.Context) (*jira.Response, error) {
+		var resp *jira.Response
+		var err error
+		created, resp, err = t.client.Issue.CreateWithContext(ctx, &jira.Issue{Fields: fields})
+		return resp, err
+	})
+	if err != nil {
+		return qsync.Issue{}, err
+	}
+	if created == nil || created.ID == "" {
+		// Committed, but we cannot address it: let the engine look it up.
+		return qsync.Issue{}, fmt.Errorf("jira create: answer carries no issue id")
+	}
+	t.remember(created.ID)
+	ref := qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)}
+	log := t.log.WithField("issue", ref.String())
+
+	if err := t.putMarker(ctx, created.ID, m); err != nil {
+		log.WithError(err).Warn("could not store the marker property; the marker label still identifies the issue")
+	}
+
+	is, err := t.Get(ctx, ref)
+	if err != nil {
+		// The issue exists; a failed read-back must not look like a failed
+		// create. Answer with what was sent.
+		log.WithError(err).Warn("could not read the created issue back")
+		is = qsync.Issue{
+			Ref: ref, Title: fields.Summary, Body: spec.Body, Labels: fields.Labels,
+			Priority: spec.Priority, Components: spec.Components, Fields: spec.Fields,
+			MarkerID: m.ID, CreatedAt: t.now(),
+		}
+		if assignee != "" {
+			is.Assignees = []string{assignee}
+		}
+	}
+	if is.MarkerID == "" {
+		is.MarkerID = m.ID
+	}
+	return is, nil
+}
+
+func (t *Tracker) putMarker(ctx context.Context, id string, m qsync.Marker) error {
+	path := fmt.Sprintf("rest/api/2/issue/%s/properties/%s", url.PathEscape(id), PropertyKey)
+	return t.call(ctx, "property", nfGone, func(ctx context.Context) (*jira.Response, error) {
+		return t.do(ctx, "PUT", path, markerProperty{Marker: m.ID}, nil)
+	})
+}
+
+type markerProperty struct {
+	Marker string `json:"marker"`
+}
+
+// Get reads the issue by id (stable across project moves).
+func (t *Tracker) Get(ctx context.Context, ref qsync.IssueRef) (qsync.Issue, error) {
+	id := issueID(ref)
+	if id == "" {
+		return qsync.Issue{}, qsync.Permanentf("jira get: issue ref has no id or key")
+	}
+	q := url.Values{}
+	q.Set("fields", strings.Join(issueFields, ","))
+	q.Set("properties", PropertyKey)
+	path := "rest/api/2/issue/" + url.PathEscape(id) + "?" + q.Encode()
+	var raw rawIssue
+	err := t.call(ctx, "get", nfGet, func(ctx context.Context) (*jira.Response, error) {
+		return t.do(ctx, "GET", path, nil, &raw)
+	})
+	if err != nil {
+		return qsync.Issue{}, err
+	}
+	is := t.toIssue(raw)
+	var cp commentPage
+	if decode(raw.Fields["comment"], &cp) && cp.Total > len(cp.Comments) {
+		ids, err := t.commentIDs(ctx, id)
+		if err != nil {
+			return qsync.Issue{}, err
+		}
+		is.CommentIDs = ids
+	}
+	return is, nil
+}
+
+// Update applies u in one PUT: set values under "fields", label changes
+// under "update" (add/remove keep labels humans added).
+func (t *Tracker) Update(ctx context.Context, ref qsync.IssueRef, u qsync.Update) error {
+	if u.Empty() {
+		return nil
+	}
+	id := issueID(ref)
+	if id == "" {
+		return qsync.Permanentf("jira update: issue ref has no id or key")
+	}
+	fields := map[string]any{}
+	if u.Title != nil {
+		fields["summary"] = Title(*u.Title)
+	}
+	if u.Body != nil {
+		fields["description"] = *u.Body
+	}
+	if u.Priority != nil {
+		if *u.Priority == "" {
+			fields["priority"] = nil
+		} else {
+			fields["priority"] = map[string]string{"name": *u.Priority}
+		}
+	}
+	if u.Assignees != nil {
+		if len(*u.Assignees) == 0 || (*u.Assignees)[0] == "" {
+			fields["assignee"] = nil
+		} else {
+			fields["assignee"] = map[string]string{t.userField: (*u.Assignees)[0]}
+		}
+	}
+	if u.Components != nil {
+		cs := make([]map[string]string, 0, len(*u.Components))
+		for _, c := range *u.Components {
+			cs = append(cs, map[string]string{"name": c})
+		}
+		fields["components"] = cs
+	}
+	custom, err := customValues(u.Fields)
+	if err != nil {
+		return err
+	}
+	for k, v := range custom {
+		fields[k] = v
+	}
+	data := map[string]any{}
+	if len(fields) > 0 {
+		data["fields"] = fields
+	}
+	var ops []map[string]string
+	for _, l := range uniq(labelsSafe(u.AddLabels)) {
+		ops = append(ops, map[string]string{"add": l})
+	}
+	for _, l := range uniq(labelsSafe(u.RemoveLabels)) {
+		ops = append(ops, map[string]string{"remove": l})
+	}
+	if len(ops) > 0 {
+		data["update"] = map[string]any{"labels": ops}
+	}
+	return t.call(ctx, "update", nfGone, func(ctx context.Context) (*jira.Response, error) {
+		return t.client.Issue.UpdateIssueWithContext(ctx, id, data)
+	})
+}
+
+// Find searches by the marker label across all projects (issues move),
+// oldest first. since is applied coarsely (a day earlier) because JQL
+// dates are read in the Jira user's time zone; callers compare exactly.
+func (t *Tracker) Find(ctx context.Context, project string, m qsync.Marker, since time.Time) ([]qsync.Issue, error) {
+	if m.Label == "" {
+		return nil, qsync.Permanentf("jira find: marker has no label")
+	}
+	jql := "labels = " + jqlQuote(m.Label)
+	if !since.IsZero() {
+		jql += " AND created >= " + jqlQuote(since.Add(-24*time.Hour).UTC().Format("2006/01/02 15:04"))
+	}
+	issues, err := t.search(ctx, jql+" ORDER BY created ASC")
+	if err != nil {
+		return nil, err
+	}
+	for i := range issues {
+		if issues[i].MarkerID == "" {
+			issues[i].MarkerID = m.ID // the label matched
+		}
+	}
+	return issues, nil
+}
+
+// List reads every managed issue of the project in pages of 100: the
+// reconciler's bulk read costs ⌈n/100⌉ calls. Comment ids are those Jira
+// embeds in search hits (complete for issues with few comments).
+func (t *Tracker) List(ctx context.Context, project string) ([]qsync.Issue, error) {
+	if project == "" {
+		return nil, qsync.Permanentf("jira list: no project")
+	}
+	return t.search(ctx, "project = "+jqlQuote(project)+" AND labels = "+jqlQuote(t.sharedLabel)+" ORDER BY created ASC")
+}
+
+// issueFields are the fields read back; "*navigable" brings custom fields.
+var issueFields = []string{
+	"summary", "description", "labels", "priority", "assignee", "components",
+	"status", "resolution", "created", "project", "comment", "*navigable",
+}
+
+type searchJQLRequest struct {
+	JQL             string   `json:"jql"`
+	NextPageToken   string   `json:"nextPageToken,omitempty"`
+	MaxResults      int      `json:"maxResults"`
+	Fields          []string `json:"fields"`
+	Properties      []string `json:"properties"`
+	ReconcileIssues []int64  `json:"reconcileIssues,omitempty"`
+}
+
+type searchJQLResponse struct {
+	Issues        []rawIssue `json:"issues"`
+	NextPageToken string     `json:"nextPageToken"`
+	IsLast        bool       `json:"isLast"`
+}
+
+type searchRequest struct {
+	JQL        string   `json:"jql"`
+	StartAt    int      `json:"startAt"`
+	MaxResults int      `json:"maxResults"`
+	Fields     []string `json:"fields"`
+	Properties []string `json:"properties"`
+}
+
+type searchResponse struct {
+	StartAt    int        `json:"startAt"`
+	MaxResults int        `json:"maxResults"`
+	Total      int        `json:"total"`
+	Issues     []rawIssue `json:"issues"`
+}
+
+// search pages through a JQL query. Cloud: POST /search/jql with
+// nextPageToken (go-jira's SearchV2JQL cannot page and its Search hits the
+// removed /search); Data Center: the classic POST /search with startAt.
+func (t *Tracker) search(ctx context.Context, jql string) ([]qsync.Issue, error) {
+	var out []qsync.Issue
+	if t.flavor == FlavorDataCenter {
+		req := searchRequest{JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey}}
+		for page := 0; ; page++ {
+			var res searchResponse
+			err := t.call(ctx, "search", nfCreate, func(ctx context.Context) (*jira.Response, error) {
+				return t.do(ctx, "POST", "rest/api/2/search", req, &res)
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range res.Issues {
+				out = append(out, t.toIssue(r))
+			}
+			req.StartAt += len(res.Issues)
+			if len(res.Issues) == 0 || req.StartAt >= res.Total {
+				return out, nil
+			}
+			if page > 10000 {
+				return nil, fmt.Errorf("jira search: paging does not end")
+			}
+		}
+	}
+	req := searchJQLRequest{
+		JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey},
+		ReconcileIssues: t.recentIDs(),
+	}
+	seen := map[string]bool{}
+	for page := 0; ; page++ {
+		var res searchJQLResponse
+		err := t.call(ctx, "search", nfCreate, func(ctx context.Context) (*jira.Response, error) {
+			return t.do(ctx, "POST", "rest/api/2/search/jql", req, &res)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range res.Issues {
+			if !seen[r.ID] {
+				seen[r.ID] = true
+				out = append(out, t.toIssue(r))
+			}
+		}
+		if res.IsLast || res.NextPageToken == "" || res.NextPageToken == req.NextPageToken {
+			return out, nil
+		}
+		if page > 10000 {
+			return nil, fmt.Errorf("jira search: paging does not end")
+		}
+		req.NextPageToken = res.NextPageToken
+	}
+}
+
+// rawIssue is decoded leniently: one odd field (an ADF description, a
+// numeric date) must not cost the whole issue.
+type rawIssue struct {
+	ID         string                     `json:"id"`
+	Key        string                     `json:"key"`
+	Fields     map[string]json.RawMessage `json:"fields"`
+	Properties map[string]json.RawMessage `json:"properties"`
+}
+
+type named struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Key       string `json:"key"`
+	AccountID string `json:"accountId"`
+}
+
+func (t *Tracker) toIssue(r rawIssue) qsync.Issue {
+	f := r.Fields
+	is := qsync.Issue{Ref: qsync.IssueRef{ID: r.ID, Key: r.Key, URL: t.browseURL(r.Key)}}
+	var proj named
+	if decode(f["project"], &proj) && proj.Key != "" {
+		is.Ref.Project = proj.Key
+	} else if p, _, ok := strings.Cut(r.Key, "-"); ok {
+		is.Ref.Project = p
+	}
+	decode(f["summary"], &is.Title)
+	decode(f["description"], &is.Body)
+	decode(f["labels"], &is.Labels)
+	var v named
+	if decode(f["priority"], &v) {
+		is.Priority = v.Name
+	}
+	v = named{}
+	if decode(f["assignee"], &v) {
+		id := v.AccountID
+		if t.userField == "name" {
+			id = v.Name
+		}
+		if id != "" {
+			is.Assignees = []string{id}
+		}
+	}
+	var comps []named
+	if decode(f["components"], &comps) {
+		for _, c := range comps {
+			is.Components = append(is.Components, c.Name)
+		}
+	}
+	v = named{}
+	if decode(f["status"], &v) {
+		is.Status = v.Name
+	}
+	v = named{}
+	if decode(f["resolution"], &v) {
+		is.Reason = v.Name
+	}
+	var created string
+	if decode(f["created"], &created) {
+		is.CreatedAt = parseJiraTime(created)
+	}
+	var cp commentPage
+	if decode(f["comment"], &cp) {
+		for _, c := range cp.Comments {
+			if id, ok := commentStamp(c.Body); ok {
+				is.CommentIDs = append(is.CommentIDs, id)
+			}
+		}
+	}
+	is.Fields = customFields(f)
+	var mp markerProperty
+	if decode(r.Properties[PropertyKey], &mp) {
+		is.MarkerID = mp.Marker
+	}
+	return is
+}
+
+// decode unmarshals a field, reporting whether it held a usable value.
+func decode(raw json.RawMessage, v any) bool {
+	if len(raw) == 0 || string(raw) == "null" {
+		return false
+	}
+	return json.Unmarshal(raw, v) == nil
+}
+
+// customFields returns customfield_* values that read as text: strings,
+// numbers, and single-choice {value} / {name} objects.
+func customFields(f map[string]json.RawMessage) map[string]string {
+	out := map[string]string{}
+	for k, raw := range f {
+		if !strings.HasPrefix(k, "customfield_") {
+			continue
+		}
+		var s string
+		var n json.Number
+		var o named
+		switch {
+		case decode(raw, &s):
+			out[k] = s
+		case decode(raw, &n):
+			out[k] = n.String()
+		case decode(raw, &o) && (o.Value != "" || o.Name != ""):
+			out[k] = o.Value
+			if o.Value == "" {
+				out[k] = o.Name
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// customValues turns spec field values into Jira values: JSON objects and
+// arrays are sent as JSON, everything else as a string.
+func customValues(fields map[string]string) (map[string]any, error) {
+	if len(fields) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]any, len(fields))
+	for k, v := range fields {
+		if k == "" {
+			return nil, qsync.Permanentf("jira: custom field with an empty id")
+		}
+		s := strings.TrimSpace(v)
+		if strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[") {
+			var j any
+			if json.Unmarshal([]byte(s), &j) == nil {
+				out[k] = j
+				continue
+			}
+		}
+		if v == "" {
+			out[k] = nil // clears the field
+			continue
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func parseJiraTime(s string) time.Time {
+	for _, layout := range []string{"2006-01-02T15:04:05.000-0700", "2006-01-02T15:04:05-0700", time.RFC3339Nano} {
+		if at, err := time.Parse(layout, s); err == nil {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+func (t *Tracker) createLabels(spec []string, m qsync.Marker) []string {
+	ls := labelsSafe(spec)
+	ls = append(ls, t.sharedLabel, labelSafe(m.Label))
+	return uniq(ls)
+}
+
+// Title makes a valid Jira summary: one line of at most 255 characters.
+func Title(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > maxTitle {
+		s = strings.TrimRight(string(r[:maxTitle-1]), " ") + "…"
+	}
+	return s
+}
+
+// labelSafe makes a valid Jira label: no whitespace, at most 255 characters.
+func labelSafe(l string) string {
+	l = strings.Join(strings.Fields(l), "-")
+	if r := []rune(l); len(r) > 255 {
+		l = string(r[:255])
+	}
+	return l
+}
+
+func labelsSafe(ls []string) []string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		if l = labelSafe(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func uniq(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// jqlQuote makes a JQL string literal.
+func jqlQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// issueID prefers the stable id; the key is a fallback (old links).
+func issueID(ref qsync.IssueRef) string {
+	if ref.ID != "" {
+		return ref.ID
+	}
+	return ref.Key
+}

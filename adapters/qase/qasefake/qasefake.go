@@ -1,0 +1,351 @@
+// Package qasefake is a stateful, in-memory fake of the parts of the Qase
+// REST API v1 that qase-sync reads (defects, runs, reviews), served on an
+// httptest server. Tests put entities in, point a client at URL and assert
+// on the final state and the request log.
+//
+// It follows the real API where qase-sync depends on it: the Token header,
+// the {status, result} envelope, list pages {total, filtered, count,
+// entities} with limit 1..100 (default 10) and offset 0..100000, status
+// filters, 404 for unknown projects and entities, and 429 with Retry-After.
+package qasefake
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Request is one logged request (the token is never recorded).
+type Request struct {
+	Method string
+	Path   string // as received, including the /v1 prefix
+	Query  url.Values
+	Status int
+}
+
+// Server is the fake API. Use URL as the client's BaseURL.
+type Server struct {
+	URL string
+
+	srv   *httptest.Server
+	token string
+
+	mu         sync.Mutex
+	projects   map[string]map[qsync.Kind]map[int64]map[string]any
+	nextID     map[string]int64
+	requests   []Request
+	rateLimitN int
+	retryAfter time.Duration
+	failN      int
+	failStatus int
+	offsetCap  int
+}
+
+// New starts a fake that accepts only the given token. Close it when done.
+func New(token string) *Server {
+	s := &Server{
+		token:     token,
+		projects:  map[string]map[qsync.Kind]map[int64]map[string]any{},
+		nextID:    map[string]int64{},
+		offsetCap: 100000,
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.URL = s.srv.URL + "/v1"
+	return s
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// AddProject makes a project exist (lists of an unknown project are 404).
+func (s *Server) AddProject(code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.project(code)
+}
+
+func (s *Server) project(code string) map[qsync.Kind]map[int64]map[string]any {
+	code = strings.ToUpper(code)
+	p := s.projects[code]
+	if p == nil {
+		p = map[qsync.Kind]map[int64]map[string]any{}
+		for _, k := range qsync.Kinds {
+			p[k] = map[int64]map[string]any{}
+		}
+		s.projects[code] = p
+	}
+	return p
+}
+
+// PutDefect stores (or replaces) a defect record as the API returns it.
+func (s *Server) PutDefect(project string, m map[string]any) int64 {
+	return s.Put(project, qsync.KindDefect, m)
+}
+
+// PutRun stores (or replaces) a run record.
+func (s *Server) PutRun(project string, m map[string]any) int64 {
+	return s.Put(project, qsync.KindRun, m)
+}
+
+// PutReview stores (or replaces) a review record.
+func (s *Server) PutReview(project string, m map[string]any) int64 {
+	return s.Put(project, qsync.KindReview, m)
+}
+
+// Put stores a record of any kind. A missing "id" is assigned; the id is
+// returned. The map is copied (JSON round trip), so later changes by the
+// caller do not leak in.
+func (s *Server) Put(project string, kind qsync.Kind, m map[string]any) int64 {
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("qasefake: record not JSON-encodable: %v", err))
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(b, &rec); err != nil || rec == nil {
+		rec = map[string]any{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seqKey := strings.ToUpper(project) + "/" + string(kind)
+	id, ok := intOf(rec["id"])
+	if !ok || id <= 0 {
+		s.nextID[seqKey]++
+		id = s.nextID[seqKey]
+	}
+	if id > s.nextID[seqKey] {
+		s.nextID[seqKey] = id
+	}
+	rec["id"] = id
+	s.project(project)[kind][id] = rec
+	return id
+}
+
+// Delete removes an entity (later reads answer 404).
+func (s *Server) Delete(project string, kind qsync.Kind, id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.project(project)[kind], id)
+}
+
+// Requests returns a copy of the request log.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// RequestCount is the number of requests served (including refused ones).
+func (s *Server) RequestCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.requests)
+}
+
+// ResetRequests clears the request log.
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = nil
+}
+
+// RateLimitNext answers the next n requests with 429. retryAfter > 0 is
+// sent as Retry-After (whole seconds, rounded up) plus X-RateLimit-Reset;
+// retryAfter == 0 sends neither header.
+func (s *Server) RateLimitNext(n int, retryAfter time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rateLimitN, s.retryAfter = n, retryAfter
+}
+
+// FailNext answers the next n authenticated requests with status (e.g. 500).
+func (s *Server) FailNext(n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failStatus = n, status
+}
+
+// SetOffsetCap lowers the API's offset maximum (100000) so tests can reach
+// it cheaply.
+func (s *Server) SetOffsetCap(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.offsetCap = n
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	status := s.handle(w, r)
+	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: status})
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
+	w.Header().Set("X-RateLimit-Limit", "200")
+	if r.Header.Get("Token") == "" || r.Header.Get("Token") != s.token {
+		return fail(w, http.StatusUnauthorized, "Unauthenticated.")
+	}
+	if s.rateLimitN > 0 {
+		s.rateLimitN--
+		if s.retryAfter > 0 {
+			secs := int64(math.Ceil(s.retryAfter.Seconds()))
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+			w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Unix()+secs, 10))
+		}
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		return fail(w, http.StatusTooManyRequests, "API rate limit exceeded.")
+	}
+	if s.failN > 0 {
+		s.failN--
+		return fail(w, s.failStatus, "Internal server error.")
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/v1/")
+	if !ok {
+		return fail(w, http.StatusNotFound, "Not found.")
+	}
+	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	kind := qsync.Kind(parts[0])
+	if !kind.Valid() || len(parts) < 2 || len(parts) > 3 {
+		return fail(w, http.StatusNotFound, "Not found.")
+	}
+	if r.Method != http.MethodGet {
+		return fail(w, http.StatusMethodNotAllowed, "Method not allowed.")
+	}
+	proj, ok := s.projects[strings.ToUpper(parts[1])]
+	if !ok {
+		return fail(w, http.StatusNotFound, "Project not found.")
+	}
+	if len(parts) == 3 {
+		id, err := strconv.ParseInt(parts[2], 10, 64)
+		if err != nil || id <= 0 {
+			return invalid(w, "id", "The id must be an integer.")
+		}
+		rec, ok := proj[kind][id]
+		if !ok {
+			return fail(w, http.StatusNotFound, title(kind)+" not found.")
+		}
+		return ok200(w, rec)
+	}
+	return s.list(w, r.URL.Query(), kind, proj[kind])
+}
+
+var statusEnum = map[qsync.Kind][]string{
+	qsync.KindDefect: {"open", "resolved", "in_progress", "invalid"},
+	qsync.KindRun:    {"in_progress", "passed", "failed", "aborted", "active", "complete", "abort"},
+	qsync.KindReview: {"open", "merged", "declined"},
+}
+
+func (s *Server) list(w http.ResponseWriter, q url.Values, kind qsync.Kind, recs map[int64]map[string]any) int {
+	limit, offset := 10, 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return invalid(w, "limit", "The limit must be between 1 and 100.")
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > s.offsetCap {
+			return invalid(w, "offset", fmt.Sprintf("The offset must be between 0 and %d.", s.offsetCap))
+		}
+		offset = n
+	}
+	var want map[string]bool
+	if v := q.Get("status"); v != "" {
+		want = map[string]bool{}
+		vals := []string{v}
+		if kind == qsync.KindRun { // runs take a comma list; the rest one value
+			vals = strings.Split(v, ",")
+		}
+		for _, x := range vals {
+			if !contains(statusEnum[kind], x) {
+				return invalid(w, "status", "The selected status is invalid.")
+			}
+			want[x] = true
+		}
+	}
+	ids := make([]int64, 0, len(recs))
+	for id, rec := range recs {
+		if want == nil || want[statusOf(kind, rec)] {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	page := []map[string]any{}
+	for i := offset; i < len(ids) && len(page) < limit; i++ {
+		page = append(page, recs[ids[i]])
+	}
+	return ok200(w, map[string]any{"total": len(recs), "filtered": len(ids), "count": len(page), "entities": page})
+}
+
+func statusOf(kind qsync.Kind, rec map[string]any) string {
+	key := "status"
+	if kind == qsync.KindRun {
+		key = "status_text" // "status" is an undocumented int on runs
+	}
+	s, _ := rec[key].(string)
+	return s
+}
+
+func title(k qsync.Kind) string {
+	s := string(k)
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func ok200(w http.ResponseWriter, result any) int {
+	return writeJSON(w, http.StatusOK, map[string]any{"status": true, "result": result})
+}
+
+func fail(w http.ResponseWriter, status int, msg string) int {
+	return writeJSON(w, status, map[string]any{"status": false, "errorMessage": msg})
+}
+
+func invalid(w http.ResponseWriter, field, msg string) int {
+	return writeJSON(w, http.StatusBadRequest, map[string]any{
+		"status": false, "errorMessage": "Data is invalid.",
+		"errorFields": []map[string]string{{"field": field, "error": msg}},
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) int {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+	return status
+}
+
+func intOf(v any) (int64, bool) {
+	switch t := v.(type) {
+	case float64:
+		if t == math.Trunc(t) {
+			return int64(t), true
+		}
+	case int64:
+		return t, true
+	case int:
+		return int64(t), true
+	case json.Number:
+		n, err := t.Int64()
+		return n, err == nil
+	}
+	return 0, false
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,322 @@
+package qase
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// fakeInbox is a stateful Acceptor: it dedupes by key like the real inbox.
+type fakeInbox struct {
+	mu     gosync.Mutex
+	events []sync.Event
+	seen   map[string]bool
+	ignore bool
+	err    error
+}
+
+func (f *fakeInbox) Accept(_ context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return "", f.err
+	}
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	if f.seen[ev.DedupKey] {
+		return sync.StatusDuplicate, nil
+	}
+	f.seen[ev.DedupKey] = true
+	f.events = append(f.events, ev)
+	if f.ignore {
+		return sync.StatusIgnored, nil
+	}
+	return sync.StatusAccepted, nil
+}
+
+func (f *fakeInbox) stored() []sync.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]sync.Event(nil), f.events...)
+}
+
+type metricsRec struct {
+	mu      gosync.Mutex
+	results []string
+	acks    int
+}
+
+func (m *metricsRec) Received(result, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.results = append(m.results, result+"/"+reason)
+}
+
+func (m *metricsRec) AckLatency(time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.acks++
+}
+
+const (
+	secretA = "s3cret-alpha-0001"
+	secretB = "s3cret-bravo-0002"
+	secretP = "s3cret-proj-0003"
+)
+
+type harness struct {
+	inbox   *fakeInbox
+	metrics *metricsRec
+	logs    *bytes.Buffer
+	mux     *http.ServeMux
+}
+
+func newHarness(t *testing.T, mod func(*HandlerOptions)) *harness {
+	t.Helper()
+	h := &harness{inbox: &fakeInbox{}, metrics: &metricsRec{}, logs: &bytes.Buffer{}}
+	l := logrus.New()
+	l.SetOutput(h.logs)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	opts := HandlerOptions{
+		Acceptor:       h.inbox,
+		Secrets:        []string{secretA, secretB},
+		ProjectSecrets: map[string][]string{"id": {secretP}},
+		MaxBody:        4096,
+		Logger:         logrus.NewEntry(l),
+		Clock:          sync.ClockFunc(func() time.Time { return testNow }),
+		Metrics:        h.metrics,
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	hd := NewHandler(opts)
+	h.mux = http.NewServeMux()
+	h.mux.Handle("/hook", hd)
+	h.mux.Handle("/hook/{project}", hd)
+	return h
+}
+
+func (h *harness) do(method, target, secret, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	if secret != "" {
+		req.Header.Set(SecretHeader, secret)
+	}
+	rec := httptest.NewRecorder()
+	h.mux.ServeHTTP(rec, req)
+	return rec
+}
+
+func examplePayload(t *testing.T, name string) string {
+	return string(readFile(t, filepath.Join(payloadDir, name)))
+}
+
+func TestHandler(t *testing.T) {
+	created := examplePayload(t, "defect.created.json")
+	legacy := examplePayload(t, "defect.created.legacy.json")
+	otherProject := strings.Replace(created, `"project_code": "ID"`, `"project_code": "OTHER"`, 1)
+	tests := []struct {
+		name       string
+		mod        func(*HandlerOptions)
+		method     string
+		target     string
+		secret     string
+		body       string
+		status     int
+		wantBody   map[string]string
+		stored     int
+		wantResult string
+	}{
+		{"accepted", nil, "POST", "/hook", secretA, created, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"rotation: second secret", nil, "POST", "/hook", secretB, created, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"project secret for its project", nil, "POST", "/hook", secretP, created, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"project secret for another project", nil, "POST", "/hook", secretP, otherProject, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"project secret, project from URL", nil, "POST", "/hook/id", secretP, legacy, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"project secret, project from query", nil, "POST", "/hook?project=ID", secretP, legacy, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"wrong secret", nil, "POST", "/hook", "nope", created, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"missing secret", nil, "POST", "/hook", "", created, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"secret prefix is not enough", nil, "POST", "/hook", secretA[:5], created, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"bad body still 401 without a secret", nil, "POST", "/hook", "", `{oops`, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"no secret configured, not allowed", func(o *HandlerOptions) { o.Secrets, o.ProjectSecrets = nil, nil }, "POST", "/hook", "", created, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"no secret configured, unsigned allowed", func(o *HandlerOptions) { o.Secrets, o.ProjectSecrets, o.AllowUnsigned = nil, nil, true }, "POST", "/hook", "", created, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"unsigned allowed does not bypass a project's secret", func(o *HandlerOptions) { o.Secrets, o.AllowUnsigned = nil, true }, "POST", "/hook", "", created, 401, map[string]string{"error": "unauthorized"}, 0, "unauthorized/"},
+		{"oversized", nil, "POST", "/hook", secretA, `{"event_name":"defect.created","pad":"` + strings.Repeat("x", 5000) + `"}`, 413, nil, 0, "too_large/"},
+		{"malformed JSON", nil, "POST", "/hook", secretA, `{"event_name":"defect.created",}`, 400, nil, 0, "bad_request/malformed_json"},
+		{"missing event_name", nil, "POST", "/hook", secretA, `{"timestamp":1,"project_code":"ID","payload":{"id":1}}`, 400, nil, 0, "bad_request/missing_event_name"},
+		{"missing project_code", nil, "POST", "/hook", secretA, legacy, 400, nil, 0, "bad_request/missing_project"},
+		{"missing project_code, default configured", func(o *HandlerOptions) { o.DefaultProject = "DEMO" }, "POST", "/hook", secretA, legacy, 202, map[string]string{"status": "accepted"}, 1, "accepted/"},
+		{"unknown event", nil, "POST", "/hook", secretA, `{"event_name":"result.created","timestamp":1,"project_code":"ID","payload":{"hash":"x"}}`, 202, nil, 0, "ignored/unserved_kind"},
+		{"no route", func(o *HandlerOptions) { o.Acceptor = &fakeInbox{ignore: true} }, "POST", "/hook", secretA, created, 202, map[string]string{"status": "ignored"}, 0, "ignored/no_route"},
+		{"store down", func(o *HandlerOptions) { o.Acceptor = &fakeInbox{err: errors.New("disk on fire")} }, "POST", "/hook", secretA, created, 503, map[string]string{"error": "temporarily unable to store the event"}, 0, "unavailable/store_error"},
+		{"GET", nil, "GET", "/hook", secretA, "", 405, nil, 0, "method_not_allowed/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.mod)
+			rec := h.do(tt.method, tt.target, tt.secret, tt.body)
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.status, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			var got map[string]string
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				t.Fatalf("body %q is not a JSON object of strings: %v", rec.Body, err)
+			}
+			if tt.wantBody != nil {
+				if len(got) != len(tt.wantBody) {
+					t.Errorf("body = %v, want %v", got, tt.wantBody)
+				}
+				for k, v := range tt.wantBody {
+					if got[k] != v {
+						t.Errorf("body[%s] = %q, want %q", k, got[k], v)
+					}
+				}
+			}
+			if tt.status == 400 && (got["error"] == "" || got["error"] == "bad request") {
+				t.Errorf("400 without a precise reason: %v", got)
+			}
+			if n := len(h.inbox.stored()); n != tt.stored {
+				t.Errorf("stored %d events, want %d", n, tt.stored)
+			}
+			if len(h.metrics.results) != 1 || h.metrics.results[0] != tt.wantResult || h.metrics.acks != 1 {
+				t.Errorf("metrics = %v (acks %d), want [%s]", h.metrics.results, h.metrics.acks, tt.wantResult)
+			}
+			logs := h.logs.String()
+			for _, s := range []string{secretA, secretB, secretP} {
+				if strings.Contains(logs, s) || strings.Contains(rec.Body.String(), s) {
+					t.Error("a secret leaked into the logs or the response")
+				}
+			}
+			if n := strings.Count(logs, `"msg":"qase webhook"`); n != 1 {
+				t.Errorf("want one delivery log line, got:\n%s", logs)
+			}
+		})
+	}
+}
+
+func TestHandlerSpecifics(t *testing.T) {
+	created := examplePayload(t, "defect.created.json")
+
+	t.Run("405 sends Allow", func(t *testing.T) {
+		rec := newHarness(t, nil).do("GET", "/hook", "", "")
+		if rec.Header().Get("Allow") != "POST" {
+			t.Errorf("Allow = %q", rec.Header().Get("Allow"))
+		}
+	})
+	t.Run("503 sends Retry-After", func(t *testing.T) {
+		h := newHarness(t, func(o *HandlerOptions) { o.Acceptor = &fakeInbox{err: errors.New("x")} })
+		if rec := h.do("POST", "/hook", secretA, created); rec.Header().Get("Retry-After") != "5" {
+			t.Errorf("Retry-After = %q", rec.Header().Get("Retry-After"))
+		}
+		if !strings.Contains(h.logs.String(), `"error":"x"`) {
+			t.Errorf("the store error is not in the delivery log line: %s", h.logs)
+		}
+	})
+	t.Run("duplicate delivery answers 200", func(t *testing.T) {
+		h := newHarness(t, nil)
+		if rec := h.do("POST", "/hook", secretA, created); rec.Code != 202 {
+			t.Fatalf("first: %d", rec.Code)
+		}
+		rec := h.do("POST", "/hook", secretA, strings.ReplaceAll(created, "\n", "\r\n  "))
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"duplicate"`) {
+			t.Errorf("second: %d %s", rec.Code, rec.Body)
+		}
+		if n := len(h.inbox.stored()); n != 1 {
+			t.Errorf("stored %d", n)
+		}
+	})
+	t.Run("event carries the raw body and the decoded ref", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.do("POST", "/hook", secretA, created)
+		evs := h.inbox.stored()
+		if len(evs) != 1 {
+			t.Fatalf("stored %d", len(evs))
+		}
+		ev := evs[0]
+		if string(ev.Payload) != created || ev.Ref != (sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: 1}) || !ev.ReceivedAt.Equal(testNow) {
+			t.Errorf("event = %+v", ev)
+		}
+	})
+	t.Run("body project wins over the URL", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.do("POST", "/hook/OTHER", secretA, created)
+		if evs := h.inbox.stored(); len(evs) != 1 || evs[0].Ref.Project != "ID" {
+			t.Errorf("stored %+v", evs)
+		}
+	})
+	t.Run("400 names the problem", func(t *testing.T) {
+		rec := newHarness(t, nil).do("POST", "/hook", secretA, `{"event_name":"run.started","project_code":"ID","payload":{"id":"seven"}}`)
+		if rec.Code != 400 || !strings.Contains(rec.Body.String(), `payload.id \"seven\" is not an integer`) {
+			t.Errorf("%d %s", rec.Code, rec.Body)
+		}
+	})
+	t.Run("413 at the limit boundary", func(t *testing.T) {
+		h := newHarness(t, func(o *HandlerOptions) { o.MaxBody = int64(len(created)) })
+		if rec := h.do("POST", "/hook", secretA, created); rec.Code != 202 {
+			t.Errorf("exactly MaxBody: %d", rec.Code)
+		}
+		if rec := h.do("POST", "/hook", secretA, created+" "); rec.Code != 413 {
+			t.Errorf("MaxBody+1: %d", rec.Code)
+		}
+	})
+	t.Run("log line fields", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.do("POST", "/hook", secretA, created)
+		var line map[string]any
+		if err := json.Unmarshal(bytes.TrimSpace(h.logs.Bytes()), &line); err != nil {
+			t.Fatalf("log %q: %v", h.logs, err)
+		}
+		for k, v := range map[string]any{"event": "defect.created", "project": "ID", "id": float64(1), "status": float64(202), "result": "accepted"} {
+			if line[k] != v {
+				t.Errorf("log %s = %v, want %v", k, line[k], v)
+			}
+		}
+		if _, ok := line["latency"]; !ok {
+			t.Error("log lacks latency")
+		}
+	})
+	t.Run("accept is bounded by a deadline", func(t *testing.T) {
+		var deadline time.Time
+		acc := acceptorFunc(func(ctx context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+			deadline, _ = ctx.Deadline()
+			return sync.StatusAccepted, nil
+		})
+		h := newHarness(t, func(o *HandlerOptions) { o.Acceptor = acc; o.AcceptTimeout = time.Second })
+		h.do("POST", "/hook", secretA, created)
+		if deadline.IsZero() {
+			t.Error("Accept got no deadline")
+		}
+	})
+}
+
+type acceptorFunc func(context.Context, sync.Event) (sync.AcceptStatus, error)
+
+func (f acceptorFunc) Accept(ctx context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+	return f(ctx, ev)
+}
+
+func TestHandlerEveryExampleIsAcknowledged(t *testing.T) {
+	// Every documented delivery, old or new, gets a 2xx from a configured
+	// endpoint: Qase disables webhooks that keep failing.
+	h := newHarness(t, func(o *HandlerOptions) { o.DefaultProject = "LEG" })
+	for _, path := range payloadFiles(t) {
+		rec := h.do("POST", "/hook", secretA, string(readFile(t, path)))
+		if rec.Code != 202 && rec.Code != 200 {
+			t.Errorf("%s: %d %s", filepath.Base(path), rec.Code, rec.Body)
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package sync
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+	"strings"
+)
+
+// OpKind names a tracker operation.
+type OpKind string
+
+// Operations the engine asks trackers for.
+const (
+	OpCreate    OpKind = "create"
+	OpUpdate    OpKind = "update"
+	OpSetStatus OpKind = "set_status"
+	OpComment   OpKind = "comment"
+)
+
+// Change is one field difference, for plans, dry runs and drift reports.
+type Change struct {
+	Field string `json:"field"`
+	From  any    `json:"from"`
+	To    any    `json:"to"`
+}
+
+// Op is one tracker operation the diff decided on.
+type Op struct {
+	Kind    OpKind     `json:"op"`
+	Spec    *IssueSpec `json:"spec,omitempty"`
+	Update  *Update    `json:"update,omitempty"`
+	Status  string     `json:"status,omitempty"`
+	Reason  string     `json:"reason,omitempty"`
+	Comment *Comment   `json:"comment,omitempty"`
+	Changes []Change   `json:"changes,omitempty"`
+}
+
+// String is the short form used in the ledger ("update:title,labels").
+func (o Op) String() string {
+	switch o.Kind {
+	case OpUpdate:
+		fs := make([]string, len(o.Changes))
+		for i, c := range o.Changes {
+			fs[i] = c.Field
+		}
+		return string(o.Kind) + ":" + strings.Join(fs, ",")
+	case OpSetStatus:
+		return string(o.Kind) + ":" + o.Status
+	case OpComment:
+		return string(o.Kind) + ":" + o.Comment.ID
+	}
+	return string(o.Kind)
+}
+
+// AppliedFromSpec is the baseline right after creating an issue from spec.
+func AppliedFromSpec(spec IssueSpec) Applied {
+	return Applied{
+		Title: spec.Title, Body: spec.Body, Labels: sortedSet(spec.Labels), Priority: spec.Priority,
+		Assignees: sortedSet(spec.Assignees), Components: sortedSet(spec.Components),
+		Fields: copyFields(spec.Fields),
+	}
+}
+
+// BaselineFromIssue is the baseline when comparing with the live issue
+// (reconcile): live field values, with our bookkeeping kept.
+func BaselineFromIssue(is Issue, applied Applied) Applied {
+	return Applied{
+		Title: is.Title, Body: is.Body, Labels: sortedSet(is.Labels), Priority: is.Priority,
+		Assignees: sortedSet(is.Assignees), Components: sortedSet(is.Components),
+		Fields: copyFields(is.Fields), Status: is.Status, Reason: is.Reason,
+		Comments: applied.Comments, Pending: applied.Pending,
+	}
+}
+
+// Diff decides the operations that take an existing issue from base (what
+// it looks like: last applied, or live when verifying) to spec. managed are
+// the labels qase-sync applied before: only those are ever removed, so
+// labels people add by hand survive. Fields the spec marks create-only are
+// never touched. Pure; order: fields, status, comments.
+func Diff(spec IssueSpec, base Applied, managed []string) []Op {
+	var ops []Op
+	var u Update
+	var changes []Change
+	str := func(field, want, have string, set func(*string)) {
+		if spec.Owns(field) && normText(want) != normText(have) {
+			w := want
+			set(&w)
+			changes = append(changes, Change{Field: field, From: have, To: want})
+		}
+	}
+	str("title", spec.Title, base.Title, func(s *string) { u.Title = s })
+	str("body", spec.Body, base.Body, func(s *string) { u.Body = s })
+	if spec.Priority != "" {
+		str("priority", spec.Priority, base.Priority, func(s *string) { u.Priority = s })
+	}
+	list := func(field string, want, have []string, set func(*[]string)) {
+		w, h := sortedSet(want), sortedSet(have)
+		if spec.Owns(field) && !equalStrings(w, h) {
+			set(&w)
+			changes = append(changes, Change{Field: field, From: h, To: w})
+		}
+	}
+	list("assignees", spec.Assignees, base.Assignees, func(s *[]string) { u.Assignees = s })
+	list("components", spec.Components, base.Components, func(s *[]string) { u.Components = s })
+	for _, k := range sortedKeys(spec.Fields) {
+		f := "fields." + k
+		if spec.Owns(f) && normText(spec.Fields[k]) != normText(base.Fields[k]) {
+			if u.Fields == nil {
+				u.Fields = map[string]string{}
+			}
+			u.Fields[k] = spec.Fields[k]
+			changes = append(changes, Change{Field: f, From: base.Fields[k], To: spec.Fields[k]})
+		}
+	}
+	if spec.Owns("labels") {
+		want, have := toSet(spec.Labels), toSet(base.Labels)
+		for _, l := range sortedSet(spec.Labels) {
+			if !have[l] {
+				u.AddLabels = append(u.AddLabels, l)
+			}
+		}
+		for _, l := range sortedSet(managed) {
+			if !want[l] && have[l] {
+				u.RemoveLabels = append(u.RemoveLabels, l)
+			}
+		}
+		if len(u.AddLabels)+len(u.RemoveLabels) > 0 {
+			changes = append(changes, Change{Field: "labels", From: sortedSet(base.Labels), To: sortedSet(spec.Labels)})
+		}
+	}
+	if !u.Empty() {
+		ops = append(ops, Op{Kind: OpUpdate, Update: &u, Changes: changes})
+	}
+	if spec.Status != "" && spec.Owns("status") {
+		statusDiffers := !strings.EqualFold(spec.Status, base.Status)
+		reasonDiffers := spec.Reason != "" && base.Reason != "" && !strings.EqualFold(spec.Reason, base.Reason)
+		if statusDiffers || reasonDiffers {
+			ops = append(ops, Op{Kind: OpSetStatus, Status: spec.Status, Reason: spec.Reason,
+				Changes: []Change{{Field: "status", From: joinStatus(base.Status, base.Reason), To: joinStatus(spec.Status, spec.Reason)}}})
+		}
+	}
+	posted := toSet(base.Comments)
+	for _, c := range spec.Comments {
+		if !posted[c.ID] {
+			c := c
+			ops = append(ops, Op{Kind: OpComment, Comment: &c})
+		}
+	}
+	return ops
+}
+
+func joinStatus(status, reason string) string {
+	if reason == "" {
+		return status
+	}
+	return status + " (" + reason + ")"
+}
+
+// Fingerprint hashes a desired spec; equal fingerprints mean nothing to do
+// unless the live issue drifted.
+func Fingerprint(spec IssueSpec) string {
+	b, _ := json.Marshal(spec)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+// normText compares text the way trackers round-trip it: line endings and
+// trailing white space are not differences.
+func normText(s string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " \t")
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
+func toSet(ss []string) map[string]bool {
+	m := make(map[string]bool, len(ss))
+	for _, s := range ss {
+		m[s] = true
+	}
+	return m
+}
+
+func sortedSet(ss []string) []string {
+	if len(ss) == 0 {
+		return nil
+	}
+	m := toSet(ss)
+	out := make([]string, 0, len(m))
+	for s := range m {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func copyFields(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// applyUpdate records a successful update in the baseline.
+func (a *Applied) applyUpdate(u Update) {
+	if u.Title != nil {
+		a.Title = *u.Title
+	}
+	if u.Body != nil {
+		a.Body = *u.Body
+	}
+	if u.Priority != nil {
+		a.Priority = *u.Priority
+	}
+	if u.Assignees != nil {
+		a.Assignees = sortedSet(*u.Assignees)
+	}
+	if u.Components != nil {
+		a.Components = sortedSet(*u.Components)
+	}
+	for k, v := range u.Fields {
+		if a.Fields == nil {
+			a.Fields = map[string]string{}
+		}
+		a.Fields[k] = v
+	}
+	if len(u.AddLabels)+len(u.RemoveLabels) > 0 {
+		set := toSet(a.Labels)
+		for _, l := range u.AddLabels {
+			set[l] = true
+		}
+		for _, l := range u.RemoveLabels {
+			delete(set, l)
+		}
+		a.Labels = sortedSet(keys(set))
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

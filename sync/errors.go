@@ -1,0 +1,71 @@
+package sync
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFound is returned by trackers and stores when the thing asked for
+// does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrLeaseLost is returned by JobStore.Complete/Retry when the job's lease
+// is no longer held by the caller (it expired and another worker took it).
+var ErrLeaseLost = errors.New("job lease lost")
+
+// ErrPermanent marks an error that retrying cannot fix (bad request, auth,
+// validation, mapping). Test with errors.Is(err, ErrPermanent).
+var ErrPermanent = errors.New("permanent failure")
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string        { return e.err.Error() }
+func (e permanentError) Unwrap() []error      { return []error{e.err, ErrPermanent} }
+func (e permanentError) Is(target error) bool { return target == ErrPermanent }
+
+// Permanent wraps err so the engine dead-letters instead of retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// Permanentf is fmt.Errorf wrapped in Permanent.
+func Permanentf(format string, args ...any) error { return Permanent(fmt.Errorf(format, args...)) }
+
+// IsPermanent reports whether err must not be retried.
+func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
+
+// RetryAfterError asks the engine to wait at least Wait before retrying
+// (Retry-After, X-RateLimit-Reset, GitHub secondary limits).
+type RetryAfterError struct {
+	Err  error
+	Wait time.Duration
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %s)", e.Err, e.Wait.Round(time.Millisecond))
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter wraps err with a server-requested wait.
+func RetryAfter(err error, wait time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	if wait < 0 {
+		wait = 0
+	}
+	return &RetryAfterError{Err: err, Wait: wait}
+}
+
+// RetryWait returns the server-requested wait carried by err, if any.
+func RetryWait(err error) (time.Duration, bool) {
+	var ra *RetryAfterError
+	if errors.As(err, &ra) {
+		return ra.Wait, true
+	}
+	return 0, false
+}

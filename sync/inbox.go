@@ -1,0 +1,173 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// ErrInboxClosed is returned by Accept once the inbox stopped (shutdown):
+// the webhook answers 503 and Qase may redeliver.
+var ErrInboxClosed = errors.New("inbox closed")
+
+// Inbox accepts webhook events durably. Concurrent deliveries are grouped
+// into one store transaction (group commit): every caller still waits for
+// its own commit, but many share one fsync, which is what makes durable
+// ingest fast on SQLite.
+type Inbox struct {
+	store    InboxStore
+	mapper   Mapper
+	clock    Clock
+	log      *logrus.Entry
+	notify   func()
+	maxBatch int
+	reqs     chan acceptReq
+	done     chan struct{}
+}
+
+type acceptReq struct {
+	in    Inbound
+	reply chan acceptReply
+}
+
+type acceptReply struct {
+	res AcceptResult
+	err error
+}
+
+// InboxOptions configure an Inbox.
+type InboxOptions struct {
+	Store  InboxStore
+	Mapper Mapper
+	Clock  Clock
+	Logger *logrus.Entry
+	// Notify is called after each commit that enqueued work (wakes workers).
+	Notify func()
+	// MaxBatch bounds a group commit (default 256).
+	MaxBatch int
+}
+
+// NewInbox builds an inbox; call Run to start committing.
+func NewInbox(o InboxOptions) *Inbox {
+	if o.Clock == nil {
+		o.Clock = SystemClock
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 256
+	}
+	if o.Notify == nil {
+		o.Notify = func() {}
+	}
+	return &Inbox{
+		store: o.Store, mapper: o.Mapper, clock: o.Clock, log: o.Logger, notify: o.Notify,
+		maxBatch: o.MaxBatch, reqs: make(chan acceptReq, o.MaxBatch), done: make(chan struct{}),
+	}
+}
+
+// Accept routes the event and stores it; it returns once committed.
+func (in *Inbox) Accept(ctx context.Context, ev Event) (AcceptStatus, error) {
+	routes := in.mapper.Routes(ev.Name, ev.Ref.Project, ev.Ref.Kind)
+	if len(routes) == 0 {
+		return StatusIgnored, nil
+	}
+	if ev.ReceivedAt.IsZero() {
+		ev.ReceivedAt = in.clock.Now()
+	}
+	req := acceptReq{in: Inbound{Event: ev, Routes: routes}, reply: make(chan acceptReply, 1)}
+	select {
+	case in.reqs <- req:
+	case <-in.done:
+		return "", ErrInboxClosed
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	// Once queued, wait for the verdict even if the client went away: the
+	// batch may commit, and the answer must match what was stored.
+	var r acceptReply
+	select {
+	case r = <-req.reply:
+	case <-in.done:
+		// Stopped: no batch will run any more, but one may have answered.
+		select {
+		case r = <-req.reply:
+		default:
+			return "", ErrInboxClosed
+		}
+	}
+	if r.err != nil {
+		return "", r.err
+	}
+	if r.res.Duplicate {
+		return StatusDuplicate, nil
+	}
+	return StatusAccepted, nil
+}
+
+// Run commits batches until ctx ends; queued requests are still answered.
+func (in *Inbox) Run(ctx context.Context) {
+	defer func() {
+		// Fail whatever is queued, then close: a request that slips in
+		// later sees done and answers for itself.
+		for {
+			select {
+			case r := <-in.reqs:
+				r.reply <- acceptReply{err: ErrInboxClosed}
+				continue
+			default:
+			}
+			break
+		}
+		close(in.done)
+	}()
+	batch := make([]acceptReq, 0, in.maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-in.reqs:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < in.maxBatch {
+			select {
+			case r := <-in.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		in.commit(batch)
+	}
+}
+
+func (in *Inbox) commit(batch []acceptReq) {
+	ins := make([]Inbound, len(batch))
+	for i, r := range batch {
+		ins[i] = r.in
+	}
+	// Detached from the server's context: a commit in flight must finish so
+	// every waiting caller gets a truthful answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	res, err := in.store.AcceptEvents(ctx, ins, in.clock.Now())
+	cancel()
+	if err == nil && len(res) != len(batch) {
+		err = errors.New("store returned a short accept result")
+	}
+	if err != nil {
+		in.log.WithError(err).WithField("batch", len(batch)).Error("storing webhook events failed")
+	}
+	fresh := false
+	for i, r := range batch {
+		if err != nil {
+			r.reply <- acceptReply{err: err}
+			continue
+		}
+		fresh = fresh || !res[i].Duplicate
+		r.reply <- acceptReply{res: res[i]}
+	}
+	if fresh {
+		in.notify()
+	}
+}

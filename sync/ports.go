@@ -1,0 +1,215 @@
+package sync
+
+import (
+	"context"
+	"time"
+)
+
+// Ports: small interfaces the engine depends on. Adapters implement them;
+// cmd/qase-sync wires them together.
+
+// Inbound is an event plus the routes it was matched to at accept time.
+type Inbound struct {
+	Event  Event
+	Routes []string
+}
+
+// AcceptResult tells, per inbound event, whether it was new.
+type AcceptResult struct {
+	Seq       int64
+	Duplicate bool
+}
+
+// InboxStore persists accepted events durably.
+type InboxStore interface {
+	// AcceptEvents stores the events in one transaction: each event whose
+	// DedupKey is new is inserted, and for each of its routes the key's job
+	// is enqueued (one pending job per key; a new event bumps its Gen).
+	// It returns only after the transaction committed.
+	AcceptEvents(ctx context.Context, in []Inbound, now time.Time) ([]AcceptResult, error)
+}
+
+// JobStore is the work queue: one job per Key, leased by one worker at a time.
+type JobStore interface {
+	// Enqueue makes a job due for each key (reconcile, dead-letter retry).
+	// An existing job keeps its place; verify is or-ed in.
+	Enqueue(ctx context.Context, keys []Key, verify bool, now time.Time) error
+	// Lease hands out up to limit due jobs not leased by anyone (or whose
+	// lease expired), leased to owner until now+lease.
+	Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]Job, error)
+	// Complete ends the job's attempt with an outcome: events of the key up
+	// to job.Gen get that outcome, a ledger entry is written, and the job is
+	// removed unless it was re-enqueued meanwhile (then it is released, due
+	// now). OutcomeDead also records a dead letter with detail as reason.
+	Complete(ctx context.Context, job Job, owner string, outcome Outcome, entry LedgerEntry, now time.Time) error
+	// Retry releases the job for another attempt at due, recording the error.
+	Retry(ctx context.Context, job Job, owner string, due time.Time, lastErr string, now time.Time) error
+	// Release gives back every lease owner holds (graceful shutdown).
+	Release(ctx context.Context, owner string) error
+	// QueueDepth counts jobs not yet finished.
+	QueueDepth(ctx context.Context) (int, error)
+}
+
+// SnapshotStore keeps each entity's folded state and its events.
+type SnapshotStore interface {
+	// Snapshot returns the stored state (zero Snapshot if none).
+	Snapshot(ctx context.Context, ref EntityRef) (Snapshot, error)
+	// EventsAfter returns the entity's events with Seq > after, in Seq order.
+	EventsAfter(ctx context.Context, ref EntityRef, after int64, limit int) ([]Event, error)
+	// SaveSnapshot writes s if the stored LastSeq still equals prevSeq
+	// (compare-and-set); ok=false means another writer got there first.
+	SaveSnapshot(ctx context.Context, s Snapshot, prevSeq int64) (ok bool, err error)
+}
+
+// LinkStore keeps the correlation between keys and tracker issues.
+type LinkStore interface {
+	// Link returns the key's link; found=false if there is none.
+	Link(ctx context.Context, k Key) (l Link, found bool, err error)
+	// SaveLink inserts or replaces the key's link.
+	SaveLink(ctx context.Context, l Link) error
+	// DeleteLink forgets the key's link.
+	DeleteLink(ctx context.Context, k Key) error
+	// Links lists links, optionally of one route ("" = all), ordered by key,
+	// starting after the given key (zero Key = from the start).
+	Links(ctx context.Context, route string, after Key, limit int) ([]Link, error)
+}
+
+// LedgerStore answers what happened to accepted events and keys.
+type LedgerStore interface {
+	Ledger(ctx context.Context, k Key, limit int) ([]LedgerEntry, error)
+	EventStatus(ctx context.Context) (EventStatus, error)
+	DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error)
+	DeadLetter(ctx context.Context, id int64) (DeadLetter, bool, error)
+	// DropDeadLetter removes it; RetryDeadLetter removes it and enqueues its key.
+	DropDeadLetter(ctx context.Context, id int64) error
+	RetryDeadLetter(ctx context.Context, id int64, now time.Time) error
+}
+
+// Store is every storage port; sqlite and postgres implement it and pass
+// the same conformance suite (adapters/store/storetest).
+type Store interface {
+	InboxStore
+	JobStore
+	SnapshotStore
+	LinkStore
+	LedgerStore
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Mapper is the engine's view of the mapping tables (package mapping).
+type Mapper interface {
+	// Routes returns the names of the routes that take an event, judged by
+	// name, project and kind only (conditions on state come later).
+	Routes(eventName, project string, kind Kind) []string
+	// RouteKinds tells which kind a route serves and its tracker, for the
+	// reconciler's enumeration.
+	RouteInfo(route string) (RouteInfo, bool)
+	// RouteNames lists every route.
+	RouteNames() []string
+	// Desired computes the issue the route wants for the entity now.
+	Desired(route string, e Entity) (Desired, error)
+}
+
+// RouteInfo describes a route for enumeration.
+type RouteInfo struct {
+	Name     string
+	Kind     Kind
+	Tracker  string
+	Projects []string // empty = any
+	Project  string   // tracker project (Jira key, GitHub owner/repo)
+}
+
+// Tracker is one issue tracker instance (a Jira site, a GitHub org/repo set).
+// Adapters classify every failure: Permanent(err) must not be retried,
+// RetryAfter(err, d) asks for a wait, anything else is retried with backoff.
+type Tracker interface {
+	// Create files a new issue carrying the marker.
+	Create(ctx context.Context, spec IssueSpec, m Marker) (Issue, error)
+	// Find returns the issues in project carrying the marker, oldest first.
+	// since bounds the search (only issues created at or after it can
+	// match; zero = no bound). It must be read-your-writes consistent or
+	// say how stale it can be (see FindSettler).
+	Find(ctx context.Context, project string, m Marker, since time.Time) ([]Issue, error)
+	// Get reads one issue; ErrNotFound if it no longer exists.
+	Get(ctx context.Context, ref IssueRef) (Issue, error)
+	// Update changes fields and labels.
+	Update(ctx context.Context, ref IssueRef, u Update) error
+	// SetStatus moves the issue to status (Jira: via transitions;
+	// GitHub: open/closed with reason).
+	SetStatus(ctx context.Context, ref IssueRef, status, reason string) error
+	// AddComment posts c, stamped with c.ID so HasComment can find it.
+	AddComment(ctx context.Context, ref IssueRef, c Comment) error
+	// HasComment reports whether a comment stamped with id exists.
+	HasComment(ctx context.Context, ref IssueRef, id string) (bool, error)
+	// List returns every issue in project carrying the qase-sync marker
+	// label, in batches (the reconciler's bulk read), oldest first.
+	List(ctx context.Context, project string) ([]Issue, error)
+}
+
+// FindSettler is implemented by trackers whose marker search lags writes
+// (Jira's JQL index): look again after this delay before creating.
+type FindSettler interface {
+	FindSettle() time.Duration
+}
+
+// Update is a change to an existing issue; nil/empty means unchanged.
+type Update struct {
+	Title        *string           `json:"title,omitempty"`
+	Body         *string           `json:"body,omitempty"`
+	Priority     *string           `json:"priority,omitempty"`
+	Assignees    *[]string         `json:"assignees,omitempty"`
+	Components   *[]string         `json:"components,omitempty"`
+	Fields       map[string]string `json:"fields,omitempty"`
+	AddLabels    []string          `json:"add_labels,omitempty"`
+	RemoveLabels []string          `json:"remove_labels,omitempty"`
+}
+
+// Empty reports whether u changes nothing.
+func (u Update) Empty() bool {
+	return u.Title == nil && u.Body == nil && u.Priority == nil && u.Assignees == nil &&
+		u.Components == nil && len(u.Fields) == 0 && len(u.AddLabels) == 0 && len(u.RemoveLabels) == 0
+}
+
+// EntitySource reads entities from the Qase REST API (optional: without a
+// token the engine works from events alone).
+type EntitySource interface {
+	// Fetch reads the entity; found=false when Qase says it does not exist.
+	// The attrs use the same vocabulary as event patches.
+	Fetch(ctx context.Context, ref EntityRef) (attrs map[string]any, found bool, err error)
+	// List enumerates the project's entities of a kind (reconciler), calling
+	// fn for each entity; reads are paged (100 per call).
+	List(ctx context.Context, project string, kind Kind, fn func(ref EntityRef, attrs map[string]any) error) error
+}
+
+// Clock is injected so tests control time.
+type Clock interface{ Now() time.Time }
+
+// ClockFunc adapts a function to Clock.
+type ClockFunc func() time.Time
+
+// Now returns f().
+func (f ClockFunc) Now() time.Time { return f() }
+
+// SystemClock is the real clock.
+var SystemClock Clock = ClockFunc(time.Now)
+
+// AcceptStatus is the inbox's answer to one delivery.
+type AcceptStatus string
+
+// Accept statuses.
+const (
+	StatusAccepted  AcceptStatus = "accepted"
+	StatusDuplicate AcceptStatus = "duplicate"
+	StatusIgnored   AcceptStatus = "ignored" // no route takes it
+)
+
+// Acceptor takes decoded deliveries (implemented by Inbox; used by the
+// webhook handler). It returns only once the event is durably stored.
+type Acceptor interface {
+	Accept(ctx context.Context, ev Event) (AcceptStatus, error)
+}
+
+// CallObserver is told about every outbound API call, for metrics. status
+// is the HTTP status, 0 for a transport failure.
+type CallObserver func(system, op string, status int, d time.Duration)
