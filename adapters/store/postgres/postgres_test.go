@@ -1,0 +1,180 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/qase-sync/qase-sync/adapters/store/storetest"
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// adminDSN is the server the tests create their databases on;
+// QASE_SYNC_TEST_POSTGRES_DSN (a postgres:// URL) overrides it.
+func adminDSN() string {
+	if v := os.Getenv("QASE_SYNC_TEST_POSTGRES_DSN"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// testDB creates a fresh database for this test and drops it afterwards.
+// It skips when the server is unreachable, unless
+// QASE_SYNC_REQUIRE_POSTGRES=1 demands PostgreSQL.
+func testDB(t *testing.T) (dsn string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, adminDSN())
+	if err != nil {
+		if os.Getenv("QASE_SYNC_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("PostgreSQL required but unreachable: %v", err)
+		}
+		t.Skipf("PostgreSQL unreachable (%v); set QASE_SYNC_REQUIRE_POSTGRES=1 to fail instead", err)
+	}
+	defer admin.Close(context.Background())
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "qs_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, adminDSN())
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(adminDSN())
+	if err != nil {
+		t.Fatalf("admin DSN: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// schemaDSN creates an empty schema in the database and returns a DSN
+// whose search_path points at it: a clean store without a new database.
+func schemaDSN(t *testing.T, dsn string, n int64) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	schema := fmt.Sprintf("s%d", n)
+	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func open(t *testing.T, dsn string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{DSN: dsn})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	dsn := testDB(t)
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) qsync.Store {
+		return open(t, schemaDSN(t, dsn, n.Add(1)))
+	})
+}
+
+// Two Store instances (two replicas) lease from one database.
+func TestLeaseExclusiveAcrossReplicas(t *testing.T) {
+	dsn := testDB(t)
+	storetest.LeaseExclusive(t, open(t, dsn), open(t, dsn))
+}
+
+// Replicas starting at once must not trip over each other's migrations.
+func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	dsn := testDB(t)
+	const replicas = 4
+	stores := make([]*Store, replicas)
+	errs := make([]error, replicas)
+	var wg gosync.WaitGroup
+	for i := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(context.Background(), Options{DSN: dsn})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: Open: %v", i, err)
+		}
+		defer stores[i].Close()
+	}
+	ctx := context.Background()
+	var rows int
+	if err := stores[0].pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := loadMigrations()
+	if rows != len(ms) {
+		t.Errorf("schema_migrations has %d rows, want %d", rows, len(ms))
+	}
+	if err := stores[1].Enqueue(ctx, []qsync.Key{{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindRun, ID: 1}}}, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := stores[3].QueueDepth(ctx); err != nil || n != 1 {
+		t.Errorf("QueueDepth via another replica = %d, %v; want 1", n, err)
+	}
+}
+
+func TestOpenErrorsHidePassword(t *testing.T) {
+	ctx := context.Background()
+	for _, dsn := range []string{
+		"postgres://postgres:s3cr3t-pw@127.0.0.1:1/x?sslmode=disable&connect_timeout=2",
+		"postgres://postgres:s3cr3t-pw@127.0.0.1:notaport/x",
+	} {
+		_, err := Open(ctx, Options{DSN: dsn})
+		if err == nil {
+			t.Fatalf("Open(%s) succeeded", dsn)
+		}
+		if strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+	if _, err := Open(ctx, Options{}); err == nil {
+		t.Error("Open without DSN succeeded")
+	}
+}

@@ -1,0 +1,774 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Times are unix microseconds: exact for every time.Time a caller can
+// pass, including the zero time.
+func us(t time.Time) int64     { return t.UnixMicro() }
+func fromUS(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func keyArgs(k qsync.Key) []any       { return []any{k.Route, k.Project, string(k.Kind), k.ID} }
+func refArgs(r qsync.EntityRef) []any { return []any{r.Project, string(r.Kind), r.ID} }
+
+// limitArg maps "no limit" (<= 0) to a number SQLite accepts.
+func limitArg(n int) int64 {
+	if n <= 0 {
+		return math.MaxInt64
+	}
+	return int64(n)
+}
+
+const keyWhere = `route = ? AND project = ? AND kind = ? AND entity_id = ?`
+
+// uniqueRoutes drops repeated routes: one delivery and one job bump per
+// route and event.
+func uniqueRoutes(rs []string) []string {
+	if len(rs) < 2 {
+		return rs
+	}
+	out := make([]string, 0, len(rs))
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// AcceptEvents implements sync.InboxStore.
+//
+// modernc's driver re-compiles a statement on every execution (database/sql
+// prepared statements only keep the text), so the cost is per statement,
+// not per round trip: the batch is written with a handful of multi-row
+// statements (events, jobs, deliveries) instead of several per event.
+func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.Time) ([]qsync.AcceptResult, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	patches := make([][]byte, len(in))
+	for i, ib := range in {
+		if ib.Event.DedupKey == "" {
+			return nil, fmt.Errorf("sqlite: accept: event %d (%s %s) has no dedup key", i, ib.Event.Name, ib.Event.Ref)
+		}
+		b, err := json.Marshal(ib.Event.Patch)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: accept: encode patch of %s: %w", ib.Event.Ref, err)
+		}
+		patches[i] = b
+	}
+	var res []qsync.AcceptResult
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = accept(ctx, tx, in, patches, us(now))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: accept: %w", err)
+	}
+	return res, nil
+}
+
+func accept(ctx context.Context, tx *sql.Tx, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
+	// 1. Insert the events in batch order (VALUES rows are inserted in
+	// order, so seqs increase along the batch). A dedup key already stored,
+	// or repeated in the batch, is skipped by DO NOTHING and not returned.
+	newSeq := make(map[string]int64, len(in))
+	err := multiRow(ctx, tx, `INSERT INTO events
+		(dedup_key, name, project, kind, entity_id, ts, received_at, actor_id, patch, payload) VALUES `,
+		`ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, seq`, 10, len(in),
+		func(i int) []any {
+			ev := in[i].Event
+			return []any{ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
+				us(ev.Timestamp), us(ev.ReceivedAt), ev.ActorID, patches[i], ev.Payload}
+		},
+		func(rows *sql.Rows) error {
+			var dk string
+			var seq int64
+			if err := rows.Scan(&dk, &seq); err != nil {
+				return err
+			}
+			newSeq[dk] = seq
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	// 2. Classify: the first occurrence of an inserted key is new, every
+	// other one a duplicate.
+	res := make([]qsync.AcceptResult, len(in))
+	isNew := make([]bool, len(in))
+	claimed := make(map[string]bool, len(newSeq))
+	var lookup []string
+	for i, ib := range in {
+		dk := ib.Event.DedupKey
+		if seq, ok := newSeq[dk]; ok {
+			res[i] = qsync.AcceptResult{Seq: seq, Duplicate: claimed[dk]}
+			isNew[i] = !claimed[dk]
+			claimed[dk] = true
+			continue
+		}
+		res[i].Duplicate = true
+		lookup = append(lookup, dk)
+	}
+	if len(lookup) > 0 {
+		oldSeq := make(map[string]int64, len(lookup))
+		err := multiRow(ctx, tx, `SELECT dedup_key, seq FROM events WHERE dedup_key IN (VALUES `, `)`, 1, len(lookup),
+			func(i int) []any { return []any{lookup[i]} },
+			func(rows *sql.Rows) error {
+				var dk string
+				var seq int64
+				if err := rows.Scan(&dk, &seq); err != nil {
+					return err
+				}
+				oldSeq[dk] = seq
+				return nil
+			})
+		if err != nil {
+			return nil, fmt.Errorf("find duplicates: %w", err)
+		}
+		for i, ib := range in {
+			if res[i].Duplicate && res[i].Seq == 0 {
+				seq, ok := oldSeq[ib.Event.DedupKey]
+				if !ok {
+					return nil, fmt.Errorf("duplicate %q vanished", ib.Event.DedupKey)
+				}
+				res[i].Seq = seq
+			}
+		}
+	}
+	// 3. Enqueue each (route, entity) once, bumping its gen by the number
+	// of new events: the same end state as one bump per event, and no one
+	// can observe the intermediate gens of an uncommitted batch.
+	type delivery struct {
+		seq int64
+		key qsync.Key
+	}
+	var dels []delivery
+	bumps := map[qsync.Key]int64{}
+	var keys []qsync.Key
+	for i, ib := range in {
+		if !isNew[i] {
+			continue
+		}
+		for _, route := range uniqueRoutes(ib.Routes) {
+			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
+			if bumps[k] == 0 {
+				keys = append(keys, k)
+			}
+			bumps[k]++
+			dels = append(dels, delivery{res[i].Seq, k})
+		}
+	}
+	if len(keys) == 0 {
+		return res, nil
+	}
+	gens := make(map[qsync.Key]int64, len(keys))
+	err = multiRow(ctx, tx, `INSERT INTO jobs
+		(route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at) VALUES `,
+		`ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET gen = jobs.gen + excluded.gen
+		RETURNING route, project, kind, entity_id, gen`, 10, len(keys),
+		func(i int) []any {
+			k := keys[i]
+			return []any{k.Route, k.Project, string(k.Kind), k.ID, bumps[k], 0, "", 0, nowUS, nowUS}
+		},
+		func(rows *sql.Rows) error {
+			var k qsync.Key
+			var kind string
+			var gen int64
+			if err := rows.Scan(&k.Route, &k.Project, &kind, &k.ID, &gen); err != nil {
+				return err
+			}
+			k.Kind = qsync.Kind(kind)
+			gens[k] = gen
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
+	// 4. One pending delivery per (event, route), at the job's new gen.
+	err = multiRow(ctx, tx, `INSERT INTO deliveries (event_seq, route, project, kind, entity_id, gen, status) VALUES `,
+		``, 7, len(dels),
+		func(i int) []any {
+			d := dels[i]
+			return []any{d.seq, d.key.Route, d.key.Project, string(d.key.Kind), d.key.ID, gens[d.key], "pending"}
+		}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("deliveries: %w", err)
+	}
+	return res, nil
+}
+
+// multiRow runs head + "(?, ...), (?, ...)" + tail over n rows of cols
+// values, in chunks that stay under SQLite's bound-parameter limit. scan,
+// if not nil, reads the rows the statement returns.
+func multiRow(ctx context.Context, tx *sql.Tx, head, tail string, cols, n int, row func(int) []any, scan func(*sql.Rows) error) error {
+	const maxParams = 32766
+	chunk := min(maxParams/cols, 500)
+	ph := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		var q strings.Builder
+		q.WriteString(head)
+		args := make([]any, 0, (hi-lo)*cols)
+		for i := lo; i < hi; i++ {
+			if i > lo {
+				q.WriteString(", ")
+			}
+			q.WriteString(ph)
+			args = append(args, row(i)...)
+		}
+		q.WriteString(" ")
+		q.WriteString(tail)
+		if scan == nil {
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := tx.QueryContext(ctx, q.String(), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Enqueue implements sync.JobStore.
+func (s *Store) Enqueue(ctx context.Context, keys []qsync.Key, verify bool, now time.Time) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error { return enqueue(ctx, tx, keys, verify, now) })
+	if err != nil {
+		return fmt.Errorf("sqlite: enqueue: %w", err)
+	}
+	return nil
+}
+
+// enqueue makes each key's job due: a new job is due now at Gen 1, an
+// existing one keeps its place and gets a new generation (verify or-ed in).
+func enqueue(ctx context.Context, tx *sql.Tx, keys []qsync.Key, verify bool, now time.Time) error {
+	seen := make(map[qsync.Key]bool, len(keys))
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, err := tx.ExecContext(ctx, `INSERT INTO jobs
+			(route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at)
+			VALUES (?1, ?2, ?3, ?4, 1, 0, '', ?5, ?6, ?6)
+			ON CONFLICT (route, project, kind, entity_id)
+			DO UPDATE SET gen = jobs.gen + 1, verify = jobs.verify OR excluded.verify`,
+			k.Route, k.Project, string(k.Kind), k.ID, boolInt(verify), us(now)); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+const jobCols = `route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at`
+
+func scanJob(sc interface{ Scan(...any) error }) (qsync.Job, error) {
+	var j qsync.Job
+	var kind string
+	var verify int
+	var first, due int64
+	err := sc.Scan(&j.Key.Route, &j.Key.Project, &kind, &j.Key.ID, &j.Gen, &j.Attempts, &j.LastError, &verify, &first, &due)
+	j.Key.Kind = qsync.Kind(kind)
+	j.Verify = verify != 0
+	j.FirstAt, j.DueAt = fromUS(first), fromUS(due)
+	return j, err
+}
+
+// Lease implements sync.JobStore. The single writer connection makes the
+// select-and-mark atomic with respect to every other caller.
+func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if owner == "" {
+		return nil, errors.New("sqlite: lease: empty owner")
+	}
+	var jobs []qsync.Job
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET lease_owner = ?1, lease_until = ?2
+			WHERE rowid IN (SELECT rowid FROM jobs
+				WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
+				ORDER BY due_at, rowid LIMIT ?4)
+			RETURNING `+jobCols, owner, us(now.Add(lease)), us(now), limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: lease: %w", err)
+	}
+	sortJobs(jobs)
+	return jobs, nil
+}
+
+// sortJobs orders by due time (RETURNING order is unspecified).
+func sortJobs(js []qsync.Job) {
+	sort.Slice(js, func(i, j int) bool {
+		if !js[i].DueAt.Equal(js[j].DueAt) {
+			return js[i].DueAt.Before(js[j].DueAt)
+		}
+		return js[i].Key.String() < js[j].Key.String()
+	})
+}
+
+// Complete implements sync.JobStore.
+func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
+	switch outcome {
+	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
+	default:
+		return fmt.Errorf("sqlite: complete %s: unknown outcome %q", job.Key, outcome)
+	}
+	entry = fillEntry(entry, job, outcome, now)
+	ops, err := json.Marshal(entry.Ops)
+	if err != nil {
+		return fmt.Errorf("sqlite: complete %s: %w", job.Key, err)
+	}
+	k := job.Key
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var gen int64
+		err := tx.QueryRowContext(ctx, `SELECT gen FROM jobs WHERE `+keyWhere+` AND lease_owner = ?`,
+			append(keyArgs(k), owner)...).Scan(&gen)
+		if errors.Is(err, sql.ErrNoRows) {
+			return qsync.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = ?
+			WHERE `+keyWhere+` AND gen <= ? AND status = 'pending'`,
+			append(append([]any{string(outcome)}, keyArgs(k)...), job.Gen)...); err != nil {
+			return err
+		}
+		ek := entry.Key
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger
+			(at, route, project, kind, entity_id, gen, outcome, ops, detail, issue, request)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			us(entry.At), ek.Route, ek.Project, string(ek.Kind), ek.ID, entry.Gen, string(entry.Outcome),
+			ops, entry.Detail, entry.Issue, entry.Request); err != nil {
+			return err
+		}
+		if outcome == qsync.OutcomeDead {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters
+				(route, project, kind, entity_id, reason, attempts, last_request, created_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				k.Route, k.Project, string(k.Kind), k.ID, entry.Detail, job.Attempts+1, entry.Request, us(now)); err != nil {
+				return err
+			}
+		}
+		if gen <= job.Gen {
+			_, err = tx.ExecContext(ctx, `DELETE FROM jobs WHERE `+keyWhere, keyArgs(k)...)
+			return err
+		}
+		// Events arrived while we worked: hand the key back, due now, as a
+		// fresh job for those events. A verify asked for meanwhile (the
+		// reconciler) survives unless this attempt already verified.
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL,
+			attempts = 0, last_error = '', verify = verify AND NOT ?, due_at = ?, first_at = ? WHERE `+keyWhere,
+			append([]any{boolInt(job.Verify), us(now), us(now)}, keyArgs(k)...)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: complete %s: %w", k, err)
+	}
+	return nil
+}
+
+// fillEntry completes a ledger entry from Complete's arguments.
+func fillEntry(e qsync.LedgerEntry, job qsync.Job, outcome qsync.Outcome, now time.Time) qsync.LedgerEntry {
+	if e.At.IsZero() {
+		e.At = now
+	}
+	if e.Key == (qsync.Key{}) {
+		e.Key = job.Key
+	}
+	if e.Gen == 0 {
+		e.Gen = job.Gen
+	}
+	if e.Outcome == "" {
+		e.Outcome = outcome
+	}
+	return e
+}
+
+// Retry implements sync.JobStore.
+func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time.Time, lastErr string, now time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?,
+		lease_owner = NULL, lease_until = NULL WHERE `+keyWhere+` AND lease_owner = ?`,
+		append(append([]any{lastErr, us(due)}, keyArgs(job.Key)...), owner)...)
+	if err != nil {
+		return fmt.Errorf("sqlite: retry %s: %w", job.Key, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlite: retry %s: %w", job.Key, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlite: retry %s: %w", job.Key, qsync.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Release implements sync.JobStore.
+func (s *Store) Release(ctx context.Context, owner string) error {
+	if _, err := s.w.ExecContext(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?`, owner); err != nil {
+		return fmt.Errorf("sqlite: release: %w", err)
+	}
+	return nil
+}
+
+// QueueDepth implements sync.JobStore.
+func (s *Store) QueueDepth(ctx context.Context) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM jobs`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: queue depth: %w", err)
+	}
+	return n, nil
+}
+
+// Snapshot implements sync.SnapshotStore.
+func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapshot, error) {
+	snap := qsync.Snapshot{Ref: ref}
+	var state []byte
+	err := s.r.QueryRowContext(ctx, `SELECT last_seq, state FROM snapshots WHERE project = ? AND kind = ? AND entity_id = ?`,
+		refArgs(ref)...).Scan(&snap.LastSeq, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return snap, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(state, &snap.State)
+	}
+	if err != nil {
+		return qsync.Snapshot{}, fmt.Errorf("sqlite: snapshot %s: %w", ref, err)
+	}
+	return snap, nil
+}
+
+// EventsAfter implements sync.SnapshotStore.
+func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
+		FROM events WHERE project = ? AND kind = ? AND entity_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+		append(refArgs(ref), after, limitArg(limit))...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: events of %s: %w", ref, err)
+	}
+	defer rows.Close()
+	var evs []qsync.Event
+	for rows.Next() {
+		ev := qsync.Event{Ref: ref}
+		var ts, recv int64
+		var patch, payload []byte
+		if err := rows.Scan(&ev.Seq, &ev.DedupKey, &ev.Name, &ts, &recv, &ev.ActorID, &patch, &payload); err != nil {
+			return nil, fmt.Errorf("sqlite: events of %s: %w", ref, err)
+		}
+		ev.Timestamp, ev.ReceivedAt = fromUS(ts), fromUS(recv)
+		if err := json.Unmarshal(patch, &ev.Patch); err != nil {
+			return nil, fmt.Errorf("sqlite: event %d: patch: %w", ev.Seq, err)
+		}
+		if len(payload) > 0 {
+			ev.Payload = payload
+		}
+		evs = append(evs, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: events of %s: %w", ref, err)
+	}
+	return evs, nil
+}
+
+// SaveSnapshot implements sync.SnapshotStore.
+func (s *Store) SaveSnapshot(ctx context.Context, snap qsync.Snapshot, prevSeq int64) (bool, error) {
+	state, err := json.Marshal(snap.State)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: save snapshot %s: %w", snap.Ref, err)
+	}
+	var res sql.Result
+	if prevSeq == 0 {
+		// No row counts as LastSeq 0.
+		res, err = s.w.ExecContext(ctx, `INSERT INTO snapshots (project, kind, entity_id, last_seq, state)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (project, kind, entity_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state
+			WHERE snapshots.last_seq = 0`, append(refArgs(snap.Ref), snap.LastSeq, state)...)
+	} else {
+		res, err = s.w.ExecContext(ctx, `UPDATE snapshots SET last_seq = ?, state = ?
+			WHERE project = ? AND kind = ? AND entity_id = ? AND last_seq = ?`,
+			append(append([]any{snap.LastSeq, state}, refArgs(snap.Ref)...), prevSeq)...)
+	}
+	if err != nil {
+		return false, fmt.Errorf("sqlite: save snapshot %s: %w", snap.Ref, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: save snapshot %s: %w", snap.Ref, err)
+	}
+	return n == 1, nil
+}
+
+const linkCols = `route, project, kind, entity_id, state, tracker, marker_id, marker_label,
+	issue_project, issue_id, issue_key, issue_url, applied, fingerprint, intent_at, created_at, updated_at`
+
+func scanLink(sc interface{ Scan(...any) error }) (qsync.Link, error) {
+	var l qsync.Link
+	var kind, state string
+	var applied []byte
+	var intent, created, updated int64
+	err := sc.Scan(&l.Key.Route, &l.Key.Project, &kind, &l.Key.ID, &state, &l.Tracker, &l.Marker.ID, &l.Marker.Label,
+		&l.Issue.Project, &l.Issue.ID, &l.Issue.Key, &l.Issue.URL, &applied, &l.Fingerprint, &intent, &created, &updated)
+	if err != nil {
+		return l, err
+	}
+	l.Key.Kind, l.State = qsync.Kind(kind), qsync.LinkState(state)
+	l.IntentAt, l.CreatedAt, l.UpdatedAt = fromUS(intent), fromUS(created), fromUS(updated)
+	if err := json.Unmarshal(applied, &l.Applied); err != nil {
+		return l, fmt.Errorf("applied: %w", err)
+	}
+	return l, nil
+}
+
+// Link implements sync.LinkStore.
+func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error) {
+	l, err := scanLink(s.r.QueryRowContext(ctx, `SELECT `+linkCols+` FROM links WHERE `+keyWhere, keyArgs(k)...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return qsync.Link{}, false, nil
+	}
+	if err != nil {
+		return qsync.Link{}, false, fmt.Errorf("sqlite: link %s: %w", k, err)
+	}
+	return l, true, nil
+}
+
+// SaveLink implements sync.LinkStore.
+func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
+	applied, err := json.Marshal(l.Applied)
+	if err != nil {
+		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO links (`+linkCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET
+			state = excluded.state, tracker = excluded.tracker,
+			marker_id = excluded.marker_id, marker_label = excluded.marker_label,
+			issue_project = excluded.issue_project, issue_id = excluded.issue_id,
+			issue_key = excluded.issue_key, issue_url = excluded.issue_url,
+			applied = excluded.applied, fingerprint = excluded.fingerprint,
+			intent_at = excluded.intent_at, created_at = excluded.created_at, updated_at = excluded.updated_at`,
+		l.Key.Route, l.Key.Project, string(l.Key.Kind), l.Key.ID, string(l.State), l.Tracker, l.Marker.ID, l.Marker.Label,
+		l.Issue.Project, l.Issue.ID, l.Issue.Key, l.Issue.URL, applied, l.Fingerprint,
+		us(l.IntentAt), us(l.CreatedAt), us(l.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// DeleteLink implements sync.LinkStore.
+func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM links WHERE `+keyWhere, keyArgs(k)...); err != nil {
+		return fmt.Errorf("sqlite: delete link %s: %w", k, err)
+	}
+	return nil
+}
+
+// Links implements sync.LinkStore: keyset pagination in key order (bytewise).
+func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit int) ([]qsync.Link, error) {
+	q := `SELECT ` + linkCols + ` FROM links WHERE 1 = 1`
+	var args []any
+	if route != "" {
+		q += ` AND route = ?`
+		args = append(args, route)
+	}
+	if after != (qsync.Key{}) {
+		q += ` AND (route, project, kind, entity_id) > (?, ?, ?, ?)`
+		args = append(args, keyArgs(after)...)
+	}
+	q += ` ORDER BY route, project, kind, entity_id LIMIT ?`
+	args = append(args, limitArg(limit))
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: links: %w", err)
+	}
+	defer rows.Close()
+	var ls []qsync.Link
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: links: %w", err)
+		}
+		ls = append(ls, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: links: %w", err)
+	}
+	return ls, nil
+}
+
+// Ledger implements sync.LedgerStore (newest first).
+func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.LedgerEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, at, gen, outcome, ops, detail, issue, request
+		FROM ledger WHERE `+keyWhere+` ORDER BY id DESC LIMIT ?`, append(keyArgs(k), limitArg(limit))...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: ledger %s: %w", k, err)
+	}
+	defer rows.Close()
+	var es []qsync.LedgerEntry
+	for rows.Next() {
+		e := qsync.LedgerEntry{Key: k}
+		var at int64
+		var outcome string
+		var ops []byte
+		if err := rows.Scan(&e.ID, &at, &e.Gen, &outcome, &ops, &e.Detail, &e.Issue, &e.Request); err != nil {
+			return nil, fmt.Errorf("sqlite: ledger %s: %w", k, err)
+		}
+		e.At, e.Outcome = fromUS(at), qsync.Outcome(outcome)
+		if err := json.Unmarshal(ops, &e.Ops); err != nil {
+			return nil, fmt.Errorf("sqlite: ledger %s: ops: %w", k, err)
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: ledger %s: %w", k, err)
+	}
+	return es, nil
+}
+
+// eventStatusSQL ranks each event by its deliveries (pending > dead >
+// applied > noop; no deliveries = noop) and counts the ranks.
+const eventStatusSQL = `SELECT
+	count(*) FILTER (WHERE r = 3), count(*) FILTER (WHERE r = 2),
+	count(*) FILTER (WHERE r = 1), count(*) FILTER (WHERE r = 0)
+	FROM (SELECT COALESCE(MAX(CASE d.status WHEN 'pending' THEN 3 WHEN 'dead' THEN 2 WHEN 'applied' THEN 1 ELSE 0 END), 0) AS r
+		FROM events e LEFT JOIN deliveries d ON d.event_seq = e.seq GROUP BY e.seq) AS ranked`
+
+// EventStatus implements sync.LedgerStore.
+func (s *Store) EventStatus(ctx context.Context) (qsync.EventStatus, error) {
+	var st qsync.EventStatus
+	if err := s.r.QueryRowContext(ctx, eventStatusSQL).Scan(&st.Pending, &st.Dead, &st.Applied, &st.Noop); err != nil {
+		return qsync.EventStatus{}, fmt.Errorf("sqlite: event status: %w", err)
+	}
+	return st, nil
+}
+
+const deadCols = `id, route, project, kind, entity_id, reason, attempts, last_request, created_at`
+
+func scanDead(sc interface{ Scan(...any) error }) (qsync.DeadLetter, error) {
+	var d qsync.DeadLetter
+	var kind string
+	var created int64
+	err := sc.Scan(&d.ID, &d.Key.Route, &d.Key.Project, &kind, &d.Key.ID, &d.Reason, &d.Attempts, &d.LastRequest, &created)
+	d.Key.Kind, d.CreatedAt = qsync.Kind(kind), fromUS(created)
+	return d, err
+}
+
+// DeadLetters implements sync.LedgerStore (newest first).
+func (s *Store) DeadLetters(ctx context.Context, limit int) ([]qsync.DeadLetter, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+deadCols+` FROM dead_letters ORDER BY id DESC LIMIT ?`, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: dead letters: %w", err)
+	}
+	defer rows.Close()
+	var ds []qsync.DeadLetter
+	for rows.Next() {
+		d, err := scanDead(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: dead letters: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: dead letters: %w", err)
+	}
+	return ds, nil
+}
+
+// DeadLetter implements sync.LedgerStore.
+func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, bool, error) {
+	d, err := scanDead(s.r.QueryRowContext(ctx, `SELECT `+deadCols+` FROM dead_letters WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return qsync.DeadLetter{}, false, nil
+	}
+	if err != nil {
+		return qsync.DeadLetter{}, false, fmt.Errorf("sqlite: dead letter %d: %w", id, err)
+	}
+	return d, true, nil
+}
+
+// DropDeadLetter implements sync.LedgerStore.
+func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM dead_letters WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("sqlite: drop dead letter %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlite: drop dead letter %d: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlite: dead letter %d: %w", id, qsync.ErrNotFound)
+	}
+	return nil
+}
+
+// RetryDeadLetter implements sync.LedgerStore.
+func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var k qsync.Key
+		var kind string
+		err := tx.QueryRowContext(ctx, `DELETE FROM dead_letters WHERE id = ? RETURNING route, project, kind, entity_id`, id).
+			Scan(&k.Route, &k.Project, &kind, &k.ID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return qsync.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		k.Kind = qsync.Kind(kind)
+		return enqueue(ctx, tx, []qsync.Key{k}, false, now)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: retry dead letter %d: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+// Package sqlite implements sync.Store on a SQLite file (modernc.org/sqlite,
+// pure Go). It is the default store: one process, no server.
+//
+// SQLite admits one writer at a time. Every write goes through a single
+// dedicated connection (database/sql queues callers for it), so goroutines
+// of this process never race each other into SQLITE_BUSY; reads use a
+// separate pool of query-only connections, which WAL mode lets run beside
+// the writer. Another process on the same file is handled by busy_timeout
+// and BEGIN IMMEDIATE.
+//
+// Times are stored as unix microseconds and returned in UTC. JSON columns
+// (event patches, snapshot state, applied baselines) decode numbers inside
+// map[string]any as float64, as encoding/json does.
+//
+// A limit <= 0 on a listing (EventsAfter, Links, Ledger, DeadLetters)
+// means no limit; Lease with limit <= 0 leases nothing. An event's empty
+// Payload reads back as nil.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	_ "modernc.org/sqlite" // registers driver "sqlite"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Options configures Open.
+type Options struct {
+	// Path is the database file; it is created if missing.
+	Path string
+	// Synchronous is "full" (default: a commit survives power loss) or
+	// "normal" (faster; in WAL mode a power loss may drop the last commits
+	// but never corrupts the file).
+	Synchronous string
+	// Logger receives migration notes; nil discards them.
+	Logger *logrus.Entry
+}
+
+// Store is a sync.Store backed by SQLite.
+type Store struct {
+	w   *sql.DB // exactly one connection: the writer
+	r   *sql.DB // read pool (query_only)
+	log *logrus.Entry
+}
+
+var _ qsync.Store = (*Store)(nil)
+
+const busyTimeoutMS = 10000
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Open opens (creating if needed) the database at opts.Path and migrates it.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Path == "" {
+		return nil, errors.New("sqlite: empty path")
+	}
+	syncMode := strings.ToLower(opts.Synchronous)
+	switch syncMode {
+	case "":
+		syncMode = "full"
+	case "full", "normal":
+	default:
+		return nil, fmt.Errorf("sqlite: synchronous %q: want full or normal", opts.Synchronous)
+	}
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	log = log.WithField("store", "sqlite")
+
+	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
+	w, err := sql.Open("sqlite", base+"?"+common+
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+syncMode+")&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", opts.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{w: w, log: log}
+	if err := s.init(ctx, base, common); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context, base, common string) error {
+	if err := s.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		return fmt.Errorf("sqlite: open readers: %w", err)
+	}
+	n := max(4, runtime.NumCPU())
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	s.r = r
+	return nil
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	ents, err := migrationFS.ReadDir("migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range ents {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %q: want NNNN_name.sql", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// migrate applies the embedded migrations not yet recorded in
+// schema_migrations, each in its own IMMEDIATE transaction (which also
+// keeps two processes opening a fresh file from migrating twice).
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("sqlite: migrations table: %w", err)
+	}
+	for _, m := range ms {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, time.Now().UnixMicro()); err != nil {
+				return err
+			}
+			s.log.WithField("migration", m.name).Info("applied schema migration")
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// tx runs fn in a write transaction on the writer connection.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Ping checks both the writer and the readers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.w.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,135 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/qase-sync/qase-sync/adapters/store/storetest"
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+func open(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) qsync.Store {
+		return open(t, filepath.Join(t.TempDir(), "qs.db"))
+	})
+}
+
+// Two Store instances over one file behave like two processes: busy_timeout
+// and IMMEDIATE transactions must keep leasing exclusive.
+func TestLeaseExclusiveAcrossInstances(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qs.db")
+	storetest.LeaseExclusive(t, open(t, path), open(t, path))
+}
+
+func TestReopenKeepsDataAndSkipsMigrations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dir with space?#", "qs.db")
+	if err := mkdirAll(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, Options{Path: path, Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindRun, ID: 1}}
+	if err := s.Enqueue(ctx, []qsync.Key{k}, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open(t, path)
+	if n, err := s2.QueueDepth(ctx); err != nil || n != 1 {
+		t.Fatalf("QueueDepth after reopen = %d, %v; want 1", n, err)
+	}
+	var versions, mode string
+	if err := s2.r.QueryRowContext(ctx, `SELECT group_concat(version) FROM schema_migrations`).Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != "1" {
+		t.Errorf("schema_migrations = %q, want one row per migration", versions)
+	}
+	if err := s2.r.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+	}
+	if _, err := s2.r.ExecContext(ctx, `DELETE FROM jobs`); err == nil {
+		t.Error("read pool accepted a write; want query_only")
+	}
+}
+
+func TestOpenOptions(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Open(ctx, Options{}); err == nil {
+		t.Error("Open without a path succeeded")
+	}
+	if _, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "x.db"), Synchronous: "off"}); err == nil {
+		t.Error("Open with synchronous=off succeeded")
+	}
+	if _, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "missing", "dir", "x.db")}); err == nil {
+		t.Error("Open in a missing directory succeeded")
+	}
+}
+
+// BenchmarkAcceptEvents measures the inbox write path. With
+// synchronous=full a batch of one is bound by the fsync of its commit;
+// "normal" shows the CPU cost.
+func BenchmarkAcceptEvents(b *testing.B) {
+	for _, bc := range []struct {
+		sync string
+		size int
+	}{{"full", 1}, {"full", 64}, {"normal", 1}, {"normal", 64}} {
+		b.Run(fmt.Sprintf("%s/batch%d", bc.sync, bc.size), func(b *testing.B) {
+			size := bc.size
+			s, err := Open(context.Background(), Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: bc.sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			now := time.Now()
+			n := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				ins := make([]qsync.Inbound, size)
+				for i := range ins {
+					n++
+					ins[i] = qsync.Inbound{
+						Event: qsync.Event{
+							DedupKey: fmt.Sprint("bench-", n), Name: "defect.updated",
+							Ref:       qsync.EntityRef{Project: "PRJ", Kind: qsync.KindDefect, ID: int64(n % 500)},
+							Timestamp: now, ReceivedAt: now,
+							Patch:   qsync.Patch{Attrs: map[string]any{"title": "x", "status": "open"}},
+							Payload: []byte(`{"event_name":"defect.updated","payload":{"id":1}}`),
+						},
+						Routes: []string{"jira"},
+					}
+				}
+				if _, err := s.AcceptEvents(ctx, ins, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
