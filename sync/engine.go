@@ -48,7 +48,7 @@ type EngineOptions struct {
 	MaxAge      time.Duration // before dead-lettering, since first enqueue (default 72h)
 	BackoffBase time.Duration // default 2s
 	BackoffMax  time.Duration // default 10m
-	Poll        time.Duration // idle poll for due jobs (default 1s)
+	Poll        time.Duration // idle poll for due jobs (default 500ms)
 	// Sleep waits for d or until ctx ends (injected so tests skip settle waits).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -89,7 +89,7 @@ func NewEngine(o EngineOptions) *Engine {
 	def(&o.MaxAge, 72*time.Hour)
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 10*time.Minute)
-	def(&o.Poll, time.Second)
+	def(&o.Poll, 500*time.Millisecond)
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}

@@ -69,9 +69,12 @@ func NewInbox(o InboxOptions) *Inbox {
 // Accept routes the event and stores it; it returns once committed.
 func (in *Inbox) Accept(ctx context.Context, ev Event) (AcceptStatus, error) {
 	routes := in.mapper.Routes(ev.Name, ev.Ref.Project, ev.Ref.Kind)
-	if len(routes) == 0 {
+	if len(routes) == 0 && !in.servesKind(ev.Ref.Project, ev.Ref.Kind) {
 		return StatusIgnored, nil
 	}
+	// An event no route triggers on may still describe the entity (only
+	// run.started carries a run's title): keep it, as context for later
+	// syncs, with no job.
 	if ev.ReceivedAt.IsZero() {
 		ev.ReceivedAt = in.clock.Now()
 	}
@@ -103,6 +106,26 @@ func (in *Inbox) Accept(ctx context.Context, ev Event) (AcceptStatus, error) {
 		return StatusDuplicate, nil
 	}
 	return StatusAccepted, nil
+}
+
+// servesKind reports whether any route takes entities of this kind and
+// project, whatever its event list.
+func (in *Inbox) servesKind(project string, kind Kind) bool {
+	for _, name := range in.mapper.RouteNames() {
+		ri, ok := in.mapper.RouteInfo(name)
+		if !ok || ri.Kind != kind {
+			continue
+		}
+		if len(ri.Projects) == 0 {
+			return true
+		}
+		for _, p := range ri.Projects {
+			if p == project {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Run commits batches until ctx ends; queued requests are still answered.

@@ -166,21 +166,21 @@ func (p *paced) Get(ctx context.Context, ref IssueRef) (Issue, error) {
 }
 
 func (p *paced) Update(ctx context.Context, ref IssueRef, u Update) error {
-	if err := p.l.Wait(ctx, ref.ID, false); err != nil {
+	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
 		return err
 	}
 	return p.t.Update(ctx, ref, u)
 }
 
 func (p *paced) SetStatus(ctx context.Context, ref IssueRef, status, reason string) error {
-	if err := p.l.Wait(ctx, ref.ID, false); err != nil {
+	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
 		return err
 	}
 	return p.t.SetStatus(ctx, ref, status, reason)
 }
 
 func (p *paced) AddComment(ctx context.Context, ref IssueRef, c Comment) error {
-	if err := p.l.Wait(ctx, ref.ID, false); err != nil {
+	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
 		return err
 	}
 	return p.t.AddComment(ctx, ref, c)

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sort"
+	gosync "sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// benchMapper routes every served event to one route.
+type benchMapper struct{}
+
+func (benchMapper) Routes(string, string, sync.Kind) []string { return []string{"bench"} }
+func (benchMapper) RouteInfo(string) (sync.RouteInfo, bool)   { return sync.RouteInfo{}, false }
+func (benchMapper) RouteNames() []string                      { return []string{"bench"} }
+func (benchMapper) Desired(string, sync.Entity) (sync.Desired, error) {
+	return sync.Desired{Skip: true}, nil
+}
+
+// BenchmarkWebhook compares durable ingest (real handler, inbox with group
+// commit, SQLite) with a no-op handler that only reads the body, measured
+// in the same run with the same client load. Goal: ingest ≥ 30% of no-op
+// throughput (see docs/benchmarks.md).
+func BenchmarkWebhook(b *testing.B) {
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	log := logrus.NewEntry(quiet)
+
+	b.Run("noop", func(b *testing.B) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte(`{"status":"accepted"}`))
+		})
+		benchLoad(b, h)
+	})
+	for _, syncMode := range []string{"full", "normal"} {
+		b.Run("ingest-sqlite-"+syncMode, func(b *testing.B) {
+			st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: syncMode})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			inbox := sync.NewInbox(sync.InboxOptions{Store: st, Mapper: benchMapper{}, Logger: log})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { inbox.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			h := qase.NewHandler(qase.HandlerOptions{Acceptor: inbox, Secrets: []string{"bench-secret"}, Logger: log})
+			benchLoad(b, h)
+		})
+	}
+}
+
+var benchSeq atomic.Int64
+
+// benchLoad drives h through a real loopback HTTP server with 32
+// concurrent keep-alive clients, each request a distinct defect event.
+func benchLoad(b *testing.B, h http.Handler) {
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
+	var mu gosync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			id := benchSeq.Add(1)
+			body := fmt.Sprintf(`{"event_name":"defect.created","timestamp":1700000000,"project_code":"BENCH","team_member_id":1,"payload":{"id":%d,"title":"Defect %d","severity":"major","actual_result":"it broke","attachments":[]}}`, id, id)
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/webhooks/qase", bytes.NewBufferString(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-Qase-Secret", "bench-secret")
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}

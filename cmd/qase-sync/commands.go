@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	fs := newFlagSet("validate", stderr, &c)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, err := loadApp(c.config, stderr, appValidate)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d trackers, %d routes: %s)\n", c.config, len(a.cfg.Trackers), len(a.mapper.RouteNames()), strings.Join(a.mapper.RouteNames(), ", "))
+	return nil
+}
+
+// reconcileSummary is what a one-shot reconcile prints.
+type reconcileSummary struct {
+	sync.ReconcileReport
+	Fixed   map[string]int `json:"fixed_by_class,omitempty"`
+	Applied int            `json:"applied"`
+	Noop    int            `json:"noop"`
+	Retry   int            `json:"retrying"`
+	Dead    int            `json:"dead"`
+}
+
+func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	var routes multiFlag
+	var dry bool
+	fs := newFlagSet("reconcile", stderr, &c)
+	fs.Var(&routes, "route", "only this route (repeatable)")
+	fs.BoolVar(&dry, "dry-run", false, "show the drift per key and change nothing")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, err := loadApp(c.config, stderr, appCLI)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	rep, err := a.engine.Reconcile(ctx, sync.ReconcileOptions{Routes: routes, Projects: reconcileProjects(a.cfg), DryRun: dry})
+	if err != nil {
+		return err
+	}
+	sum := reconcileSummary{ReconcileReport: rep, Fixed: map[string]int{}}
+	if !dry {
+		sum.ByClass = map[string]int{}
+		err := a.engine.RunUntilIdle(ctx, func(j sync.Job, res sync.Result, err error) {
+			switch {
+			case err != nil && sync.IsPermanent(err):
+				sum.Dead++
+			case err != nil:
+				sum.Retry++
+			case res.Outcome == sync.OutcomeApplied:
+				sum.Applied++
+			default:
+				sum.Noop++
+			}
+			if len(res.Drift) > 0 {
+				sum.Drifted++
+			}
+			for _, cl := range res.Drift {
+				sum.ByClass[cl]++
+				if err == nil {
+					sum.Fixed[cl]++
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		for k, v := range rep.ByClass { // duplicates found during enumeration
+			sum.ByClass[k] += v
+			sum.Fixed[k] += v
+		}
+	}
+	a.log.WithField("summary", sum).Info("reconcile finished")
+	if c.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	mode := "reconcile"
+	if dry {
+		mode = "reconcile (dry run: nothing changed)"
+	}
+	fmt.Fprintf(stdout, "%s: checked %d keys, drifted %d, duplicates %d, failed %d\n", mode, sum.Checked, sum.Drifted, sum.Duplicates, sum.Failed+sum.Dead)
+	for _, cl := range sortedClassKeys(sum.ByClass) {
+		fmt.Fprintf(stdout, "  %-10s found %d", cl, sum.ByClass[cl])
+		if !dry {
+			fmt.Fprintf(stdout, ", fixed %d", sum.Fixed[cl])
+		}
+		fmt.Fprintln(stdout)
+	}
+	if !dry {
+		fmt.Fprintf(stdout, "  jobs: applied %d, no-op %d, retrying %d, dead-lettered %d\n", sum.Applied, sum.Noop, sum.Retry, sum.Dead)
+	}
+	for _, k := range rep.Keys {
+		fmt.Fprintf(stdout, "\n%s", k.Key)
+		if k.Issue != "" {
+			fmt.Fprintf(stdout, " (%s)", k.Issue)
+		}
+		fmt.Fprintf(stdout, ": %s\n", strings.Join(k.Drift, ", "))
+		if k.Problem != "" {
+			fmt.Fprintf(stdout, "  problem: %s\n", k.Problem)
+		}
+		for _, op := range k.Ops {
+			fmt.Fprintf(stdout, "  would %s\n", describeOp(op))
+			for _, ch := range op.Changes {
+				fmt.Fprintf(stdout, "    %s: %s → %s\n", ch.Field, quote(ch.From), quote(ch.To))
+			}
+		}
+	}
+	return nil
+}
+
+func quote(v any) string {
+	b, _ := json.Marshal(v)
+	s := string(b)
+	if len(s) > 120 {
+		s = s[:117] + "…"
+	}
+	return s
+}
+
+func sortedClassKeys(m map[string]int) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func cmdLinks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	var routes multiFlag
+	fs := newFlagSet("links", stderr, &c)
+	fs.Var(&routes, "route", "only this route (repeatable)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || pos[0] != "rebuild" {
+		return fmt.Errorf("%w: links rebuild -c FILE [--route R]", errUsage)
+	}
+	a, err := loadApp(c.config, stderr, appCLI)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	n, err := a.engine.RebuildLinks(ctx, routes)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return json.NewEncoder(stdout).Encode(map[string]int{"restored": n})
+	}
+	fmt.Fprintf(stdout, "restored %d links from tracker markers\n", n)
+	return nil
+}
+
+func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	fs := newFlagSet("deadletters", stderr, &c)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: deadletters list|show ID|retry ID|drop ID", errUsage)
+	}
+	verb := pos[0]
+	var id int64
+	if verb != "list" {
+		if len(pos) != 2 {
+			return fmt.Errorf("%w: deadletters %s ID", errUsage, verb)
+		}
+		if id, err = strconv.ParseInt(pos[1], 10, 64); err != nil {
+			return fmt.Errorf("%w: dead letter id %q is not a number", errUsage, pos[1])
+		}
+	}
+	a, err := loadApp(c.config, stderr, appStoreOnly)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	st := a.store
+	emit := func(v any) error {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	switch verb {
+	case "list":
+		dls, err := st.DeadLetters(ctx, 1000)
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return emit(dls)
+		}
+		if len(dls) == 0 {
+			fmt.Fprintln(stdout, "no dead letters")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKEY\tATTEMPTS\tSINCE\tREASON")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", d.ID, d.Key, d.Attempts, d.CreatedAt.Format("2006-01-02 15:04:05Z"), oneLine(d.Reason, 100))
+		}
+		return tw.Flush()
+	case "show":
+		d, found, err := st.DeadLetter(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("dead letter %d: %w", id, sync.ErrNotFound)
+		}
+		if c.output == "json" {
+			return emit(d)
+		}
+		fmt.Fprintf(stdout, "id:       %d\nkey:      %s\nattempts: %d\nsince:    %s\nreason:   %s\nrequest:  %s\n", d.ID, d.Key, d.Attempts, d.CreatedAt.Format("2006-01-02 15:04:05Z07:00"), d.Reason, d.LastRequest)
+		return nil
+	case "retry":
+		if err := st.RetryDeadLetter(ctx, id, a.clock.Now()); err != nil {
+			return fmt.Errorf("dead letter %d: %w", id, err)
+		}
+		fmt.Fprintf(stdout, "dead letter %d requeued; the service will sync it\n", id)
+		return nil
+	case "drop":
+		if err := st.DropDeadLetter(ctx, id); err != nil {
+			return fmt.Errorf("dead letter %d: %w", id, err)
+		}
+		fmt.Fprintf(stdout, "dead letter %d dropped\n", id)
+		return nil
+	}
+	return fmt.Errorf("%w: deadletters list|show ID|retry ID|drop ID", errUsage)
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}

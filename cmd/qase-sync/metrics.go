@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// metrics is every Prometheus series qase-sync exports. It implements
+// sync.Metrics, the webhook observer and sync.CallObserver.
+type metrics struct {
+	received   *prometheus.CounterVec
+	ackLatency prometheus.Histogram
+	jobs       *prometheus.CounterVec
+	jobLatency *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
+	trackerOps *prometheus.CounterVec
+	calls      *prometheus.CounterVec
+	callTime   *prometheus.HistogramVec
+	rateWaits  *prometheus.CounterVec
+	drift      *prometheus.CounterVec
+	reconciles *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, store sync.Store) *metrics {
+	m := &metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_webhook_events_total",
+			Help: "Webhook deliveries by result (accepted, duplicate, ignored, rejected) and reason.",
+		}, []string{"result", "reason"}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "qase_sync_webhook_ack_seconds",
+			Help:    "Time from request to acknowledgement (event durably stored).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_jobs_total",
+			Help: "Finished sync jobs by route and outcome (applied, noop, dead).",
+		}, []string{"route", "outcome"}),
+		jobLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "qase_sync_job_seconds",
+			Help:    "Duration of one sync of a key.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_job_retries_total",
+			Help: "Sync attempts that failed and were scheduled again.",
+		}, []string{"route"}),
+		trackerOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_tracker_operations_total",
+			Help: "Tracker operations applied, by tracker and operation.",
+		}, []string{"tracker", "op"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_api_calls_total",
+			Help: "Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).",
+		}, []string{"system", "op", "status"}),
+		callTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "qase_sync_api_call_seconds",
+			Help:    "Outbound API call latency.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"system", "op"}),
+		rateWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_rate_limit_wait_seconds_total",
+			Help: "Time spent waiting for the pacing limiter, by tracker.",
+		}, []string{"tracker"}),
+		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_reconcile_drift_total",
+			Help: "Drift found (and repaired unless dry-run) by route and class.",
+		}, []string{"route", "class"}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_reconcile_runs_total",
+			Help: "Reconcile passes by result (ok, failed, skipped).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.received, m.ackLatency, m.jobs, m.jobLatency, m.retries, m.trackerOps,
+		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles)
+	reg.MustRegister(&storeCollector{store: store,
+		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
+		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),
+		evs:   prometheus.NewDesc("qase_sync_events", "Accepted events by ledger status.", []string{"status"}, nil),
+	})
+	return m
+}
+
+// Received counts a webhook delivery (webhook observer).
+func (m *metrics) Received(result, reason string) { m.received.WithLabelValues(result, reason).Inc() }
+
+// AckLatency records the time to acknowledge a delivery.
+func (m *metrics) AckLatency(d time.Duration) { m.ackLatency.Observe(d.Seconds()) }
+
+func (m *metrics) JobDone(route string, o sync.Outcome, d time.Duration) {
+	m.jobs.WithLabelValues(route, string(o)).Inc()
+	m.jobLatency.WithLabelValues(route).Observe(d.Seconds())
+}
+func (m *metrics) JobRetried(route string) { m.retries.WithLabelValues(route).Inc() }
+func (m *metrics) TrackerOps(tracker string, op sync.OpKind) {
+	m.trackerOps.WithLabelValues(tracker, string(op)).Inc()
+}
+func (m *metrics) Drift(route, class string) { m.drift.WithLabelValues(route, class).Inc() }
+
+// Call is a sync.CallObserver.
+func (m *metrics) Call(system, op string, status int, d time.Duration) {
+	m.calls.WithLabelValues(system, op, itoa(status)).Inc()
+	m.callTime.WithLabelValues(system, op).Observe(d.Seconds())
+}
+
+// RateWait records time spent in the pacing limiter.
+func (m *metrics) RateWait(tracker string, d time.Duration) {
+	m.rateWaits.WithLabelValues(tracker).Add(d.Seconds())
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [8]byte
+	i := len(b)
+	for n > 0 && i > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// storeCollector reads gauges from the store at scrape time, so they are
+// right across replicas and restarts.
+type storeCollector struct {
+	store           sync.Store
+	queue, dead, ev *prometheus.Desc
+	evs             *prometheus.Desc
+}
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.queue
+	ch <- c.dead
+	ch <- c.evs
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n, err := c.store.QueueDepth(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(n))
+	}
+	if dl, err := c.store.DeadLetters(ctx, 100000); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(len(dl)))
+	}
+	if st, err := c.store.EventStatus(ctx); err == nil {
+		for k, v := range map[string]int{"pending": st.Pending, "applied": st.Applied, "noop": st.Noop, "dead": st.Dead} {
+			ch <- prometheus.MustNewConstMetric(c.evs, prometheus.GaugeValue, float64(v), k)
+		}
+	}
+}

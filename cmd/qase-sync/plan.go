@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	gosync "sync"
+
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// planRequest is one HTTP request an adapter would send.
+type planRequest struct {
+	Method string          `json:"method"`
+	Path   string          `json:"path"`
+	Body   json.RawMessage `json:"body,omitempty"`
+}
+
+type planOp struct {
+	Op       sync.Op       `json:"op"`
+	Requests []planRequest `json:"requests,omitempty"`
+	Note     string        `json:"note,omitempty"`
+}
+
+type planRoute struct {
+	Route   string   `json:"route"`
+	Tracker string   `json:"tracker"`
+	Type    string   `json:"tracker_type"`
+	Verdict string   `json:"verdict"` // create, skip, no-create
+	Spec    any      `json:"desired,omitempty"`
+	Ops     []planOp `json:"ops,omitempty"`
+}
+
+type planOutput struct {
+	Event   string      `json:"event"`
+	Entity  string      `json:"entity"`
+	Dedup   string      `json:"dedup_key"`
+	Routes  []planRoute `json:"routes"`
+	Ignored string      `json:"ignored,omitempty"`
+}
+
+func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	var eventFile string
+	fs := newFlagSet("plan", stderr, &c)
+	fs.StringVar(&eventFile, "event", "", "Qase webhook body (JSON file, - for stdin)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if eventFile == "" {
+		return fmt.Errorf("%w: plan needs --event FILE", errUsage)
+	}
+	body, err := readInput(eventFile)
+	if err != nil {
+		return err
+	}
+	a, err := loadApp(c.config, stderr, appPlan)
+	if err != nil {
+		return err
+	}
+	ev, err := qase.Decode(body, qase.DecodeOptions{DefaultProject: a.cfg.Qase.DefaultProject}, a.clock.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", eventFile, err)
+	}
+	out := planOutput{Event: ev.Name, Entity: ev.Ref.String(), Dedup: ev.DedupKey}
+	routes := a.mapper.Routes(ev.Name, ev.Ref.Project, ev.Ref.Kind)
+	if !ev.Ref.Kind.Valid() || len(routes) == 0 {
+		out.Ignored = "no route takes this event; the webhook would answer 202 ignored"
+	}
+	// The entity as the event alone describes it (no store, no API read).
+	ev.Seq = 1
+	var st sync.State
+	st.Fold(ev)
+	ent := st.Entity(ev.Ref)
+	for _, route := range routes {
+		pr, err := a.planRoute(ctx, route, ent)
+		if err != nil {
+			return err
+		}
+		out.Routes = append(out.Routes, pr)
+	}
+	if c.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	printPlan(stdout, out)
+	return nil
+}
+
+func readInput(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(path)
+}
+
+// planRoute runs the route's operations through the real tracker adapter
+// over a recording transport that never leaves the process, so the
+// request bodies shown are exactly the ones that would be sent.
+func (a *app) planRoute(ctx context.Context, route string, ent sync.Entity) (planRoute, error) {
+	d, err := a.mapper.Desired(route, ent)
+	if err != nil {
+		return planRoute{}, fmt.Errorf("route %s: %w", route, err)
+	}
+	pr := planRoute{Route: route, Tracker: d.Tracker, Type: a.trackerType(d.Tracker)}
+	switch {
+	case d.Skip:
+		pr.Verdict = "skip: the route's `when` condition is false for this entity"
+		return pr, nil
+	case !d.Create:
+		pr.Verdict = "no-create: no issue would be filed (create_when is false or the entity is deleted); a linked issue would be updated"
+	default:
+		pr.Verdict = "create"
+	}
+	pr.Spec = d.Spec
+	rec := &recorder{kind: pr.Type}
+	tr, err := a.buildTracker(d.Tracker, &http.Client{Transport: rec}, true)
+	if err != nil {
+		return pr, err
+	}
+	k := sync.Key{Route: route, EntityRef: ent.Ref}
+	ref := sync.IssueRef{Project: d.Spec.Project, ID: "1", Key: "LINKED-1"}
+	base := sync.Applied{} // an issue linked earlier, nothing applied yet
+	if d.Create {
+		rec.reset()
+		sp := d.Spec
+		is, err := tr.Create(ctx, sp, sync.MarkerFor(k))
+		po := planOp{Op: sync.Op{Kind: sync.OpCreate, Spec: &sp}, Requests: rec.requests()}
+		if err != nil {
+			po.Note = "the tracker's answer decides what follows"
+		}
+		pr.Ops = append(pr.Ops, po)
+		if is.Ref.ID != "" {
+			ref = is.Ref
+		}
+		// As the engine does: the created issue is the baseline.
+		base = sync.AppliedFromSpec(sp)
+		base.Status, base.Reason = is.Status, is.Reason
+	}
+	for _, op := range sync.Diff(d.Spec, base, base.Labels) {
+		rec.reset()
+		var err error
+		switch op.Kind {
+		case sync.OpUpdate:
+			err = tr.Update(ctx, ref, *op.Update)
+		case sync.OpSetStatus:
+			err = tr.SetStatus(ctx, ref, op.Status, op.Reason)
+		case sync.OpComment:
+			err = tr.AddComment(ctx, ref, *op.Comment)
+		}
+		po := planOp{Op: op, Requests: rec.requests()}
+		if op.Kind == sync.OpSetStatus {
+			po.Note = "skipped at run time when the issue already has this status"
+		}
+		if err != nil {
+			po.Note = strings.TrimPrefix(po.Note+"; further requests depend on the tracker's live state (e.g. the workflow's transitions)", "; ")
+		}
+		pr.Ops = append(pr.Ops, po)
+	}
+	return pr, nil
+}
+
+func printPlan(w io.Writer, out planOutput) {
+	fmt.Fprintf(w, "event %s for %s (dedup key %s)\n", out.Event, out.Entity, short(out.Dedup))
+	if out.Ignored != "" {
+		fmt.Fprintf(w, "  %s\n", out.Ignored)
+	}
+	for _, r := range out.Routes {
+		fmt.Fprintf(w, "\nroute %s → tracker %s (%s): %s\n", r.Route, r.Tracker, r.Type, r.Verdict)
+		for i, op := range r.Ops {
+			fmt.Fprintf(w, "  %d. %s\n", i+1, describeOp(op.Op))
+			for _, rq := range op.Requests {
+				fmt.Fprintf(w, "     %s %s\n", rq.Method, rq.Path)
+				if len(rq.Body) > 0 {
+					var buf bytes.Buffer
+					if json.Indent(&buf, rq.Body, "       ", "  ") == nil {
+						fmt.Fprintf(w, "       %s\n", buf.String())
+					}
+				}
+			}
+			if op.Note != "" {
+				fmt.Fprintf(w, "     (%s)\n", op.Note)
+			}
+		}
+	}
+}
+
+func describeOp(op sync.Op) string {
+	switch op.Kind {
+	case sync.OpCreate:
+		return fmt.Sprintf("create issue in %s: %q", op.Spec.Project, op.Spec.Title)
+	case sync.OpSetStatus:
+		if op.Reason != "" {
+			return fmt.Sprintf("set status %q (reason %s)", op.Status, op.Reason)
+		}
+		return fmt.Sprintf("set status %q", op.Status)
+	case sync.OpComment:
+		return fmt.Sprintf("comment %s", op.Comment.ID)
+	}
+	return op.String()
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12] + "…"
+	}
+	return s
+}
+
+// recorder is an http.RoundTripper that records requests and answers with
+// canned successes, so adapters run their real code path offline. Request
+// headers (credentials) are never recorded.
+type recorder struct {
+	kind string // tracker type: canned answers decode in its SDK
+	mu   gosync.Mutex
+	got  []planRequest
+}
+
+// Canned answers: a created issue, read back as such.
+var planAnswers = map[string]string{
+	"jira":   `{"id":"10000","key":"PLAN-1","self":"https://plan.invalid/rest/api/2/issue/10000","fields":{"summary":"","status":{"name":""}}}`,
+	"github": `{"id":1,"number":1,"html_url":"https://plan.invalid/issues/1","state":"open","title":""}`,
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+		req.Body.Close()
+	}
+	pr := planRequest{Method: req.Method, Path: req.URL.RequestURI()}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if json.Valid(body) {
+			pr.Body = body
+		} else {
+			pr.Body, _ = json.Marshal(string(body))
+		}
+	}
+	r.mu.Lock()
+	r.got = append(r.got, pr)
+	r.mu.Unlock()
+	status, resp := http.StatusOK, planAnswers[r.kind]
+	if resp == "" {
+		resp = `{}`
+	}
+	switch {
+	case req.Method == http.MethodPost:
+		status = http.StatusCreated
+	case req.Method == http.MethodPut || req.Method == http.MethodDelete:
+		status, resp = http.StatusNoContent, ``
+	case strings.HasSuffix(req.URL.Path, "/transitions"):
+		resp = `{"transitions":[]}` // the workflow is only known live
+	}
+	return &http.Response{StatusCode: status, Status: http.StatusText(status), Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(resp)), ContentLength: int64(len(resp))}, nil
+}
+
+func (r *recorder) reset() {
+	r.mu.Lock()
+	r.got = nil
+	r.mu.Unlock()
+}
+
+func (r *recorder) requests() []planRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]planRequest(nil), r.got...)
+}

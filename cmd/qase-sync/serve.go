@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/robfig/cron/v3"
+	"github.com/sirupsen/logrus"
+
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var c commonFlags
+	fs := newFlagSet("serve", stderr, &c)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, err := loadApp(c.config, stderr, appServe)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.serve(ctx)
+}
+
+// serve runs until ctx ends, then shuts down in order: readiness fails,
+// the listener stops taking requests (in-flight ones finish and commit),
+// the inbox drains, workers finish their jobs within the shutdown timeout,
+// and leases are released.
+func (a *app) serve(ctx context.Context) error {
+	srv := a.cfg.Server
+	ln, err := net.Listen("tcp", srv.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen %s: %w", srv.Listen, err)
+	}
+	var ready atomic.Bool
+	sched, err := a.startCron()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	inbox := sync.NewInbox(sync.InboxOptions{Store: a.store, Mapper: a.mapper, Clock: a.clock, Logger: a.log.WithField("component", "inbox"), Notify: a.engine.Wake})
+	inboxCtx, stopInbox := context.WithCancel(context.Background())
+	defer stopInbox()
+	inboxDone := make(chan struct{})
+	go func() { inbox.Run(inboxCtx); close(inboxDone) }()
+
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	defer stopEngine()
+	engineDone := make(chan struct{})
+	go func() { a.engine.Run(engineCtx); close(engineDone) }()
+
+	hook := qase.NewHandler(qase.HandlerOptions{
+		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
+		AllowUnsigned: a.cfg.Qase.AllowUnsigned, MaxBody: srv.MaxBodyBytes, DefaultProject: a.cfg.Qase.DefaultProject,
+		Logger: a.log.WithField("component", "webhook"), Clock: a.clock, Metrics: a.metrics,
+	})
+	mux := http.NewServeMux()
+	mux.Handle(srv.WebhookPath, hook)
+	mux.Handle(srv.WebhookPath+"/{project}", hook) // S21 envelopes carry no project code
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+			return
+		}
+		if err := a.store.Ping(pctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.clock))
+
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: srv.ReadHeaderTimeout, // slow-loris
+		ReadTimeout:       srv.ReadTimeout,
+		WriteTimeout:      srv.WriteTimeout,
+		IdleTimeout:       srv.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	ready.Store(true)
+	a.log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "webhook_path": srv.WebhookPath, "store": a.cfg.Store.Driver, "version": version}).Info("qase-sync serving")
+
+	var failed error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		failed = fmt.Errorf("http server: %w", err)
+	}
+	a.log.Info("shutting down")
+	ready.Store(false)
+	deadline, cancel := context.WithTimeout(context.Background(), srv.ShutdownTimeout)
+	defer cancel()
+	if sched != nil {
+		<-sched.Stop().Done()
+	}
+	if err := hs.Shutdown(deadline); err != nil {
+		a.log.WithError(err).Warn("http shutdown incomplete")
+	}
+	stopInbox()
+	<-inboxDone
+	stopEngine()
+	select {
+	case <-engineDone:
+	case <-deadline.Done():
+		a.log.Warn("workers still busy at shutdown timeout; their leases will expire and the jobs retry")
+		return failed
+	}
+	if failed == nil {
+		a.log.Info("stopped cleanly")
+	}
+	return failed
+}
+
+// startCron registers the scheduled reconciler.
+func (a *app) startCron() (*cron.Cron, error) {
+	rc := a.cfg.Reconcile
+	if !rc.Enabled || rc.Schedule == "" {
+		return nil, nil
+	}
+	cl := cronLogger{a.log.WithField("component", "cron")}
+	c := cron.New(cron.WithLogger(cl), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
+	if _, err := c.AddFunc(rc.Schedule, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
+		defer cancel()
+		if _, err := a.reconcileNow(ctx); err != nil {
+			a.log.WithError(err).Error("scheduled reconcile failed")
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("reconcile.schedule %q: %w", rc.Schedule, err)
+	}
+	c.Start()
+	return c, nil
+}
+
+var reconcileMu gosync.Mutex
+
+// reconcileNow runs one pass (enqueueing verify jobs for the workers).
+func (a *app) reconcileNow(ctx context.Context) (sync.ReconcileReport, error) {
+	if !reconcileMu.TryLock() {
+		a.metrics.reconciles.WithLabelValues("skipped").Inc()
+		return sync.ReconcileReport{}, errors.New("a reconcile pass is already running")
+	}
+	defer reconcileMu.Unlock()
+	rep, err := a.engine.Reconcile(ctx, sync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	a.metrics.reconciles.WithLabelValues(result).Inc()
+	a.log.WithFields(logrus.Fields{"checked": rep.Checked, "enqueued": rep.Enqueued, "duplicates": rep.Duplicates, "failed": rep.Failed}).Info("reconcile pass")
+	return rep, err
+}
+
+// cronLogger adapts logrus to cron.Logger.
+type cronLogger struct{ l *logrus.Entry }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.WithFields(kvFields(kv)).Debug(msg) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.WithError(err).WithFields(kvFields(kv)).Error(msg)
+}
+
+func kvFields(kv []any) logrus.Fields {
+	f := logrus.Fields{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		f[fmt.Sprint(kv[i])] = kv[i+1]
+	}
+	return f
+}

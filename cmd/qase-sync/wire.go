@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sirupsen/logrus"
+
+	"github.com/qase-sync/qase-sync/adapters/dryrun"
+	"github.com/qase-sync/qase-sync/adapters/github"
+	"github.com/qase-sync/qase-sync/adapters/jira"
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/adapters/store/postgres"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
+	"github.com/qase-sync/qase-sync/config"
+	"github.com/qase-sync/qase-sync/mapping"
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// appMode says how much of the application a command needs.
+type appMode int
+
+const (
+	appValidate  appMode = iota // config and mapping only
+	appPlan                     // + nothing that touches the network or the store
+	appStoreOnly                // + store
+	appCLI                      // + trackers, Qase source, engine
+	appServe                    // the same, long-running
+)
+
+// app is the wired application.
+type app struct {
+	cfg      *config.Config
+	mapper   *mapping.Mapping
+	log      *logrus.Entry
+	clock    sync.Clock
+	store    sync.Store
+	trackers map[string]sync.Tracker
+	source   sync.EntitySource
+	engine   *sync.Engine
+	metrics  *metrics
+	registry *prometheus.Registry
+	// env and httpClient are seams for tests.
+	env        func(string) (string, bool)
+	httpClient *http.Client
+}
+
+// loadApp loads the configuration and wires what mode needs.
+func loadApp(path string, stderr io.Writer, mode appMode) (*app, error) {
+	return wireApp(path, stderr, mode, os.LookupEnv, nil)
+}
+
+func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (string, bool), hc *http.Client) (*app, error) {
+	cfg, err := config.Load(path, env)
+	if err != nil {
+		return nil, err // already "file:line: field: problem", every one of them
+	}
+	a := &app{cfg: cfg, mapper: cfg.Mapping, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}}
+	a.log = newLogger(cfg.Log, stderr, mode)
+	if mode <= appPlan {
+		return a, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if a.store, err = openStore(ctx, cfg.Store, a.log); err != nil {
+		return nil, err
+	}
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = newMetrics(a.registry, a.store)
+	if mode == appStoreOnly {
+		return a, nil
+	}
+	for _, tc := range cfg.Trackers {
+		tr, err := a.buildTracker(tc.Name, hc, false)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("%s: trackers[%s]: %w", cfg.File, tc.Name, err)
+		}
+		a.trackers[tc.Name] = tr
+	}
+	if cfg.Qase.APIToken.IsSet() {
+		a.source = qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: hc,
+			Logger: a.log.WithField("component", "qase-api"), Observer: a.metrics.Call, Clock: a.clock})
+	} else {
+		a.log.Info("no qase.api_token: working from webhook payloads alone (thin events; the reconciler cannot recover missed ones)")
+	}
+	w := cfg.Worker
+	a.engine = sync.NewEngine(sync.EngineOptions{
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
+		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics,
+		Concurrency: w.Concurrency, Lease: w.Lease, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
+		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,
+	})
+	return a, nil
+}
+
+func (a *app) close() {
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.WithError(err).Warn("closing store")
+		}
+		a.store = nil
+	}
+}
+
+func newLogger(lc config.Log, out io.Writer, mode appMode) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(out)
+	if lc.Format == "text" || (mode != appServe && lc.Format == "") {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	} else {
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	}
+	lvl, err := logrus.ParseLevel(lc.Level)
+	if err != nil {
+		lvl = logrus.InfoLevel
+	}
+	l.SetLevel(lvl)
+	return logrus.NewEntry(l).WithField("service", "qase-sync")
+}
+
+func openStore(ctx context.Context, sc config.Store, log *logrus.Entry) (sync.Store, error) {
+	switch sc.Driver {
+	case "postgres":
+		st, err := postgres.Open(ctx, postgres.Options{DSN: sc.Postgres.DSN.Reveal(), Logger: log.WithField("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("store.postgres: %w", err)
+		}
+		return st, nil
+	default:
+		st, err := sqlite.Open(ctx, sqlite.Options{Path: sc.SQLite.Path, Synchronous: sc.SQLite.Synchronous, Logger: log.WithField("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("store.sqlite %s: %w", sc.SQLite.Path, err)
+		}
+		return st, nil
+	}
+}
+
+func (a *app) trackerType(name string) string {
+	for _, tc := range a.cfg.Trackers {
+		if tc.Name == name {
+			return tc.Type
+		}
+	}
+	return ""
+}
+
+// buildTracker constructs a tracker adapter. In plan mode credentials are
+// replaced by placeholders (nothing is sent; a GitHub App would fetch a
+// token) and no pacing applies.
+func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracker, error) {
+	var tc *config.Tracker
+	for i := range a.cfg.Trackers {
+		if a.cfg.Trackers[i].Name == name {
+			tc = &a.cfg.Trackers[i]
+		}
+	}
+	if tc == nil {
+		return nil, fmt.Errorf("tracker %q is not configured", name)
+	}
+	log := a.log.WithFields(logrus.Fields{"component": "tracker", "tracker": tc.Name})
+	var observe sync.CallObserver
+	if a.metrics != nil {
+		observe = a.metrics.Call
+	}
+	var tr sync.Tracker
+	switch {
+	case tc.DryRun && !plan:
+		tr = dryrun.New(tc.Name, log, a.clock)
+	case tc.Type == config.TrackerJira:
+		o := jira.Options{BaseURL: tc.URL, Flavor: tc.Flavor, Email: tc.Email, Token: tc.Token.Reveal(), HTTPClient: hc,
+			Transitions: tc.Transitions, UserField: tc.UserField, Settle: tc.Settle, Logger: log, Observer: observe}
+		if plan {
+			o.Email, o.Token = "", "plan"
+		}
+		t, err := jira.New(o)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
+	case tc.Type == config.TrackerGitHub:
+		o := github.Options{Token: tc.Token.Reveal(), BaseURL: tc.BaseURL, HTTPClient: hc, Logger: log, Observer: observe}
+		if tc.App != nil {
+			o.App = &github.AppAuth{AppID: tc.App.AppID, InstallationID: tc.App.InstallationID, PrivateKey: []byte(tc.App.PrivateKey.Reveal())}
+		}
+		if plan {
+			o.Token, o.App = "plan", nil
+		}
+		t, err := github.New(o)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
+	case tc.Type == config.TrackerDryRun:
+		tr = dryrun.New(tc.Name, log, a.clock)
+	default:
+		return nil, fmt.Errorf("unknown tracker type %q", tc.Type)
+	}
+	if plan || tc.DryRun || tc.Rate.PerSecond <= 0 {
+		return tr, nil
+	}
+	lim := sync.NewLimiter(sync.PaceOptions{PerSecond: tc.Rate.PerSecond, Burst: tc.Rate.Burst, IssueSpace: issueSpace(tc.Type), Clock: a.clock,
+		OnWait: func(d time.Duration) { a.metrics.RateWait(tc.Name, d) }})
+	return sync.Paced(tr, lim), nil
+}
+
+// issueSpace spaces writes to one issue: Jira Cloud limits writes per
+// issue; GitHub sends a notification per change.
+func issueSpace(kind string) time.Duration {
+	switch strings.ToLower(kind) {
+	case config.TrackerJira:
+		return 500 * time.Millisecond
+	case config.TrackerGitHub:
+		return time.Second
+	}
+	return 0
+}
+
+// reconcileProjects lists the Qase projects the reconciler enumerates for
+// routes that accept any project.
+func reconcileProjects(cfg *config.Config) []string { return cfg.Reconcile.Projects }
+
+func reveal(ss []config.Secret) []string {
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if s.IsSet() {
+			out = append(out, s.Reveal())
+		}
+	}
+	return out
+}
+
+func revealMap(m map[string][]config.Secret) map[string][]string {
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = reveal(v)
+	}
+	return out
+}

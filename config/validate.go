@@ -1,0 +1,253 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/qase-sync/qase-sync/mapping"
+	"github.com/qase-sync/qase-sync/mapping/yamlnode"
+)
+
+var trackerNameRE = regexp.MustCompile(`^[a-z0-9]+([_-][a-z0-9]+)*$`)
+
+// validate checks the decoded configuration and parses the mapping. Every
+// rule lives here; messages name the field and point at its line.
+func (l *loader) validate(c *Config) {
+	// server
+	if host, port, err := net.SplitHostPort(c.Server.Listen); err != nil {
+		l.errf("server.listen", "invalid listen address %q (want host:port or :port)", c.Server.Listen)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		l.errf("server.listen", "invalid port %q in listen address", port)
+	} else if host != "" && strings.ContainsAny(host, " /") {
+		l.errf("server.listen", "invalid host %q in listen address", host)
+	}
+	if !strings.HasPrefix(c.Server.WebhookPath, "/") {
+		l.errf("server.webhook_path", "must start with \"/\" (got %q)", c.Server.WebhookPath)
+	}
+	if c.Server.MaxBodyBytes <= 0 {
+		l.errf("server.max_body_bytes", "must be positive")
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"server.read_header_timeout", c.Server.ReadHeaderTimeout}, {"server.read_timeout", c.Server.ReadTimeout},
+		{"server.write_timeout", c.Server.WriteTimeout}, {"server.idle_timeout", c.Server.IdleTimeout},
+		{"server.shutdown_timeout", c.Server.ShutdownTimeout},
+		{"worker.lease", c.Worker.Lease}, {"worker.max_age", c.Worker.MaxAge},
+		{"worker.backoff_base", c.Worker.BackoffBase}, {"worker.backoff_max", c.Worker.BackoffMax},
+	} {
+		if d.v <= 0 {
+			l.errf(d.field, "must be a positive duration")
+		}
+	}
+
+	// qase
+	if len(c.Qase.Secrets) == 0 && len(c.Qase.ProjectSecrets) == 0 && !c.Qase.AllowUnsigned {
+		l.errf("qase.secrets", "at least one webhook secret is required (or set allow_unsigned: true)")
+	}
+	for code, ss := range c.Qase.ProjectSecrets {
+		if len(ss) == 0 {
+			l.errf("qase.project_secrets."+code, "no secrets listed")
+		}
+	}
+	l.checkURL("qase.api_url", c.Qase.APIURL, true)
+	l.checkURL("qase.app_url", c.Qase.AppURL, true)
+
+	// store
+	switch c.Store.Driver {
+	case "sqlite":
+		if c.Store.SQLite.Path == "" {
+			l.errf("store.sqlite.path", "required")
+		}
+		if s := c.Store.SQLite.Synchronous; s != "full" && s != "normal" {
+			l.errf("store.sqlite.synchronous", "must be full or normal (got %q)", s)
+		}
+	case "postgres":
+		if !c.Store.Postgres.DSN.IsSet() {
+			l.errf("store.postgres.dsn", "required when store.driver is postgres (set dsn or dsn_file)")
+		}
+	default:
+		l.errf("store.driver", "unknown driver %q (sqlite or postgres)", c.Store.Driver)
+	}
+
+	// trackers
+	names := map[string]string{}
+	valid := map[string]string{}
+	for i, t := range c.Trackers {
+		f := yamlnode.Index("trackers", i)
+		switch {
+		case t.Name == "":
+			l.errf(f+".name", "required")
+		case !trackerNameRE.MatchString(t.Name):
+			l.errf(f+".name", "invalid tracker name %q (lowercase letters, digits, - and _)", t.Name)
+		case names[t.Name] != "":
+			l.errf(f+".name", "duplicate tracker name %q (first defined at %s)", t.Name, names[t.Name])
+		}
+		if t.Name != "" && names[t.Name] == "" {
+			names[t.Name] = f
+		}
+		switch t.Type {
+		case TrackerJira:
+			l.checkURL(f+".url", t.URL, false)
+			if t.URL == "" && !t.DryRun {
+				l.errf(f+".url", "required for a jira tracker")
+			}
+			if !t.Token.IsSet() && !t.DryRun {
+				l.errf(f+".token", "required for a jira tracker (set token or token_file)")
+			}
+			switch t.Flavor {
+			case "cloud":
+				if t.Email == "" && !t.DryRun {
+					l.errf(f+".email", "required for Jira Cloud (the API token's account e-mail)")
+				}
+			case "datacenter":
+			default:
+				l.errf(f+".flavor", "must be cloud or datacenter (got %q)", t.Flavor)
+			}
+			if t.Settle < 0 {
+				l.errf(f+".settle", "must not be negative")
+			}
+			for status, via := range t.Transitions {
+				if status == "" || len(via) == 0 {
+					l.errf(f+".transitions."+status, "list the transition names to reach %q", status)
+				}
+			}
+		case TrackerGitHub:
+			if t.BaseURL != "" {
+				l.checkURL(f+".base_url", t.BaseURL, false)
+			}
+			switch {
+			case t.Token.IsSet() && t.App != nil:
+				l.errf(f+".app", "set token or app, not both")
+			case t.App != nil:
+				if t.App.AppID <= 0 {
+					l.errf(f+".app.app_id", "required (a positive integer)")
+				}
+				if t.App.InstallationID <= 0 {
+					l.errf(f+".app.installation_id", "required (a positive integer)")
+				}
+				if !t.App.PrivateKey.IsSet() {
+					l.errf(f+".app.private_key_file", "required (the App's PEM private key)")
+				}
+			case !t.Token.IsSet() && !t.DryRun:
+				l.errf(f+".token", "a github tracker needs token (or token_file) or app")
+			}
+		case TrackerDryRun:
+		case "":
+			l.errf(f+".type", "required (jira, github or dryrun)")
+		default:
+			l.errf(f+".type", "unknown tracker type %q (jira, github or dryrun)", t.Type)
+		}
+		if t.Type == TrackerJira || t.Type == TrackerGitHub {
+			if t.Rate.PerSecond <= 0 {
+				l.errf(f+".rate", "rate must be positive")
+			}
+			if t.Rate.Burst < 1 {
+				l.errf(f+".rate.burst", "must be at least 1")
+			}
+		}
+		if t.Name != "" && (t.Type == TrackerJira || t.Type == TrackerGitHub || t.Type == TrackerDryRun) {
+			valid[t.Name] = t.Type
+		}
+	}
+
+	// worker
+	if c.Worker.Concurrency < 1 {
+		l.errf("worker.concurrency", "must be at least 1")
+	}
+	if c.Worker.MaxAttempts < 1 {
+		l.errf("worker.max_attempts", "must be at least 1")
+	}
+	if c.Worker.BackoffBase > 0 && c.Worker.BackoffMax > 0 && c.Worker.BackoffMax < c.Worker.BackoffBase {
+		l.errf("worker.backoff_max", "must not be smaller than backoff_base")
+	}
+
+	// log
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "warning", "error":
+	default:
+		l.errf("log.level", "unknown level %q (trace, debug, info, warn, error)", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		l.errf("log.format", "must be json or text (got %q)", c.Log.Format)
+	}
+
+	// mapping: parsed here so that route problems (unknown tracker, bad
+	// templates) come out together with the rest.
+	m, err := mapping.ParseNode(l.d.File, l.pos["mapping"], mapping.Options{
+		Trackers:    valid,
+		ReadFile:    func(p string) ([]byte, error) { return readLimited(p) },
+		Vars:        map[string]string{"qase_url": c.Qase.AppURL},
+		FieldPrefix: "mapping",
+	})
+	// Routes that name a tracker that exists but failed validation would
+	// be reported twice; the tracker's own problem is enough.
+	if ps, ok := err.(yamlnode.Problems); ok {
+		for _, p := range ps {
+			if strings.HasSuffix(p.Field, ".tracker") && strings.Contains(p.Msg, "is not defined") {
+				if name := quoted(p.Msg); name != "" && names[name] != "" {
+					continue
+				}
+			}
+			l.d.Problems = append(l.d.Problems, p)
+		}
+	} else if err != nil {
+		l.d.Add(err)
+	}
+	c.Mapping = m
+
+	// reconcile
+	if c.Reconcile.Enabled && c.Reconcile.Schedule == "" {
+		l.errf("reconcile.schedule", "required when reconcile.enabled is true (e.g. \"@every 15m\" or \"*/15 * * * *\")")
+	}
+	if c.Reconcile.Schedule != "" {
+		if _, err := cron.ParseStandard(c.Reconcile.Schedule); err != nil {
+			l.errf("reconcile.schedule", "invalid schedule %q: %v", c.Reconcile.Schedule, err)
+		}
+	}
+	if m != nil {
+		known := map[string]bool{}
+		for _, n := range m.RouteNames() {
+			known[n] = true
+		}
+		for i, r := range c.Reconcile.Routes {
+			if !known[r] {
+				l.errf(yamlnode.Index("reconcile.routes", i), "unknown route %q", r)
+			}
+		}
+	}
+}
+
+func quoted(s string) string {
+	i := strings.IndexByte(s, '"')
+	if i < 0 {
+		return ""
+	}
+	j := strings.IndexByte(s[i+1:], '"')
+	if j < 0 {
+		return ""
+	}
+	return s[i+1 : i+1+j]
+}
+
+// checkURL requires an absolute http(s) URL. Empty is allowed when
+// !required (the caller reports missing values with a better message).
+func (l *loader) checkURL(field, v string, required bool) {
+	if v == "" {
+		if required {
+			l.errf(field, "required")
+		}
+		return
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.errf(field, "invalid URL %q (want http(s)://host/...)", v)
+	}
+}

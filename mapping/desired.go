@@ -1,0 +1,288 @@
+package mapping
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/qase-sync/qase-sync/sync"
+)
+
+// Tracker limits applied to rendered values.
+const (
+	maxTitleRunes       = 255
+	maxJiraLabelRunes   = 255
+	maxGitHubLabelRunes = 50
+)
+
+// Desired computes the issue the route wants for the entity now. It never
+// does I/O; every failure is sync.Permanent (a mapping error cannot be
+// fixed by retrying) and names the route and field.
+func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
+	r, ok := m.byName[name]
+	if !ok {
+		return sync.Desired{}, sync.Permanentf("mapping: unknown route %q", name)
+	}
+	if e.Ref.Kind != r.kind {
+		return sync.Desired{}, sync.Permanentf("mapping: route %q serves %s entities, got %s", name, r.kind, e.Ref.Kind)
+	}
+	d := sync.Desired{Route: r.name, Tracker: r.tracker}
+	data := m.data(e)
+	env := condEnv{data: data, lookup: m.lookup}
+	fail := func(field string, err error) (sync.Desired, error) {
+		return sync.Desired{}, sync.Permanent(fmt.Errorf("mapping: route %q: %s: %w", r.name, field, err))
+	}
+	if r.when != nil {
+		ok, err := r.when.Eval(env)
+		if err != nil {
+			return fail("when", err)
+		}
+		if !ok {
+			d.Skip = true
+			return d, nil
+		}
+	}
+	d.Create = !e.Deleted
+	if d.Create && r.createWhen != nil {
+		ok, err := r.createWhen.Eval(env)
+		if err != nil {
+			return fail("create_when", err)
+		}
+		d.Create = ok
+	}
+	spec, field, err := m.render(r, e, data, env)
+	if err != nil {
+		return fail(field, err)
+	}
+	d.Spec = spec
+	return d, nil
+}
+
+func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condEnv) (sync.IssueSpec, string, error) {
+	var s sync.IssueSpec
+	wrap := func(field string, err error) (sync.IssueSpec, string, error) {
+		return sync.IssueSpec{}, field, err
+	}
+	for _, f := range []struct {
+		name string
+		t    *tmpl
+		dst  *string
+	}{
+		{"project", r.project, &s.Project}, {"issue_type", r.issueType, &s.Type}, {"title", r.title, &s.Title},
+		{"priority", r.priority, &s.Priority}, {"status", r.status, &s.Status}, {"reason", r.reason, &s.Reason},
+	} {
+		v, err := f.t.execute(data)
+		if err != nil {
+			return wrap(f.name, err)
+		}
+		*f.dst = strings.TrimSpace(v)
+	}
+	if s.Project == "" {
+		return wrap("project", fmt.Errorf("renders empty"))
+	}
+	s.Title = truncateRunes(plainLine(s.Title), maxTitleRunes)
+	if s.Title == "" {
+		return wrap("title", fmt.Errorf("renders empty"))
+	}
+	if r.body != nil {
+		v, err := r.body.execute(data)
+		if err != nil {
+			return wrap("body", err)
+		}
+		s.Body = strings.TrimSpace(strings.ReplaceAll(v, "\r\n", "\n"))
+	}
+	var err error
+	var field string
+	if s.Labels, field, err = renderList(r.labels, "labels", data, func(l string) string { return labelFor(r.trackerType, l) }); err != nil {
+		return wrap(field, err)
+	}
+	if s.Assignees, field, err = renderList(r.assignees, "assignees", data, strings.TrimSpace); err != nil {
+		return wrap(field, err)
+	}
+	if s.Components, field, err = renderList(r.components, "components", data, strings.TrimSpace); err != nil {
+		return wrap(field, err)
+	}
+	for _, id := range r.fieldIDs {
+		v, err := r.fields[id].execute(data)
+		if err != nil {
+			return wrap("fields."+id, err)
+		}
+		// Empty means "unknown now" (thin payloads): leave the field alone.
+		if v = strings.TrimSpace(v); v != "" {
+			if s.Fields == nil {
+				s.Fields = map[string]string{}
+			}
+			s.Fields[id] = v
+		}
+	}
+	for i, c := range r.comments {
+		cfield := fmt.Sprintf("comments[%d]", i)
+		if !c.fromEntity {
+			ok, err := evalCond(c.when, env)
+			if err != nil {
+				return wrap(cfield+".when", err)
+			}
+			if !ok {
+				continue
+			}
+			body, err := c.body.execute(data)
+			if err != nil {
+				return wrap(cfield+".body", err)
+			}
+			if body = strings.TrimSpace(body); body != "" {
+				s.Comments = append(s.Comments, sync.Comment{ID: r.name + ":" + c.id, Body: body})
+			}
+			continue
+		}
+		for _, ec := range e.Comments {
+			cd := make(map[string]any, len(data)+1)
+			for k, v := range data {
+				cd[k] = v
+			}
+			cd["comment"] = commentData(ec)
+			ok, err := evalCond(c.when, condEnv{data: cd, lookup: m.lookup})
+			if err != nil {
+				return wrap(cfield+".when", err)
+			}
+			if !ok {
+				continue
+			}
+			body, err := c.body.execute(cd)
+			if err != nil {
+				return wrap(cfield+".body", err)
+			}
+			if body = strings.TrimSpace(body); body != "" {
+				s.Comments = append(s.Comments, sync.Comment{ID: ec.ID, Author: ec.Author, Body: body, At: ec.At})
+			}
+		}
+	}
+	if len(r.createOnly) > 0 {
+		s.CreateOnly = append([]string(nil), r.createOnly...)
+	}
+	return s, "", nil
+}
+
+func evalCond(c *Cond, env condEnv) (bool, error) {
+	if c == nil {
+		return true, nil
+	}
+	return c.Eval(env)
+}
+
+// renderList renders list templates; each rendering may hold several
+// values, one per line (see the lines function). Empty values are dropped
+// and duplicates removed, keeping the first occurrence's position.
+func renderList(ts []*tmpl, field string, data map[string]any, norm func(string) string) ([]string, string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for i, t := range ts {
+		v, err := t.execute(data)
+		if err != nil {
+			return nil, fmt.Sprintf("%s[%d]", field, i), err
+		}
+		for _, line := range strings.Split(v, "\n") {
+			line = norm(line)
+			if line == "" || seen[line] {
+				continue
+			}
+			seen[line] = true
+			out = append(out, line)
+		}
+	}
+	return out, "", nil
+}
+
+// labelFor makes a rendered label acceptable to the tracker: Jira labels
+// cannot contain spaces, GitHub label names are at most 50 characters.
+func labelFor(trackerType, l string) string {
+	l = plainLine(l)
+	switch trackerType {
+	case "jira":
+		return truncateRunes(strings.ReplaceAll(l, " ", "-"), maxJiraLabelRunes)
+	case "github":
+		return truncateRunes(l, maxGitHubLabelRunes)
+	}
+	return l
+}
+
+func commentData(c sync.Comment) map[string]any {
+	at := ""
+	if !c.At.IsZero() {
+		at = c.At.UTC().Format(time.RFC3339)
+	}
+	return map[string]any{"id": c.ID, "author": c.Author, "body": c.Body, "at": at}
+}
+
+// data is what templates and conditions see: every attribute at top
+// level, then the built-ins (which win over attributes of the same name;
+// the attributes stay reachable under .attrs).
+func (m *Mapping) data(e sync.Entity) map[string]any {
+	d := make(map[string]any, len(e.Attrs)+10)
+	attrs := make(map[string]any, len(e.Attrs))
+	for k, v := range e.Attrs {
+		if v == nil {
+			continue // absent and null are the same to a mapping
+		}
+		nv := normalize(v)
+		d[k], attrs[k] = nv, nv
+	}
+	d["attrs"] = attrs
+	d["id"] = e.Ref.ID
+	if e.Ref.Project != "" {
+		d["project"] = e.Ref.Project
+	}
+	d["kind"] = string(e.Ref.Kind)
+	d["deleted"] = e.Deleted
+	if e.Deleted {
+		d["state"] = "deleted"
+	} else {
+		d["state"] = attrs["status"]
+	}
+	d["last_event"] = e.LastEvent
+	events := make(map[string]any, len(e.Events))
+	for k, v := range e.Events {
+		events[k] = int64(v)
+	}
+	d["events"] = events
+	d["vars"] = m.varData
+	return d
+}
+
+// normalize deep-copies a JSON-ish value, turning integral floats into
+// int64 (so templates print 3, not 3e+00, and eq .failed 0 works) and
+// string slices into []any.
+func normalize(v any) any {
+	switch t := v.(type) {
+	case float64:
+		if t == math.Trunc(t) && math.Abs(t) < 1<<53 {
+			return int64(t)
+		}
+		return t
+	case int:
+		return int64(t)
+	case int32:
+		return int64(t)
+	case []string:
+		out := make([]any, len(t))
+		for i, s := range t {
+			out[i] = s
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = normalize(x)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			if x != nil {
+				out[k] = normalize(x)
+			}
+		}
+		return out
+	}
+	return v
+}
