@@ -16,6 +16,32 @@ const (
 	maxGitHubLabelRunes = 50
 )
 
+// maxTextRunes caps bodies and comments below each tracker's limit (Jira
+// rejects text fields over 32,767 characters; GitHub 65,536, and the
+// adapter needs room for its marker). Capping here, not in the adapter,
+// keeps the desired text equal to what the tracker stores, so verifying a
+// long body never finds drift that is not there.
+func maxTextRunes(trackerType string) int {
+	switch trackerType {
+	case "jira":
+		return 32000
+	case "github":
+		return 65000
+	}
+	return 0
+}
+
+const truncatedNotice = "\n\n… (truncated by qase-sync)"
+
+func capText(trackerType, s string) string {
+	max := maxTextRunes(trackerType)
+	if max == 0 || len(s) <= max || len([]rune(s)) <= max {
+		return s
+	}
+	r := []rune(s)
+	return strings.TrimSpace(string(r[:max-len([]rune(truncatedNotice))])) + truncatedNotice
+}
+
 // Desired computes the issue the route wants for the entity now. It never
 // does I/O; every failure is sync.Permanent (a mapping error cannot be
 // fixed by retrying) and names the route and field.
@@ -90,7 +116,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 		if err != nil {
 			return wrap("body", err)
 		}
-		s.Body = strings.TrimSpace(strings.ReplaceAll(v, "\r\n", "\n"))
+		s.Body = capText(r.trackerType, strings.TrimSpace(strings.ReplaceAll(v, "\r\n", "\n")))
 	}
 	var err error
 	var field string
@@ -131,7 +157,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 				return wrap(cfield+".body", err)
 			}
 			if body = strings.TrimSpace(body); body != "" {
-				s.Comments = append(s.Comments, sync.Comment{ID: r.name + ":" + c.id, Body: body})
+				s.Comments = append(s.Comments, sync.Comment{ID: r.name + ":" + c.id, Body: capText(r.trackerType, body)})
 			}
 			continue
 		}
@@ -153,7 +179,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 				return wrap(cfield+".body", err)
 			}
 			if body = strings.TrimSpace(body); body != "" {
-				s.Comments = append(s.Comments, sync.Comment{ID: ec.ID, Author: ec.Author, Body: body, At: ec.At})
+				s.Comments = append(s.Comments, sync.Comment{ID: ec.ID, Author: ec.Author, Body: capText(r.trackerType, body), At: ec.At})
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/qase-sync/qase-sync/sync"
 )
@@ -312,6 +313,47 @@ func TestDesiredConcurrent(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		if !<-done {
 			t.Error("concurrent Desired differed")
+		}
+	}
+}
+
+// Bodies and comments are capped below each tracker's limit here, so the
+// desired text equals what the tracker stores (no phantom drift) and Jira
+// never rejects an over-long description.
+func TestDesiredCapsLongText(t *testing.T) {
+	for _, tc := range []struct {
+		tracker string
+		max     int
+	}{{"jira", 32000}, {"github", 65000}} {
+		routes := `
+routes:
+  - name: r
+    kind: defect
+    tracker: t
+    tracker_type: ` + tc.tracker + `
+    project: ` + map[string]string{"jira": "QA", "github": "o/r"}[tc.tracker] + `
+    title: '{{.title}}'
+    body: '{{.actual_result}}'
+    comments:
+      - {id: c, when: 'true', body: '{{.actual_result}}'}
+`
+		m, err := Parse("caps.yaml", []byte(routes), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		long := strings.Repeat("é", 100000)
+		d, err := m.Desired("r", sync.Entity{Ref: sync.EntityRef{Project: "P", Kind: sync.KindDefect, ID: 1},
+			Attrs: map[string]any{"title": "x", "actual_result": long}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, text := range map[string]string{"body": d.Spec.Body, "comment": d.Spec.Comments[0].Body} {
+			if n := utf8.RuneCountInString(text); n > tc.max || n < tc.max-100 {
+				t.Errorf("%s %s: %d runes, want just under %d", tc.tracker, what, n, tc.max)
+			}
+			if !strings.HasSuffix(text, "(truncated by qase-sync)") {
+				t.Errorf("%s %s: no visible truncation notice", tc.tracker, what)
+			}
 		}
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"strconv"
+	gosync "sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, store sync.Store) *metrics {
 	}
 	reg.MustRegister(m.received, m.ackLatency, m.jobs, m.jobLatency, m.retries, m.trackerOps,
 		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles)
-	reg.MustRegister(&storeCollector{store: store,
+	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
 		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
 		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),
 		evs:   prometheus.NewDesc("qase_sync_events", "Accepted events by ledger status.", []string{"status"}, nil),
@@ -103,7 +105,7 @@ func (m *metrics) Drift(route, class string) { m.drift.WithLabelValues(route, cl
 
 // Call is a sync.CallObserver.
 func (m *metrics) Call(system, op string, status int, d time.Duration) {
-	m.calls.WithLabelValues(system, op, itoa(status)).Inc()
+	m.calls.WithLabelValues(system, op, strconv.Itoa(status)).Inc()
 	m.callTime.WithLabelValues(system, op).Observe(d.Seconds())
 }
 
@@ -112,26 +114,17 @@ func (m *metrics) RateWait(tracker string, d time.Duration) {
 	m.rateWaits.WithLabelValues(tracker).Add(d.Seconds())
 }
 
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [8]byte
-	i := len(b)
-	for n > 0 && i > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
-}
-
 // storeCollector reads gauges from the store at scrape time, so they are
-// right across replicas and restarts.
+// right across replicas and restarts. Readings are cached briefly: the
+// ledger summary scans the events table, and scrapers may be frequent.
 type storeCollector struct {
-	store           sync.Store
-	queue, dead, ev *prometheus.Desc
-	evs             *prometheus.Desc
+	store            sync.Store
+	queue, dead, evs *prometheus.Desc
+
+	mu     gosync.Mutex
+	at     time.Time
+	cached []prometheus.Metric
+	maxAge time.Duration
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -141,17 +134,31 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.cached == nil || now.Sub(c.at) > c.maxAge {
+		c.cached, c.at = c.read(), now
+	}
+	for _, m := range c.cached {
+		ch <- m
+	}
+}
+
+func (c *storeCollector) read() []prometheus.Metric {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	var out []prometheus.Metric
 	if n, err := c.store.QueueDepth(ctx); err == nil {
-		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(n))
+		out = append(out, prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(n)))
 	}
-	if dl, err := c.store.DeadLetters(ctx, 100000); err == nil {
-		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(len(dl)))
+	if dl, err := c.store.DeadLetters(ctx, 0); err == nil {
+		out = append(out, prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(len(dl))))
 	}
 	if st, err := c.store.EventStatus(ctx); err == nil {
 		for k, v := range map[string]int{"pending": st.Pending, "applied": st.Applied, "noop": st.Noop, "dead": st.Dead} {
-			ch <- prometheus.MustNewConstMetric(c.evs, prometheus.GaugeValue, float64(v), k)
+			out = append(out, prometheus.MustNewConstMetric(c.evs, prometheus.GaugeValue, float64(v), k))
 		}
 	}
+	return out
 }

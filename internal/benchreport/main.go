@@ -24,7 +24,7 @@ type result struct {
 // goals: numerator benchmark, baseline benchmark, metric, goal (minimum ratio).
 var goals = []struct {
 	what, num, base, unit string
-	min                  float64
+	min                   float64
 }{
 	{"durable ingest (SQLite, synchronous=full) vs no-op handler, throughput", "BenchmarkWebhook/ingest-sqlite-full", "BenchmarkWebhook/noop", "req/s", 0.30},
 	{"durable ingest (SQLite, synchronous=normal) vs no-op handler, throughput", "BenchmarkWebhook/ingest-sqlite-normal", "BenchmarkWebhook/noop", "req/s", 0.30},
