@@ -85,9 +85,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	log = log.WithField("store", "sqlite")
 
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
-	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
+	// temp_store=MEMORY: statement sub-journals and sorts otherwise open a
+	// temp file per transaction (measured: a large share of ingest CPU).
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)", busyTimeoutMS)
 	w, err := sql.Open("sqlite", base+"?"+common+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+syncMode+")&_txlock=immediate")
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+syncMode+")&_pragma=cache_size(-32000)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", opts.Path, err)
 	}
