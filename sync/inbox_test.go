@@ -1,0 +1,137 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// memInbox is an InboxStore that records batches; fail makes it error.
+type memInbox struct {
+	mu      gosync.Mutex
+	seen    map[string]int64
+	batches []int
+	fail    error
+	block   chan struct{} // if set, AcceptEvents waits on it
+}
+
+func (m *memInbox) AcceptEvents(_ context.Context, in []Inbound, _ time.Time) ([]AcceptResult, error) {
+	if m.block != nil {
+		<-m.block
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	m.batches = append(m.batches, len(in))
+	out := make([]AcceptResult, len(in))
+	for i, ib := range in {
+		if seq, ok := m.seen[ib.Event.DedupKey]; ok {
+			out[i] = AcceptResult{Seq: seq, Duplicate: true}
+			continue
+		}
+		m.seen[ib.Event.DedupKey] = int64(len(m.seen) + 1)
+		out[i] = AcceptResult{Seq: m.seen[ib.Event.DedupKey]}
+	}
+	return out, nil
+}
+
+// oneRoute routes defect events of project P; review events have a route
+// kind but no triggering event names.
+type oneRoute struct{}
+
+func (oneRoute) Routes(name, project string, kind Kind) []string {
+	if kind == KindDefect && project == "P" {
+		return []string{"r"}
+	}
+	return nil
+}
+func (oneRoute) RouteInfo(name string) (RouteInfo, bool) {
+	return map[string]RouteInfo{"r": {Name: "r", Kind: KindDefect, Projects: []string{"P"}}, "rv": {Name: "rv", Kind: KindReview}}[name], true
+}
+func (oneRoute) RouteNames() []string                    { return []string{"r", "rv"} }
+func (oneRoute) Desired(string, Entity) (Desired, error) { return Desired{}, nil }
+func quietLog() *logrus.Entry                            { l := logrus.New(); l.SetOutput(io.Discard); return logrus.NewEntry(l) }
+func ev(key string, kind Kind, project string) Event {
+	return Event{DedupKey: key, Name: string(kind) + ".updated", Ref: EntityRef{Project: project, Kind: kind, ID: 1}}
+}
+
+func TestInboxGroupCommitAndStatuses(t *testing.T) {
+	st := &memInbox{seen: map[string]int64{}, block: make(chan struct{})}
+	woke := make(chan struct{}, 100)
+	in := NewInbox(InboxOptions{Store: st, Mapper: oneRoute{}, Logger: quietLog(), Notify: func() { woke <- struct{}{} }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { in.Run(ctx); close(done) }()
+
+	// 20 concurrent deliveries while the store is blocked: they must end up
+	// in few commits, and every caller gets its own answer.
+	var wg gosync.WaitGroup
+	results := make([]AcceptStatus, 20)
+	for i := range results {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := in.Accept(context.Background(), ev(fmt.Sprint("k", i%10), KindDefect, "P"))
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = s
+		}(i)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(st.block)
+	wg.Wait()
+	accepted, dup := 0, 0
+	for _, r := range results {
+		switch r {
+		case StatusAccepted:
+			accepted++
+		case StatusDuplicate:
+			dup++
+		}
+	}
+	if accepted != 10 || dup != 10 {
+		t.Fatalf("accepted %d duplicate %d, want 10/10", accepted, dup)
+	}
+	if len(st.batches) >= 20 || len(woke) == 0 {
+		t.Fatalf("batches %v, notifications %d: no group commit or no wake-up", st.batches, len(woke))
+	}
+
+	// Unrouted kinds are ignored without touching the store; a served kind
+	// with no triggering route is stored as context.
+	n := len(st.batches)
+	if s, _ := in.Accept(context.Background(), ev("x", KindRun, "P")); s != StatusIgnored {
+		t.Fatalf("run event: %s, want ignored", s)
+	}
+	if s, _ := in.Accept(context.Background(), ev("y", KindDefect, "OTHER")); s != StatusIgnored {
+		t.Fatalf("other project: %s, want ignored", s)
+	}
+	if s, _ := in.Accept(context.Background(), ev("z", KindReview, "P")); s != StatusAccepted {
+		t.Fatalf("review event: %s, want accepted (kept as context)", s)
+	}
+	if len(st.batches) != n+1 {
+		t.Fatalf("batches %v: ignored events reached the store", st.batches)
+	}
+
+	// A store failure is reported to the caller (the webhook answers 503).
+	st.mu.Lock()
+	st.fail = errors.New("disk full")
+	st.mu.Unlock()
+	if _, err := in.Accept(context.Background(), ev("f", KindDefect, "P")); err == nil {
+		t.Fatal("store failure not reported")
+	}
+
+	cancel()
+	<-done
+	if _, err := in.Accept(context.Background(), ev("late", KindDefect, "P")); !errors.Is(err, ErrInboxClosed) {
+		t.Fatalf("after stop: %v, want ErrInboxClosed", err)
+	}
+}
