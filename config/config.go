@@ -50,6 +50,9 @@ type Server struct {
 	WriteTimeout      time.Duration `yaml:"write_timeout" json:"write_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+	// ShutdownDelay keeps serving (readiness failing) this long after
+	// SIGTERM, so load balancers stop routing before the listener closes.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay" json:"shutdown_delay"`
 	// AdminToken enables the admin API when set.
 	AdminToken Secret `yaml:"admin_token,omitempty" json:"admin_token,omitempty"`
 }

@@ -79,7 +79,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 	top := l.fields(root, "", "server", "qase", "store", "trackers", "worker", "reconcile", "log", "mapping")
 
 	s := l.fields(top["server"], "server", "listen", "webhook_path", "max_body_bytes", "read_header_timeout",
-		"read_timeout", "write_timeout", "idle_timeout", "shutdown_timeout", "admin_token", "admin_token_file")
+		"read_timeout", "write_timeout", "idle_timeout", "shutdown_timeout", "shutdown_delay", "admin_token", "admin_token_file")
 	c.Server = Server{
 		Listen:            l.str(s, "server", "listen", DefaultListen),
 		WebhookPath:       l.str(s, "server", "webhook_path", DefaultWebhookPath),
@@ -89,6 +89,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		WriteTimeout:      l.dur(s, "server", "write_timeout", 15*time.Second),
 		IdleTimeout:       l.dur(s, "server", "idle_timeout", 60*time.Second),
 		ShutdownTimeout:   l.dur(s, "server", "shutdown_timeout", 30*time.Second),
+		ShutdownDelay:     l.dur(s, "server", "shutdown_delay", 2*time.Second),
 		AdminToken:        l.secret(s, "server", "admin_token"),
 	}
 

@@ -33,6 +33,9 @@ func (l *loader) validate(c *Config) {
 	if c.Server.MaxBodyBytes <= 0 {
 		l.errf("server.max_body_bytes", "must be positive")
 	}
+	if c.Server.ShutdownDelay < 0 || (c.Server.ShutdownDelay >= c.Server.ShutdownTimeout && c.Server.ShutdownTimeout > 0) {
+		l.errf("server.shutdown_delay", "must be at least 0 and shorter than server.shutdown_timeout")
+	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration

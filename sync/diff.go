@@ -70,8 +70,24 @@ func BaselineFromIssue(is Issue, applied Applied) Applied {
 		Title: is.Title, Body: is.Body, Labels: sortedSet(is.Labels), Priority: is.Priority,
 		Assignees: sortedSet(is.Assignees), Components: sortedSet(is.Components),
 		Fields: copyFields(is.Fields), Status: is.Status, Reason: is.Reason,
-		Comments: applied.Comments, Pending: applied.Pending,
+		Comments: mergeIDs(applied.Comments, is.CommentIDs), Pending: applied.Pending, Unverified: applied.Unverified,
 	}
+}
+
+// mergeIDs is the union of two id lists, in first-seen order.
+func mergeIDs(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	seen := toSet(a)
+	out := append([]string(nil), a...)
+	for _, id := range b {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // Diff decides the operations that take an existing issue from base (what

@@ -64,6 +64,7 @@ type Engine struct {
 	liveMu gosync.Mutex
 	live   map[string]Issue
 	fresh  map[EntityRef]freshEntity
+	marked map[string]Issue // tracker + key -> issue carrying its marker
 	// onResult, when set, sees every processed job (one-shot CLI summaries).
 	onResult func(Job, Result, error)
 }
@@ -202,6 +203,10 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 	if e.onResult != nil {
 		e.onResult(j, res, err)
 	}
+	// The job's context may have run out (the sync outlived its lease):
+	// the bookkeeping still has to happen, or the job would loop forever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	now := e.o.Clock.Now()
 	entry := LedgerEntry{At: now, Key: j.Key, Gen: j.Gen, Issue: res.Issue.String()}
 	for _, op := range res.Ops {

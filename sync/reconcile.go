@@ -53,17 +53,19 @@ func (r *ReconcileReport) drift(class string) {
 // and the results are handed to the workers so a verify costs no extra read.
 func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileReport, error) {
 	rep := ReconcileReport{ByClass: map[string]int{}}
+	e.clearCaches() // what an earlier pass read is stale now
 	routes := o.Routes
 	if len(routes) == 0 {
 		routes = e.o.Mapper.RouteNames()
 	}
 	var all []Key
+	lists := map[string][]Issue{} // one listing per tracker project per pass
 	for _, name := range routes {
 		ri, ok := e.o.Mapper.RouteInfo(name)
 		if !ok {
 			return rep, fmt.Errorf("unknown route %q", name)
 		}
-		keys, err := e.enumerate(ctx, ri, o, &rep)
+		keys, err := e.enumerate(ctx, ri, o, &rep, lists)
 		if err != nil {
 			return rep, fmt.Errorf("route %s: %w", name, err)
 		}
@@ -98,7 +100,7 @@ func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileRe
 }
 
 // enumerate collects a route's keys and primes the caches.
-func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions, rep *ReconcileReport) ([]Key, error) {
+func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions, rep *ReconcileReport, lists map[string][]Issue) ([]Key, error) {
 	seen := map[Key]bool{}
 	var keys []Key
 	add := func(k Key) {
@@ -154,9 +156,13 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 	if !ok || ri.Project == "" {
 		return keys, nil
 	}
-	issues, err := tr.List(ctx, ri.Project)
-	if err != nil {
-		return nil, fmt.Errorf("listing issues in %s: %w", ri.Project, err)
+	issues, listed := lists[ri.Tracker+"\x00"+ri.Project]
+	if !listed {
+		var err error
+		if issues, err = tr.List(ctx, ri.Project); err != nil {
+			return nil, fmt.Errorf("listing issues in %s: %w", ri.Project, err)
+		}
+		lists[ri.Tracker+"\x00"+ri.Project] = issues
 	}
 	byKey := map[Key][]Issue{}
 	for _, is := range issues {
@@ -175,6 +181,7 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 			e.log.WithError(err).WithField("key", k.String()).Error("closing duplicate issues")
 		}
 		e.primeIssue(ri.Tracker, keep)
+		e.primeMarked(ri.Tracker, k, keep)
 	}
 	return keys, nil
 }
@@ -183,24 +190,32 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 // oldest) and closes the others as duplicates with a pointer to it.
 func (e *Engine) resolveDuplicates(ctx context.Context, k Key, tr Tracker, ri RouteInfo, list []Issue, dry bool, rep *ReconcileReport) (Issue, error) {
 	sort.SliceStable(list, func(i, j int) bool { return list[i].CreatedAt.Before(list[j].CreatedAt) })
-	keep := list[0]
+	keep := list[0] // the oldest is canonical
+	if len(list) == 1 {
+		return keep, nil
+	}
 	link, linked, err := e.o.Store.Link(ctx, k)
 	if err != nil {
 		return keep, err
 	}
-	if linked && link.State == LinkLinked {
-		for _, is := range list {
-			if is.Ref.ID == link.Issue.ID {
-				keep = is
-			}
+	if linked && link.Issue.ID != keep.Ref.ID && !dry {
+		// The link points at a later copy (e.g. filed after a lost
+		// database): the oldest issue takes over; the copy is closed below.
+		link.State, link.Issue, link.UpdatedAt = LinkLinked, keep.Ref, e.o.Clock.Now()
+		link.Applied = BaselineFromIssue(keep, Applied{Labels: link.Applied.Labels})
+		link.Applied.Unverified = true
+		if err := e.o.Store.SaveLink(ctx, link); err != nil {
+			return keep, err
 		}
 	}
-	if len(list) == 1 {
-		return keep, nil
-	}
 	// Close extras the way the route closes a deleted entity.
-	closing, err := e.o.Mapper.Desired(k.Route, Entity{Ref: k.EntityRef, Attrs: map[string]any{"status": "deleted"}, Deleted: true})
-	if err != nil || closing.Spec.Status == "" {
+	ent, err := e.entity(ctx, k.EntityRef, false)
+	if err != nil {
+		return keep, err
+	}
+	ent.Deleted = true
+	closing, err := e.o.Mapper.Desired(k.Route, ent)
+	if err != nil || closing.Skip || closing.Spec.Status == "" {
 		return keep, fmt.Errorf("route %s has no status for deleted entities to close duplicates with", k.Route)
 	}
 	for _, is := range list {
@@ -266,6 +281,26 @@ func (e *Engine) primeIssue(tracker string, is Issue) {
 	e.liveMu.Unlock()
 }
 
+func (e *Engine) primeMarked(tracker string, k Key, is Issue) {
+	e.liveMu.Lock()
+	if e.marked == nil {
+		e.marked = map[string]Issue{}
+	}
+	e.marked[tracker+"\x00"+k.String()] = is
+	e.liveMu.Unlock()
+}
+
+// takeMarked returns (once) the issue a reconcile pass listed with k's marker.
+func (e *Engine) takeMarked(tracker string, k Key) (Issue, bool) {
+	e.liveMu.Lock()
+	defer e.liveMu.Unlock()
+	is, ok := e.marked[tracker+"\x00"+k.String()]
+	if ok {
+		delete(e.marked, tracker+"\x00"+k.String())
+	}
+	return is, ok
+}
+
 func (e *Engine) primeEntity(ref EntityRef, attrs map[string]any, at time.Time) {
 	e.liveMu.Lock()
 	if e.fresh == nil {
@@ -282,8 +317,9 @@ func (e *Engine) takeFresh(ref EntityRef) (freshEntity, bool) {
 	if ok {
 		delete(e.fresh, ref)
 	}
-	// A listing older than a minute is no longer "just read".
-	if ok && e.o.Clock.Now().Sub(f.at) > time.Minute {
+	// A listing older than this is no longer "just read" (a paced tracker
+	// may take a while to get through a large pass).
+	if ok && e.o.Clock.Now().Sub(f.at) > 10*time.Minute {
 		return f, false
 	}
 	return f, ok
@@ -293,6 +329,7 @@ func (e *Engine) clearCaches() {
 	e.liveMu.Lock()
 	e.live = map[string]Issue{}
 	e.fresh = nil
+	e.marked = nil
 	e.liveMu.Unlock()
 }
 
@@ -318,6 +355,10 @@ func (e *Engine) dryRun(ctx context.Context, k Key) KeyReport {
 		return kr
 	}
 	tr := e.o.Trackers[d.Tracker]
+	if is, ok := e.takeMarked(d.Tracker, k); ok && !linked {
+		kr.Issue, kr.Drift = is.Ref.String(), []string{"unlinked"} // would be adopted
+		return kr
+	}
 	if !linked || link.State != LinkLinked {
 		if d.Create && tr != nil {
 			kr.Drift = []string{"missing"}
@@ -388,9 +429,11 @@ func (e *Engine) RebuildLinks(ctx context.Context, routes []string) (int, error)
 			}
 			l := Link{Key: k, State: LinkLinked, Tracker: ri.Tracker, Marker: MarkerFor(k), Issue: is.Ref,
 				CreatedAt: now, UpdatedAt: now, Applied: BaselineFromIssue(is, Applied{})}
-			// Managed labels are unknown after a loss: treat the issue's labels
-			// as managed only where the mapping would set them (next sync).
+			// Managed labels are unknown after a loss: none are treated as
+			// managed, so no label is removed. Posted comments are known only
+			// where the tracker reports them: look before posting.
 			l.Applied.Labels = nil
+			l.Applied.Unverified = true
 			if err := e.o.Store.SaveLink(ctx, l); err != nil {
 				return n, err
 			}

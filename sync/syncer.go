@@ -130,10 +130,11 @@ func (e *Engine) Sync(ctx context.Context, k Key, verify bool, log *logrus.Entry
 		} else if err != nil {
 			return res, err
 		} else {
-			if live.Ref.Key != "" && live.Ref.Key != link.Issue.Key {
-				// Moved (Jira key changed, id stable): follow it.
-				log.WithFields(logrus.Fields{"from": link.Issue.Key, "to": live.Ref.Key}).Info("issue moved; following")
-				link.Issue.Key, link.Issue.URL, link.Issue.Project = live.Ref.Key, live.Ref.URL, live.Ref.Project
+			if moved(link.Issue, live.Ref) {
+				// Moved (Jira: key changes, id stays) or transferred (GitHub:
+				// repo and number change): follow it.
+				log.WithFields(logrus.Fields{"from": link.Issue.String(), "to": live.Ref.String()}).Info("issue moved; following")
+				link.Issue = mergeRef(link.Issue, live.Ref)
 				res.Drift = append(res.Drift, "moved")
 				if err := e.o.Store.SaveLink(ctx, link); err != nil {
 					return res, err
@@ -145,6 +146,20 @@ func (e *Engine) Sync(ctx context.Context, k Key, verify bool, log *logrus.Entry
 	}
 	err = s.converge(ctx, &link, link.Applied, false)
 	return res, err
+}
+
+func moved(old, now IssueRef) bool {
+	return (now.Key != "" && now.Key != old.Key) || (now.ID != "" && now.ID != old.ID) || (now.Project != "" && now.Project != old.Project)
+}
+
+func mergeRef(old, now IssueRef) IssueRef {
+	if now.URL == "" {
+		now.URL = old.URL
+	}
+	if now.ID == "" {
+		now.ID = old.ID
+	}
+	return now
 }
 
 // syncRun carries one key's sync through its steps.
@@ -164,6 +179,16 @@ func (s *syncRun) ensureIssue(ctx context.Context, link *Link, hadLink bool) err
 	e, k, spec := s.e, s.k, s.d.Spec
 	marker := MarkerFor(k)
 	now := e.o.Clock.Now()
+	if is, ok := e.takeMarked(s.d.Tracker, k); ok && !hadLink {
+		// The reconciler saw an issue carrying this key's marker, but the
+		// store has no link (lost database, restored backup): adopt it.
+		s.adopt(link, is, marker, now)
+		if err := e.o.Store.SaveLink(ctx, *link); err != nil {
+			return err
+		}
+		s.log.WithField("issue", link.Issue.String()).Info("adopted marked issue that had no link")
+		return nil
+	}
 	if hadLink && link.State == LinkCreating {
 		// A previous attempt may have created the issue and lost the answer.
 		found, err := s.find(ctx, spec.Project, marker, link.IntentAt)
@@ -233,6 +258,7 @@ func (s *syncRun) adopt(link *Link, is Issue, m Marker, now time.Time) {
 	// ones the spec asked for, since the create that made it sent them.
 	link.Applied = BaselineFromIssue(is, Applied{})
 	link.Applied.Labels = intersect(sortedSet(s.d.Spec.Labels), is.Labels)
+	link.Applied.Unverified = true // its comments are not all known
 	s.res.Issue = is.Ref
 	// The create happened, in the attempt that lost its answer.
 	s.res.Outcome = OutcomeApplied
@@ -260,8 +286,8 @@ func (s *syncRun) converge(ctx context.Context, link *Link, base Applied, verify
 	}
 	ops := Diff(spec, base, link.Applied.Labels)
 	if len(ops) == 0 && len(link.Applied.Pending) == 0 {
-		if link.Fingerprint != fp {
-			link.Fingerprint = fp
+		if link.Fingerprint != fp || link.Applied.Unverified {
+			link.Fingerprint, link.Applied.Unverified = fp, false
 			return e.o.Store.SaveLink(ctx, *link)
 		}
 		return nil
@@ -311,13 +337,14 @@ func (s *syncRun) converge(ctx context.Context, link *Link, base Applied, verify
 		}
 	}
 	link.Fingerprint = fp
+	link.Applied.Unverified = false // every desired comment is now accounted for
 	return save()
 }
 
 // comment posts c exactly once: the id is recorded as pending before the
 // call, and a pending id is looked up on the issue before posting again.
 func (s *syncRun) comment(ctx context.Context, link *Link, c Comment, save func() error) error {
-	if contains(link.Applied.Pending, c.ID) {
+	if contains(link.Applied.Pending, c.ID) || link.Applied.Unverified {
 		has, err := s.tr.HasComment(ctx, link.Issue, c.ID)
 		if err != nil {
 			return fmt.Errorf("look for comment %s on %s: %w", c.ID, link.Issue, err)
@@ -326,6 +353,12 @@ func (s *syncRun) comment(ctx context.Context, link *Link, c Comment, save func(
 			link.Applied.Pending = remove(link.Applied.Pending, c.ID)
 			link.Applied.Comments = append(link.Applied.Comments, c.ID)
 			return nil
+		}
+		if !contains(link.Applied.Pending, c.ID) {
+			link.Applied.Pending = append(link.Applied.Pending, c.ID)
+			if err := save(); err != nil {
+				return err
+			}
 		}
 	} else {
 		link.Applied.Pending = append(link.Applied.Pending, c.ID)

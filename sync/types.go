@@ -230,6 +230,10 @@ type Applied struct {
 	// was attempted but not confirmed (look before re-posting).
 	Comments []string `json:"comments,omitempty"`
 	Pending  []string `json:"pending,omitempty"`
+	// Unverified marks a baseline rebuilt from the tracker (links rebuild,
+	// adoption) whose posted comments are not all known: look for each
+	// comment on the issue before posting it.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Link is the correlation between a Key and its tracker issue.

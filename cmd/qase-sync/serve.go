@@ -111,6 +111,15 @@ func (a *app) serve(ctx context.Context) error {
 	ready.Store(false)
 	deadline, cancel := context.WithTimeout(context.Background(), srv.ShutdownTimeout)
 	defer cancel()
+	if failed == nil && srv.ShutdownDelay > 0 {
+		// Readiness fails first; keep serving (deliveries still commit)
+		// while load balancers stop routing here.
+		select {
+		case <-time.After(srv.ShutdownDelay):
+		case err := <-serveErr:
+			failed = fmt.Errorf("http server: %w", err)
+		}
+	}
 	if sched != nil {
 		<-sched.Stop().Done()
 	}

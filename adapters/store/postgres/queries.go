@@ -566,7 +566,17 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 			return err
 		}
 		k.Kind = qsync.Kind(kind)
-		return enqueue(ctx, tx, []qsync.Key{k}, false, now)
+		if err := enqueue(ctx, tx, []qsync.Key{k}, false, now); err != nil {
+			return err
+		}
+		// The key's dead events get another chance: pending again, at the
+		// job's new gen, so the retry's outcome is theirs.
+		_, err = tx.Exec(ctx, `UPDATE deliveries d SET status = 'pending', gen = j.gen
+			FROM jobs j
+			WHERE j.route = $1 AND j.project = $2 AND j.kind = $3 AND j.entity_id = $4
+			  AND d.route = j.route AND d.project = j.project AND d.kind = j.kind AND d.entity_id = j.entity_id
+			  AND d.status = 'dead'`, keyArgs(k)...)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: retry dead letter %d: %w", id, err)

@@ -765,7 +765,16 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 			return err
 		}
 		k.Kind = qsync.Kind(kind)
-		return enqueue(ctx, tx, []qsync.Key{k}, false, now)
+		if err := enqueue(ctx, tx, []qsync.Key{k}, false, now); err != nil {
+			return err
+		}
+		// The key's dead events get another chance: pending again, at the
+		// job's new gen, so the retry's outcome is theirs.
+		_, err = tx.ExecContext(ctx, `UPDATE deliveries SET status = 'pending',
+			gen = (SELECT gen FROM jobs WHERE `+keyWhere+`)
+			WHERE route = ? AND project = ? AND kind = ? AND entity_id = ? AND status = 'dead'`,
+			append(keyArgs(k), keyArgs(k)...)...)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: retry dead letter %d: %w", id, err)

@@ -682,7 +682,10 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 		t.Errorf("retried job = %+v, want fresh gen 1 without verify", j)
 	}
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
+	// The retried key's event is pending again, and the retry decides it.
+	wantStatus(t, s, qsync.EventStatus{Pending: 1, Dead: 1})
 	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	wantStatus(t, s, qsync.EventStatus{Applied: 1, Dead: 1})
 	// Retrying a letter whose key has a job bumps that job.
 	if err := s.Enqueue(ctx, []qsync.Key{k2}, false, at(time.Minute)); err != nil {
 		t.Fatal(err)
