@@ -14,7 +14,9 @@ CREATE TABLE events (
     patch       TEXT    NOT NULL, -- JSON sync.Patch
     payload     BLOB              -- raw webhook body
 );
-CREATE INDEX events_entity ON events (project, kind, entity_id, seq);
+-- Integer-only: a (project, kind, entity_id, seq) index halved ingest
+-- throughput; entity ids are selective enough, project and kind filter after.
+CREATE INDEX events_entity ON events (entity_id, seq);
 
 -- One row per (event, route): the event's outcome on that route (ledger I1).
 -- gen is the job generation the event was enqueued at.
