@@ -43,15 +43,16 @@ lint: ## gofmt, go vet and the import rules
 	$(GO) vet ./...
 	$(GO) test -count=1 -run TestImportRules ./cmd/qase-sync
 
-bench: ## Benchmarks; writes docs/benchmarks.md
-	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -count=1 ./cmd/qase-sync ./adapters/store/sqlite | tee .bench.out
-	$(GO) run ./internal/benchreport < .bench.out > docs/benchmarks.md
+bench: ## Benchmarks and the reconciler's read cost; writes docs/benchmarks.md
+	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -count=3 ./cmd/qase-sync ./adapters/store/sqlite | tee .bench.out
+	QASE_SYNC_READCOST_OUT=$(CURDIR)/.readcost.out $(GO) test -count=1 -run='^TestRecReadCost$$' ./cmd/qase-sync
+	$(GO) run ./internal/benchreport -readcost .readcost.out < .bench.out > docs/benchmarks.md
 	@cat docs/benchmarks.md
 
 docker: ## Build the container image qase-sync:$(VERSION)
 	docker build -t qase-sync:$(VERSION) --build-arg VERSION=$(VERSION) .
 
 clean: ## Remove build output and local tools
-	rm -rf bin .tools .bench.out
+	rm -rf bin .tools .bench.out .readcost.out
 
 .PHONY: help build run tools test fuzz lint bench docker clean
