@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"sort"
 	gosync "sync"
 	"sync/atomic"
@@ -40,44 +41,54 @@ func BenchmarkWebhook(b *testing.B) {
 	quiet.SetOutput(io.Discard)
 	log := logrus.NewEntry(quiet)
 
-	b.Run("noop", func(b *testing.B) {
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusAccepted)
-			_, _ = w.Write([]byte(`{"status":"accepted"}`))
+	// Two offered loads: 32 and 128 concurrent senders (a burst). Group
+	// commit batches what is in flight, so ingest scales with concurrency
+	// until the store's CPU cost per event is the limit.
+	for _, clients := range []int{32, 128} {
+		b.Run(fmt.Sprintf("c%d/noop", clients), func(b *testing.B) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusAccepted)
+				_, _ = w.Write([]byte(`{"status":"accepted"}`))
+			})
+			benchLoad(b, h, clients)
 		})
-		benchLoad(b, h)
-	})
-	for _, syncMode := range []string{"full", "normal"} {
-		b.Run("ingest-sqlite-"+syncMode, func(b *testing.B) {
-			st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: syncMode})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			inbox := sync.NewInbox(sync.InboxOptions{Store: st, Mapper: benchMapper{}, Logger: log})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { inbox.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
-			h := qase.NewHandler(qase.HandlerOptions{Acceptor: inbox, Secrets: []string{"bench-secret"}, Logger: log})
-			benchLoad(b, h)
-		})
+		for _, syncMode := range []string{"full", "normal"} {
+			b.Run(fmt.Sprintf("c%d/ingest-sqlite-%s", clients, syncMode), func(b *testing.B) {
+				benchIngest(b, log, syncMode, clients)
+			})
+		}
 	}
+}
+
+func benchIngest(b *testing.B, log *logrus.Entry, syncMode string, clients int) {
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: syncMode})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	inbox := sync.NewInbox(sync.InboxOptions{Store: st, Mapper: benchMapper{}, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { inbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	h := qase.NewHandler(qase.HandlerOptions{Acceptor: inbox, Secrets: []string{"bench-secret"}, Logger: log})
+	benchLoad(b, h, clients)
 }
 
 var benchSeq atomic.Int64
 
-// benchLoad drives h through a real loopback HTTP server with 32
-// concurrent keep-alive clients, each request a distinct defect event.
-func benchLoad(b *testing.B, h http.Handler) {
+// benchLoad drives h through a real loopback HTTP server with the given
+// number of concurrent keep-alive clients, each request a distinct defect
+// event.
+func benchLoad(b *testing.B, h http.Handler, clients int) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
 	var mu gosync.Mutex
 	var lat []time.Duration
-	b.SetParallelism(16)
+	b.SetParallelism(max(1, clients/runtime.GOMAXPROCS(0)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()

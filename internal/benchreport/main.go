@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,8 +28,10 @@ var goals = []struct {
 	what, num, base, unit string
 	min                   float64
 }{
-	{"durable ingest (SQLite, synchronous=full) vs no-op handler, throughput", "BenchmarkWebhook/ingest-sqlite-full", "BenchmarkWebhook/noop", "req/s", 0.30},
-	{"durable ingest (SQLite, synchronous=normal) vs no-op handler, throughput", "BenchmarkWebhook/ingest-sqlite-normal", "BenchmarkWebhook/noop", "req/s", 0.30},
+	{"32 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", "BenchmarkWebhook/c32/ingest-sqlite-full", "BenchmarkWebhook/c32/noop", "req/s", 0.30},
+	{"32 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", "BenchmarkWebhook/c32/ingest-sqlite-normal", "BenchmarkWebhook/c32/noop", "req/s", 0.30},
+	{"128 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", "BenchmarkWebhook/c128/ingest-sqlite-full", "BenchmarkWebhook/c128/noop", "req/s", 0.30},
+	{"128 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", "BenchmarkWebhook/c128/ingest-sqlite-normal", "BenchmarkWebhook/c128/noop", "req/s", 0.30},
 }
 
 func main() {
@@ -39,7 +42,7 @@ func main() {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "goos:") || strings.HasPrefix(line, "goarch:") || strings.HasPrefix(line, "cpu:") {
+		if (strings.HasPrefix(line, "goos:") || strings.HasPrefix(line, "goarch:") || strings.HasPrefix(line, "cpu:")) && !slices.Contains(header, line) {
 			header = append(header, line)
 		}
 		if !strings.HasPrefix(line, "Benchmark") {
