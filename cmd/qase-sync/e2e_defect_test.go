@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/sync"
@@ -189,6 +190,9 @@ func TestWebhookBadInput(t *testing.T) {
 		{"missing id", "/webhooks/qase", `{"event_name":"defect.created","project_code":"ID","timestamp":1,"payload":{"title":"x"}}`, testSecret, http.StatusBadRequest, "id"},
 		{"unknown event", "/webhooks/qase", `{"event_name":"case.created","project_code":"ID","timestamp":1,"payload":{"id":1}}`, testSecret, http.StatusAccepted, "ignored"},
 		{"future event kind", "/webhooks/qase", `{"event_name":"result.created","project_code":"ID","timestamp":1,"payload":{}}`, testSecret, http.StatusAccepted, "ignored"},
+		{"deeply nested JSON", "/webhooks/qase", `{"event_name":"defect.created","project_code":"ID","timestamp":1,"payload":{"id":7,"x":` +
+			strings.Repeat(`[`, 20000) + strings.Repeat(`]`, 20000) + `}}`, testSecret, http.StatusBadRequest, "error"},
+		{"invalid UTF-8 in user text", "/webhooks/qase", "{\"event_name\":\"defect.created\",\"project_code\":\"ID\",\"timestamp\":5,\"payload\":{\"id\":8,\"title\":\"bad \xff\xfe bytes\"}}", testSecret, http.StatusAccepted, "accepted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,6 +219,19 @@ func TestWebhookBadInput(t *testing.T) {
 		t.Fatalf("GET webhook = %d", resp.StatusCode)
 	}
 	h.drain()
+	// Invalid UTF-8 from Qase is replaced, never forwarded to the tracker.
+	filed := false
+	for _, is := range h.jira.Issues() {
+		if strings.HasPrefix(is.Summary, "[ID-8]") {
+			filed = true
+			if !utf8.ValidString(is.Summary) || !strings.Contains(is.Summary, "bad") {
+				t.Fatalf("title of the invalid-UTF-8 defect = %q", is.Summary)
+			}
+		}
+	}
+	if !filed {
+		t.Fatal("defect with invalid UTF-8 was not filed")
+	}
 	if strings.Contains(h.logs.String(), testSecret) || strings.Contains(h.logs.String(), "jira-api-token-value") {
 		t.Fatal("a secret reached the logs")
 	}
