@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -148,7 +149,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	if err := stores[0].pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := loadMigrations()
+	ms, _ := storeutil.LoadMigrations(migrationFS, "migrations")
 	if rows != len(ms) {
 		t.Errorf("schema_migrations has %d rows, want %d", rows, len(ms))
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -366,7 +367,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 	default:
 		return fmt.Errorf("sqlite: complete %s: unknown outcome %q", job.Key, outcome)
 	}
-	entry = fillEntry(entry, job, outcome, now)
+	entry = storeutil.FillEntry(entry, job, outcome, now)
 	ops, err := json.Marshal(entry.Ops)
 	if err != nil {
 		return fmt.Errorf("sqlite: complete %s: %w", job.Key, err)
@@ -419,23 +420,6 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 		return fmt.Errorf("sqlite: complete %s: %w", k, err)
 	}
 	return nil
-}
-
-// fillEntry completes a ledger entry from Complete's arguments.
-func fillEntry(e qsync.LedgerEntry, job qsync.Job, outcome qsync.Outcome, now time.Time) qsync.LedgerEntry {
-	if e.At.IsZero() {
-		e.At = now
-	}
-	if e.Key == (qsync.Key{}) {
-		e.Key = job.Key
-	}
-	if e.Gen == 0 {
-		e.Gen = job.Gen
-	}
-	if e.Outcome == "" {
-		e.Outcome = outcome
-	}
-	return e
 }
 
 // Retry implements sync.JobStore.

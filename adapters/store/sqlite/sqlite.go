@@ -26,14 +26,13 @@ import (
 	"io"
 	"net/url"
 	"runtime"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	_ "modernc.org/sqlite" // registers driver "sqlite"
 
+	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -123,39 +122,11 @@ func (s *Store) init(ctx context.Context, base, common string) error {
 	return nil
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func loadMigrations() ([]migration, error) {
-	ents, err := migrationFS.ReadDir("migrations")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range ents {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %q: want NNNN_name.sql", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
-}
-
 // migrate applies the embedded migrations not yet recorded in
 // schema_migrations, each in its own IMMEDIATE transaction (which also
 // keeps two processes opening a fresh file from migrating twice).
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := loadMigrations()
+	ms, err := storeutil.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
@@ -168,24 +139,24 @@ func (s *Store) migrate(ctx context.Context) error {
 	for _, m := range ms {
 		err := s.tx(ctx, func(tx *sql.Tx) error {
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
 				return err
 			}
 			if n > 0 {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-				m.version, m.name, time.Now().UnixMicro()); err != nil {
+				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
 				return err
 			}
-			s.log.WithField("migration", m.name).Info("applied schema migration")
+			s.log.WithField("migration", m.Name).Info("applied schema migration")
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+			return fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 		}
 	}
 	return nil

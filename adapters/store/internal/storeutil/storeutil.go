@@ -1,0 +1,62 @@
+// Package storeutil holds what the SQLite and PostgreSQL stores share
+// beyond their SQL: migration files and ledger bookkeeping.
+package storeutil
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Migration is one numbered schema file (NNNN_name.sql).
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// LoadMigrations reads dir of fsys, in version order.
+func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	ents, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	var ms []Migration
+	for _, e := range ents {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %q: want NNNN_name.sql", e.Name())
+		}
+		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, Migration{Version: v, Name: e.Name(), SQL: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	return ms, nil
+}
+
+// FillEntry completes a ledger entry from JobStore.Complete's arguments.
+func FillEntry(e qsync.LedgerEntry, job qsync.Job, outcome qsync.Outcome, now time.Time) qsync.LedgerEntry {
+	if e.At.IsZero() {
+		e.At = now
+	}
+	if e.Key == (qsync.Key{}) {
+		e.Key = job.Key
+	}
+	if e.Gen == 0 {
+		e.Gen = job.Gen
+	}
+	if e.Outcome == "" {
+		e.Outcome = outcome
+	}
+	return e
+}
