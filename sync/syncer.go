@@ -116,7 +116,8 @@ func (e *Engine) Sync(ctx context.Context, k Key, verify bool, log *logrus.Entry
 		live, err := e.liveIssue(ctx, d.Tracker, tr, link.Issue)
 		if errors.Is(err, ErrNotFound) {
 			// Dangling link: the issue was deleted. Forget it and file again
-			// (create looks for the marker first, so a moved issue is adopted).
+			// (an issue this reconcile pass listed with the key's marker is
+			// adopted instead of creating one).
 			res.Drift = append(res.Drift, "dangling")
 			e.o.Metrics.Drift(k.Route, "dangling")
 			log.WithField("issue", link.Issue.String()).Warn("linked issue is gone; re-filing")
