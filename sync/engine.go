@@ -160,17 +160,11 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 		if err != nil && ctx.Err() == nil {
 			e.log.WithError(err).Error("leasing jobs")
 		}
-		for i, j := range leased {
+		for _, j := range leased {
 			select {
 			case jobs <- j:
 			case <-ctx.Done():
-				// Hand back what we leased but will not run.
-				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				for _, r := range leased[i:] {
-					_ = e.o.Store.Retry(rctx, r, e.o.Owner, r.DueAt, r.LastError, e.o.Clock.Now())
-				}
-				cancel()
-				return
+				return // Run releases the leases of jobs not handed out
 			}
 		}
 		if len(leased) == e.o.Concurrency {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -219,7 +220,7 @@ func (e *Engine) resolveDuplicates(ctx context.Context, k Key, tr Tracker, ri Ro
 		return keep, fmt.Errorf("route %s has no status for deleted entities to close duplicates with", k.Route)
 	}
 	for _, is := range list {
-		if is.Ref.ID == keep.Ref.ID || (is.Status != "" && equalFold(is.Status, closing.Spec.Status)) {
+		if is.Ref.ID == keep.Ref.ID || (is.Status != "" && strings.EqualFold(is.Status, closing.Spec.Status)) {
 			continue
 		}
 		rep.Duplicates++
@@ -244,18 +245,6 @@ func (e *Engine) resolveDuplicates(ctx context.Context, k Key, tr Tracker, ri Ro
 		e.log.WithFields(logrus.Fields{"key": k.String(), "duplicate": is.Ref.String(), "kept": keep.Ref.String()}).Warn("closed duplicate issue")
 	}
 	return keep, nil
-}
-
-func equalFold(a, b string) bool { return len(a) == len(b) && (a == b || lower(a) == lower(b)) }
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func sortedMapKeys(m map[Key][]Issue) []Key {

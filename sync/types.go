@@ -9,7 +9,6 @@ package sync
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -343,8 +342,6 @@ func sortedKeys[M ~map[string]V, V any](m M) []string {
 	sort.Strings(ks)
 	return ks
 }
-
-var _ = json.Marshal
 
 // MarkerFor derives the key's marker. It depends only on the key, so a
 // retry after a crash computes the same marker and can find the issue.
