@@ -23,9 +23,12 @@ type AcceptResult struct {
 // InboxStore persists accepted events durably.
 type InboxStore interface {
 	// AcceptEvents stores the events in one transaction: each event whose
-	// DedupKey is new is inserted, and for each of its routes the key's job
-	// is enqueued (one pending job per key; a new event bumps its Gen).
-	// It returns only after the transaction committed.
+	// DedupKey is new for its entity is inserted, and for each of its
+	// routes the key's job is enqueued (one pending job per key; a new
+	// event bumps its Gen). It returns only after the transaction
+	// committed. Dedup keys are content-derived and name their entity, so
+	// a store may look for duplicates among the entity's events only.
+	// Events are inserted in batch order: their Seqs follow it.
 	AcceptEvents(ctx context.Context, in []Inbound, now time.Time) ([]AcceptResult, error)
 }
 

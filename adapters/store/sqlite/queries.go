@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
@@ -57,15 +56,14 @@ func uniqueRoutes(rs []string) []string {
 	return out
 }
 
-// AcceptEvents implements sync.InboxStore.
-//
-// modernc's driver re-compiles a statement on every execution (database/sql
-// prepared statements only keep the text), so the cost is per statement,
-// not per round trip: the batch is written with a handful of multi-row
-// statements (events, jobs, deliveries) instead of several per event.
+// AcceptEvents implements sync.InboxStore. The batch is written on the
+// ingest connection (see rawConn and writeBatch).
 func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.Time) ([]qsync.AcceptResult, error) {
 	if len(in) == 0 {
 		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: accept: %w", err)
 	}
 	patches := make([][]byte, len(in))
 	for i, ib := range in {
@@ -78,193 +76,11 @@ func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.T
 		}
 		patches[i] = b
 	}
-	var res []qsync.AcceptResult
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		res, err = accept(ctx, tx, in, patches, us(now))
-		return err
-	})
+	res, err := s.writeBatch(in, patches, us(now))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: accept: %w", err)
 	}
 	return res, nil
-}
-
-func accept(ctx context.Context, tx *sql.Tx, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
-	// 1. Insert the events in batch order (VALUES rows are inserted in
-	// order, so seqs increase along the batch). A dedup key already stored,
-	// or repeated in the batch, is skipped by DO NOTHING and not returned.
-	newSeq := make(map[string]int64, len(in))
-	err := multiRow(ctx, tx, `INSERT INTO events
-		(dedup_key, name, project, kind, entity_id, ts, received_at, actor_id, patch, payload) VALUES `,
-		`ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, seq`, 10, len(in),
-		func(i int) []any {
-			ev := in[i].Event
-			return []any{ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
-				us(ev.Timestamp), us(ev.ReceivedAt), ev.ActorID, patches[i], ev.Payload}
-		},
-		func(rows *sql.Rows) error {
-			var dk string
-			var seq int64
-			if err := rows.Scan(&dk, &seq); err != nil {
-				return err
-			}
-			newSeq[dk] = seq
-			return nil
-		})
-	if err != nil {
-		return nil, fmt.Errorf("insert events: %w", err)
-	}
-	// 2. Classify: the first occurrence of an inserted key is new, every
-	// other one a duplicate.
-	res := make([]qsync.AcceptResult, len(in))
-	isNew := make([]bool, len(in))
-	claimed := make(map[string]bool, len(newSeq))
-	var lookup []string
-	for i, ib := range in {
-		dk := ib.Event.DedupKey
-		if seq, ok := newSeq[dk]; ok {
-			res[i] = qsync.AcceptResult{Seq: seq, Duplicate: claimed[dk]}
-			isNew[i] = !claimed[dk]
-			claimed[dk] = true
-			continue
-		}
-		res[i].Duplicate = true
-		lookup = append(lookup, dk)
-	}
-	if len(lookup) > 0 {
-		oldSeq := make(map[string]int64, len(lookup))
-		err := multiRow(ctx, tx, `SELECT dedup_key, seq FROM events WHERE dedup_key IN (VALUES `, `)`, 1, len(lookup),
-			func(i int) []any { return []any{lookup[i]} },
-			func(rows *sql.Rows) error {
-				var dk string
-				var seq int64
-				if err := rows.Scan(&dk, &seq); err != nil {
-					return err
-				}
-				oldSeq[dk] = seq
-				return nil
-			})
-		if err != nil {
-			return nil, fmt.Errorf("find duplicates: %w", err)
-		}
-		for i, ib := range in {
-			if res[i].Duplicate && res[i].Seq == 0 {
-				seq, ok := oldSeq[ib.Event.DedupKey]
-				if !ok {
-					return nil, fmt.Errorf("duplicate %q vanished", ib.Event.DedupKey)
-				}
-				res[i].Seq = seq
-			}
-		}
-	}
-	// 3. Enqueue each (route, entity) once, bumping its gen by the number
-	// of new events: the same end state as one bump per event, and no one
-	// can observe the intermediate gens of an uncommitted batch.
-	type delivery struct {
-		seq int64
-		key qsync.Key
-	}
-	var dels []delivery
-	bumps := map[qsync.Key]int64{}
-	var keys []qsync.Key
-	for i, ib := range in {
-		if !isNew[i] {
-			continue
-		}
-		for _, route := range uniqueRoutes(ib.Routes) {
-			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
-			if bumps[k] == 0 {
-				keys = append(keys, k)
-			}
-			bumps[k]++
-			dels = append(dels, delivery{res[i].Seq, k})
-		}
-	}
-	if len(keys) == 0 {
-		return res, nil
-	}
-	gens := make(map[qsync.Key]int64, len(keys))
-	err = multiRow(ctx, tx, `INSERT INTO jobs
-		(route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at) VALUES `,
-		`ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET gen = jobs.gen + excluded.gen
-		RETURNING route, project, kind, entity_id, gen`, 10, len(keys),
-		func(i int) []any {
-			k := keys[i]
-			return []any{k.Route, k.Project, string(k.Kind), k.ID, bumps[k], 0, "", 0, nowUS, nowUS}
-		},
-		func(rows *sql.Rows) error {
-			var k qsync.Key
-			var kind string
-			var gen int64
-			if err := rows.Scan(&k.Route, &k.Project, &kind, &k.ID, &gen); err != nil {
-				return err
-			}
-			k.Kind = qsync.Kind(kind)
-			gens[k] = gen
-			return nil
-		})
-	if err != nil {
-		return nil, fmt.Errorf("enqueue: %w", err)
-	}
-	// 4. One pending delivery per (event, route), at the job's new gen.
-	err = multiRow(ctx, tx, `INSERT INTO deliveries (event_seq, route, project, kind, entity_id, gen, status) VALUES `,
-		``, 7, len(dels),
-		func(i int) []any {
-			d := dels[i]
-			return []any{d.seq, d.key.Route, d.key.Project, string(d.key.Kind), d.key.ID, gens[d.key], "pending"}
-		}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("deliveries: %w", err)
-	}
-	return res, nil
-}
-
-// multiRow runs head + "(?, ...), (?, ...)" + tail over n rows of cols
-// values, in chunks that stay under SQLite's bound-parameter limit. scan,
-// if not nil, reads the rows the statement returns.
-func multiRow(ctx context.Context, tx *sql.Tx, head, tail string, cols, n int, row func(int) []any, scan func(*sql.Rows) error) error {
-	const maxParams = 32766
-	chunk := min(maxParams/cols, 500)
-	ph := "(?" + strings.Repeat(", ?", cols-1) + ")"
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		var q strings.Builder
-		q.WriteString(head)
-		args := make([]any, 0, (hi-lo)*cols)
-		for i := lo; i < hi; i++ {
-			if i > lo {
-				q.WriteString(", ")
-			}
-			q.WriteString(ph)
-			args = append(args, row(i)...)
-		}
-		q.WriteString(" ")
-		q.WriteString(tail)
-		if scan == nil {
-			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-				return err
-			}
-			continue
-		}
-		rows, err := tx.QueryContext(ctx, q.String(), args...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			if err := scan(rows); err != nil {
-				rows.Close()
-				return err
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Enqueue implements sync.JobStore.
@@ -424,7 +240,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 
 // Retry implements sync.JobStore.
 func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time.Time, lastErr string, now time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?,
+	res, err := s.exec(ctx, `UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?,
 		lease_owner = NULL, lease_until = NULL WHERE `+keyWhere+` AND lease_owner = ?`,
 		append(append([]any{lastErr, us(due)}, keyArgs(job.Key)...), owner)...)
 	if err != nil {
@@ -440,7 +256,7 @@ func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time
 
 // Release implements sync.JobStore.
 func (s *Store) Release(ctx context.Context, owner string) error {
-	if _, err := s.w.ExecContext(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?`, owner); err != nil {
+	if _, err := s.exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?`, owner); err != nil {
 		return fmt.Errorf("sqlite: release: %w", err)
 	}
 	return nil
@@ -514,12 +330,12 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap qsync.Snapshot, prevSeq i
 	var res sql.Result
 	if prevSeq == 0 {
 		// No row counts as LastSeq 0.
-		res, err = s.w.ExecContext(ctx, `INSERT INTO snapshots (project, kind, entity_id, last_seq, state)
+		res, err = s.exec(ctx, `INSERT INTO snapshots (project, kind, entity_id, last_seq, state)
 			VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (project, kind, entity_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state
 			WHERE snapshots.last_seq = 0`, append(refArgs(snap.Ref), snap.LastSeq, state)...)
 	} else {
-		res, err = s.w.ExecContext(ctx, `UPDATE snapshots SET last_seq = ?, state = ?
+		res, err = s.exec(ctx, `UPDATE snapshots SET last_seq = ?, state = ?
 			WHERE project = ? AND kind = ? AND entity_id = ? AND last_seq = ?`,
 			append(append([]any{snap.LastSeq, state}, refArgs(snap.Ref)...), prevSeq)...)
 	}
@@ -572,7 +388,7 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO links (`+linkCols+`)
+	_, err = s.exec(ctx, `INSERT INTO links (`+linkCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET
 			state = excluded.state, tracker = excluded.tracker,
@@ -592,7 +408,7 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 
 // DeleteLink implements sync.LinkStore.
 func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM links WHERE `+keyWhere, keyArgs(k)...); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM links WHERE `+keyWhere, keyArgs(k)...); err != nil {
 		return fmt.Errorf("sqlite: delete link %s: %w", k, err)
 	}
 	return nil
@@ -723,7 +539,7 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, boo
 
 // DropDeadLetter implements sync.LedgerStore.
 func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM dead_letters WHERE id = ?`, id)
+	res, err := s.exec(ctx, `DELETE FROM dead_letters WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("sqlite: drop dead letter %d: %w", id, err)
 	}

@@ -1,12 +1,15 @@
 // Package sqlite implements sync.Store on a SQLite file (modernc.org/sqlite,
 // pure Go). It is the default store: one process, no server.
 //
-// SQLite admits one writer at a time. Every write goes through a single
-// dedicated connection (database/sql queues callers for it), so goroutines
-// of this process never race each other into SQLITE_BUSY; reads use a
-// separate pool of query-only connections, which WAL mode lets run beside
-// the writer. Another process on the same file is handled by busy_timeout
-// and BEGIN IMMEDIATE.
+// SQLite admits one writer at a time. Writes go through two dedicated
+// connections, taken in turn under one mutex, so goroutines of this
+// process never race each other into SQLITE_BUSY: a database/sql
+// connection for everything but ingest, and the ingest connection, driven
+// through the C API with statements prepared once (rawConn; ingest is the
+// hot path). Reads use a separate pool of query-only connections, which
+// WAL mode lets run beside the writer. WAL checkpoints run on their own
+// connection and goroutine (checkpointer), never inside a commit. Another
+// process on the same file is handled by busy_timeout and BEGIN IMMEDIATE.
 //
 // Times are stored as unix microseconds and returned in UTC. JSON columns
 // (event patches, snapshot state, applied baselines) decode numbers inside
@@ -27,6 +30,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -50,9 +54,15 @@ type Options struct {
 
 // Store is a sync.Store backed by SQLite.
 type Store struct {
-	w   *sql.DB // exactly one connection: the writer
-	r   *sql.DB // read pool (query_only)
-	log *logrus.Entry
+	// wmu serializes the two writer connections of this process: w for
+	// everything, and raw for ingest (see rawConn).
+	wmu      gosync.Mutex
+	w        *sql.DB // exactly one connection: the writer
+	raw      *rawConn
+	ckpt     *checkpointer
+	syncMode string
+	r        *sql.DB // read pool (query_only)
+	log      *logrus.Entry
 }
 
 var _ qsync.Store = (*Store)(nil)
@@ -88,7 +98,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	// temp file per transaction (measured: a large share of ingest CPU).
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)", busyTimeoutMS)
 	w, err := sql.Open("sqlite", base+"?"+common+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+syncMode+")&_pragma=cache_size(-32000)&_txlock=immediate")
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+syncMode+")&_pragma=cache_size(-32000)&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", opts.Path, err)
 	}
@@ -96,7 +106,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: log}
+	s := &Store{w: w, log: log, syncMode: syncMode}
 	if err := s.init(ctx, base, common); err != nil {
 		_ = s.Close()
 		return nil, err
@@ -111,6 +121,18 @@ func (s *Store) init(ctx context.Context, base, common string) error {
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
+	// Automatic checkpoints are off on both writers (see checkpointer).
+	raw, err := openRaw(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA temp_store = MEMORY;
+		PRAGMA synchronous = %s; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0`, busyTimeoutMS, s.syncMode))
+	if err != nil {
+		return fmt.Errorf("sqlite: open ingest connection: %w", err)
+	}
+	s.raw = raw
+	cc, err := openRaw(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA synchronous = %s`, busyTimeoutMS, s.syncMode))
+	if err != nil {
+		return fmt.Errorf("sqlite: open checkpoint connection: %w", err)
+	}
+	s.ckpt = startCheckpointer(cc, func(err error) { s.log.WithError(err).Warn("WAL checkpoint failed") })
 	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
 		return fmt.Errorf("sqlite: open readers: %w", err)
@@ -164,6 +186,8 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // tx runs fn in a write transaction on the writer connection.
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -172,7 +196,25 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if s.ckpt != nil { // nil while migrating
+		s.ckpt.wake()
+	}
+	return nil
+}
+
+// exec runs one write statement outside a transaction, serialized with
+// the other writes of this process.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	res, err := s.w.ExecContext(ctx, query, args...)
+	if err == nil && s.ckpt != nil {
+		s.ckpt.wake()
+	}
+	return res, err
 }
 
 // Ping checks both the writer and the readers.
@@ -191,6 +233,16 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
+	}
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.close())
+		s.ckpt = nil
+	}
+	if s.raw != nil {
+		s.wmu.Lock()
+		errs = append(errs, s.raw.close())
+		s.raw = nil
+		s.wmu.Unlock()
 	}
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)

@@ -1,0 +1,267 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+func openRawT(t *testing.T) *rawConn {
+	t.Helper()
+	c, err := openRaw("file:"+filepath.Join(t.TempDir(), "raw.db"), "PRAGMA journal_mode = WAL")
+	if err != nil {
+		t.Fatalf("openRaw: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
+
+func rawCount(t *testing.T, c *rawConn, query string, args ...any) int64 {
+	t.Helper()
+	s, err := c.stmt(query)
+	if err != nil {
+		t.Fatalf("prepare %q: %v", query, err)
+	}
+	var n int64
+	if err := s.run(func(s *rawStmt) error { n = s.int64(0); return nil }, args...); err != nil {
+		t.Fatalf("run %q: %v", query, err)
+	}
+	return n
+}
+
+// Empty strings and blobs stay empty values, not NULL, even as the first
+// arguments a connection binds (its scratch block is allocated lazily);
+// nil is NULL; bytes round-trip exactly.
+func TestRawConnBindsValues(t *testing.T) {
+	c := openRawT(t)
+	if err := c.exec(`CREATE TABLE t (a TEXT, b BLOB, c BLOB, d INTEGER, e TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := c.stmt(`INSERT INTO t VALUES (?, ?, ?, ?, ?)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ins.run(nil, "", []byte(nil), []byte{}, 7, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawCount(t, c, `SELECT count(*) FROM t WHERE typeof(a) = 'text' AND a = '' AND b IS NULL
+		AND typeof(c) = 'blob' AND length(c) = 0 AND d = 7 AND e = ''`); n != 1 {
+		t.Errorf("row with '', NULL, empty blob, 7, '' not found (%d)", n)
+	}
+	// A later, larger row must not see the previous row's bytes.
+	odd := string([]byte{0, 0xff, 'q', 0}) + strings.Repeat("é", 3000)
+	if err := ins.run(nil, odd, []byte{1, 0, 2}, []byte("z"), int64(-1), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawCount(t, c, `SELECT count(*) FROM t WHERE a = ? AND b = ? AND d = -1 AND e = ''`, odd, []byte{1, 0, 2}); n != 1 {
+		t.Errorf("second row did not round-trip (%d)", n)
+	}
+	if err := ins.run(nil, 1.5, nil, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "float64") {
+		t.Errorf("float argument: err = %v, want unsupported type", err)
+	}
+	// The failed run reset the statement; it is usable again.
+	if err := ins.run(nil, "ok", nil, nil, 1, "ok"); err != nil {
+		t.Errorf("statement after a failed run: %v", err)
+	}
+	if _, err := c.stmt(`SELEC nonsense`); err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Errorf("bad SQL: err = %v, want SQLite's syntax error", err)
+	}
+	if err := c.exec(`CREATE UNIQUE INDEX t_a ON t (a); INSERT INTO t (a) VALUES ('ok')`); err == nil || !strings.Contains(err.Error(), "UNIQUE") {
+		t.Errorf("constraint: err = %v, want SQLite's UNIQUE message", err)
+	}
+}
+
+// Payloads are stored byte for byte through the ingest connection.
+func TestIngestRoundTripsEvents(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "qs.db"))
+	ref := qsync.EntityRef{Project: "PRJ", Kind: qsync.KindDefect, ID: 9}
+	payload := append([]byte(`{"x":"`), 0, 0xfe, '"', '}')
+	now := time.Date(2026, 3, 4, 5, 6, 7, 8000, time.UTC)
+	ev := qsync.Event{DedupKey: "k", Name: "defect.updated", Ref: ref, Timestamp: now.Add(-time.Second), ReceivedAt: now,
+		ActorID: 3, Patch: qsync.Patch{Attrs: map[string]any{"title": "ünïcode"}}, Payload: payload}
+	if _, err := s.AcceptEvents(ctx, []qsync.Inbound{{Event: ev, Routes: []string{"r"}}}, now); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EventsAfter(ctx, ref, 0, 0)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("EventsAfter = %v, %v", got, err)
+	}
+	if !bytes.Equal(got[0].Payload, payload) || got[0].Patch.Attrs["title"] != "ünïcode" || !got[0].ReceivedAt.Equal(now) || got[0].ActorID != 3 {
+		t.Errorf("stored event = %+v, want the accepted one", got[0])
+	}
+}
+
+// Checkpoints run beside ingest: with automatic checkpoints off on the
+// writers, only the checkpointer moves pages from the WAL into the
+// database file; Close leaves no WAL content behind.
+func TestCheckpointerCopiesWALIntoDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qs.db")
+	s, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	big := bytes.Repeat([]byte("p"), 2000)
+	for b := range 40 {
+		var in []qsync.Inbound
+		for i := range 25 {
+			id := int64(b*25 + i + 1)
+			in = append(in, qsync.Inbound{Event: qsync.Event{DedupKey: fmt.Sprint("k", id), Name: "defect.created",
+				Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: id}, Timestamp: time.Now(), ReceivedAt: time.Now(), Payload: big}, Routes: []string{"r"}})
+		}
+		if _, err := s.AcceptEvents(ctx, in, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1,000 events of 2 KB: about 2 MB that only a checkpoint puts into
+	// the main file.
+	deadline := time.Now().Add(10 * time.Second)
+	for size(path)-before < 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file grew %d bytes in 10s; the checkpointer did not run", size(path)-before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := size(path + "-wal"); n != 0 {
+		t.Errorf("WAL after Close = %d bytes, want 0 (truncated or removed)", n)
+	}
+}
+
+// Ingest, the other writes of the same store, and a second store on the
+// same file (another process) interleave without errors or lost rows.
+func TestIngestBesideOtherWriters(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qs.db")
+	a, b := open(t, path), open(t, path)
+	const batches, per = 30, 10
+	var wg gosync.WaitGroup
+	errs := make(chan error, 3)
+	ingest := func(s *Store, prefix string, base int64) {
+		defer wg.Done()
+		for i := range batches {
+			var in []qsync.Inbound
+			for j := range per {
+				id := base + int64(i*per+j)
+				in = append(in, qsync.Inbound{Event: qsync.Event{DedupKey: fmt.Sprint(prefix, id), Name: "defect.updated",
+					Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: id}, Timestamp: time.Now(), ReceivedAt: time.Now()}, Routes: []string{"r"}})
+			}
+			if _, err := s.AcceptEvents(ctx, in, time.Now()); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}
+	wg.Add(3)
+	go ingest(a, "a", 1)
+	go ingest(b, "b", 100000)
+	go func() {
+		defer wg.Done()
+		for i := range batches {
+			k := qsync.Key{Route: "other", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindRun, ID: int64(i + 1)}}
+			if err := a.Enqueue(ctx, []qsync.Key{k}, true, time.Now()); err != nil {
+				errs <- err
+				return
+			}
+			jobs, err := a.Lease(ctx, "w", 5, time.Now(), time.Minute)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for _, j := range jobs {
+				if j.Key.Route != "other" {
+					continue
+				}
+				if err := a.Complete(ctx, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{Key: j.Key}, time.Now()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent writer: %v", err)
+	}
+	var n int
+	if err := a.r.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 2*batches*per {
+		t.Errorf("events = %d, %v; want %d", n, err, 2*batches*per)
+	}
+	if err := a.r.QueryRowContext(ctx, `SELECT count(*) FROM jobs WHERE route = 'r'`).Scan(&n); err != nil || n != 2*batches*per {
+		t.Errorf("ingest jobs = %d, %v; want %d", n, err, 2*batches*per)
+	}
+}
+
+// A database written before migration 2 keeps its events, their
+// duplicates are still recognized, and new events get larger seqs.
+func TestMigrationDedupPerEntityKeepsEvents(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qs.db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := migrationFS.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		string(init),
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, '0001_init.sql', 0)`,
+		`INSERT INTO events (seq, dedup_key, name, project, kind, entity_id, ts, received_at, patch)
+			VALUES (3, 'a', 'defect.created', 'P', 'defect', 5, 1, 1, '{}'), (7, 'b', 'defect.updated', 'P', 'defect', 5, 2, 2, '{}')`,
+	} {
+		if _, err := old.ExecContext(ctx, q); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, path)
+	ref := qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}
+	ev := func(dk string) qsync.Inbound {
+		return qsync.Inbound{Event: qsync.Event{DedupKey: dk, Name: "defect.updated", Ref: ref, Timestamp: time.Now(), ReceivedAt: time.Now()}, Routes: []string{"r"}}
+	}
+	res, err := s.AcceptEvents(ctx, []qsync.Inbound{ev("a"), ev("c")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].Duplicate || res[0].Seq != 3 {
+		t.Errorf("pre-migration key: %+v, want duplicate of seq 3", res[0])
+	}
+	if res[1].Duplicate || res[1].Seq <= 7 {
+		t.Errorf("new event: %+v, want a new seq above 7", res[1])
+	}
+	got, err := s.EventsAfter(ctx, ref, 0, 0)
+	if err != nil || len(got) != 3 || got[0].Seq != 3 || got[1].Seq != 7 || got[2].DedupKey != "c" {
+		t.Errorf("EventsAfter = %+v, %v; want seqs 3, 7 and the new one", got, err)
+	}
+}
