@@ -24,6 +24,7 @@ type Inbox struct {
 	notify   func()
 	maxBatch int
 	linger   time.Duration
+	busy     func() bool
 	reqs     chan acceptReq
 	done     chan struct{}
 }
@@ -48,9 +49,12 @@ type InboxOptions struct {
 	Notify func()
 	// MaxBatch bounds a group commit (default 256).
 	MaxBatch int
-	// Linger is how long a commit waits for more deliveries when others
-	// are arriving (default 1ms; negative: never).
+	// Linger is the longest a batch waits for more deliveries while the
+	// process is short of CPU (default 1ms; negative: never).
 	Linger time.Duration
+	// Busy reports whether the process is short of CPU (default: a
+	// CPUGauge over the process's CPU time).
+	Busy func() bool
 }
 
 // NewInbox builds an inbox; call Run to start committing.
@@ -61,15 +65,18 @@ func NewInbox(o InboxOptions) *Inbox {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 256
 	}
-	if o.Notify == nil {
-		o.Notify = func() {}
-	}
 	if o.Linger == 0 {
 		o.Linger = time.Millisecond
 	}
+	if o.Busy == nil {
+		o.Busy = NewCPUGauge(nil, nil).Busy
+	}
+	if o.Notify == nil {
+		o.Notify = func() {}
+	}
 	return &Inbox{
 		store: o.Store, mapper: o.Mapper, clock: o.Clock, log: o.Logger, notify: o.Notify,
-		maxBatch: o.MaxBatch, linger: o.Linger, reqs: make(chan acceptReq, o.MaxBatch), done: make(chan struct{}),
+		maxBatch: o.MaxBatch, linger: o.Linger, busy: o.Busy, reqs: make(chan acceptReq, o.MaxBatch), done: make(chan struct{}),
 	}
 }
 
@@ -159,17 +166,25 @@ func (in *Inbox) Run(ctx context.Context) {
 		case r := <-in.reqs:
 			batch = append(batch[:0], r)
 		}
-		batch = in.fill(batch)
+		linger := time.Duration(0)
+		if in.linger > 0 && in.busy() {
+			linger = in.linger
+		}
+		batch = in.fill(batch, linger)
 		in.commit(batch)
 	}
 }
 
-// fill adds what is queued to the batch. When other deliveries are in
-// flight (the queue was not empty), it lingers briefly for more: one
-// commit's fixed cost (transaction, statement parsing, fsync) then serves
-// more events, which is what bounds durable ingest throughput.
-func (in *Inbox) fill(batch []acceptReq) []acceptReq {
-	var linger <-chan time.Time
+// fill adds what is queued to the batch; with linger > 0 it waits up to
+// that long for more.
+//
+// Every delivery that arrives while a batch commits joins the next one.
+// Waiting beyond that only pays when the CPU is the limit: a larger batch
+// spends less CPU per event (one transaction, one fsync). Otherwise it only
+// adds latency, and with few concurrent senders added latency is lost
+// throughput, so Run lingers only while the process is busy (CPUGauge).
+func (in *Inbox) fill(batch []acceptReq, linger time.Duration) []acceptReq {
+	var timeout <-chan time.Time
 	for len(batch) < in.maxBatch {
 		select {
 		case r := <-in.reqs:
@@ -177,18 +192,18 @@ func (in *Inbox) fill(batch []acceptReq) []acceptReq {
 			continue
 		default:
 		}
-		if linger == nil && in.linger > 0 && len(batch) > 1 && len(batch) < in.maxBatch/4 {
-			t := time.NewTimer(in.linger)
-			defer t.Stop()
-			linger = t.C
-		}
-		if linger == nil {
+		if linger <= 0 {
 			return batch
+		}
+		if timeout == nil {
+			t := time.NewTimer(linger)
+			defer t.Stop()
+			timeout = t.C
 		}
 		select {
 		case r := <-in.reqs:
 			batch = append(batch, r)
-		case <-linger:
+		case <-timeout:
 			return batch
 		}
 	}

@@ -135,3 +135,99 @@ func TestInboxGroupCommitAndStatuses(t *testing.T) {
 		t.Fatalf("after stop: %v, want ErrInboxClosed", err)
 	}
 }
+
+// A busy process lingers for stragglers (one larger batch); an idle one
+// commits what is queued at once (lingering would only add latency).
+func TestInboxLingersOnlyWhenBusy(t *testing.T) {
+	for _, busy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("busy=%v", busy), func(t *testing.T) {
+			st := &memInbox{seen: map[string]int64{}}
+			in := NewInbox(InboxOptions{Store: st, Mapper: oneRoute{}, Logger: quietLog(),
+				Linger: 400 * time.Millisecond, Busy: func() bool { return busy }})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { in.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+
+			first := make(chan error, 1)
+			go func() { _, err := in.Accept(context.Background(), ev("a", KindDefect, "P")); first <- err }()
+			time.Sleep(100 * time.Millisecond) // well inside the linger
+			if _, err := in.Accept(context.Background(), ev("b", KindDefect, "P")); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			want := []int{1, 1}
+			if busy {
+				want = []int{2}
+			}
+			if fmt.Sprint(st.batches) != fmt.Sprint(want) {
+				t.Errorf("batches %v, want %v", st.batches, want)
+			}
+		})
+	}
+}
+
+func TestCPUGauge(t *testing.T) {
+	var cpu time.Duration
+	known := true
+	at := time.Unix(1000, 0)
+	g := NewCPUGauge(func() (time.Duration, bool) { return cpu, known }, func() time.Time { return at })
+	g.procs = 2
+	step := func(wall, used time.Duration) bool {
+		at = at.Add(wall)
+		cpu += used
+		return g.Busy()
+	}
+	if step(0, 0) {
+		t.Fatal("busy before any measurement")
+	}
+	// Both cores fully used: busy after the average has risen.
+	var busy bool
+	for range 10 {
+		busy = step(10*time.Millisecond, 20*time.Millisecond)
+	}
+	if !busy {
+		t.Fatalf("not busy at 100%% (smoothed %.2f)", g.busy)
+	}
+	// Half the cores: not busy once the average has fallen.
+	for range 10 {
+		busy = step(10*time.Millisecond, 10*time.Millisecond)
+	}
+	if busy {
+		t.Fatalf("busy at 50%% (smoothed %.2f)", g.busy)
+	}
+	// Samples shorter than the rusage resolution are folded into the next.
+	before := g.busy
+	step(100*time.Microsecond, 200*time.Microsecond)
+	if g.busy != before {
+		t.Errorf("short sample changed the average: %.2f -> %.2f", before, g.busy)
+	}
+	// A clock going backwards restarts the measurement; unknown CPU time
+	// never counts as busy.
+	at = at.Add(-time.Hour)
+	step(0, 0)
+	known = false
+	if step(10*time.Millisecond, 20*time.Millisecond) {
+		t.Error("busy with unknown CPU time")
+	}
+}
+
+// The default gauge reads this process's CPU time.
+func TestProcessCPUTime(t *testing.T) {
+	a, ok := processCPUTime()
+	if !ok {
+		t.Skip("no CPU time on this platform")
+	}
+	x := 0
+	for i := range 20_000_000 {
+		x += i % 7
+	}
+	b, _ := processCPUTime()
+	if b <= a || x == 0 {
+		t.Errorf("CPU time did not advance over a busy loop: %v -> %v", a, b)
+	}
+}
