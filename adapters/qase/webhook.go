@@ -215,13 +215,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily unable to store the event"})
 		d.result, d.reason, d.status, d.err = "unavailable", "store_error", http.StatusServiceUnavailable, err
 	case st == sync.StatusDuplicate:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
+		writeBody(w, http.StatusOK, bodyDuplicate)
 		d.result, d.status = "duplicate", http.StatusOK
 	case st == sync.StatusIgnored:
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "ignored"})
+		writeBody(w, http.StatusAccepted, bodyIgnored)
 		d.result, d.reason, d.status = "ignored", "no_route", http.StatusAccepted
 	default:
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
+		writeBody(w, http.StatusAccepted, bodyAccepted)
 		d.result, d.status = "accepted", http.StatusAccepted
 	}
 	return d
@@ -279,8 +279,24 @@ func reasonCode(err error) string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"error":"internal error"}`)
+	}
+	writeBody(w, status, append(b, '\n'))
+}
+
+// The answers of the hot path, encoded once.
+var (
+	bodyAccepted  = []byte(`{"status":"accepted"}` + "\n")
+	bodyDuplicate = []byte(`{"status":"duplicate"}` + "\n")
+	bodyIgnored   = []byte(`{"status":"ignored"}` + "\n")
+)
+
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(body)
 }
