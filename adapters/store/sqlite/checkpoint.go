@@ -20,11 +20,14 @@ type checkpointer struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
-	fail func(error)
+	// report is told about a failure, and about the recovery after one
+	// (err nil); a failure that repeats is reported once.
+	report  func(error)
+	lastErr string
 }
 
-func startCheckpointer(conn *rawConn, fail func(error)) *checkpointer {
-	c := &checkpointer{conn: conn, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), fail: fail}
+func startCheckpointer(conn *rawConn, report func(error)) *checkpointer {
+	c := &checkpointer{conn: conn, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), report: report}
 	go c.run()
 	return c
 }
@@ -45,8 +48,13 @@ func (c *checkpointer) run() {
 			return
 		case <-c.kick:
 		}
-		if err := c.conn.exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			c.fail(err)
+		switch err := c.conn.exec("PRAGMA wal_checkpoint(PASSIVE)"); {
+		case err != nil && err.Error() != c.lastErr:
+			c.lastErr = err.Error()
+			c.report(err)
+		case err == nil && c.lastErr != "":
+			c.lastErr = ""
+			c.report(nil)
 		}
 		select {
 		case <-c.stop:
@@ -56,14 +64,13 @@ func (c *checkpointer) run() {
 	}
 }
 
-// close stops the goroutine and runs a last checkpoint that also
-// truncates the WAL, so a stopped service leaves a compact file.
+// close stops the goroutine and tries a last checkpoint that also
+// truncates the WAL, so a stopped service leaves a compact file. It does
+// not wait for readers of another process: then the WAL simply stays,
+// as it would after a crash, and is checkpointed later.
 func (c *checkpointer) close() error {
 	close(c.stop)
 	<-c.done
-	err := c.conn.exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	if cerr := c.conn.close(); err == nil {
-		err = cerr
-	}
-	return err
+	_ = c.conn.exec("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE)")
+	return c.conn.close()
 }

@@ -251,8 +251,10 @@ var pinOnce gosync.Once
 // profiles. Cost: at most one page per class, about 700 KiB.
 func pinAllocatorPages() {
 	pinOnce.Do(func() {
+		tls := libc.NewTLS()
+		defer tls.Close()
 		for log := 4; log <= 14; log++ {
-			libc.Xmalloc(nil, libc.Tsize_t(1)<<log)
+			libc.Xmalloc(tls, libc.Tsize_t(1)<<log)
 		}
 	})
 }

@@ -132,7 +132,13 @@ func (s *Store) init(ctx context.Context, base, common string) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: open checkpoint connection: %w", err)
 	}
-	s.ckpt = startCheckpointer(cc, func(err error) { s.log.WithError(err).Warn("WAL checkpoint failed") })
+	s.ckpt = startCheckpointer(cc, func(err error) {
+		if err != nil {
+			s.log.WithError(err).Warn("WAL checkpoint failed; the WAL file grows until one succeeds")
+			return
+		}
+		s.log.Info("WAL checkpoints succeed again")
+	})
 	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
 		return fmt.Errorf("sqlite: open readers: %w", err)
