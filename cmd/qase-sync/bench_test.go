@@ -7,9 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"testing"
@@ -91,6 +94,7 @@ func benchLoad(b *testing.B, h http.Handler, clients int) {
 	b.SetParallelism(max(1, clients/runtime.GOMAXPROCS(0)))
 	b.ReportAllocs()
 	b.ResetTimer()
+	stealBefore, stealOK := cpuSteal()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
@@ -128,4 +132,38 @@ func benchLoad(b *testing.B, h http.Handler, clients int) {
 	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+	if after, ok := cpuSteal(); ok && stealOK && after.total > stealBefore.total {
+		// The VM's host taking CPU away: a run with much steal time
+		// measures the host, not qase-sync.
+		b.ReportMetric(100*float64(after.steal-stealBefore.steal)/float64(after.total-stealBefore.total), "steal-%")
+	}
+}
+
+type cpuTicks struct{ steal, total uint64 }
+
+// cpuSteal reads the machine's CPU tick counters (Linux /proc/stat).
+func cpuSteal() (cpuTicks, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTicks{}, false
+	}
+	var t cpuTicks
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return cpuTicks{}, false
+		}
+		if i < 8 { // user nice system idle iowait irq softirq steal (guest time is inside user)
+			t.total += n
+		}
+		if i == 7 {
+			t.steal = n
+		}
+	}
+	return t, true
 }
