@@ -3,6 +3,7 @@ package sqlite
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	gosync "sync"
 	"unsafe"
 
@@ -216,7 +217,9 @@ func (s *rawStmt) run(row func(*rawStmt) error, args ...any) (err error) {
 			rc = lib.Xsqlite3_bind_blob(c.tls, s.p, col, c.arena+uintptr(off), int32(len(v)), 0)
 			off += len(v)
 		default:
-			return fmt.Errorf("sqlite: argument %d: unsupported type %T", i+1, a)
+			// reflect.TypeOf, not %T: handing a to fmt would make every
+			// argument of every call escape to the heap.
+			return fmt.Errorf("sqlite: argument %d: unsupported type %s", i+1, reflect.TypeOf(a))
 		}
 		if rc != lib.SQLITE_OK {
 			return c.err(rc)
