@@ -265,3 +265,60 @@ func TestMigrationDedupPerEntityKeepsEvents(t *testing.T) {
 		t.Errorf("EventsAfter = %+v, %v; want seqs 3, 7 and the new one", got, err)
 	}
 }
+
+func TestOpenRawFailures(t *testing.T) {
+	if _, err := openRaw("file:"+filepath.Join(t.TempDir(), "missing", "x.db"), ""); err == nil || !strings.Contains(err.Error(), "unable to open") {
+		t.Errorf("missing directory: err = %v, want SQLite's open error", err)
+	}
+	if _, err := openRaw("file:"+filepath.Join(t.TempDir(), "x.db"), "PRAGMA nonsense("); err == nil {
+		t.Error("bad setup SQL accepted")
+	}
+}
+
+// A batch that fails part-way leaves nothing behind, and the ingest
+// connection works again once the cause is gone.
+func TestIngestFailureRollsBackBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "qs.db"))
+	batch := func(keys ...string) []qsync.Inbound {
+		var in []qsync.Inbound
+		for i, k := range keys {
+			in = append(in, qsync.Inbound{Event: qsync.Event{DedupKey: k, Name: "defect.updated",
+				Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: int64(i + 1)}, Timestamp: time.Now(), ReceivedAt: time.Now()}, Routes: []string{"r"}})
+		}
+		return in
+	}
+	count := func(table string) int {
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := s.AcceptEvents(ctx, batch("a", "b"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The delivery insert, the batch's last statement, now fails.
+	if _, err := s.exec(ctx, `ALTER TABLE deliveries RENAME TO deliveries_away`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now()); err == nil {
+		t.Fatal("batch accepted without its deliveries table")
+	}
+	if n := count("events"); n != 2 {
+		t.Errorf("events after the failed batch = %d, want 2 (rolled back)", n)
+	}
+	if _, err := s.exec(ctx, `ALTER TABLE deliveries_away RENAME TO deliveries`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now())
+	if err != nil || res[0].Duplicate || res[1].Duplicate {
+		t.Fatalf("retry = %+v, %v; want both new", res, err)
+	}
+	if n := count("events"); n != 4 {
+		t.Errorf("events = %d, want 4", n)
+	}
+	if n := count("deliveries"); n != 4 {
+		t.Errorf("deliveries = %d, want 4", n)
+	}
+}

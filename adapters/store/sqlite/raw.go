@@ -42,32 +42,36 @@ func cptr(p uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&
 func openRaw(uri, setup string) (*rawConn, error) {
 	pinAllocatorPages()
 	c := &rawConn{tls: libc.NewTLS(), stmts: map[string]*rawStmt{}}
-	name, err := libc.CString(uri)
-	if err != nil {
-		c.tls.Close()
-		return nil, err
-	}
-	defer libc.Xfree(c.tls, name)
-	out := c.alloc(int(unsafe.Sizeof(uintptr(0))))
-	if out == 0 {
-		c.tls.Close()
-		return nil, errors.New("sqlite: out of memory")
-	}
-	defer libc.Xfree(c.tls, out)
-	rc := lib.Xsqlite3_open_v2(c.tls, name, out,
-		lib.SQLITE_OPEN_READWRITE|lib.SQLITE_OPEN_CREATE|lib.SQLITE_OPEN_URI|lib.SQLITE_OPEN_NOMUTEX, 0)
-	c.db = *(*uintptr)(cptr(out))
-	if rc != lib.SQLITE_OK {
-		err := c.err(rc)
-		c.close()
+	if err := c.open(uri); err != nil {
+		_ = c.close()
 		return nil, err
 	}
 	lib.Xsqlite3_extended_result_codes(c.tls, c.db, 1)
 	if err := c.exec(setup); err != nil {
-		c.close()
+		_ = c.close()
 		return nil, err
 	}
 	return c, nil
+}
+
+func (c *rawConn) open(uri string) error {
+	name, err := libc.CString(uri)
+	if err != nil {
+		return err
+	}
+	defer libc.Xfree(c.tls, name)
+	out := c.alloc(int(unsafe.Sizeof(uintptr(0))))
+	if out == 0 {
+		return errors.New("sqlite: out of memory")
+	}
+	defer libc.Xfree(c.tls, out)
+	rc := lib.Xsqlite3_open_v2(c.tls, name, out,
+		lib.SQLITE_OPEN_READWRITE|lib.SQLITE_OPEN_CREATE|lib.SQLITE_OPEN_URI|lib.SQLITE_OPEN_NOMUTEX, 0)
+	c.db = *(*uintptr)(cptr(out)) // set even on failure, and then must be closed
+	if rc != lib.SQLITE_OK {
+		return c.err(rc)
+	}
+	return nil
 }
 
 func (c *rawConn) alloc(n int) uintptr { return libc.Xmalloc(c.tls, libc.Tsize_t(n)) }
