@@ -23,15 +23,35 @@ type result struct {
 	order   []string
 }
 
-// goals: numerator benchmark, baseline benchmark, metric, goal (minimum ratio).
+// goals: numerator benchmarks, baseline benchmarks, metric, goal (minimum
+// ratio). With several benchmarks on a side, the best median counts:
+// throughput is what a handler sustains at the load that suits it best.
 var goals = []struct {
-	what, num, base, unit string
-	min                   float64
+	what      string
+	num, base []string
+	unit      string
+	min       float64
 }{
-	{"32 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", "BenchmarkWebhook/c32/ingest-sqlite-full", "BenchmarkWebhook/c32/noop", "req/s", 0.30},
-	{"32 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", "BenchmarkWebhook/c32/ingest-sqlite-normal", "BenchmarkWebhook/c32/noop", "req/s", 0.30},
-	{"128 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", "BenchmarkWebhook/c128/ingest-sqlite-full", "BenchmarkWebhook/c128/noop", "req/s", 0.30},
-	{"128 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", "BenchmarkWebhook/c128/ingest-sqlite-normal", "BenchmarkWebhook/c128/noop", "req/s", 0.30},
+	{"32 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", []string{"BenchmarkWebhook/c32/ingest-sqlite-full"}, []string{"BenchmarkWebhook/c32/noop"}, "req/s", 0.30},
+	{"32 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", []string{"BenchmarkWebhook/c32/ingest-sqlite-normal"}, []string{"BenchmarkWebhook/c32/noop"}, "req/s", 0.30},
+	{"128 senders: durable ingest (SQLite, synchronous=full) vs no-op handler", []string{"BenchmarkWebhook/c128/ingest-sqlite-full"}, []string{"BenchmarkWebhook/c128/noop"}, "req/s", 0.30},
+	{"128 senders: durable ingest (SQLite, synchronous=normal) vs no-op handler", []string{"BenchmarkWebhook/c128/ingest-sqlite-normal"}, []string{"BenchmarkWebhook/c128/noop"}, "req/s", 0.30},
+	{"best of both loads: durable ingest (SQLite, synchronous=full) vs no-op handler",
+		[]string{"BenchmarkWebhook/c32/ingest-sqlite-full", "BenchmarkWebhook/c128/ingest-sqlite-full"},
+		[]string{"BenchmarkWebhook/c32/noop", "BenchmarkWebhook/c128/noop"}, "req/s", 0.30},
+}
+
+// best returns the result among names with the highest value of unit.
+func best(byName map[string]result, names []string, unit string) (result, bool) {
+	var out result
+	found := false
+	for _, n := range names {
+		r, ok := byName[n]
+		if ok && (!found || r.metrics[unit] > out.metrics[unit]) {
+			out, found = r, true
+		}
+	}
+	return out, found
 }
 
 func main() {
@@ -80,8 +100,8 @@ func main() {
 	fmt.Println("| what | measured | baseline | ratio | goal | met | steal (measured / baseline) |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, g := range goals {
-		n, okN := byName[g.num]
-		b, okB := byName[g.base]
+		n, okN := best(byName, g.num, g.unit)
+		b, okB := best(byName, g.base, g.unit)
 		if !okN || !okB || b.metrics[g.unit] == 0 {
 			fmt.Printf("| %s | missing | missing | – | ≥ %.0f%% | ? | – |\n", g.what, g.min*100)
 			continue
