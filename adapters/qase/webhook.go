@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,6 +128,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.clock.Now()
 	d := h.serve(w, r, start)
 	latency := h.clock.Now().Sub(start)
+	// Answer before logging: net/http would otherwise hold the response
+	// until the handler returns, and a log write may block.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
 	if h.metrics != nil {
 		h.metrics.Received(d.result, d.reason)
 		h.metrics.AckLatency(latency)
@@ -297,6 +303,7 @@ func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(body))) // so a flush does not switch to chunked
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

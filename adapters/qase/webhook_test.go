@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -318,5 +319,52 @@ func TestHandlerEveryExampleIsAcknowledged(t *testing.T) {
 		if rec.Code != 202 && rec.Code != 200 {
 			t.Errorf("%s: %d %s", filepath.Base(path), rec.Code, rec.Body)
 		}
+	}
+}
+
+// blockingWriter holds every write until release is closed.
+type blockingWriter struct{ release chan struct{} }
+
+func (b blockingWriter) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+
+// The answer goes out before the log line is written: a slow or stuck log
+// sink must not hold Qase's delivery (its timeout would make it retry).
+func TestHandlerAnswersBeforeLogging(t *testing.T) {
+	release := make(chan struct{})
+	l := logrus.New()
+	l.SetOutput(blockingWriter{release})
+	srv := httptest.NewServer(NewHandler(HandlerOptions{Acceptor: &fakeInbox{}, Secrets: []string{secretA}, Logger: logrus.NewEntry(l)}))
+	defer func() { close(release); srv.Close() }() // let the handler finish logging first
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(examplePayload(t, "defect.created.json")))
+	req.Header.Set(SecretHeader, secretA)
+	type answer struct {
+		resp *http.Response
+		body []byte
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{resp, body, err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		if a.resp.StatusCode != http.StatusAccepted || !strings.Contains(string(a.body), "accepted") {
+			t.Errorf("answer %d %s, want 202 accepted", a.resp.StatusCode, a.body)
+		}
+		if a.resp.ContentLength != int64(len(a.body)) || len(a.resp.TransferEncoding) > 0 {
+			t.Errorf("Content-Length %d, Transfer-Encoding %v for a %d-byte body; want a plain length", a.resp.ContentLength, a.resp.TransferEncoding, len(a.body))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer while the log sink is blocked")
 	}
 }
