@@ -7,9 +7,9 @@ import (
 
 // busyThreshold is the share of the process's CPUs in use above which the
 // inbox lingers for larger batches. Measured on 2 cores: a closed loop of
-// 32 senders keeps the process about half busy and loses a quarter of its
-// throughput to a 1 ms linger; 128 senders keep it 80% busy and gain about
-// 12% from the same linger.
+// 32 senders keeps the process about two-thirds busy and loses a quarter
+// of its throughput to a 1 ms linger; 128 senders keep it about 80% busy
+// and gain about 12% from the same linger.
 const busyThreshold = 0.75
 
 // CPUGauge tells whether the process is short of CPU: the CPU time it

@@ -149,6 +149,8 @@ func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) (r
 		_ = s.raw.run("ROLLBACK")
 		return nil, err
 	}
-	s.ckpt.wake()
+	if s.ckpt != nil {
+		s.ckpt.wake()
+	}
 	return res, nil
 }

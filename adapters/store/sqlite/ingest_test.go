@@ -322,3 +322,34 @@ func TestIngestFailureRollsBackBatch(t *testing.T) {
 		t.Errorf("deliveries = %d, want 4", n)
 	}
 }
+
+// Writes racing Close end with "closed" errors, never a crash or a race.
+func TestCloseDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "qs.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg gosync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				in := []qsync.Inbound{{Event: qsync.Event{DedupKey: fmt.Sprint(g, "-", i), Name: "defect.updated",
+					Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: int64(i + 1)}, Timestamp: time.Now(), ReceivedAt: time.Now()}, Routes: []string{"r"}}}
+				if _, err := s.AcceptEvents(ctx, in, time.Now()); err != nil {
+					return // closed
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	wg.Wait()
+	if _, err := s.AcceptEvents(ctx, []qsync.Inbound{{Event: qsync.Event{DedupKey: "late", Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 1}}}}, time.Now()); err == nil {
+		t.Error("accept after Close succeeded")
+	}
+}

@@ -240,15 +240,17 @@ func (s *Store) Close() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
-	if s.ckpt != nil {
-		errs = append(errs, s.ckpt.close())
-		s.ckpt = nil
+	// Detach under the write lock: a late writer then finds the store
+	// closed instead of a connection being closed under it.
+	s.wmu.Lock()
+	ckpt, raw := s.ckpt, s.raw
+	s.ckpt, s.raw = nil, nil
+	s.wmu.Unlock()
+	if ckpt != nil {
+		errs = append(errs, ckpt.close())
 	}
-	if s.raw != nil {
-		s.wmu.Lock()
-		errs = append(errs, s.raw.close())
-		s.raw = nil
-		s.wmu.Unlock()
+	if raw != nil {
+		errs = append(errs, raw.close())
 	}
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)
