@@ -69,6 +69,9 @@ func TestRawConnBindsValues(t *testing.T) {
 	if n := rawCount(t, c, `SELECT count(*) FROM t WHERE a = ? AND b = ? AND d = -1 AND e = ''`, odd, []byte{1, 0, 2}); n != 1 {
 		t.Errorf("second row did not round-trip (%d)", n)
 	}
+	if err := ins.run(nil, "too", "few"); err == nil || !strings.Contains(err.Error(), "takes 5 arguments, got 2") {
+		t.Errorf("short argument list: err = %v", err)
+	}
 	if err := ins.run(nil, 1.5, nil, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "float64") {
 		t.Errorf("float argument: err = %v, want unsupported type", err)
 	}

@@ -172,18 +172,23 @@ type rawStmt struct {
 	p uintptr
 }
 
-// run binds args (int64, int, string, []byte or nil), steps through the
-// result rows calling row for each, and resets the statement. Text and
-// blob arguments are copied into the connection's arena and bound as
-// SQLITE_STATIC: they stay put until the reset.
+// run binds args (int64, int, string, []byte or nil), one per parameter,
+// steps through the result rows calling row for each, and resets the
+// statement. Text and blob arguments are copied into the connection's
+// arena and bound as SQLITE_STATIC: they stay put until the reset, after
+// which the bindings are cleared (the arena is reused by the next run).
 func (s *rawStmt) run(row func(*rawStmt) error, args ...any) (err error) {
 	c := s.c
 	defer func() {
 		rc := lib.Xsqlite3_reset(c.tls, s.p)
+		lib.Xsqlite3_clear_bindings(c.tls, s.p)
 		if err == nil && rc != lib.SQLITE_OK {
 			err = c.err(rc)
 		}
 	}()
+	if n := int(lib.Xsqlite3_bind_parameter_count(c.tls, s.p)); n != len(args) {
+		return fmt.Errorf("sqlite: statement takes %d arguments, got %d", n, len(args))
+	}
 	need := 0
 	for _, a := range args {
 		switch v := a.(type) {
