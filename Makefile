@@ -37,7 +37,7 @@ test: tools ## Run every test (race detector, contract tests against Prism, shor
 	QASE_SYNC_REQUIRE_PRISM=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
-fuzz: ## Fuzz the webhook decoder and the config loader, $(FUZZTIME) inputs each
+fuzz: ## Fuzz the webhook decoder and the config loader (FUZZTIME inputs each, default 60000x)
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./adapters/qase
 	$(GO) test -run='^$$' -fuzz=FuzzConfigParse -fuzztime=$(FUZZTIME) ./config
 
