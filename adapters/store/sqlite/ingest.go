@@ -68,6 +68,13 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 		res[i] = qsync.AcceptResult{Seq: seq, Duplicate: true}
 	}
 
+	// One pending delivery per (new event, route); each key's job is bumped
+	// once, by its number of new events.
+	type delivery struct {
+		seq int64
+		key qsync.Key
+	}
+	var dels []delivery
 	bumps := map[qsync.Key]int64{}
 	var keys []qsync.Key
 	for i, ib := range in {
@@ -80,6 +87,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 				keys = append(keys, k)
 			}
 			bumps[k]++
+			dels = append(dels, delivery{res[i].Seq, k})
 		}
 	}
 	if len(keys) == 0 {
@@ -94,9 +102,10 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 		return nil, err
 	}
 	gens := make(map[qsync.Key]int64, len(keys))
+	var gen int64
+	readGen := func(s *rawStmt) error { gen = s.int64(0); return nil }
 	for _, k := range keys {
-		var gen int64
-		readGen := func(s *rawStmt) error { gen = s.int64(0); return nil }
+		gen = 0
 		if err := bump.run(readGen, bumps[k], k.Route, k.Project, string(k.Kind), k.ID); err != nil {
 			return nil, err
 		}
@@ -114,15 +123,10 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 	if err != nil {
 		return nil, err
 	}
-	for i, ib := range in {
-		if !isNew[i] {
-			continue
-		}
-		for _, route := range uniqueRoutes(ib.Routes) {
-			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
-			if err := insDelivery.run(nil, res[i].Seq, k.Route, k.Project, string(k.Kind), k.ID, gens[k]); err != nil {
-				return nil, err
-			}
+	for _, d := range dels {
+		k := d.key
+		if err := insDelivery.run(nil, d.seq, k.Route, k.Project, string(k.Kind), k.ID, gens[k]); err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
