@@ -211,7 +211,7 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 	}
 	if err == nil {
 		entry.Outcome = res.Outcome
-		if cerr := e.o.Store.Complete(ctx, j, e.o.Owner, res.Outcome, entry, now); cerr != nil {
+		if cerr := e.o.Store.Complete(ctx, j, res.Outcome, entry, now); cerr != nil {
 			log.WithError(cerr).Error("recording job outcome")
 			return
 		}
@@ -230,7 +230,7 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 		if errors.As(err, &rq) {
 			entry.Request = rq.Request()
 		}
-		if cerr := e.o.Store.Complete(ctx, j, e.o.Owner, OutcomeDead, entry, now); cerr != nil {
+		if cerr := e.o.Store.Complete(ctx, j, OutcomeDead, entry, now); cerr != nil {
 			log.WithError(cerr).Error("recording dead letter")
 			return
 		}
@@ -242,7 +242,7 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 	if w, ok := RetryWait(err); ok && w > wait {
 		wait = w
 	}
-	if rerr := e.o.Store.Retry(ctx, j, e.o.Owner, now.Add(wait), err.Error(), now); rerr != nil {
+	if rerr := e.o.Store.Retry(ctx, j, now.Add(wait), err.Error(), true, now); rerr != nil {
 		log.WithError(rerr).Error("scheduling retry")
 		return
 	}

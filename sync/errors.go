@@ -69,3 +69,49 @@ func RetryWait(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// ErrNotApplied marks a failed write the tracker certainly did not carry
+// out: it was refused before processing (a 4xx answer, 429) or the
+// connection was never made. A create that failed this way may be sent
+// again at once; any other failure of a create is ambiguous (the tracker
+// may have committed it) and is resolved by looking for the marker.
+var ErrNotApplied = errors.New("not applied")
+
+type notAppliedError struct{ err error }
+
+func (e notAppliedError) Error() string   { return e.err.Error() }
+func (e notAppliedError) Unwrap() []error { return []error{e.err, ErrNotApplied} }
+
+// NotApplied wraps err as certainly not carried out by the tracker.
+func NotApplied(err error) error {
+	if err == nil {
+		return nil
+	}
+	return notAppliedError{err}
+}
+
+// IsNotApplied reports whether the write that failed with err certainly
+// did not happen. Permanent errors are refusals, so they count.
+func IsNotApplied(err error) bool {
+	return errors.Is(err, ErrNotApplied) || IsPermanent(err)
+}
+
+// UnreachableError says the tracker's workflow offers no path from the
+// issue's status to the wanted one. Nothing was moved: the path is planned
+// before the first transition.
+type UnreachableError struct {
+	From, To string
+	Detail   string // what the tracker offers instead
+}
+
+func (e *UnreachableError) Error() string {
+	msg := fmt.Sprintf("status %q is unreachable from %q", e.To, e.From)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	return msg
+}
+
+// ErrRateWait wraps a context that ended while a call waited for rate
+// tokens: the attempt never reached the tracker and is not charged.
+var ErrRateWait = errors.New("waiting for rate tokens")

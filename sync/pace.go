@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"fmt"
 	"math"
 	gosync "sync"
 	"time"
@@ -75,7 +76,7 @@ func (l *Limiter) Wait(ctx context.Context, issue string, create bool) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return fmt.Errorf("%w: %w", ErrRateWait, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -191,6 +192,13 @@ func (p *paced) HasComment(ctx context.Context, ref IssueRef, id string) (bool, 
 		return false, err
 	}
 	return p.t.HasComment(ctx, ref, id)
+}
+
+func (p *paced) Mark(ctx context.Context, ref IssueRef, m Marker) error {
+	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
+		return err
+	}
+	return p.t.Mark(ctx, ref, m)
 }
 
 func (p *paced) List(ctx context.Context, project string) ([]Issue, error) {

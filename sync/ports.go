@@ -23,9 +23,12 @@ type AcceptResult struct {
 // InboxStore persists accepted events durably.
 type InboxStore interface {
 	// AcceptEvents stores the events in one transaction: each event whose
-	// DedupKey is new for its entity is inserted, and for each of its
-	// routes the key's job is enqueued (one pending job per key; a new
-	// event bumps its Gen). It returns only after the transaction
+	// DedupKey is new for its entity is inserted with one pending delivery
+	// per route. For every event, new or duplicate, each of its routes'
+	// keys gets its job enqueued or bumped (one job per key; the Gen
+	// grows): thin Qase events of one second have equal bodies, so a
+	// duplicate may still be news, and dedup may spare a ledger row but
+	// never a sync (invariant I6). It returns only after the transaction
 	// committed. Dedup keys are content-derived and name their entity, so
 	// a store may look for duplicates among the entity's events only.
 	// Events are inserted in batch order: their Seqs follow it.
@@ -38,16 +41,25 @@ type JobStore interface {
 	// An existing job keeps its place; verify is or-ed in.
 	Enqueue(ctx context.Context, keys []Key, verify bool, now time.Time) error
 	// Lease hands out up to limit due jobs not leased by anyone (or whose
-	// lease expired), leased to owner until now+lease.
+	// lease expired), leased until now+lease. Each job carries a fresh
+	// fencing token in Job.Lease, issued to owner: every later call for
+	// the job names that token, so a worker whose lease expired and was
+	// taken over can no longer write.
 	Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]Job, error)
+	// Renew extends the job's lease to until while job.Lease still holds
+	// it; ErrLeaseLost otherwise.
+	Renew(ctx context.Context, job Job, until time.Time) error
 	// Complete ends the job's attempt with an outcome: events of the key up
 	// to job.Gen get that outcome, a ledger entry is written, and the job is
 	// removed unless it was re-enqueued meanwhile (then it is released, due
 	// now). OutcomeDead also records a dead letter with detail as reason.
-	Complete(ctx context.Context, job Job, owner string, outcome Outcome, entry LedgerEntry, now time.Time) error
-	// Retry releases the job for another attempt at due, recording the error.
-	Retry(ctx context.Context, job Job, owner string, due time.Time, lastErr string, now time.Time) error
-	// Release gives back every lease owner holds (graceful shutdown).
+	// ErrLeaseLost if job.Lease no longer holds the job.
+	Complete(ctx context.Context, job Job, outcome Outcome, entry LedgerEntry, now time.Time) error
+	// Retry releases the job for another attempt at due, recording the
+	// error. charge=false leaves the attempt count alone (the attempt was
+	// cut short by shutdown or a rate-limit wait, not failed by the tracker).
+	Retry(ctx context.Context, job Job, due time.Time, lastErr string, charge bool, now time.Time) error
+	// Release gives back every lease issued to owner (graceful shutdown).
 	Release(ctx context.Context, owner string) error
 	// QueueDepth counts jobs not yet finished.
 	QueueDepth(ctx context.Context) (int, error)
@@ -70,6 +82,11 @@ type LinkStore interface {
 	Link(ctx context.Context, k Key) (l Link, found bool, err error)
 	// SaveLink inserts or replaces the key's link.
 	SaveLink(ctx context.Context, l Link) error
+	// SaveLinkFenced is SaveLink while job.Lease still holds the key's job,
+	// checked in the same transaction; ErrLeaseLost otherwise. Workers save
+	// every link through it, so a worker that lost its lease cannot record
+	// an intent (and so cannot create) or overwrite a newer link.
+	SaveLinkFenced(ctx context.Context, l Link, job Job) error
 	// DeleteLink forgets the key's link.
 	DeleteLink(ctx context.Context, k Key) error
 	// Links lists links, optionally of one route ("" = all), ordered by key,
@@ -148,6 +165,11 @@ type Tracker interface {
 	// List returns every issue in project carrying the qase-sync marker
 	// label, in batches (the reconciler's bulk read), oldest first.
 	List(ctx context.Context, project string) ([]Issue, error)
+	// Mark stamps the marker on an existing issue exactly as Create does
+	// (adoption after an ambiguous create, an issue adopted from a
+	// person): afterwards Find, List and Get report it with MarkerID set.
+	// Idempotent.
+	Mark(ctx context.Context, ref IssueRef, m Marker) error
 }
 
 // FindSettler is implemented by trackers whose marker search lags writes

@@ -181,7 +181,11 @@ type Issue struct {
 	Fields      map[string]string `json:"fields,omitempty"`
 	Status      string            `json:"status,omitempty"`
 	Reason      string            `json:"reason,omitempty"`
-	MarkerID    string            `json:"marker_id,omitempty"` // parsed back from the issue; "" if absent
+	// MarkerID is the marker the issue carries, set by the adapter only
+	// when every part of it is there (Jira: entity property, marker and
+	// shared labels; GitHub: hidden body comment, marker and shared
+	// labels); "" otherwise, and then Mark completes it.
+	MarkerID string `json:"marker_id,omitempty"`
 	CommentIDs  []string          `json:"comment_ids,omitempty"`
 	CreatedAt   time.Time         `json:"created_at,omitempty"`
 	Unreachable bool              `json:"-"`
@@ -268,6 +272,8 @@ type Job struct {
 	Verify    bool      `json:"verify,omitempty"` // compare with the live issue (reconcile)
 	FirstAt   time.Time `json:"first_at"`         // when the key was first enqueued since last success
 	DueAt     time.Time `json:"due_at"`
+	// Lease is the fencing token of the current lease (set by Lease).
+	Lease string `json:"lease,omitempty"`
 }
 
 // LedgerEntry records one job outcome.
@@ -278,6 +284,7 @@ type LedgerEntry struct {
 	Gen     int64     `json:"gen"`
 	Outcome Outcome   `json:"outcome"`
 	Ops     []string  `json:"ops,omitempty"`
+	Drift   []string  `json:"drift,omitempty"` // drift classes a verifying sync found
 	Detail  string    `json:"detail,omitempty"`
 	Issue   string    `json:"issue,omitempty"`
 	// Request describes the last tracker request of a failed attempt
