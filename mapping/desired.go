@@ -82,7 +82,67 @@ func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
 		return fail(field, err)
 	}
 	d.Spec = spec
+	d.Unknown = unknownFields(r, e)
 	return d, nil
+}
+
+// builtins are always known: the entity's identity, the service's own
+// bookkeeping and configuration.
+var builtins = map[string]bool{"id": true, "project": true, "kind": true, "deleted": true,
+	"last_event": true, "events": true, "vars": true, "attrs": true, "comment": true}
+
+// unknownFields names the spec fields whose templates read an attribute
+// the entity does not have. An entity read from the Qase API is complete:
+// what it lacks, Qase lacks. One known only from events lacks what no
+// event carried (thin defect.updated payloads, a lost store): writing
+// those fields over an existing issue would replace real text with a
+// template's fallback.
+func unknownFields(r *route, e sync.Entity) []string {
+	if e.Complete {
+		return nil
+	}
+	known := func(ref string) bool {
+		switch {
+		case builtins[ref]:
+			return true
+		case ref == "state":
+			return e.Deleted || e.Attrs["status"] != nil
+		}
+		v, ok := e.Attrs[ref]
+		return ok && v != nil
+	}
+	guess := func(ts ...*tmpl) bool {
+		for _, t := range ts {
+			if t == nil {
+				continue
+			}
+			for _, ref := range t.refs {
+				if !known(ref) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var out []string
+	for _, f := range []struct {
+		name string
+		ts   []*tmpl
+	}{
+		{"title", []*tmpl{r.title}}, {"body", []*tmpl{r.body}}, {"labels", r.labels},
+		{"priority", []*tmpl{r.priority}}, {"assignees", r.assignees}, {"components", r.components},
+		{"status", []*tmpl{r.status, r.reason}},
+	} {
+		if guess(f.ts...) {
+			out = append(out, f.name)
+		}
+	}
+	for _, id := range r.fieldIDs {
+		if guess(r.fields[id]) {
+			out = append(out, "fields."+id)
+		}
+	}
+	return out
 }
 
 func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condEnv) (sync.IssueSpec, string, error) {

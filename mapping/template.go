@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"slices"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -26,6 +27,9 @@ type tmpl struct {
 	// text, or only .vars references); ok reports whether it is static.
 	static   string
 	isStatic bool
+	// refs are the entity attributes the template reads (top level, by
+	// name): a rendering from an entity that lacks one is a guess.
+	refs []string
 }
 
 var tplErrPrefix = regexp.MustCompile(`^template: [^:]*:(\d+):(?:\d+:)? ?`)
@@ -82,7 +86,7 @@ func (m *Mapping) compileTemplate(src string, markup Markup, vars map[string]str
 	if len(problems) > 0 {
 		return nil, line, fmt.Errorf("template: %s", strings.Join(problems, "; "))
 	}
-	out := &tmpl{src: src, t: t}
+	out := &tmpl{src: src, t: t, refs: templateRefs(t.Tree.Root)}
 	out.static, out.isStatic = staticValue(t.Tree.Root, vars)
 	rewriteActions(t.Tree, t.Tree.Root)
 	return out, 0, nil
@@ -438,4 +442,69 @@ func formatDuration(unit string, v any) (string, error) {
 		d = d.Round(time.Second)
 	}
 	return d.String(), nil
+}
+
+// templateRefs lists the attributes a template reads from the data root:
+// .name and $.name (and .attrs.name), outside the bodies of with and range,
+// where dot is something else.
+func templateRefs(root parse.Node) []string {
+	var refs []string
+	add := func(idents []string) {
+		if len(idents) == 0 {
+			return
+		}
+		name := idents[0]
+		if name == "attrs" && len(idents) > 1 {
+			name = idents[1]
+		}
+		if !slices.Contains(refs, name) {
+			refs = append(refs, name)
+		}
+	}
+	var walk func(n parse.Node, atRoot bool)
+	branch := func(b *parse.BranchNode, atRoot, rebinds bool) {
+		walk(b.Pipe, atRoot)
+		walk(b.List, atRoot && !rebinds)
+		walk(b.ElseList, atRoot)
+	}
+	walk = func(n parse.Node, atRoot bool) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c, atRoot)
+				}
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe, atRoot)
+		case *parse.PipeNode:
+			if n != nil {
+				for _, c := range n.Cmds {
+					walk(c, atRoot)
+				}
+			}
+		case *parse.CommandNode:
+			for _, a := range n.Args {
+				walk(a, atRoot)
+			}
+		case *parse.ChainNode:
+			walk(n.Node, atRoot)
+		case *parse.FieldNode:
+			if atRoot {
+				add(n.Ident)
+			}
+		case *parse.VariableNode:
+			if len(n.Ident) > 1 && n.Ident[0] == "$" {
+				add(n.Ident[1:])
+			}
+		case *parse.IfNode:
+			branch(&n.BranchNode, atRoot, false)
+		case *parse.WithNode:
+			branch(&n.BranchNode, atRoot, true)
+		case *parse.RangeNode:
+			branch(&n.BranchNode, atRoot, true)
+		}
+	}
+	walk(root, true)
+	return refs
 }

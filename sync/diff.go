@@ -35,7 +35,18 @@ type Op struct {
 	Reason  string     `json:"reason,omitempty"`
 	Comment *Comment   `json:"comment,omitempty"`
 	Changes []Change   `json:"changes,omitempty"`
+	// Issue is the issue an adopt or close_duplicate is about; Ref the
+	// issue a mark, follow or forget is about.
+	Issue *Issue    `json:"issue,omitempty"`
+	Ref   *IssueRef `json:"ref,omitempty"`
+	// Cond, when set, names a condition checked when the op runs.
+	Cond string `json:"cond,omitempty"`
 }
+
+// CondUnlessCreatedSo: a status change planned after a create runs only
+// if the new issue is not already in that status (the tracker decides
+// where a new issue starts).
+const CondUnlessCreatedSo = "unless the new issue already has it"
 
 // String is the short form used in the ledger ("update:title,labels").
 func (o Op) String() string {
@@ -50,6 +61,14 @@ func (o Op) String() string {
 		return string(o.Kind) + ":" + o.Status
 	case OpComment:
 		return string(o.Kind) + ":" + o.Comment.ID
+	case OpAdopt, OpCloseDuplicate:
+		if o.Issue != nil {
+			return string(o.Kind) + ":" + o.Issue.Ref.String()
+		}
+	case OpFollow:
+		if o.Ref != nil {
+			return string(o.Kind) + ":" + o.Ref.String()
+		}
 	}
 	return string(o.Kind)
 }

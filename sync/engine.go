@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"io"
 	"os"
 	"strconv"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -41,9 +43,20 @@ type EngineOptions struct {
 	Logger  *logrus.Entry
 	Metrics Metrics
 
+	// Coverage says for which routes the store can vouch that a key
+	// without a link has no issue (nil: none, so every create looks for
+	// its marker first). RebuildLinks fills it.
+	Coverage *Coverage
+
 	Owner       string        // lease owner id (default host:pid)
 	Concurrency int           // workers (default 4)
-	Lease       time.Duration // how long a worker may hold a job (default 2m)
+	Lease       time.Duration // lease length; renewed every third of it while a job runs (default 1m)
+	JobTimeout  time.Duration // the longest one sync may run (default 10m)
+	// LateCommit is how long after an ambiguous create the issue may still
+	// appear: the tracker client's timeout plus what a server may take to
+	// commit a request whose answer was lost (default 2m; set it to at
+	// least twice the tracker timeout).
+	LateCommit  time.Duration
 	MaxAttempts int           // before dead-lettering (default 12)
 	MaxAge      time.Duration // before dead-lettering, since first enqueue (default 72h)
 	BackoffBase time.Duration // default 2s
@@ -59,14 +72,9 @@ type Engine struct {
 	o    EngineOptions
 	log  *logrus.Entry
 	wake chan struct{}
-	// live holds issues prefetched by a reconcile pass, so verifying a key
-	// costs no extra tracker read. Keyed by tracker + issue id.
-	liveMu gosync.Mutex
-	live   map[string]Issue
-	fresh  map[EntityRef]freshEntity
-	marked map[string]Issue // tracker + key -> issue carrying its marker
-	// onResult, when set, sees every processed job (one-shot CLI summaries).
-	onResult func(Job, Result, error)
+	// pass is the latest reconcile pass of this process, handed as a value
+	// to the workers that verify its keys.
+	pass atomic.Pointer[Pass]
 }
 
 // NewEngine applies defaults.
@@ -86,7 +94,9 @@ func NewEngine(o EngineOptions) *Engine {
 			*d = v
 		}
 	}
-	def(&o.Lease, 2*time.Minute)
+	def(&o.Lease, time.Minute)
+	def(&o.JobTimeout, 10*time.Minute)
+	def(&o.LateCommit, 2*time.Minute)
 	def(&o.MaxAge, 72*time.Hour)
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 10*time.Minute)
@@ -100,7 +110,15 @@ func NewEngine(o EngineOptions) *Engine {
 	if o.Sleep == nil {
 		o.Sleep = sleepCtx
 	}
-	return &Engine{o: o, log: o.Logger, wake: make(chan struct{}, 1), live: map[string]Issue{}}
+	if o.Coverage == nil {
+		o.Coverage = &Coverage{}
+	}
+	if o.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		o.Logger = logrus.NewEntry(l)
+	}
+	return &Engine{o: o, log: o.Logger, wake: make(chan struct{}, 1)}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -138,9 +156,7 @@ func (e *Engine) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				jctx, cancel := context.WithTimeout(work, e.o.Lease)
-				e.Process(jctx, j)
-				cancel()
+				e.process(work, j, nil)
 			}
 		}()
 	}
@@ -180,43 +196,57 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 	}
 }
 
-// Result is what one sync of a key did.
-type Result struct {
-	Key     Key
-	Outcome Outcome
-	Ops     []Op
-	Issue   IssueRef
-	Drift   []string // drift classes found when verifying
-}
-
 // Process runs one leased job to an outcome, retry or dead letter.
-func (e *Engine) Process(ctx context.Context, j Job) {
+func (e *Engine) Process(ctx context.Context, j Job) { e.process(ctx, j, nil) }
+
+func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Result, error)) {
 	start := e.o.Clock.Now()
 	log := e.log.WithFields(logrus.Fields{"route": j.Key.Route, "project": j.Key.Project, "kind": j.Key.Kind, "id": j.Key.ID, "attempt": j.Attempts + 1})
-	res, err := e.Sync(ctx, j.Key, j.Verify, log)
-	if e.onResult != nil {
-		e.onResult(j, res, err)
+	ctx, cancel := context.WithTimeout(parent, e.o.JobTimeout)
+	lost := e.keepLease(ctx, cancel, j, log)
+	var pass *Pass
+	if j.Verify {
+		pass = e.pass.Load()
 	}
-	// The job's context may have run out (the sync outlived its lease):
-	// the bookkeeping still has to happen, or the job would loop forever.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
+	res, err := e.Sync(ctx, j.Key, SyncOptions{Verify: j.Verify, Pass: pass, Job: &j, Log: log})
+	cancel()
+	if onResult != nil {
+		onResult(j, res, err)
+	}
+	if lost.Load() || errors.Is(err, ErrLeaseLost) {
+		// Another worker holds the key now; it does the bookkeeping.
+		log.WithError(err).Warn("job lease lost; leaving the key to its new holder")
+		return
+	}
+	// The bookkeeping has to happen even when the sync's context ran out,
+	// or the job would loop forever.
+	bctx, bcancel := context.WithTimeout(context.WithoutCancel(parent), 10*time.Second)
+	defer bcancel()
 	now := e.o.Clock.Now()
-	entry := LedgerEntry{At: now, Key: j.Key, Gen: j.Gen, Issue: res.Issue.String()}
+	entry := LedgerEntry{At: now, Key: j.Key, Gen: j.Gen, Drift: res.Drift, Detail: res.Detail}
 	for _, op := range res.Ops {
 		entry.Ops = append(entry.Ops, op.String())
 	}
-	if res.Issue == (IssueRef{}) {
-		entry.Issue = ""
+	if res.Issue != (IssueRef{}) {
+		entry.Issue = res.Issue.String()
 	}
 	if err == nil {
 		entry.Outcome = res.Outcome
-		if cerr := e.o.Store.Complete(ctx, j, res.Outcome, entry, now); cerr != nil {
+		if cerr := e.o.Store.Complete(bctx, j, res.Outcome, entry, now); cerr != nil {
 			log.WithError(cerr).Error("recording job outcome")
 			return
 		}
 		e.o.Metrics.JobDone(j.Key.Route, res.Outcome, now.Sub(start))
 		log.WithFields(logrus.Fields{"outcome": res.Outcome, "ops": entry.Ops, "issue": entry.Issue}).Info("synced")
+		return
+	}
+	// Not failures of the tracker: settling after an ambiguous create, a
+	// rate-limit wait or shutdown cut short. Try again without charging.
+	if errors.Is(err, errSettling) || errors.Is(err, ErrRateWait) || parent.Err() != nil {
+		wait, _ := RetryWait(err)
+		if rerr := e.o.Store.Retry(bctx, j, now.Add(wait), err.Error(), false, now); rerr != nil {
+			log.WithError(rerr).Error("scheduling retry")
+		}
 		return
 	}
 	age := now.Sub(j.FirstAt)
@@ -230,7 +260,7 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 		if errors.As(err, &rq) {
 			entry.Request = rq.Request()
 		}
-		if cerr := e.o.Store.Complete(ctx, j, OutcomeDead, entry, now); cerr != nil {
+		if cerr := e.o.Store.Complete(bctx, j, OutcomeDead, entry, now); cerr != nil {
 			log.WithError(cerr).Error("recording dead letter")
 			return
 		}
@@ -242,12 +272,42 @@ func (e *Engine) Process(ctx context.Context, j Job) {
 	if w, ok := RetryWait(err); ok && w > wait {
 		wait = w
 	}
-	if rerr := e.o.Store.Retry(ctx, j, now.Add(wait), err.Error(), true, now); rerr != nil {
+	if rerr := e.o.Store.Retry(bctx, j, now.Add(wait), err.Error(), true, now); rerr != nil {
 		log.WithError(rerr).Error("scheduling retry")
 		return
 	}
 	e.o.Metrics.JobRetried(j.Key.Route)
 	log.WithError(err).WithField("retry_in", wait.Round(time.Millisecond).String()).Warn("sync failed; will retry")
+}
+
+// keepLease renews the job's lease every third of its length while the
+// sync runs: waits for rate tokens and slow tracker calls must not let
+// another worker take the key. If the lease is lost the sync is cancelled
+// before its next write (and its link writes are fenced anyway).
+func (e *Engine) keepLease(ctx context.Context, cancel context.CancelFunc, j Job, log *logrus.Entry) *atomic.Bool {
+	lost := &atomic.Bool{}
+	every := e.o.Lease / 3
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := e.o.Store.Renew(ctx, j, e.o.Clock.Now().Add(e.o.Lease))
+			if errors.Is(err, ErrLeaseLost) {
+				lost.Store(true)
+				cancel()
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				log.WithError(err).Warn("renewing job lease")
+			}
+		}
+	}()
+	return lost
 }
 
 // backoff is full-jitter exponential: uniform in [base*2^n/2, base*2^n], capped.

@@ -2,10 +2,11 @@ package sync
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -26,6 +27,7 @@ type KeyReport struct {
 	Issue   string   `json:"issue,omitempty"`
 	Drift   []string `json:"drift,omitempty"`
 	Ops     []Op     `json:"ops,omitempty"`
+	Note    string   `json:"note,omitempty"`
 	Problem string   `json:"problem,omitempty"`
 }
 
@@ -38,61 +40,139 @@ type ReconcileReport struct {
 	Duplicates int            `json:"duplicates"`
 	Failed     int            `json:"failed"`
 	Keys       []KeyReport    `json:"keys,omitempty"` // dry run: keys with drift
+	// Started is when the pass began; KeyList the keys it covered (a
+	// caller reports their outcomes from the ledger).
+	Started time.Time `json:"started"`
+	KeyList []Key     `json:"-"`
 }
 
-func (r *ReconcileReport) drift(class string) {
+// Count adds one key's drift classes to the report.
+func (r *ReconcileReport) Count(drift []string) {
+	if len(drift) == 0 {
+		return
+	}
 	if r.ByClass == nil {
 		r.ByClass = map[string]int{}
 	}
-	r.ByClass[class]++
+	r.Drifted++
+	for _, c := range drift {
+		r.ByClass[c]++
+		if c == DriftDuplicate {
+			r.Duplicates++
+		}
+	}
+}
+
+// Pass is what one reconcile pass read, handed to the workers that verify
+// its keys so a verify costs no second read. It is immutable once built.
+type Pass struct {
+	Started time.Time
+	// entities listed from Qase, by ref.
+	entities map[EntityRef]map[string]any
+	// issues listed per tracker project; routes maps a route to the
+	// listing of its tracker project.
+	listings map[string][]Issue
+	routes   map[string]string
+}
+
+// passMaxAge bounds how long a listing counts as just read (a paced
+// tracker may take a while to get through a large pass).
+const passMaxAge = 10 * time.Minute
+
+func (p *Pass) entity(ref EntityRef, now time.Time) (map[string]any, time.Time, bool) {
+	if p == nil || now.Sub(p.Started) > passMaxAge {
+		return nil, time.Time{}, false
+	}
+	a, ok := p.entities[ref]
+	return a, p.Started, ok
+}
+
+// marked returns the listed issues carrying k's marker (whole, or its
+// label alone: an incompletely marked issue is still the key's), nil when
+// the pass did not list the route's tracker project.
+func (p *Pass) marked(tracker string, k Key) []Issue {
+	if p == nil {
+		return nil
+	}
+	lk, ok := p.routes[k.Route]
+	if !ok || !strings.HasPrefix(lk, tracker+"\x00") {
+		return nil
+	}
+	m := MarkerFor(k)
+	out := []Issue{}
+	for _, is := range p.listings[lk] {
+		if is.MarkerID == m.ID || (is.MarkerID == "" && slices.Contains(is.Labels, m.Label)) {
+			out = append(out, is)
+		}
+	}
+	return out
+}
+
+// issue returns the listed state of the link's issue, if the listing is
+// newer than the link's last write (otherwise the listing is stale for it).
+func (p *Pass) issue(tracker string, l Link) (Issue, bool) {
+	if p == nil || !l.UpdatedAt.Before(p.Started) {
+		return Issue{}, false
+	}
+	lk := p.routes[l.Key.Route]
+	if !strings.HasPrefix(lk, tracker+"\x00") {
+		return Issue{}, false
+	}
+	for _, is := range p.listings[lk] {
+		if is.Ref.ID == l.Issue.ID {
+			return is, true
+		}
+	}
+	return Issue{}, false
 }
 
 // Reconcile enumerates every key from both sides — the Qase API and the
 // store's links, plus every marked issue in the trackers — and makes each
 // one converge through the normal worker path with verification against
-// the live issue. Reads are batched: one list per side per 100 entities,
-// and the results are handed to the workers so a verify costs no extra read.
+// the live issue. Reads are batched (one list per side per 100 entities);
+// the pass value carries them to the workers. A dry run plans every key
+// with the same planner and changes nothing.
 func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileReport, error) {
-	rep := ReconcileReport{ByClass: map[string]int{}}
-	e.clearCaches() // what an earlier pass read is stale now
+	now := e.o.Clock.Now()
+	rep := ReconcileReport{ByClass: map[string]int{}, Started: now}
+	pass := &Pass{Started: now, entities: map[EntityRef]map[string]any{}, listings: map[string][]Issue{}, routes: map[string]string{}}
 	routes := o.Routes
 	if len(routes) == 0 {
 		routes = e.o.Mapper.RouteNames()
 	}
 	var all []Key
-	lists := map[string][]Issue{} // one listing per tracker project per pass
 	for _, name := range routes {
 		ri, ok := e.o.Mapper.RouteInfo(name)
 		if !ok {
 			return rep, fmt.Errorf("unknown route %q", name)
 		}
-		keys, err := e.enumerate(ctx, ri, o, &rep, lists)
+		keys, err := e.enumerate(ctx, ri, o, pass)
 		if err != nil {
 			return rep, fmt.Errorf("route %s: %w", name, err)
 		}
 		all = append(all, keys...)
 	}
-	rep.Checked = len(all)
+	rep.Checked, rep.KeyList = len(all), all
 	if o.DryRun {
 		for _, k := range all {
-			kr := e.dryRun(ctx, k)
-			if kr.Problem != "" {
+			res, err := e.Sync(ctx, k, SyncOptions{Verify: true, Pass: pass, DryRun: true})
+			kr := KeyReport{Key: k.String(), Drift: res.Plan.Drift, Ops: res.Plan.Ops, Note: res.Plan.Note}
+			if res.Issue != (IssueRef{}) {
+				kr.Issue = res.Issue.String()
+			}
+			if err != nil {
+				kr.Problem = err.Error()
 				rep.Failed++
 			}
-			if len(kr.Drift) > 0 {
-				rep.Drifted++
-				for _, c := range kr.Drift {
-					rep.drift(c)
-				}
-			}
+			rep.Count(kr.Drift)
 			if len(kr.Drift) > 0 || kr.Problem != "" {
 				rep.Keys = append(rep.Keys, kr)
 			}
 		}
-		e.clearCaches()
 		return rep, nil
 	}
-	if err := e.o.Store.Enqueue(ctx, all, true, e.o.Clock.Now()); err != nil {
+	e.pass.Store(pass)
+	if err := e.o.Store.Enqueue(ctx, all, true, now); err != nil {
 		return rep, err
 	}
 	rep.Enqueued = len(all)
@@ -100,8 +180,8 @@ func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileRe
 	return rep, nil
 }
 
-// enumerate collects a route's keys and primes the caches.
-func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions, rep *ReconcileReport, lists map[string][]Issue) ([]Key, error) {
+// enumerate collects a route's keys and fills the pass with what it read.
+func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions, pass *Pass) ([]Key, error) {
 	seen := map[Key]bool{}
 	var keys []Key
 	add := func(k Key) {
@@ -137,12 +217,11 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 		}
 		after = links[len(links)-1].Key
 	}
-	now := e.o.Clock.Now()
 	if e.o.Source != nil {
-		for _, p := range sortedKeys(projects) {
+		for _, p := range slices.Sorted(maps.Keys(projects)) {
 			err := e.o.Source.List(ctx, p, ri.Kind, func(ref EntityRef, attrs map[string]any) error {
 				add(Key{Route: ri.Name, EntityRef: ref})
-				e.primeEntity(ref, attrs, now)
+				pass.entities[ref] = attrs
 				return nil
 			})
 			if err != nil && !IsPermanent(err) {
@@ -152,246 +231,57 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 			}
 		}
 	}
-	// Tracker side: every marked issue, in batches.
+	// Tracker side: every marked issue, one listing per tracker project.
 	tr, ok := e.o.Trackers[ri.Tracker]
 	if !ok || ri.Project == "" {
 		return keys, nil
 	}
-	issues, listed := lists[ri.Tracker+"\x00"+ri.Project]
-	if !listed {
-		var err error
-		if issues, err = tr.List(ctx, ri.Project); err != nil {
+	lk := ri.Tracker + "\x00" + ri.Project
+	if _, listed := pass.listings[lk]; !listed {
+		issues, err := tr.List(ctx, ri.Project)
+		if err != nil {
 			return nil, fmt.Errorf("listing issues in %s: %w", ri.Project, err)
 		}
-		lists[ri.Tracker+"\x00"+ri.Project] = issues
-	}
-	byKey := map[Key][]Issue{}
-	for _, is := range issues {
-		k, ok := ParseMarkerID(is.MarkerID)
-		if !ok || k.Route != ri.Name {
-			continue
+		if issues == nil {
+			issues = []Issue{}
 		}
-		byKey[k] = append(byKey[k], is)
+		pass.listings[lk] = issues
 	}
-	for _, k := range sortedMapKeys(byKey) {
-		list := byKey[k]
+	pass.routes[ri.Name] = lk
+	var marked []Key
+	for _, is := range pass.listings[lk] {
+		if k, ok := ParseMarkerID(is.MarkerID); ok && k.Route == ri.Name {
+			marked = append(marked, k)
+		}
+	}
+	slices.SortFunc(marked, func(a, b Key) int { return compareStrings(a.String(), b.String()) })
+	for _, k := range marked {
 		add(k)
-		keep, err := e.resolveDuplicates(ctx, k, tr, ri, list, o.DryRun, rep)
-		if err != nil {
-			rep.Failed++
-			e.log.WithError(err).WithField("key", k.String()).Error("closing duplicate issues")
-		}
-		e.primeIssue(ri.Tracker, keep)
-		e.primeMarked(ri.Tracker, k, keep)
 	}
 	return keys, nil
 }
 
-// resolveDuplicates keeps one issue per key (the linked one, else the
-// oldest) and closes the others as duplicates with a pointer to it.
-func (e *Engine) resolveDuplicates(ctx context.Context, k Key, tr Tracker, ri RouteInfo, list []Issue, dry bool, rep *ReconcileReport) (Issue, error) {
-	sort.SliceStable(list, func(i, j int) bool { return list[i].CreatedAt.Before(list[j].CreatedAt) })
-	keep := list[0] // the oldest is canonical
-	if len(list) == 1 {
-		return keep, nil
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	link, linked, err := e.o.Store.Link(ctx, k)
-	if err != nil {
-		return keep, err
-	}
-	if linked && link.Issue.ID != keep.Ref.ID && !dry {
-		// The link points at a later copy (e.g. filed after a lost
-		// database): the oldest issue takes over; the copy is closed below.
-		link.State, link.Issue, link.UpdatedAt = LinkLinked, keep.Ref, e.o.Clock.Now()
-		link.Applied = BaselineFromIssue(keep, Applied{Labels: link.Applied.Labels})
-		link.Applied.Unverified = true
-		if err := e.o.Store.SaveLink(ctx, link); err != nil {
-			return keep, err
-		}
-	}
-	// Close extras the way the route closes a deleted entity.
-	ent, err := e.entity(ctx, k.EntityRef, false)
-	if err != nil {
-		return keep, err
-	}
-	ent.Deleted = true
-	closing, err := e.o.Mapper.Desired(k.Route, ent)
-	if err != nil || closing.Skip || closing.Spec.Status == "" {
-		return keep, fmt.Errorf("route %s has no status for deleted entities to close duplicates with", k.Route)
-	}
-	for _, is := range list {
-		if is.Ref.ID == keep.Ref.ID || (is.Status != "" && strings.EqualFold(is.Status, closing.Spec.Status)) {
-			continue
-		}
-		rep.Duplicates++
-		rep.drift("duplicate")
-		e.o.Metrics.Drift(k.Route, "duplicate")
-		if dry {
-			rep.Keys = append(rep.Keys, KeyReport{Key: k.String(), Issue: is.Ref.String(), Drift: []string{"duplicate"},
-				Ops: []Op{{Kind: OpComment, Comment: &Comment{ID: "duplicate-of-" + keep.Ref.ID}}, {Kind: OpSetStatus, Status: closing.Spec.Status, Reason: closing.Spec.Reason}}})
-			continue
-		}
-		c := Comment{ID: "duplicate-of-" + keep.Ref.ID, Body: fmt.Sprintf("Duplicate of %s (%s), which qase-sync keeps in sync for %s. Closing this one.", keep.Ref.String(), keep.Ref.URL, k.EntityRef)}
-		if has, err := tr.HasComment(ctx, is.Ref, c.ID); err != nil {
-			return keep, err
-		} else if !has {
-			if err := tr.AddComment(ctx, is.Ref, c); err != nil {
-				return keep, err
-			}
-		}
-		if err := tr.SetStatus(ctx, is.Ref, closing.Spec.Status, closing.Spec.Reason); err != nil {
-			return keep, err
-		}
-		e.log.WithFields(logrus.Fields{"key": k.String(), "duplicate": is.Ref.String(), "kept": keep.Ref.String()}).Warn("closed duplicate issue")
-	}
-	return keep, nil
-}
-
-func sortedMapKeys(m map[Key][]Issue) []Key {
-	ks := make([]Key, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool { return ks[i].String() < ks[j].String() })
-	return ks
-}
-
-// The caches a reconcile pass fills so that verifying costs no extra read.
-// Entries are consumed once, or expire with the pass.
-
-type freshEntity struct {
-	attrs map[string]any
-	at    time.Time
-}
-
-func (e *Engine) primeIssue(tracker string, is Issue) {
-	e.liveMu.Lock()
-	e.live[tracker+"\x00"+is.Ref.ID] = is
-	e.liveMu.Unlock()
-}
-
-func (e *Engine) primeMarked(tracker string, k Key, is Issue) {
-	e.liveMu.Lock()
-	if e.marked == nil {
-		e.marked = map[string]Issue{}
-	}
-	e.marked[tracker+"\x00"+k.String()] = is
-	e.liveMu.Unlock()
-}
-
-// takeMarked returns (once) the issue a reconcile pass listed with k's marker.
-func (e *Engine) takeMarked(tracker string, k Key) (Issue, bool) {
-	e.liveMu.Lock()
-	defer e.liveMu.Unlock()
-	is, ok := e.marked[tracker+"\x00"+k.String()]
-	if ok {
-		delete(e.marked, tracker+"\x00"+k.String())
-	}
-	return is, ok
-}
-
-func (e *Engine) primeEntity(ref EntityRef, attrs map[string]any, at time.Time) {
-	e.liveMu.Lock()
-	if e.fresh == nil {
-		e.fresh = map[EntityRef]freshEntity{}
-	}
-	e.fresh[ref] = freshEntity{attrs: attrs, at: at}
-	e.liveMu.Unlock()
-}
-
-func (e *Engine) takeFresh(ref EntityRef) (freshEntity, bool) {
-	e.liveMu.Lock()
-	defer e.liveMu.Unlock()
-	f, ok := e.fresh[ref]
-	if ok {
-		delete(e.fresh, ref)
-	}
-	// A listing older than this is no longer "just read" (a paced tracker
-	// may take a while to get through a large pass).
-	if ok && e.o.Clock.Now().Sub(f.at) > 10*time.Minute {
-		return f, false
-	}
-	return f, ok
-}
-
-func (e *Engine) clearCaches() {
-	e.liveMu.Lock()
-	e.live = map[string]Issue{}
-	e.fresh = nil
-	e.marked = nil
-	e.liveMu.Unlock()
-}
-
-// dryRun computes what verifying k would do, writing nothing.
-func (e *Engine) dryRun(ctx context.Context, k Key) KeyReport {
-	kr := KeyReport{Key: k.String()}
-	ent, err := e.entity(ctx, k.EntityRef, false)
-	if err != nil {
-		kr.Problem = err.Error()
-		return kr
-	}
-	d, err := e.o.Mapper.Desired(k.Route, ent)
-	if err != nil {
-		kr.Problem = err.Error()
-		return kr
-	}
-	link, linked, err := e.o.Store.Link(ctx, k)
-	if err != nil {
-		kr.Problem = err.Error()
-		return kr
-	}
-	if d.Skip {
-		return kr
-	}
-	tr := e.o.Trackers[d.Tracker]
-	if is, ok := e.takeMarked(d.Tracker, k); ok && !linked {
-		kr.Issue, kr.Drift = is.Ref.String(), []string{"unlinked"} // would be adopted
-		return kr
-	}
-	if !linked || link.State != LinkLinked {
-		if d.Create && tr != nil {
-			kr.Drift = []string{"missing"}
-			sp := d.Spec
-			kr.Ops = append([]Op{{Kind: OpCreate, Spec: &sp}}, Diff(d.Spec, AppliedFromSpec(d.Spec), nil)...)
-		}
-		return kr
-	}
-	kr.Issue = link.Issue.String()
-	if tr == nil {
-		kr.Problem = fmt.Sprintf("tracker %q is not configured", d.Tracker)
-		return kr
-	}
-	live, err := e.liveIssue(ctx, d.Tracker, tr, link.Issue)
-	if errors.Is(err, ErrNotFound) {
-		kr.Drift = []string{"dangling"}
-		if d.Create {
-			sp := d.Spec
-			kr.Ops = []Op{{Kind: OpCreate, Spec: &sp}}
-		}
-		return kr
-	} else if err != nil {
-		kr.Problem = err.Error()
-		return kr
-	}
-	kr.Ops = Diff(d.Spec, BaselineFromIssue(live, link.Applied), link.Applied.Labels)
-	for _, op := range kr.Ops {
-		kr.Drift = append(kr.Drift, map[OpKind]string{OpUpdate: "fields", OpSetStatus: "status", OpComment: "comments", OpCreate: "missing"}[op.Kind])
-	}
-	if live.Ref.Key != "" && live.Ref.Key != link.Issue.Key {
-		kr.Drift = append(kr.Drift, "moved")
-	}
-	return kr
+	return 0
 }
 
 // RebuildLinks reconstructs the correlation store from the markers inside
 // the trackers' issues: a lost database is not a disaster. Existing links
-// are kept; it returns how many were restored.
+// are kept; it returns how many were restored. Each route whose tracker
+// project was listed completely is then covered: the store can vouch for
+// its keys again.
 func (e *Engine) RebuildLinks(ctx context.Context, routes []string) (int, error) {
 	if len(routes) == 0 {
 		routes = e.o.Mapper.RouteNames()
 	}
 	n := 0
-	now := e.o.Clock.Now()
+	lists := map[string][]Issue{}
 	for _, name := range routes {
 		ri, ok := e.o.Mapper.RouteInfo(name)
 		if !ok {
@@ -401,12 +291,17 @@ func (e *Engine) RebuildLinks(ctx context.Context, routes []string) (int, error)
 		if !ok || ri.Project == "" {
 			continue
 		}
-		issues, err := tr.List(ctx, ri.Project)
-		if err != nil {
-			return n, fmt.Errorf("route %s: listing %s: %w", name, ri.Project, err)
+		listedAt := e.o.Clock.Now()
+		lk := ri.Tracker + "\x00" + ri.Project
+		issues, listed := lists[lk]
+		if !listed {
+			var err error
+			if issues, err = tr.List(ctx, ri.Project); err != nil {
+				return n, fmt.Errorf("route %s: listing %s: %w", name, ri.Project, err)
+			}
+			lists[lk] = issues
 		}
-		sort.SliceStable(issues, func(i, j int) bool { return issues[i].CreatedAt.Before(issues[j].CreatedAt) })
-		for _, is := range issues {
+		for _, is := range byAge(issues) {
 			k, ok := ParseMarkerID(is.MarkerID)
 			if !ok || k.Route != name {
 				continue
@@ -416,6 +311,7 @@ func (e *Engine) RebuildLinks(ctx context.Context, routes []string) (int, error)
 			} else if found {
 				continue // the oldest issue wins; duplicates are the reconciler's job
 			}
+			now := e.o.Clock.Now()
 			l := Link{Key: k, State: LinkLinked, Tracker: ri.Tracker, Marker: MarkerFor(k), Issue: is.Ref,
 				CreatedAt: now, UpdatedAt: now, Applied: BaselineFromIssue(is, Applied{})}
 			// Managed labels are unknown after a loss: none are treated as
@@ -428,17 +324,66 @@ func (e *Engine) RebuildLinks(ctx context.Context, routes []string) (int, error)
 			}
 			n++
 		}
+		e.o.Coverage.Cover(name, listedAt)
 	}
 	return n, nil
 }
 
-// RunUntilIdle processes due jobs until none is left (one-shot CLI runs).
-// Jobs waiting on a retry later than maxWait are left for the service.
-func (e *Engine) RunUntilIdle(ctx context.Context, onResult func(Job, Result, error)) error {
-	e.onResult = onResult
-	defer func() { e.onResult = nil }()
-	// A failing job backs off past "now", so the loop ends; its retry is
-	// left to the service.
+func byAge(list []Issue) []Issue {
+	l := slices.Clone(list)
+	slices.SortStableFunc(l, func(a, b Issue) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return l
+}
+
+// Coverage knows the routes for which the store can vouch that a key
+// without a link has no issue: those whose tracker project was listed and
+// its marked issues linked since this process started. A new, lost or
+// restored database cannot vouch until then, so creates on uncovered routes
+// look for the key's marker first (invariant I7). The zero value and nil
+// cover nothing.
+type Coverage struct {
+	mu     gosync.Mutex
+	routes map[string]time.Time
+}
+
+// Covered reports whether route's unlinked keys are known to have no issue.
+func (c *Coverage) Covered(route string) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.routes[route]
+	return ok
+}
+
+// Cover records that route was listed and linked completely at at.
+func (c *Coverage) Cover(route string, at time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.routes == nil {
+		c.routes = map[string]time.Time{}
+	}
+	c.routes[route] = at
+}
+
+// Routes lists the covered routes with the time of their listing.
+func (c *Coverage) Routes() map[string]time.Time {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.routes)
+}
+
+// ProcessUntilIdle processes due jobs until none is left (one-shot CLI
+// runs), telling onResult about each. Jobs waiting on a retry later than
+// now are left for the service.
+func (e *Engine) ProcessUntilIdle(ctx context.Context, onResult func(Job, Result, error)) error {
 	for ctx.Err() == nil {
 		jobs, err := e.o.Store.Lease(ctx, e.o.Owner, e.o.Concurrency, e.o.Clock.Now(), e.o.Lease)
 		if err != nil {
@@ -447,9 +392,15 @@ func (e *Engine) RunUntilIdle(ctx context.Context, onResult func(Job, Result, er
 		if len(jobs) == 0 {
 			return nil
 		}
+		var wg gosync.WaitGroup
 		for _, j := range jobs {
-			e.Process(ctx, j)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.process(ctx, j, onResult)
+			}()
 		}
+		wg.Wait()
 	}
 	return ctx.Err()
 }

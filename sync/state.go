@@ -38,6 +38,8 @@ type State struct {
 	LastEvent string          `json:"last_event,omitempty"`
 	LastStamp Stamp           `json:"last_stamp"`
 	Events    map[string]int  `json:"events,omitempty"`
+	// Read: an API read of the entity was folded in (see Entity.Complete).
+	Read bool `json:"read,omitempty"`
 	// Seen holds the dedup keys of folded events, so a re-fold (two workers
 	// racing on one entity) never double-counts.
 	Seen map[string]bool `json:"seen,omitempty"`
@@ -77,6 +79,7 @@ func (s *State) Observe(attrs map[string]any, found bool, at time.Time) {
 		s.Deleted = true
 		return
 	}
+	s.Read = true
 	st := Stamp{At: at.UnixNano(), Seq: 1<<62 - 1}
 	// A read lists a group's members completely: members it does not name
 	// are gone (e.g. a reviewer removed while a webhook was lost).
@@ -122,7 +125,7 @@ func (s *State) addComment(c Comment) {
 
 // Entity flattens the state into what the mapping sees.
 func (s State) Entity(ref EntityRef) Entity {
-	e := Entity{Ref: ref, Attrs: make(map[string]any, len(s.Attrs)+2), Deleted: s.Deleted, LastEvent: s.LastEvent}
+	e := Entity{Ref: ref, Attrs: make(map[string]any, len(s.Attrs)+2), Deleted: s.Deleted, LastEvent: s.LastEvent, Complete: s.Read}
 	for _, k := range sortedKeys(s.Attrs) {
 		v := jsonClone(s.Attrs[k].V)
 		// "group/member" attributes (e.g. reviewers/jane@x.io) fold per

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,19 +15,19 @@ import (
 // its snapshot, refreshed from the Qase API when a source is configured
 // (payloads are thin; the API is the truth).
 func (e *Engine) Entity(ctx context.Context, ref EntityRef) (Entity, error) {
-	return e.entity(ctx, ref, true)
+	return e.entity(ctx, ref, true, nil)
 }
 
-func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool) (Entity, error) {
+func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pass) (Entity, error) {
 	var (
 		attrs  map[string]any
 		found  bool
 		readAt = e.o.Clock.Now()
 		useAPI = e.o.Source != nil
 	)
-	if f, ok := e.takeFresh(ref); ok && useAPI {
-		// Just listed by the reconciler: no second read.
-		attrs, found, readAt, useAPI = f.attrs, true, f.at, true
+	if a, at, ok := pass.entity(ref, readAt); ok && useAPI {
+		// Just listed by the reconcile pass: no second read.
+		attrs, found, readAt = a, true, at
 	} else if useAPI {
 		var err error
 		attrs, found, err = e.o.Source.Fetch(ctx, ref)
@@ -76,12 +78,48 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool) (Entity, 
 	}
 }
 
-// Sync brings the key's tracker issue to what the mapping wants now. With
-// verify it compares against the live issue instead of the last applied
-// state (drift repair).
-func (e *Engine) Sync(ctx context.Context, k Key, verify bool, log *logrus.Entry) (Result, error) {
+// SyncOptions say how one key is synced.
+type SyncOptions struct {
+	// Verify compares with the live issue instead of the last applied
+	// state (drift repair).
+	Verify bool
+	// Pass is what the current reconcile pass read (listings of entities
+	// and marked issues), so verifying costs no extra read; nil: none.
+	Pass *Pass
+	// Job is the leased job the sync runs for: every link write is fenced
+	// by its lease. Nil for syncs outside the queue (tests, tools).
+	Job *Job
+	// DryRun plans (making only reads) and executes nothing.
+	DryRun bool
+	Log    *logrus.Entry
+}
+
+// Result is what one sync of a key planned and did.
+type Result struct {
+	Key     Key
+	Outcome Outcome
+	Plan    Plan     // what the planner decided
+	Ops     []Op     // what was executed (none in a dry run)
+	Issue   IssueRef // the key's issue, when known
+	Drift   []string // drift classes found when verifying
+	Detail  string   // what the ledger should say beyond the ops
+}
+
+// errSettling asks for a later sync that does not count as a failed
+// attempt: an ambiguous create may still land.
+var errSettling = errors.New("waiting for an earlier create to settle")
+
+// Sync brings the key's tracker issue to what the mapping wants now: it
+// gathers what is known, asks Plan, makes the reads the plan needs, and
+// executes the plan in the crash-safe order, saving the link after each
+// write.
+func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error) {
 	res := Result{Key: k, Outcome: OutcomeNoop}
-	ent, err := e.Entity(ctx, k.EntityRef)
+	log := o.Log
+	if log == nil {
+		log = e.log.WithField("key", k.String())
+	}
+	ent, err := e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass)
 	if err != nil {
 		return res, err
 	}
@@ -89,322 +127,366 @@ func (e *Engine) Sync(ctx context.Context, k Key, verify bool, log *logrus.Entry
 	if err != nil {
 		return res, Permanent(fmt.Errorf("mapping route %s: %w", k.Route, err))
 	}
-	link, linked, err := e.o.Store.Link(ctx, k)
-	if err != nil {
-		return res, err
-	}
 	if d.Skip {
+		res.Plan = Decide(PlanInput{Key: k, Desired: d})
 		return res, nil
 	}
 	tr, ok := e.o.Trackers[d.Tracker]
 	if !ok {
 		return res, Permanentf("route %s: tracker %q is not configured", k.Route, d.Tracker)
 	}
+	link, linked, err := e.o.Store.Link(ctx, k)
+	if err != nil {
+		return res, err
+	}
 	if linked && link.Tracker != "" && link.Tracker != d.Tracker {
 		return res, Permanentf("route %s: issue %s lives in tracker %q but the route now targets %q; move the link or rebuild links", k.Route, link.Issue, link.Tracker, d.Tracker)
 	}
-	s := &syncRun{e: e, k: k, tr: tr, d: d, log: log, res: &res}
-	if !linked || link.State == LinkCreating {
-		if err := s.ensureIssue(ctx, &link, linked); err != nil || link.State != LinkLinked {
-			return res, err
-		}
-		if verify && len(res.Ops) > 0 {
-			res.Drift = append(res.Drift, "missing")
-			e.o.Metrics.Drift(k.Route, "missing")
-		}
-	} else if verify {
-		live, err := e.liveIssue(ctx, d.Tracker, tr, link.Issue)
-		if errors.Is(err, ErrNotFound) {
-			// Dangling link: the issue was deleted. Forget it and file again
-			// (an issue this reconcile pass listed with the key's marker is
-			// adopted instead of creating one).
-			res.Drift = append(res.Drift, "dangling")
-			e.o.Metrics.Drift(k.Route, "dangling")
-			log.WithField("issue", link.Issue.String()).Warn("linked issue is gone; re-filing")
-			if err := e.o.Store.DeleteLink(ctx, k); err != nil {
-				return res, err
+	in := PlanInput{
+		Key: k, Desired: d, Link: link, Linked: linked, Verify: o.Verify,
+		Vouched: e.o.Coverage.Covered(k.Route), Now: e.o.Clock.Now(), LateCommit: e.o.LateCommit,
+	}
+	if o.Verify {
+		in.Listed = o.Pass.marked(d.Tracker, k)
+		if linked && link.State == LinkLinked {
+			if is, ok := o.Pass.issue(d.Tracker, link); ok {
+				in.Live = &is
 			}
-			link = Link{}
-			if err := s.ensureIssue(ctx, &link, false); err != nil || link.State != LinkLinked {
-				return res, err
-			}
-		} else if err != nil {
-			return res, err
-		} else {
-			if moved(link.Issue, live.Ref) {
-				// Moved (Jira: key changes, id stays) or transferred (GitHub:
-				// repo and number change): follow it.
-				log.WithFields(logrus.Fields{"from": link.Issue.String(), "to": live.Ref.String()}).Info("issue moved; following")
-				link.Issue = mergeRef(link.Issue, live.Ref)
-				res.Drift = append(res.Drift, "moved")
-				if err := e.o.Store.SaveLink(ctx, link); err != nil {
-					return res, err
-				}
-			}
-			err := s.converge(ctx, &link, BaselineFromIssue(live, link.Applied), true)
-			return res, err
 		}
 	}
-	err = s.converge(ctx, &link, link.Applied, false)
+	p, err := e.plan(ctx, &in, ent, tr)
+	res.Plan, res.Drift = p, p.Drift
+	if linked {
+		res.Issue = link.Issue
+	}
+	if err != nil || o.DryRun {
+		return res, err
+	}
+	if p.Wait > 0 {
+		log.WithField("wait", p.Wait.Round(time.Second).String()).Info(p.Note)
+		return res, RetryAfter(errSettling, p.Wait)
+	}
+	x := &executor{e: e, k: k, tr: tr, d: d, o: o, log: log, res: &res, link: link, linked: linked, marker: MarkerFor(k)}
+	err = x.run(ctx, p)
+	if x.linked {
+		res.Issue = x.link.Issue
+	}
+	for _, c := range res.Drift {
+		e.o.Metrics.Drift(k.Route, c)
+	}
 	return res, err
 }
 
-func moved(old, now IssueRef) bool {
-	return (now.Key != "" && now.Key != old.Key) || (now.ID != "" && now.ID != old.ID) || (now.Project != "" && now.Project != old.Project)
-}
-
-func mergeRef(old, now IssueRef) IssueRef {
-	if now.URL == "" {
-		now.URL = old.URL
-	}
-	if now.ID == "" {
-		now.ID = old.ID
-	}
-	return now
-}
-
-// syncRun carries one key's sync through its steps.
-type syncRun struct {
-	e   *Engine
-	k   Key
-	tr  Tracker
-	d   Desired
-	log *logrus.Entry
-	res *Result
-}
-
-// ensureIssue makes sure a tracker issue exists for the key, following the
-// crash-safe create protocol: intent first, marker in the issue, look
-// before creating again.
-func (s *syncRun) ensureIssue(ctx context.Context, link *Link, hadLink bool) error {
-	e, k, spec := s.e, s.k, s.d.Spec
-	marker := MarkerFor(k)
-	now := e.o.Clock.Now()
-	if is, ok := e.takeMarked(s.d.Tracker, k); ok && !hadLink {
-		// The reconciler saw an issue carrying this key's marker, but the
-		// store has no link (lost database, restored backup): adopt it.
-		s.adopt(link, is, marker, now)
-		if err := e.o.Store.SaveLink(ctx, *link); err != nil {
-			return err
+// plan asks the planner until it needs nothing more, making the reads it
+// asks for (at most one of each kind).
+func (e *Engine) plan(ctx context.Context, in *PlanInput, ent Entity, tr Tracker) (Plan, error) {
+	for range 3 {
+		p := Decide(*in)
+		switch p.Need {
+		case NeedNothing:
+			return p, nil
+		case NeedLive:
+			is, err := tr.Get(ctx, in.Link.Issue)
+			if errors.Is(err, ErrNotFound) {
+				in.Gone = true
+			} else if err != nil {
+				return p, fmt.Errorf("read %s: %w", in.Link.Issue, err)
+			} else {
+				in.Live = &is
+			}
+		case NeedFind:
+			found, at, err := e.find(ctx, tr, *in)
+			if err != nil {
+				return p, fmt.Errorf("look for issues marked %s: %w", MarkerFor(in.Key).Label, err)
+			}
+			in.Found, in.SearchedAt = found, at
 		}
-		s.log.WithField("issue", link.Issue.String()).Info("adopted marked issue that had no link")
-		return nil
+		if len(in.Found) > 1 || len(in.Listed) > 1 {
+			c, err := e.closing(in.Key, ent)
+			if err != nil {
+				return p, err
+			}
+			in.Closing = c
+		}
 	}
-	if hadLink && link.State == LinkCreating {
-		// A previous attempt may have created the issue and lost the answer.
-		found, err := s.find(ctx, spec.Project, marker, link.IntentAt)
+	return Decide(*in), nil
+}
+
+// find looks for issues carrying the key's marker. After an intent it
+// waits once for trackers whose search lags writes, and bounds the search
+// by the intent's time.
+func (e *Engine) find(ctx context.Context, tr Tracker, in PlanInput) ([]Issue, time.Time, error) {
+	m := MarkerFor(in.Key)
+	project := in.Desired.Spec.Project
+	var since time.Time
+	if in.Linked && in.Link.State == LinkCreating {
+		since = in.Link.IntentAt
+	}
+	found, err := tr.Find(ctx, project, m, since)
+	at := e.o.Clock.Now()
+	if err != nil || len(found) > 0 || since.IsZero() {
+		return found, at, err
+	}
+	if st, ok := tr.(FindSettler); ok && st.FindSettle() > 0 {
+		if err := e.o.Sleep(ctx, st.FindSettle()); err != nil {
+			return nil, at, err
+		}
+		found, err = tr.Find(ctx, project, m, since)
+		at = e.o.Clock.Now()
+	}
+	return found, at, err
+}
+
+// closing is how the route closes the key's entity once deleted: the
+// status duplicates are closed with.
+func (e *Engine) closing(k Key, ent Entity) (*Desired, error) {
+	ent.Deleted = true
+	d, err := e.o.Mapper.Desired(k.Route, ent)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("mapping route %s: %w", k.Route, err))
+	}
+	if d.Skip || d.Spec.Status == "" {
+		return nil, nil
+	}
+	return &d, nil
+}
+
+// executor runs one plan's operations against the tracker and the store.
+type executor struct {
+	e      *Engine
+	k      Key
+	tr     Tracker
+	d      Desired
+	o      SyncOptions
+	log    *logrus.Entry
+	res    *Result
+	link   Link
+	linked bool
+	marker Marker
+}
+
+// save writes the link, fenced by the job's lease when there is one.
+func (x *executor) save(ctx context.Context) error {
+	x.link.UpdatedAt = x.e.o.Clock.Now()
+	if x.o.Job != nil {
+		return x.e.o.Store.SaveLinkFenced(ctx, x.link, *x.o.Job)
+	}
+	return x.e.o.Store.SaveLink(ctx, x.link)
+}
+
+func (x *executor) run(ctx context.Context, p Plan) error {
+	for _, op := range p.Ops {
+		ran, err := x.do(ctx, op)
 		if err != nil {
 			return err
 		}
-		if len(found) > 0 {
-			s.adopt(link, found[0], marker, now)
-			if err := e.o.Store.SaveLink(ctx, *link); err != nil {
-				return err
-			}
-			s.log.WithField("issue", link.Issue.String()).Info("adopted issue created by an interrupted attempt")
-			return nil
+		if !ran {
+			continue
+		}
+		x.res.Ops = append(x.res.Ops, op)
+		if op.Kind != OpForget && op.Kind != OpFollow {
+			x.res.Outcome = OutcomeApplied
+		}
+		if tracked(op.Kind) {
+			x.e.o.Metrics.TrackerOps(x.d.Tracker, op.Kind)
 		}
 	}
-	if !s.d.Create {
-		if hadLink {
-			return e.o.Store.DeleteLink(ctx, k) // nothing was created and nothing is wanted
-		}
+	x.res.Detail = joinNote(x.res.Detail, p.Note)
+	if !x.linked || x.link.State != LinkLinked {
 		return nil
 	}
-	*link = Link{Key: k, State: LinkCreating, Tracker: s.d.Tracker, Marker: marker, IntentAt: now, CreatedAt: now, UpdatedAt: now}
-	if err := e.o.Store.SaveLink(ctx, *link); err != nil {
-		return err
+	// Every op ran: the desired state is applied and every desired comment
+	// accounted for.
+	if fp := Fingerprint(x.d.Spec); x.link.Fingerprint != fp || x.link.Applied.Unverified {
+		x.link.Fingerprint, x.link.Applied.Unverified = fp, false
+		return x.save(ctx)
 	}
-	is, err := s.tr.Create(ctx, spec, marker)
-	if err != nil {
-		return fmt.Errorf("create issue: %w", err)
-	}
-	e.o.Metrics.TrackerOps(s.d.Tracker, OpCreate)
-	sp := spec
-	s.res.Ops = append(s.res.Ops, Op{Kind: OpCreate, Spec: &sp})
-	s.res.Outcome = OutcomeApplied
-	link.State, link.Issue, link.UpdatedAt = LinkLinked, is.Ref, e.o.Clock.Now()
-	link.Applied = AppliedFromSpec(spec)
-	link.Applied.Status, link.Applied.Reason = is.Status, is.Reason
-	if err := e.o.Store.SaveLink(ctx, *link); err != nil {
-		return err
-	}
-	s.res.Issue = link.Issue
 	return nil
 }
 
-// find looks up issues by marker, waiting once for trackers whose search
-// lags behind writes.
-func (s *syncRun) find(ctx context.Context, project string, m Marker, since time.Time) ([]Issue, error) {
-	found, err := s.tr.Find(ctx, project, m, since)
-	if err != nil || len(found) > 0 {
-		return found, err
-	}
-	if st, ok := s.tr.(FindSettler); ok && st.FindSettle() > 0 {
-		if err := s.e.o.Sleep(ctx, st.FindSettle()); err != nil {
-			return nil, err
-		}
-		return s.tr.Find(ctx, project, m, since)
-	}
-	return nil, nil
+func tracked(k OpKind) bool {
+	return k != OpAdopt && k != OpForget && k != OpFollow
 }
 
-func (s *syncRun) adopt(link *Link, is Issue, m Marker, now time.Time) {
-	*link = Link{Key: s.k, State: LinkLinked, Tracker: s.d.Tracker, Marker: m, Issue: is.Ref,
-		IntentAt: link.IntentAt, CreatedAt: link.CreatedAt, UpdatedAt: now}
-	if link.CreatedAt.IsZero() {
-		link.CreatedAt = now
+// do runs one op; ran=false when a condition made it unnecessary.
+func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
+	e := x.e
+	switch op.Kind {
+	case OpAdopt:
+		prev := x.link
+		x.link = Link{Key: x.k, State: LinkLinked, Tracker: x.d.Tracker, Marker: x.marker, Issue: op.Issue.Ref,
+			IntentAt: prev.IntentAt, CreatedAt: prev.CreatedAt}
+		if x.link.CreatedAt.IsZero() {
+			x.link.CreatedAt = e.o.Clock.Now()
+		}
+		x.link.Applied = AdoptedBaseline(*op.Issue, x.d.Spec)
+		x.link.Applied.Unmarked = op.Issue.MarkerID != x.marker.ID
+		x.linked = true
+		x.log.WithField("issue", op.Issue.Ref.String()).Info("adopting the issue that carries this key's marker")
+		return true, x.save(ctx)
+	case OpMark:
+		if err := x.tr.Mark(ctx, x.link.Issue, x.marker); err != nil {
+			return false, fmt.Errorf("mark %s: %w", x.link.Issue, err)
+		}
+		x.link.Applied.Unmarked = false
+		return true, x.save(ctx)
+	case OpFollow:
+		x.log.WithFields(logrus.Fields{"from": x.link.Issue.String(), "to": op.Ref.String()}).Info("issue moved; following")
+		x.link.Issue = *op.Ref
+		return true, x.save(ctx)
+	case OpForget:
+		if x.linked && x.link.State == LinkLinked {
+			x.log.WithField("issue", x.link.Issue.String()).Warn("linked issue is gone; forgetting the link")
+		}
+		if err := e.o.Store.DeleteLink(ctx, x.k); err != nil {
+			return false, err
+		}
+		x.link, x.linked = Link{}, false
+		return true, nil
+	case OpCreate:
+		return true, x.create(ctx, *op.Spec)
+	case OpUpdate:
+		if err := x.tr.Update(ctx, x.link.Issue, *op.Update); err != nil {
+			return false, fmt.Errorf("update %s: %w", x.link.Issue, err)
+		}
+		x.link.Applied.applyUpdate(*op.Update)
+		if x.d.Spec.Owns("labels") && !slices.Contains(x.d.Unknown, "labels") {
+			// The labels managed now are exactly the desired ones.
+			x.link.Applied.Labels = sortedSet(x.d.Spec.Labels)
+		}
+		return true, x.save(ctx)
+	case OpSetStatus:
+		if op.Cond == CondUnlessCreatedSo && strings.EqualFold(x.link.Applied.Status, op.Status) {
+			return false, nil
+		}
+		err := x.tr.SetStatus(ctx, x.link.Issue, op.Status, op.Reason)
+		var ue *UnreachableError
+		if errors.As(err, &ue) {
+			// Reported once: the link remembers, and later syncs leave the
+			// status alone until the wanted or the actual status changes.
+			from := ue.From
+			if from == "" {
+				from = x.link.Applied.Status
+			}
+			x.link.Applied.Blocked = &Blocked{From: from, To: op.Status}
+			x.link.Applied.Status = from
+			x.res.Detail = joinNote(x.res.Detail, ue.Error())
+			x.log.WithError(ue).WithField("issue", x.link.Issue.String()).Error("status unreachable; no transition made")
+			return false, x.save(ctx)
+		}
+		if err != nil {
+			return false, fmt.Errorf("set status of %s to %q: %w", x.link.Issue, op.Status, err)
+		}
+		x.link.Applied.Status, x.link.Applied.Reason, x.link.Applied.Blocked = op.Status, op.Reason, nil
+		return true, x.save(ctx)
+	case OpComment:
+		return true, x.comment(ctx, *op.Comment)
+	case OpCloseDuplicate:
+		return true, x.closeDuplicate(ctx, op)
 	}
-	// What the issue carries now is the baseline; the managed labels are the
-	// ones the spec asked for, since the create that made it sent them.
-	link.Applied = BaselineFromIssue(is, Applied{})
-	link.Applied.Labels = intersect(sortedSet(s.d.Spec.Labels), is.Labels)
-	link.Applied.Unverified = true // its comments are not all known
-	s.res.Issue = is.Ref
-	// The create happened, in the attempt that lost its answer.
-	s.res.Outcome = OutcomeApplied
+	return false, fmt.Errorf("unknown op %q", op.Kind)
 }
 
-func intersect(want, have []string) []string {
-	h := toSet(have)
-	var out []string
-	for _, w := range want {
-		if h[w] {
-			out = append(out, w)
-		}
+// create follows the crash-safe protocol: intent first (fenced: a worker
+// that lost its lease cannot create), the marker in the issue, the link
+// right after.
+func (x *executor) create(ctx context.Context, spec IssueSpec) error {
+	e := x.e
+	now := e.o.Clock.Now()
+	created := x.link.CreatedAt
+	if created.IsZero() {
+		created = now
 	}
-	return out
-}
-
-// converge applies the diff from base to the desired spec, saving the
-// link after every tracker write so a crash never repeats one.
-func (s *syncRun) converge(ctx context.Context, link *Link, base Applied, verifying bool) error {
-	e, spec := s.e, s.d.Spec
-	s.res.Issue = link.Issue
-	fp := Fingerprint(spec)
-	if base.Status == "" {
-		base.Status = link.Applied.Status
+	x.link = Link{Key: x.k, State: LinkCreating, Tracker: x.d.Tracker, Marker: x.marker, IntentAt: now, CreatedAt: created}
+	x.linked = true
+	if err := x.save(ctx); err != nil {
+		return err
 	}
-	ops := Diff(spec, base, link.Applied.Labels)
-	if len(ops) == 0 && len(link.Applied.Pending) == 0 {
-		if link.Fingerprint != fp || link.Applied.Unverified {
-			link.Fingerprint, link.Applied.Unverified = fp, false
-			return e.o.Store.SaveLink(ctx, *link)
-		}
-		return nil
-	}
-	if verifying {
-		// Against the live issue, every op repairs drift: a human edit, a
-		// missed event or a changed mapping.
-		for _, op := range ops {
-			class := map[OpKind]string{OpUpdate: "fields", OpSetStatus: "status", OpComment: "comments"}[op.Kind]
-			s.res.Drift = append(s.res.Drift, class)
-			e.o.Metrics.Drift(s.k.Route, class)
-			if op.Kind == OpUpdate {
-				s.log.WithField("changes", op.Changes).Info("reverting tracker-side edits of synced fields")
+	is, err := x.tr.Create(ctx, spec, x.marker)
+	if err != nil {
+		if IsNotApplied(err) {
+			// Certainly not created: the intent is void, and the next
+			// attempt may create at once.
+			if derr := e.o.Store.DeleteLink(ctx, x.k); derr != nil {
+				x.log.WithError(derr).Warn("could not drop the void create intent; the next attempt looks first")
+			} else {
+				x.link, x.linked = Link{}, false
 			}
 		}
+		return fmt.Errorf("create issue: %w", err)
 	}
-	save := func() error {
-		link.UpdatedAt = e.o.Clock.Now()
-		return e.o.Store.SaveLink(ctx, *link)
+	x.link.State, x.link.Issue = LinkLinked, is.Ref
+	x.link.Applied = AppliedFromSpec(spec)
+	x.link.Applied.Status, x.link.Applied.Reason = is.Status, is.Reason
+	// The tracker may take the issue but not every part of its marker (a
+	// Jira property write failed): complete it now, or the issue would
+	// drop out of listings and rebuilds.
+	x.link.Applied.Unmarked = is.MarkerID != x.marker.ID
+	if err := x.save(ctx); err != nil {
+		return err
 	}
-	for _, op := range ops {
-		switch op.Kind {
-		case OpUpdate:
-			if err := s.tr.Update(ctx, link.Issue, *op.Update); err != nil {
-				return fmt.Errorf("update %s: %w", link.Issue, err)
-			}
-			link.Applied.applyUpdate(*op.Update)
-			// Labels we now manage are exactly the desired ones.
-			if spec.Owns("labels") {
-				link.Applied.Labels = sortedSet(spec.Labels)
-			}
-		case OpSetStatus:
-			if err := s.tr.SetStatus(ctx, link.Issue, op.Status, op.Reason); err != nil {
-				return fmt.Errorf("set status of %s to %q: %w", link.Issue, op.Status, err)
-			}
-			link.Applied.Status, link.Applied.Reason = op.Status, op.Reason
-		case OpComment:
-			if err := s.comment(ctx, link, *op.Comment, save); err != nil {
-				return err
-			}
-		}
-		e.o.Metrics.TrackerOps(s.d.Tracker, op.Kind)
-		s.res.Ops = append(s.res.Ops, op)
-		s.res.Outcome = OutcomeApplied
-		if err := save(); err != nil {
+	if x.link.Applied.Unmarked {
+		mark := Op{Kind: OpMark, Ref: refPtr(is.Ref)}
+		if _, err := x.do(ctx, mark); err != nil {
 			return err
 		}
+		x.res.Ops = append(x.res.Ops, mark)
 	}
-	link.Fingerprint = fp
-	link.Applied.Unverified = false // every desired comment is now accounted for
-	return save()
+	return nil
 }
 
 // comment posts c exactly once: the id is recorded as pending before the
-// call, and a pending id is looked up on the issue before posting again.
-func (s *syncRun) comment(ctx context.Context, link *Link, c Comment, save func() error) error {
-	if contains(link.Applied.Pending, c.ID) || link.Applied.Unverified {
-		has, err := s.tr.HasComment(ctx, link.Issue, c.ID)
+// call, and a pending id (or any id on an unverified baseline) is looked
+// up on the issue before posting.
+func (x *executor) comment(ctx context.Context, c Comment) error {
+	a := &x.link.Applied
+	if slices.Contains(a.Pending, c.ID) || a.Unverified {
+		has, err := x.tr.HasComment(ctx, x.link.Issue, c.ID)
 		if err != nil {
-			return fmt.Errorf("look for comment %s on %s: %w", c.ID, link.Issue, err)
+			return fmt.Errorf("look for comment %s on %s: %w", c.ID, x.link.Issue, err)
 		}
 		if has {
-			link.Applied.Pending = remove(link.Applied.Pending, c.ID)
-			link.Applied.Comments = append(link.Applied.Comments, c.ID)
-			return nil
+			a.Pending = slices.DeleteFunc(a.Pending, func(s string) bool { return s == c.ID })
+			a.Comments = append(a.Comments, c.ID)
+			return x.save(ctx)
 		}
-		if !contains(link.Applied.Pending, c.ID) {
-			link.Applied.Pending = append(link.Applied.Pending, c.ID)
-			if err := save(); err != nil {
-				return err
-			}
-		}
-	} else {
-		link.Applied.Pending = append(link.Applied.Pending, c.ID)
-		if err := save(); err != nil {
+	}
+	if !slices.Contains(a.Pending, c.ID) {
+		a.Pending = append(a.Pending, c.ID)
+		if err := x.save(ctx); err != nil {
 			return err
 		}
 	}
-	if err := s.tr.AddComment(ctx, link.Issue, c); err != nil {
-		return fmt.Errorf("comment on %s: %w", link.Issue, err)
+	if err := x.tr.AddComment(ctx, x.link.Issue, c); err != nil {
+		return fmt.Errorf("comment on %s: %w", x.link.Issue, err)
 	}
-	link.Applied.Pending = remove(link.Applied.Pending, c.ID)
-	link.Applied.Comments = append(link.Applied.Comments, c.ID)
+	a.Pending = slices.DeleteFunc(a.Pending, func(s string) bool { return s == c.ID })
+	a.Comments = append(a.Comments, c.ID)
+	return x.save(ctx)
+}
+
+// closeDuplicate comments on a second issue of the key (once) and closes
+// it the way the route closes a deleted entity.
+func (x *executor) closeDuplicate(ctx context.Context, op Op) error {
+	ref := op.Issue.Ref
+	has, err := x.tr.HasComment(ctx, ref, op.Comment.ID)
+	if err != nil {
+		return fmt.Errorf("look for comment on duplicate %s: %w", ref, err)
+	}
+	if !has {
+		if err := x.tr.AddComment(ctx, ref, *op.Comment); err != nil {
+			return fmt.Errorf("comment on duplicate %s: %w", ref, err)
+		}
+	}
+	err = x.tr.SetStatus(ctx, ref, op.Status, op.Reason)
+	var ue *UnreachableError
+	if errors.As(err, &ue) {
+		x.res.Detail = joinNote(x.res.Detail, fmt.Sprintf("duplicate %s not closed: %v", ref, ue))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("close duplicate %s: %w", ref, err)
+	}
+	x.log.WithFields(logrus.Fields{"duplicate": ref.String(), "kept": x.link.Issue.String()}).Warn("closed duplicate issue")
 	return nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func remove(ss []string, s string) []string {
-	out := ss[:0:0]
-	for _, x := range ss {
-		if x != s {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// liveIssue returns the issue prefetched by the current reconcile pass, or
-// reads it.
-func (e *Engine) liveIssue(ctx context.Context, tracker string, tr Tracker, ref IssueRef) (Issue, error) {
-	e.liveMu.Lock()
-	is, ok := e.live[tracker+"\x00"+ref.ID]
-	if ok {
-		delete(e.live, tracker+"\x00"+ref.ID)
-	}
-	e.liveMu.Unlock()
-	if ok {
-		return is, nil
-	}
-	return tr.Get(ctx, ref)
 }

@@ -115,6 +115,9 @@ type Entity struct {
 	LastEvent string `json:"last_event,omitempty"`
 	// Events counts events seen per name (e.g. how often a run was aborted).
 	Events map[string]int `json:"events,omitempty"`
+	// Complete: the entity was read from the Qase API, so an attribute it
+	// lacks is absent in Qase, not merely unknown.
+	Complete bool `json:"complete,omitempty"`
 }
 
 // IssueSpec is the tracker issue a route wants for an entity. Values are in
@@ -159,6 +162,11 @@ type Desired struct {
 	// created (create_when not met, or the entity is deleted).
 	Create bool      `json:"create"`
 	Spec   IssueSpec `json:"spec"`
+	// Unknown names the spec fields computed from attributes the service
+	// does not have (a thin event, a lost store, an entity Qase no longer
+	// serves): they are written when the issue is created, never over an
+	// existing issue.
+	Unknown []string `json:"unknown,omitempty"`
 }
 
 // Marker is the deterministic correlation stamp carried inside the tracker
@@ -237,6 +245,19 @@ type Applied struct {
 	// adoption) whose posted comments are not all known: look for each
 	// comment on the issue before posting it.
 	Unverified bool `json:"unverified,omitempty"`
+	// Unmarked: the linked issue does not carry the whole marker yet
+	// (adopted, or its create could not store every part): Mark it.
+	Unmarked bool `json:"unmarked,omitempty"`
+	// Blocked records a status the tracker's workflow cannot reach from
+	// the issue's status: it is reported once and not tried again until
+	// either changes.
+	Blocked *Blocked `json:"blocked,omitempty"`
+}
+
+// Blocked is a status transition the workflow does not offer.
+type Blocked struct {
+	From string `json:"from"`
+	To   string `json:"to"`
 }
 
 // Link is the correlation between a Key and its tracker issue.
