@@ -125,9 +125,9 @@ func jobKeys(js []qsync.Job) []string {
 	return ks
 }
 
-func complete(t *testing.T, s qsync.Store, j qsync.Job, owner string, o qsync.Outcome, e qsync.LedgerEntry, now time.Time) {
+func complete(t *testing.T, s qsync.Store, j qsync.Job, o qsync.Outcome, e qsync.LedgerEntry, now time.Time) {
 	t.Helper()
-	if err := s.Complete(context.Background(), j, owner, o, e, now); err != nil {
+	if err := s.Complete(context.Background(), j, o, e, now); err != nil {
 		t.Fatalf("Complete(%s, %s): %v", j.Key, o, err)
 	}
 }
@@ -289,12 +289,13 @@ func testAcceptDedup(t *testing.T, s qsync.Store) {
 		t.Errorf("events of ref 1 = %+v, want a (original name) and c", evs)
 	}
 	wantStatus(t, s, qsync.EventStatus{Pending: 3})
-	// Key r:1 got two new events (a, c): gen 2; r:2 one.
+	// Every delivery bumps its key, duplicates too (I6): r:1 got a, a2,
+	// then a, c, c: gen 5; r:2 one.
 	gens := map[qsync.Key]int64{}
 	for _, j := range lease(t, s, "w", 10, at(time.Minute)) {
 		gens[j.Key] = j.Gen
 	}
-	if want := map[qsync.Key]int64{key("r", 1): 2, key("r", 2): 1}; !reflect.DeepEqual(gens, want) {
+	if want := map[qsync.Key]int64{key("r", 1): 5, key("r", 2): 1}; !reflect.DeepEqual(gens, want) {
 		t.Errorf("job gens = %v, want %v", gens, want)
 	}
 }
@@ -339,10 +340,13 @@ func testAcceptLargeBatch(t *testing.T, s qsync.Store) {
 		if j.Key.ID < n%refs {
 			want++
 		}
+		if j.Key.Route == "r" && j.Key.ID < 2 {
+			want++ // the trailing duplicate bumps its key too (I6)
+		}
 		if j.Gen != want {
 			t.Errorf("%s gen = %d, want %d", j.Key, j.Gen, want)
 		}
-		complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0)
+		complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0)
 	}
 	wantStatus(t, s, qsync.EventStatus{Applied: n})
 }
@@ -356,7 +360,7 @@ func testAcceptBumpsGen(t *testing.T, s qsync.Store) {
 	if j.Gen != 2 {
 		t.Errorf("gen after two events = %d, want 2", j.Gen)
 	}
-	if err := s.Retry(context.Background(), j, "w", at(time.Hour), "boom", t0); err != nil {
+	if err := s.Retry(context.Background(), j, at(time.Hour), "boom", true, t0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
 	accept(t, s, at(time.Minute), in(event("e3", ref(1)), "r"))
@@ -453,26 +457,33 @@ func testLeaseLost(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e", ref(1)), "r"))
 	never := qsync.Job{Key: key("r", 99), Gen: 1}
-	if err := s.Complete(ctx, never, "a", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Complete(ctx, never, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Complete of a missing job: %v, want ErrLeaseLost", err)
 	}
 	ja := leaseOne(t, s, "a", t0, k)
-	if err := s.Complete(ctx, ja, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
-		t.Errorf("Complete by a non-owner: %v, want ErrLeaseLost", err)
+	forged := ja
+	forged.Lease = "b#" + strings.TrimPrefix(ja.Lease, "a#")
+	if err := s.Complete(ctx, forged, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete with a token not issued for the lease: %v, want ErrLeaseLost", err)
+	}
+	untokened := ja
+	untokened.Lease = ""
+	if err := s.Complete(ctx, untokened, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete without a token: %v, want ErrLeaseLost", err)
 	}
 	jb := leaseOne(t, s, "b", at(time.Minute), k) // a's lease expired
-	if err := s.Complete(ctx, ja, "a", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Complete(ctx, ja, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Complete after losing the lease: %v, want ErrLeaseLost", err)
 	}
-	if err := s.Retry(ctx, ja, "a", at(time.Hour), "x", at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Retry(ctx, ja, at(time.Hour), "x", true, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Retry after losing the lease: %v, want ErrLeaseLost", err)
 	}
 	wantStatus(t, s, qsync.EventStatus{Pending: 1}) // the failed calls changed nothing
 	if es, err := s.Ledger(ctx, k, 0); err != nil || len(es) != 0 {
 		t.Errorf("ledger after failed Complete = %v, %v; want empty", es, err)
 	}
-	complete(t, s, jb, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
-	if err := s.Complete(ctx, jb, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	complete(t, s, jb, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	if err := s.Complete(ctx, jb, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("second Complete: %v, want ErrLeaseLost", err)
 	}
 	wantStatus(t, s, qsync.EventStatus{Applied: 1})
@@ -505,7 +516,7 @@ func testCompleteApplied(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"), in(event("e2", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{Ops: []string{"create", "comment"}, Issue: "PROJ-1", Detail: "created"}, at(time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{Ops: []string{"create", "comment"}, Issue: "PROJ-1", Detail: "created"}, at(time.Second))
 	if n := depth(t, s); n != 0 {
 		t.Errorf("QueueDepth = %d, want 0 (job deleted)", n)
 	}
@@ -535,7 +546,7 @@ func testCompleteKeepsVerify(t *testing.T, s qsync.Store) {
 	if err := s.Enqueue(ctx, []qsync.Key{k}, true, t0); err != nil {
 		t.Fatal(err)
 	}
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
 	j2 := leaseOne(t, s, "w", at(time.Second), k)
 	if !j2.Verify || j2.Gen != 2 {
 		t.Fatalf("released job = %+v, want gen 2 with verify kept", j2)
@@ -547,7 +558,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	if err := s.Retry(ctx, j, "w", at(time.Second), "flaky", t0); err != nil {
+	if err := s.Retry(ctx, j, at(time.Second), "flaky", true, t0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Enqueue(ctx, []qsync.Key{k}, true, t0); err != nil { // verify or-ed in
@@ -559,7 +570,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	}
 	// A new event arrives while the job is leased: gen 3.
 	accept(t, s, at(2*time.Second), in(event("e2", ref(1)), "r"))
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(3*time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(3*time.Second))
 	if n := depth(t, s); n != 1 {
 		t.Fatalf("QueueDepth = %d, want 1 (job released, not deleted)", n)
 	}
@@ -570,7 +581,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j2.DueAt, at(3*time.Second))
 	wantTime(t, "FirstAt", j2.FirstAt, at(3*time.Second))
-	complete(t, s, j2, "other", qsync.OutcomeNoop, qsync.LedgerEntry{}, at(4*time.Second))
+	complete(t, s, j2, qsync.OutcomeNoop, qsync.LedgerEntry{}, at(4*time.Second))
 	wantStatus(t, s, qsync.EventStatus{Applied: 1, Noop: 1})
 	if n := depth(t, s); n != 0 {
 		t.Errorf("QueueDepth = %d, want 0", n)
@@ -586,7 +597,7 @@ func testRetryBackoff(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	if err := s.Retry(ctx, j, "w", at(time.Minute), "503 from jira", t0); err != nil {
+	if err := s.Retry(ctx, j, at(time.Minute), "503 from jira", true, t0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
 	if js := lease(t, s, "w", 10, at(59*time.Second)); len(js) != 0 {
@@ -598,7 +609,7 @@ func testRetryBackoff(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	wantTime(t, "FirstAt", j.FirstAt, t0)
-	if err := s.Retry(ctx, j, "w2", at(3*time.Minute), "timeout", at(time.Minute)); err != nil {
+	if err := s.Retry(ctx, j, at(3*time.Minute), "timeout", true, at(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	j = leaseOne(t, s, "w", at(3*time.Minute), k)
@@ -615,7 +626,7 @@ func testRetrySanitizesError(t *testing.T, s qsync.Store) {
 	}
 	j := leaseOne(t, s, "w", t0, k)
 	// Tracker error bodies can carry anything; the store must not choke.
-	if err := s.Retry(context.Background(), j, "w", t0, "bad\x00body\xff: ünïcode", t0); err != nil {
+	if err := s.Retry(context.Background(), j, t0, "bad\x00body\xff: ünïcode", true, t0); err != nil {
 		t.Fatalf("Retry with odd bytes: %v", err)
 	}
 	j = leaseOne(t, s, "w", t0, k)
@@ -639,12 +650,12 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	if ja.Key != k1 || jb.Key != k2 {
 		t.Fatalf("leased %v and %v, want both keys", ja.Key, jb.Key)
 	}
-	if err := s.Retry(ctx, ja, "w", t0, "e", t0); err != nil {
+	if err := s.Retry(ctx, ja, t0, "e", true, t0); err != nil {
 		t.Fatal(err)
 	}
 	ja = leaseOne(t, s, "w", t0, k1) // attempts 1
-	complete(t, s, ja, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "422 invalid field", Request: "POST /rest/api/2/issue -> 422"}, at(time.Second))
-	complete(t, s, jb, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "403"}, at(2*time.Second))
+	complete(t, s, ja, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "422 invalid field", Request: "POST /rest/api/2/issue -> 422"}, at(time.Second))
+	complete(t, s, jb, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "403"}, at(2*time.Second))
 	wantStatus(t, s, qsync.EventStatus{Dead: 2})
 	ds, err := s.DeadLetters(ctx, 10)
 	if err != nil || len(ds) != 2 {
@@ -684,7 +695,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	// The retried key's event is pending again, and the retry decides it.
 	wantStatus(t, s, qsync.EventStatus{Pending: 1, Dead: 1})
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
 	wantStatus(t, s, qsync.EventStatus{Applied: 1, Dead: 1})
 	// Retrying a letter whose key has a job bumps that job.
 	if err := s.Enqueue(ctx, []qsync.Key{k2}, false, at(time.Minute)); err != nil {
@@ -699,7 +710,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	// Drop.
-	complete(t, s, j, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "again"}, at(3*time.Minute))
+	complete(t, s, j, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "again"}, at(3*time.Minute))
 	ds, _ = s.DeadLetters(ctx, 0)
 	if len(ds) != 1 || ds[0].Reason != "again" {
 		t.Fatalf("DeadLetters = %+v, want the new one", ds)
@@ -734,7 +745,7 @@ func testEventStatus(t *testing.T, s qsync.Store) {
 	}
 	done := func(k qsync.Key, o qsync.Outcome) {
 		t.Helper()
-		complete(t, s, jobs[k], "w", o, qsync.LedgerEntry{}, t0)
+		complete(t, s, jobs[k], o, qsync.LedgerEntry{}, t0)
 	}
 	done(key("a", 1), qsync.OutcomeApplied)
 	wantStatus(t, s, qsync.EventStatus{Pending: 3, Noop: 1}) // e1 still pending on b
@@ -982,7 +993,7 @@ func testLedger(t *testing.T, s qsync.Store) {
 		}
 		for _, j := range lease(t, s, "w", 10, at(time.Duration(i)*time.Minute)) {
 			e := qsync.LedgerEntry{Detail: fmt.Sprint("pass ", i), At: at(time.Hour), Request: "GET /x"}
-			complete(t, s, j, "w", qsync.OutcomeNoop, e, at(time.Duration(i)*time.Minute))
+			complete(t, s, j, qsync.OutcomeNoop, e, at(time.Duration(i)*time.Minute))
 		}
 	}
 	es, err := s.Ledger(ctx, k, 2)
@@ -1056,7 +1067,7 @@ func LeaseExclusive(t *testing.T, stores ...qsync.Store) {
 					delete(held, j.Key)
 					done[j.Key]++
 					mu.Unlock()
-					if err := s.Complete(ctx, j, owner, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second)); err != nil {
+					if err := s.Complete(ctx, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second)); err != nil {
 						errs <- fmt.Errorf("%s: Complete %s: %w", owner, j.Key, err)
 						return
 					}
@@ -1124,16 +1135,16 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	}
 	seqOf := map[string]int64{}
 	newCount := map[string]int{}
-	perRef := map[qsync.EntityRef]int64{}
+	perRef := map[qsync.EntityRef]int64{} // deliveries, duplicates included
 	for _, rs := range results {
 		for _, a := range rs {
 			if s, ok := seqOf[a.dedup]; ok && s != a.res.Seq {
 				t.Errorf("%s got seqs %d and %d", a.dedup, s, a.res.Seq)
 			}
 			seqOf[a.dedup] = a.res.Seq
+			perRef[a.ref]++
 			if !a.res.Duplicate {
 				newCount[a.dedup]++
-				perRef[a.ref]++
 			}
 		}
 	}
@@ -1166,7 +1177,7 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	for r, n := range perRef {
 		for _, route := range []string{"r", "s"} {
 			if g := gens[qsync.Key{Route: route, EntityRef: r}]; g != n {
-				t.Errorf("gen of %s:%s = %d, want %d (one per new event)", route, r, g, n)
+				t.Errorf("gen of %s:%s = %d, want %d (one per delivery, duplicates too)", route, r, g, n)
 			}
 		}
 	}
