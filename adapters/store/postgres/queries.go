@@ -47,9 +47,12 @@ func uniqueRoutes(rs []string) []string {
 	return out
 }
 
-// acceptSQL stores one event and, if it is new, enqueues its routes' jobs
-// and records its deliveries, in one statement. It returns (seq, false)
-// for a new event and (existing seq, true) for a duplicate. The advisory
+// acceptSQL stores one event, enqueues or bumps its routes' jobs, and, if
+// the event is new, records its deliveries, in one statement. A duplicate
+// stores no row of its own but still bumps the jobs (invariant I6: an equal
+// body may still be news; a job leased meanwhile is then released, not
+// deleted). It returns (seq, false) for a new event and (existing seq,
+// true) for a duplicate. The advisory
 // lock held by AcceptEvents means no concurrent insert of the same dedup
 // key can be in flight, so the duplicate's row is always visible here.
 const acceptSQL = `WITH ins AS (
@@ -61,7 +64,6 @@ const acceptSQL = `WITH ins AS (
 	INSERT INTO jobs (route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at)
 	SELECT r, $3, $4, $5, 1, 0, '', false, $12, $12
 	FROM unnest($11::text[]) AS r
-	WHERE EXISTS (SELECT 1 FROM ins)
 	ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET gen = jobs.gen + 1
 	RETURNING route, gen
 ), del AS (
@@ -149,20 +151,23 @@ func enqueue(ctx context.Context, db querier, keys []qsync.Key, verify bool, now
 	return err
 }
 
-const jobCols = `route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at`
-
 func scanJob(row pgx.Row) (qsync.Job, error) {
 	var j qsync.Job
 	var kind string
-	err := row.Scan(&j.Key.Route, &j.Key.Project, &kind, &j.Key.ID, &j.Gen, &j.Attempts, &j.LastError, &j.Verify, &j.FirstAt, &j.DueAt)
+	var token *string
+	err := row.Scan(&j.Key.Route, &j.Key.Project, &kind, &j.Key.ID, &j.Gen, &j.Attempts, &j.LastError, &j.Verify, &j.FirstAt, &j.DueAt, &token)
 	j.Key.Kind = qsync.Kind(kind)
 	j.FirstAt, j.DueAt = utc(j.FirstAt), utc(j.DueAt)
+	if token != nil {
+		j.Lease = *token
+	}
 	return j, err
 }
 
 // Lease implements sync.JobStore. SKIP LOCKED lets concurrent leasers pass
 // over rows another transaction is taking; the row re-check under the lock
-// drops rows whose lease was just set by someone else.
+// drops rows whose lease was just set by someone else. Each job's fencing
+// token is the call's random prefix plus its row number in the call.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -174,11 +179,12 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 			SELECT route, project, kind, entity_id FROM jobs
 			WHERE due_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
 			ORDER BY due_at LIMIT $4
-			FOR UPDATE SKIP LOCKED)
-		UPDATE jobs j SET lease_owner = $1, lease_until = $2
-		FROM c WHERE j.route = c.route AND j.project = c.project AND j.kind = c.kind AND j.entity_id = c.entity_id
-		RETURNING j.route, j.project, j.kind, j.entity_id, j.gen, j.attempts, j.last_error, j.verify, j.first_at, j.due_at`,
-		owner, now.Add(lease), now, limit)
+			FOR UPDATE SKIP LOCKED
+		), n AS (SELECT c.*, row_number() OVER () AS n FROM c)
+		UPDATE jobs j SET lease_owner = $1, lease_until = $2, lease_token = $5 || n.n
+		FROM n WHERE j.route = n.route AND j.project = n.project AND j.kind = n.kind AND j.entity_id = n.entity_id
+		RETURNING j.route, j.project, j.kind, j.entity_id, j.gen, j.attempts, j.last_error, j.verify, j.first_at, j.due_at, j.lease_token`,
+		owner, now.Add(lease), now, limit, storeutil.LeasePrefix(owner))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lease: %w", err)
 	}
@@ -195,8 +201,36 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 	return jobs, nil
 }
 
+// leaseWhere matches the job row a fencing token still holds. A job
+// leased before tokens existed has none, and an empty token never matches.
+const leaseWhere = `route = $1 AND project = $2 AND kind = $3 AND entity_id = $4 AND lease_token = $5`
+
+func leaseArgs(job qsync.Job) []any { return append(keyArgs(job.Key), job.Lease) }
+
+// holds locks the job row while job.Lease still holds it (a concurrent
+// Lease then skips it) and returns its gen; ErrLeaseLost otherwise.
+func holds(ctx context.Context, tx pgx.Tx, job qsync.Job) (gen int64, err error) {
+	err = tx.QueryRow(ctx, `SELECT gen FROM jobs WHERE `+leaseWhere+` FOR UPDATE`, leaseArgs(job)...).Scan(&gen)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, qsync.ErrLeaseLost
+	}
+	return gen, err
+}
+
+// Renew implements sync.JobStore.
+func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET lease_until = $6 WHERE `+leaseWhere, append(leaseArgs(job), until)...)
+	if err != nil {
+		return fmt.Errorf("postgres: renew %s: %w", job.Key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: renew %s: %w", job.Key, qsync.ErrLeaseLost)
+	}
+	return nil
+}
+
 // Complete implements sync.JobStore.
-func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
+func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
 	switch outcome {
 	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
 	default:
@@ -207,15 +241,13 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 	if err != nil {
 		return fmt.Errorf("postgres: complete %s: %w", job.Key, err)
 	}
+	drift, err := storeutil.MarshalDrift(entry.Drift)
+	if err != nil {
+		return fmt.Errorf("postgres: complete %s: %w", job.Key, err)
+	}
 	k := job.Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var gen int64
-		err := tx.QueryRow(ctx, `SELECT gen FROM jobs
-			WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4 AND lease_owner = $5 FOR UPDATE`,
-			append(keyArgs(k), owner)...).Scan(&gen)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return qsync.ErrLeaseLost
-		}
+		gen, err := holds(ctx, tx, job)
 		if err != nil {
 			return err
 		}
@@ -224,10 +256,10 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 			WHERE route = $2 AND project = $3 AND kind = $4 AND entity_id = $5 AND gen <= $6 AND status = 'pending'`,
 			string(outcome), k.Route, k.Project, string(k.Kind), k.ID, job.Gen)
 		ek := entry.Key
-		b.Queue(`INSERT INTO ledger (at, route, project, kind, entity_id, gen, outcome, ops, detail, issue, request)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		b.Queue(`INSERT INTO ledger (at, route, project, kind, entity_id, gen, outcome, ops, drift, detail, issue, request)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 			entry.At, ek.Route, ek.Project, string(ek.Kind), ek.ID, entry.Gen, string(entry.Outcome),
-			string(ops), clean(entry.Detail), clean(entry.Issue), clean(entry.Request))
+			string(ops), string(drift), clean(entry.Detail), clean(entry.Issue), clean(entry.Request))
 		if outcome == qsync.OutcomeDead {
 			b.Queue(`INSERT INTO dead_letters (route, project, kind, entity_id, reason, attempts, last_request, created_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
@@ -239,7 +271,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 			// Events arrived while we worked: hand the key back, due
 			// now, as a fresh job for those events. A verify asked for
 			// meanwhile (the reconciler) survives unless this attempt verified.
-			b.Queue(`UPDATE jobs SET lease_owner = NULL, lease_until = NULL, attempts = 0, last_error = '',
+			b.Queue(`UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL, attempts = 0, last_error = '',
 				verify = verify AND NOT $6, due_at = $5, first_at = $5
 				WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4`, append(keyArgs(k), now, job.Verify)...)
 		}
@@ -252,11 +284,11 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 }
 
 // Retry implements sync.JobStore.
-func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time.Time, lastErr string, now time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET attempts = attempts + 1, last_error = $1, due_at = $2,
-		lease_owner = NULL, lease_until = NULL
-		WHERE route = $3 AND project = $4 AND kind = $5 AND entity_id = $6 AND lease_owner = $7`,
-		append(append([]any{clean(lastErr), due}, keyArgs(job.Key)...), owner)...)
+func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr string, charge bool, now time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET attempts = attempts + CASE WHEN $8 THEN 1 ELSE 0 END,
+		last_error = $6, due_at = $7, lease_owner = NULL, lease_until = NULL, lease_token = NULL
+		WHERE `+leaseWhere,
+		append(leaseArgs(job), clean(lastErr), due, charge)...)
 	if err != nil {
 		return fmt.Errorf("postgres: retry %s: %w", job.Key, err)
 	}
@@ -266,9 +298,11 @@ func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time
 	return nil
 }
 
-// Release implements sync.JobStore.
+// Release implements sync.JobStore: lease_owner is the owner every token
+// of the job's lease was issued to.
 func (s *Store) Release(ctx context.Context, owner string) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1`, owner); err != nil {
+	if _, err := s.pool.Exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+		WHERE lease_owner = $1`, owner); err != nil {
 		return fmt.Errorf("postgres: release: %w", err)
 	}
 	return nil
@@ -388,13 +422,7 @@ func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error)
 	return l, true, nil
 }
 
-// SaveLink implements sync.LinkStore.
-func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
-	applied, err := json.Marshal(l.Applied)
-	if err != nil {
-		return fmt.Errorf("postgres: save link %s: %w", l.Key, err)
-	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO links (`+linkCols+`)
+const saveLinkSQL = `INSERT INTO links (` + linkCols + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET
 			state = excluded.state, tracker = excluded.tracker,
@@ -402,10 +430,46 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 			issue_project = excluded.issue_project, issue_id = excluded.issue_id,
 			issue_key = excluded.issue_key, issue_url = excluded.issue_url,
 			applied = excluded.applied, fingerprint = excluded.fingerprint,
-			intent_at = excluded.intent_at, created_at = excluded.created_at, updated_at = excluded.updated_at`,
-		l.Key.Route, l.Key.Project, string(l.Key.Kind), l.Key.ID, string(l.State), l.Tracker, l.Marker.ID, l.Marker.Label,
+			intent_at = excluded.intent_at, created_at = excluded.created_at, updated_at = excluded.updated_at`
+
+func saveLinkArgs(l qsync.Link) ([]any, error) {
+	applied, err := json.Marshal(l.Applied)
+	if err != nil {
+		return nil, err
+	}
+	return []any{l.Key.Route, l.Key.Project, string(l.Key.Kind), l.Key.ID, string(l.State), l.Tracker, l.Marker.ID, l.Marker.Label,
 		l.Issue.Project, l.Issue.ID, l.Issue.Key, l.Issue.URL, string(applied), l.Fingerprint,
-		l.IntentAt, l.CreatedAt, l.UpdatedAt)
+		l.IntentAt, l.CreatedAt, l.UpdatedAt}, nil
+}
+
+// SaveLink implements sync.LinkStore.
+func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
+	args, err := saveLinkArgs(l)
+	if err == nil {
+		_, err = s.pool.Exec(ctx, saveLinkSQL, args...)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: save link %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// SaveLinkFenced implements sync.LinkStore: the job row stays locked from
+// the token check to the commit, so no Lease can take it in between.
+func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job) error {
+	if l.Key != job.Key {
+		return fmt.Errorf("postgres: save link %s: fenced by the job of another key (%s)", l.Key, job.Key)
+	}
+	args, err := saveLinkArgs(l)
+	if err == nil {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := holds(ctx, tx, job); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, saveLinkSQL, args...)
+			return err
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("postgres: save link %s: %w", l.Key, err)
 	}
@@ -451,7 +515,7 @@ func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit 
 
 // Ledger implements sync.LedgerStore (newest first).
 func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.LedgerEntry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, at, gen, outcome, ops, detail, issue, request FROM ledger
+	rows, err := s.pool.Query(ctx, `SELECT id, at, gen, outcome, ops, drift, detail, issue, request FROM ledger
 		WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4 ORDER BY id DESC LIMIT $5`,
 		append(keyArgs(k), limitArg(limit))...)
 	if err != nil {
@@ -460,12 +524,19 @@ func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.Led
 	es, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (qsync.LedgerEntry, error) {
 		e := qsync.LedgerEntry{Key: k}
 		var outcome string
-		var ops []byte
-		if err := r.Scan(&e.ID, &e.At, &e.Gen, &outcome, &ops, &e.Detail, &e.Issue, &e.Request); err != nil {
+		var ops, drift []byte
+		if err := r.Scan(&e.ID, &e.At, &e.Gen, &outcome, &ops, &drift, &e.Detail, &e.Issue, &e.Request); err != nil {
 			return e, err
 		}
 		e.At, e.Outcome = utc(e.At), qsync.Outcome(outcome)
-		return e, json.Unmarshal(ops, &e.Ops)
+		if err := json.Unmarshal(ops, &e.Ops); err != nil {
+			return e, fmt.Errorf("ops: %w", err)
+		}
+		var err error
+		if e.Drift, err = storeutil.UnmarshalDrift(drift); err != nil {
+			return e, fmt.Errorf("drift: %w", err)
+		}
+		return e, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: ledger %s: %w", k, err)

@@ -31,8 +31,10 @@ const (
 
 // insertBatch writes a batch inside an open transaction of c: the events
 // in batch order (so seqs follow arrival), each (route, entity) job bumped
-// once by its number of new events, and one pending delivery per (new
-// event, route).
+// once by its number of events, new or duplicate, and one pending delivery
+// per (new event, route). A duplicate stores no row of its own, but its
+// bump makes the key sync again (invariant I6): an equal body may still
+// be news, and a job leased meanwhile is then released, not deleted.
 func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
 	insEvent, err := c.stmt(sqlInsertEvent)
 	if err != nil {
@@ -69,7 +71,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 	}
 
 	// One pending delivery per (new event, route); each key's job is bumped
-	// once, by its number of new events.
+	// once, by its number of events (duplicates included).
 	type delivery struct {
 		seq int64
 		key qsync.Key
@@ -78,16 +80,15 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 	bumps := map[qsync.Key]int64{}
 	var keys []qsync.Key
 	for i, ib := range in {
-		if !isNew[i] {
-			continue
-		}
 		for _, route := range uniqueRoutes(ib.Routes) {
 			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
 			if bumps[k] == 0 {
 				keys = append(keys, k)
 			}
 			bumps[k]++
-			dels = append(dels, delivery{res[i].Seq, k})
+			if isNew[i] {
+				dels = append(dels, delivery{res[i].Seq, k})
+			}
 		}
 	}
 	if len(keys) == 0 {

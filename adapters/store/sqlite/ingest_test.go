@@ -199,7 +199,7 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 				if j.Key.Route != "other" {
 					continue
 				}
-				if err := a.Complete(ctx, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{Key: j.Key}, time.Now()); err != nil {
+				if err := a.Complete(ctx, j, qsync.OutcomeApplied, qsync.LedgerEntry{Key: j.Key}, time.Now()); err != nil {
 					errs <- err
 					return
 				}

@@ -116,22 +116,25 @@ func enqueue(ctx context.Context, tx *sql.Tx, keys []qsync.Key, verify bool, now
 	return nil
 }
 
-const jobCols = `route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at`
+const jobCols = `route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at, lease_token`
 
 func scanJob(sc interface{ Scan(...any) error }) (qsync.Job, error) {
 	var j qsync.Job
 	var kind string
 	var verify int
 	var first, due int64
-	err := sc.Scan(&j.Key.Route, &j.Key.Project, &kind, &j.Key.ID, &j.Gen, &j.Attempts, &j.LastError, &verify, &first, &due)
+	var token sql.NullString
+	err := sc.Scan(&j.Key.Route, &j.Key.Project, &kind, &j.Key.ID, &j.Gen, &j.Attempts, &j.LastError, &verify, &first, &due, &token)
 	j.Key.Kind = qsync.Kind(kind)
 	j.Verify = verify != 0
 	j.FirstAt, j.DueAt = fromUS(first), fromUS(due)
+	j.Lease = token.String
 	return j, err
 }
 
 // Lease implements sync.JobStore. The single writer connection makes the
-// select-and-mark atomic with respect to every other caller.
+// select-and-mark atomic with respect to every other caller. Each job's
+// fencing token is the call's random prefix plus the job's rowid.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -141,11 +144,11 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 	}
 	var jobs []qsync.Job
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET lease_owner = ?1, lease_until = ?2
+		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET lease_owner = ?1, lease_until = ?2, lease_token = ?5 || rowid
 			WHERE rowid IN (SELECT rowid FROM jobs
 				WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
 				ORDER BY due_at, rowid LIMIT ?4)
-			RETURNING `+jobCols, owner, us(now.Add(lease)), us(now), limit)
+			RETURNING `+jobCols, owner, us(now.Add(lease)), us(now), limit, storeutil.LeasePrefix(owner))
 		if err != nil {
 			return err
 		}
@@ -176,8 +179,37 @@ func sortJobs(js []qsync.Job) {
 	})
 }
 
+// leaseWhere matches the job row a fencing token still holds. A job
+// leased before tokens existed has none, and an empty token never matches.
+const leaseWhere = keyWhere + ` AND lease_token = ?`
+
+func leaseArgs(job qsync.Job) []any { return append(keyArgs(job.Key), job.Lease) }
+
+// holds reports whether job.Lease still holds the job, inside tx.
+func holds(ctx context.Context, tx *sql.Tx, job qsync.Job) (gen int64, err error) {
+	err = tx.QueryRowContext(ctx, `SELECT gen FROM jobs WHERE `+leaseWhere, leaseArgs(job)...).Scan(&gen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, qsync.ErrLeaseLost
+	}
+	return gen, err
+}
+
+// Renew implements sync.JobStore.
+func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
+	res, err := s.exec(ctx, `UPDATE jobs SET lease_until = ? WHERE `+leaseWhere, append([]any{us(until)}, leaseArgs(job)...)...)
+	if err != nil {
+		return fmt.Errorf("sqlite: renew %s: %w", job.Key, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlite: renew %s: %w", job.Key, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlite: renew %s: %w", job.Key, qsync.ErrLeaseLost)
+	}
+	return nil
+}
+
 // Complete implements sync.JobStore.
-func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
+func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
 	switch outcome {
 	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
 	default:
@@ -188,14 +220,13 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 	if err != nil {
 		return fmt.Errorf("sqlite: complete %s: %w", job.Key, err)
 	}
+	drift, err := storeutil.MarshalDrift(entry.Drift)
+	if err != nil {
+		return fmt.Errorf("sqlite: complete %s: %w", job.Key, err)
+	}
 	k := job.Key
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		var gen int64
-		err := tx.QueryRowContext(ctx, `SELECT gen FROM jobs WHERE `+keyWhere+` AND lease_owner = ?`,
-			append(keyArgs(k), owner)...).Scan(&gen)
-		if errors.Is(err, sql.ErrNoRows) {
-			return qsync.ErrLeaseLost
-		}
+		gen, err := holds(ctx, tx, job)
 		if err != nil {
 			return err
 		}
@@ -206,10 +237,10 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 		}
 		ek := entry.Key
 		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger
-			(at, route, project, kind, entity_id, gen, outcome, ops, detail, issue, request)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(at, route, project, kind, entity_id, gen, outcome, ops, drift, detail, issue, request)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			us(entry.At), ek.Route, ek.Project, string(ek.Kind), ek.ID, entry.Gen, string(entry.Outcome),
-			ops, entry.Detail, entry.Issue, entry.Request); err != nil {
+			ops, drift, entry.Detail, entry.Issue, entry.Request); err != nil {
 			return err
 		}
 		if outcome == qsync.OutcomeDead {
@@ -227,7 +258,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 		// Events arrived while we worked: hand the key back, due now, as a
 		// fresh job for those events. A verify asked for meanwhile (the
 		// reconciler) survives unless this attempt already verified.
-		_, err = tx.ExecContext(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL,
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
 			attempts = 0, last_error = '', verify = verify AND NOT ?, due_at = ?, first_at = ? WHERE `+keyWhere,
 			append([]any{boolInt(job.Verify), us(now), us(now)}, keyArgs(k)...)...)
 		return err
@@ -239,10 +270,10 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, owner string, outco
 }
 
 // Retry implements sync.JobStore.
-func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time.Time, lastErr string, now time.Time) error {
-	res, err := s.exec(ctx, `UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?,
-		lease_owner = NULL, lease_until = NULL WHERE `+keyWhere+` AND lease_owner = ?`,
-		append(append([]any{lastErr, us(due)}, keyArgs(job.Key)...), owner)...)
+func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr string, charge bool, now time.Time) error {
+	res, err := s.exec(ctx, `UPDATE jobs SET attempts = attempts + ?, last_error = ?, due_at = ?,
+		lease_owner = NULL, lease_until = NULL, lease_token = NULL WHERE `+leaseWhere,
+		append([]any{boolInt(charge), lastErr, us(due)}, leaseArgs(job)...)...)
 	if err != nil {
 		return fmt.Errorf("sqlite: retry %s: %w", job.Key, err)
 	}
@@ -254,9 +285,11 @@ func (s *Store) Retry(ctx context.Context, job qsync.Job, owner string, due time
 	return nil
 }
 
-// Release implements sync.JobStore.
+// Release implements sync.JobStore: lease_owner is the owner every token
+// of the job's lease was issued to.
 func (s *Store) Release(ctx context.Context, owner string) error {
-	if _, err := s.exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?`, owner); err != nil {
+	if _, err := s.exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+		WHERE lease_owner = ?`, owner); err != nil {
 		return fmt.Errorf("sqlite: release: %w", err)
 	}
 	return nil
@@ -382,13 +415,7 @@ func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error)
 	return l, true, nil
 }
 
-// SaveLink implements sync.LinkStore.
-func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
-	applied, err := json.Marshal(l.Applied)
-	if err != nil {
-		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
-	}
-	_, err = s.exec(ctx, `INSERT INTO links (`+linkCols+`)
+const saveLinkSQL = `INSERT INTO links (` + linkCols + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET
 			state = excluded.state, tracker = excluded.tracker,
@@ -396,10 +423,46 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 			issue_project = excluded.issue_project, issue_id = excluded.issue_id,
 			issue_key = excluded.issue_key, issue_url = excluded.issue_url,
 			applied = excluded.applied, fingerprint = excluded.fingerprint,
-			intent_at = excluded.intent_at, created_at = excluded.created_at, updated_at = excluded.updated_at`,
-		l.Key.Route, l.Key.Project, string(l.Key.Kind), l.Key.ID, string(l.State), l.Tracker, l.Marker.ID, l.Marker.Label,
+			intent_at = excluded.intent_at, created_at = excluded.created_at, updated_at = excluded.updated_at`
+
+func saveLinkArgs(l qsync.Link) ([]any, error) {
+	applied, err := json.Marshal(l.Applied)
+	if err != nil {
+		return nil, err
+	}
+	return []any{l.Key.Route, l.Key.Project, string(l.Key.Kind), l.Key.ID, string(l.State), l.Tracker, l.Marker.ID, l.Marker.Label,
 		l.Issue.Project, l.Issue.ID, l.Issue.Key, l.Issue.URL, applied, l.Fingerprint,
-		us(l.IntentAt), us(l.CreatedAt), us(l.UpdatedAt))
+		us(l.IntentAt), us(l.CreatedAt), us(l.UpdatedAt)}, nil
+}
+
+// SaveLink implements sync.LinkStore.
+func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
+	args, err := saveLinkArgs(l)
+	if err == nil {
+		_, err = s.exec(ctx, saveLinkSQL, args...)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// SaveLinkFenced implements sync.LinkStore: the token check and the write
+// share one write transaction, so no Lease can come between them.
+func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job) error {
+	if l.Key != job.Key {
+		return fmt.Errorf("sqlite: save link %s: fenced by the job of another key (%s)", l.Key, job.Key)
+	}
+	args, err := saveLinkArgs(l)
+	if err == nil {
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := holds(ctx, tx, job); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, saveLinkSQL, args...)
+			return err
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("sqlite: save link %s: %w", l.Key, err)
 	}
@@ -449,7 +512,7 @@ func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit 
 
 // Ledger implements sync.LedgerStore (newest first).
 func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.LedgerEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, at, gen, outcome, ops, detail, issue, request
+	rows, err := s.r.QueryContext(ctx, `SELECT id, at, gen, outcome, ops, drift, detail, issue, request
 		FROM ledger WHERE `+keyWhere+` ORDER BY id DESC LIMIT ?`, append(keyArgs(k), limitArg(limit))...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: ledger %s: %w", k, err)
@@ -460,13 +523,17 @@ func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.Led
 		e := qsync.LedgerEntry{Key: k}
 		var at int64
 		var outcome string
-		var ops []byte
-		if err := rows.Scan(&e.ID, &at, &e.Gen, &outcome, &ops, &e.Detail, &e.Issue, &e.Request); err != nil {
+		var ops, drift []byte
+		if err := rows.Scan(&e.ID, &at, &e.Gen, &outcome, &ops, &drift, &e.Detail, &e.Issue, &e.Request); err != nil {
 			return nil, fmt.Errorf("sqlite: ledger %s: %w", k, err)
 		}
 		e.At, e.Outcome = fromUS(at), qsync.Outcome(outcome)
 		if err := json.Unmarshal(ops, &e.Ops); err != nil {
 			return nil, fmt.Errorf("sqlite: ledger %s: ops: %w", k, err)
+		}
+		var err error
+		if e.Drift, err = storeutil.UnmarshalDrift(drift); err != nil {
+			return nil, fmt.Errorf("sqlite: ledger %s: drift: %w", k, err)
 		}
 		es = append(es, e)
 	}

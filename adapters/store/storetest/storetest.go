@@ -39,16 +39,25 @@ func Run(t *testing.T, open Opener) {
 		{"AcceptZeroRoutesIsNoop", testAcceptZeroRoutes},
 		{"AcceptLargeBatch", testAcceptLargeBatch},
 		{"AcceptBumpsGenKeepsDue", testAcceptBumpsGen},
+		{"AcceptDuplicateSyncsAgain", testAcceptDuplicateSyncsAgain},
+		{"AcceptDuplicateWhileLeasedReleases", testAcceptDuplicateWhileLeased},
+		{"AcceptDuplicateKeepsBackoff", testAcceptDuplicateKeepsBackoff},
 		{"Enqueue", testEnqueue},
 		{"LeaseDueOrderLimit", testLeaseDueOrderLimit},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"LeaseLost", testLeaseLost},
 		{"Release", testRelease},
+		{"LeaseTokensFresh", testLeaseTokensFresh},
+		{"LeaseTokenFencesSameOwner", testLeaseTokenFencesSameOwner},
+		{"Renew", testRenew},
+		{"ReleaseEveryTokenOfOwnerOnly", testReleaseOwnerTokens},
+		{"SaveLinkFenced", testSaveLinkFenced},
 		{"CompleteApplied", testCompleteApplied},
 		{"CompleteReleasesAfterGenBump", testCompleteReleasesAfterGenBump},
 		{"CompleteKeepsVerifyAskedDuringLease", testCompleteKeepsVerify},
 		{"RetryBackoff", testRetryBackoff},
 		{"RetrySanitizesError", testRetrySanitizesError},
+		{"RetryUncharged", testRetryUncharged},
 		{"DeadLetters", testDeadLetters},
 		{"EventStatusAggregation", testEventStatus},
 		{"Snapshot", testSnapshot},
@@ -56,6 +65,7 @@ func Run(t *testing.T, open Opener) {
 		{"Links", testLinks},
 		{"LinksPagination", testLinksPagination},
 		{"Ledger", testLedger},
+		{"LedgerDrift", testLedgerDrift},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
@@ -125,9 +135,9 @@ func jobKeys(js []qsync.Job) []string {
 	return ks
 }
 
-func complete(t *testing.T, s qsync.Store, j qsync.Job, owner string, o qsync.Outcome, e qsync.LedgerEntry, now time.Time) {
+func complete(t *testing.T, s qsync.Store, j qsync.Job, o qsync.Outcome, e qsync.LedgerEntry, now time.Time) {
 	t.Helper()
-	if err := s.Complete(context.Background(), j, owner, o, e, now); err != nil {
+	if err := s.Complete(context.Background(), j, o, e, now); err != nil {
 		t.Fatalf("Complete(%s, %s): %v", j.Key, o, err)
 	}
 }
@@ -289,12 +299,13 @@ func testAcceptDedup(t *testing.T, s qsync.Store) {
 		t.Errorf("events of ref 1 = %+v, want a (original name) and c", evs)
 	}
 	wantStatus(t, s, qsync.EventStatus{Pending: 3})
-	// Key r:1 got two new events (a, c): gen 2; r:2 one.
+	// Every delivery bumps its key, duplicates too (I6): r:1 got a, a2,
+	// then a, c, c: gen 5; r:2 one.
 	gens := map[qsync.Key]int64{}
 	for _, j := range lease(t, s, "w", 10, at(time.Minute)) {
 		gens[j.Key] = j.Gen
 	}
-	if want := map[qsync.Key]int64{key("r", 1): 2, key("r", 2): 1}; !reflect.DeepEqual(gens, want) {
+	if want := map[qsync.Key]int64{key("r", 1): 5, key("r", 2): 1}; !reflect.DeepEqual(gens, want) {
 		t.Errorf("job gens = %v, want %v", gens, want)
 	}
 }
@@ -339,10 +350,13 @@ func testAcceptLargeBatch(t *testing.T, s qsync.Store) {
 		if j.Key.ID < n%refs {
 			want++
 		}
+		if j.Key.Route == "r" && j.Key.ID < 2 {
+			want++ // the trailing duplicate bumps its key too (I6)
+		}
 		if j.Gen != want {
 			t.Errorf("%s gen = %d, want %d", j.Key, j.Gen, want)
 		}
-		complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0)
+		complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0)
 	}
 	wantStatus(t, s, qsync.EventStatus{Applied: n})
 }
@@ -356,7 +370,7 @@ func testAcceptBumpsGen(t *testing.T, s qsync.Store) {
 	if j.Gen != 2 {
 		t.Errorf("gen after two events = %d, want 2", j.Gen)
 	}
-	if err := s.Retry(context.Background(), j, "w", at(time.Hour), "boom", t0); err != nil {
+	if err := s.Retry(context.Background(), j, at(time.Hour), "boom", true, t0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
 	accept(t, s, at(time.Minute), in(event("e3", ref(1)), "r"))
@@ -453,26 +467,33 @@ func testLeaseLost(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e", ref(1)), "r"))
 	never := qsync.Job{Key: key("r", 99), Gen: 1}
-	if err := s.Complete(ctx, never, "a", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Complete(ctx, never, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Complete of a missing job: %v, want ErrLeaseLost", err)
 	}
 	ja := leaseOne(t, s, "a", t0, k)
-	if err := s.Complete(ctx, ja, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
-		t.Errorf("Complete by a non-owner: %v, want ErrLeaseLost", err)
+	forged := ja
+	forged.Lease = "b#" + strings.TrimPrefix(ja.Lease, "a#")
+	if err := s.Complete(ctx, forged, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete with a token not issued for the lease: %v, want ErrLeaseLost", err)
+	}
+	untokened := ja
+	untokened.Lease = ""
+	if err := s.Complete(ctx, untokened, qsync.OutcomeApplied, qsync.LedgerEntry{}, t0); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete without a token: %v, want ErrLeaseLost", err)
 	}
 	jb := leaseOne(t, s, "b", at(time.Minute), k) // a's lease expired
-	if err := s.Complete(ctx, ja, "a", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Complete(ctx, ja, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Complete after losing the lease: %v, want ErrLeaseLost", err)
 	}
-	if err := s.Retry(ctx, ja, "a", at(time.Hour), "x", at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	if err := s.Retry(ctx, ja, at(time.Hour), "x", true, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Retry after losing the lease: %v, want ErrLeaseLost", err)
 	}
 	wantStatus(t, s, qsync.EventStatus{Pending: 1}) // the failed calls changed nothing
 	if es, err := s.Ledger(ctx, k, 0); err != nil || len(es) != 0 {
 		t.Errorf("ledger after failed Complete = %v, %v; want empty", es, err)
 	}
-	complete(t, s, jb, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
-	if err := s.Complete(ctx, jb, "b", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+	complete(t, s, jb, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	if err := s.Complete(ctx, jb, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("second Complete: %v, want ErrLeaseLost", err)
 	}
 	wantStatus(t, s, qsync.EventStatus{Applied: 1})
@@ -505,7 +526,7 @@ func testCompleteApplied(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"), in(event("e2", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{Ops: []string{"create", "comment"}, Issue: "PROJ-1", Detail: "created"}, at(time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{Ops: []string{"create", "comment"}, Issue: "PROJ-1", Detail: "created"}, at(time.Second))
 	if n := depth(t, s); n != 0 {
 		t.Errorf("QueueDepth = %d, want 0 (job deleted)", n)
 	}
@@ -535,7 +556,7 @@ func testCompleteKeepsVerify(t *testing.T, s qsync.Store) {
 	if err := s.Enqueue(ctx, []qsync.Key{k}, true, t0); err != nil {
 		t.Fatal(err)
 	}
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
 	j2 := leaseOne(t, s, "w", at(time.Second), k)
 	if !j2.Verify || j2.Gen != 2 {
 		t.Fatalf("released job = %+v, want gen 2 with verify kept", j2)
@@ -547,7 +568,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	if err := s.Retry(ctx, j, "w", at(time.Second), "flaky", t0); err != nil {
+	if err := s.Retry(ctx, j, at(time.Second), "flaky", true, t0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Enqueue(ctx, []qsync.Key{k}, true, t0); err != nil { // verify or-ed in
@@ -559,7 +580,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	}
 	// A new event arrives while the job is leased: gen 3.
 	accept(t, s, at(2*time.Second), in(event("e2", ref(1)), "r"))
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(3*time.Second))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(3*time.Second))
 	if n := depth(t, s); n != 1 {
 		t.Fatalf("QueueDepth = %d, want 1 (job released, not deleted)", n)
 	}
@@ -570,7 +591,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j2.DueAt, at(3*time.Second))
 	wantTime(t, "FirstAt", j2.FirstAt, at(3*time.Second))
-	complete(t, s, j2, "other", qsync.OutcomeNoop, qsync.LedgerEntry{}, at(4*time.Second))
+	complete(t, s, j2, qsync.OutcomeNoop, qsync.LedgerEntry{}, at(4*time.Second))
 	wantStatus(t, s, qsync.EventStatus{Applied: 1, Noop: 1})
 	if n := depth(t, s); n != 0 {
 		t.Errorf("QueueDepth = %d, want 0", n)
@@ -586,7 +607,7 @@ func testRetryBackoff(t *testing.T, s qsync.Store) {
 	k := key("r", 1)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"))
 	j := leaseOne(t, s, "w", t0, k)
-	if err := s.Retry(ctx, j, "w", at(time.Minute), "503 from jira", t0); err != nil {
+	if err := s.Retry(ctx, j, at(time.Minute), "503 from jira", true, t0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
 	if js := lease(t, s, "w", 10, at(59*time.Second)); len(js) != 0 {
@@ -598,7 +619,7 @@ func testRetryBackoff(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	wantTime(t, "FirstAt", j.FirstAt, t0)
-	if err := s.Retry(ctx, j, "w2", at(3*time.Minute), "timeout", at(time.Minute)); err != nil {
+	if err := s.Retry(ctx, j, at(3*time.Minute), "timeout", true, at(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	j = leaseOne(t, s, "w", at(3*time.Minute), k)
@@ -615,7 +636,7 @@ func testRetrySanitizesError(t *testing.T, s qsync.Store) {
 	}
 	j := leaseOne(t, s, "w", t0, k)
 	// Tracker error bodies can carry anything; the store must not choke.
-	if err := s.Retry(context.Background(), j, "w", t0, "bad\x00body\xff: ünïcode", t0); err != nil {
+	if err := s.Retry(context.Background(), j, t0, "bad\x00body\xff: ünïcode", true, t0); err != nil {
 		t.Fatalf("Retry with odd bytes: %v", err)
 	}
 	j = leaseOne(t, s, "w", t0, k)
@@ -639,12 +660,12 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	if ja.Key != k1 || jb.Key != k2 {
 		t.Fatalf("leased %v and %v, want both keys", ja.Key, jb.Key)
 	}
-	if err := s.Retry(ctx, ja, "w", t0, "e", t0); err != nil {
+	if err := s.Retry(ctx, ja, t0, "e", true, t0); err != nil {
 		t.Fatal(err)
 	}
 	ja = leaseOne(t, s, "w", t0, k1) // attempts 1
-	complete(t, s, ja, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "422 invalid field", Request: "POST /rest/api/2/issue -> 422"}, at(time.Second))
-	complete(t, s, jb, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "403"}, at(2*time.Second))
+	complete(t, s, ja, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "422 invalid field", Request: "POST /rest/api/2/issue -> 422"}, at(time.Second))
+	complete(t, s, jb, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "403"}, at(2*time.Second))
 	wantStatus(t, s, qsync.EventStatus{Dead: 2})
 	ds, err := s.DeadLetters(ctx, 10)
 	if err != nil || len(ds) != 2 {
@@ -684,7 +705,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	// The retried key's event is pending again, and the retry decides it.
 	wantStatus(t, s, qsync.EventStatus{Pending: 1, Dead: 1})
-	complete(t, s, j, "w", qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
 	wantStatus(t, s, qsync.EventStatus{Applied: 1, Dead: 1})
 	// Retrying a letter whose key has a job bumps that job.
 	if err := s.Enqueue(ctx, []qsync.Key{k2}, false, at(time.Minute)); err != nil {
@@ -699,7 +720,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	}
 	wantTime(t, "DueAt", j.DueAt, at(time.Minute))
 	// Drop.
-	complete(t, s, j, "w", qsync.OutcomeDead, qsync.LedgerEntry{Detail: "again"}, at(3*time.Minute))
+	complete(t, s, j, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "again"}, at(3*time.Minute))
 	ds, _ = s.DeadLetters(ctx, 0)
 	if len(ds) != 1 || ds[0].Reason != "again" {
 		t.Fatalf("DeadLetters = %+v, want the new one", ds)
@@ -734,7 +755,7 @@ func testEventStatus(t *testing.T, s qsync.Store) {
 	}
 	done := func(k qsync.Key, o qsync.Outcome) {
 		t.Helper()
-		complete(t, s, jobs[k], "w", o, qsync.LedgerEntry{}, t0)
+		complete(t, s, jobs[k], o, qsync.LedgerEntry{}, t0)
 	}
 	done(key("a", 1), qsync.OutcomeApplied)
 	wantStatus(t, s, qsync.EventStatus{Pending: 3, Noop: 1}) // e1 still pending on b
@@ -982,7 +1003,7 @@ func testLedger(t *testing.T, s qsync.Store) {
 		}
 		for _, j := range lease(t, s, "w", 10, at(time.Duration(i)*time.Minute)) {
 			e := qsync.LedgerEntry{Detail: fmt.Sprint("pass ", i), At: at(time.Hour), Request: "GET /x"}
-			complete(t, s, j, "w", qsync.OutcomeNoop, e, at(time.Duration(i)*time.Minute))
+			complete(t, s, j, qsync.OutcomeNoop, e, at(time.Duration(i)*time.Minute))
 		}
 	}
 	es, err := s.Ledger(ctx, k, 2)
@@ -1056,7 +1077,7 @@ func LeaseExclusive(t *testing.T, stores ...qsync.Store) {
 					delete(held, j.Key)
 					done[j.Key]++
 					mu.Unlock()
-					if err := s.Complete(ctx, j, owner, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second)); err != nil {
+					if err := s.Complete(ctx, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second)); err != nil {
 						errs <- fmt.Errorf("%s: Complete %s: %w", owner, j.Key, err)
 						return
 					}
@@ -1124,16 +1145,16 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	}
 	seqOf := map[string]int64{}
 	newCount := map[string]int{}
-	perRef := map[qsync.EntityRef]int64{}
+	perRef := map[qsync.EntityRef]int64{} // deliveries, duplicates included
 	for _, rs := range results {
 		for _, a := range rs {
 			if s, ok := seqOf[a.dedup]; ok && s != a.res.Seq {
 				t.Errorf("%s got seqs %d and %d", a.dedup, s, a.res.Seq)
 			}
 			seqOf[a.dedup] = a.res.Seq
+			perRef[a.ref]++
 			if !a.res.Duplicate {
 				newCount[a.dedup]++
-				perRef[a.ref]++
 			}
 		}
 	}
@@ -1166,8 +1187,396 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	for r, n := range perRef {
 		for _, route := range []string{"r", "s"} {
 			if g := gens[qsync.Key{Route: route, EntityRef: r}]; g != n {
-				t.Errorf("gen of %s:%s = %d, want %d (one per new event)", route, r, g, n)
+				t.Errorf("gen of %s:%s = %d, want %d (one per delivery, duplicates too)", route, r, g, n)
 			}
 		}
+	}
+}
+
+// ledger returns the key's ledger, newest first.
+func ledger(t *testing.T, s qsync.Store, k qsync.Key) []qsync.LedgerEntry {
+	t.Helper()
+	es, err := s.Ledger(context.Background(), k, 0)
+	if err != nil {
+		t.Fatalf("Ledger(%s): %v", k, err)
+	}
+	return es
+}
+
+// I6: a delivery equal to one already stored still makes its key sync
+// again; dedup spares the event and delivery rows (and so a ledger row
+// for the event), never the sync.
+func testAcceptDuplicateSyncsAgain(t *testing.T, s qsync.Store) {
+	k, k2 := key("r", 1), key("s", 1)
+	e := event("e", ref(1))
+	first := accept(t, s, t0, in(e, "r"))
+	j := leaseOne(t, s, "w", t0, k)
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
+	if n := depth(t, s); n != 0 {
+		t.Fatalf("QueueDepth = %d, want 0 after the sync", n)
+	}
+	// The same body again, now also on route s (no job there yet).
+	res := accept(t, s, at(time.Minute), in(e, "r", "s"))
+	if !res[0].Duplicate || res[0].Seq != first[0].Seq {
+		t.Fatalf("result = %+v, want duplicate of seq %d", res[0], first[0].Seq)
+	}
+	if evs := eventsAfter(t, s, ref(1), 0, 0); len(evs) != 1 {
+		t.Errorf("EventsAfter = %d events, want 1 (no new event row)", len(evs))
+	}
+	wantStatus(t, s, qsync.EventStatus{Applied: 1}) // one event, no new delivery
+	jobs := map[qsync.Key]qsync.Job{}
+	for _, j := range lease(t, s, "w", 10, at(time.Minute)) {
+		jobs[j.Key] = j
+	}
+	if len(jobs) != 2 {
+		t.Fatalf("leased %v, want jobs for %s and %s due again", jobs, k, k2)
+	}
+	for _, j := range jobs {
+		wantTime(t, "DueAt of "+j.Key.String(), j.DueAt, at(time.Minute))
+		if j.Gen < 1 || j.Attempts != 0 {
+			t.Errorf("job = %+v, want a fresh job", j)
+		}
+	}
+	if es := ledger(t, s, k); len(es) != 1 {
+		t.Errorf("ledger before the new sync = %d rows, want 1", len(es))
+	}
+	complete(t, s, jobs[k], qsync.OutcomeNoop, qsync.LedgerEntry{}, at(2*time.Minute))
+	complete(t, s, jobs[k2], qsync.OutcomeNoop, qsync.LedgerEntry{}, at(2*time.Minute))
+	if es := ledger(t, s, k); len(es) != 2 || es[0].Outcome != qsync.OutcomeNoop || es[1].Outcome != qsync.OutcomeApplied {
+		t.Errorf("ledger = %+v, want noop then applied", es)
+	}
+	if es := ledger(t, s, k2); len(es) != 1 {
+		t.Errorf("ledger of %s = %+v, want the one sync", k2, es)
+	}
+	wantStatus(t, s, qsync.EventStatus{Applied: 1}) // the event keeps its outcome
+	if n := depth(t, s); n != 0 {
+		t.Errorf("QueueDepth = %d, want 0", n)
+	}
+}
+
+// A duplicate arriving while its key's job is leased bumps the gen, so
+// the running attempt (which may have read the state before the
+// delivery) releases the job instead of deleting it.
+func testAcceptDuplicateWhileLeased(t *testing.T, s qsync.Store) {
+	k := key("r", 1)
+	e := event("e", ref(1))
+	accept(t, s, t0, in(e, "r"))
+	j := leaseOne(t, s, "w", t0, k)
+	if res := accept(t, s, at(time.Second), in(e, "r")); !res[0].Duplicate {
+		t.Fatalf("result = %+v, want duplicate", res[0])
+	}
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(2*time.Second))
+	if n := depth(t, s); n != 1 {
+		t.Fatalf("QueueDepth = %d, want 1 (released, not deleted)", n)
+	}
+	wantStatus(t, s, qsync.EventStatus{Applied: 1})
+	j2 := leaseOne(t, s, "w", at(2*time.Second), k)
+	if j2.Gen <= j.Gen {
+		t.Errorf("gen after duplicate = %d, want > %d", j2.Gen, j.Gen)
+	}
+	complete(t, s, j2, qsync.OutcomeNoop, qsync.LedgerEntry{}, at(3*time.Second))
+	if es := ledger(t, s, k); len(es) != 2 {
+		t.Errorf("ledger = %d rows, want 2 (one per sync)", len(es))
+	}
+	wantStatus(t, s, qsync.EventStatus{Applied: 1})
+}
+
+// A duplicate, like a new event, bumps a job in backoff without making
+// it due early or forgiving its attempts.
+func testAcceptDuplicateKeepsBackoff(t *testing.T, s qsync.Store) {
+	k := key("r", 1)
+	e := event("e", ref(1))
+	accept(t, s, t0, in(e, "r"))
+	j := leaseOne(t, s, "w", t0, k)
+	if err := s.Retry(context.Background(), j, at(time.Hour), "boom", true, t0); err != nil {
+		t.Fatal(err)
+	}
+	accept(t, s, at(time.Minute), in(e, "r"))
+	if js := lease(t, s, "w", 10, at(2*time.Minute)); len(js) != 0 {
+		t.Fatalf("job in backoff leased after a duplicate: %v", jobKeys(js))
+	}
+	j = leaseOne(t, s, "w", at(time.Hour), k)
+	if j.Gen != 2 || j.Attempts != 1 {
+		t.Errorf("job = %+v, want gen 2, attempts 1", j)
+	}
+}
+
+func testLeaseTokensFresh(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	keys := []qsync.Key{key("r", 1), key("r", 2), key("r", 3)}
+	if err := s.Enqueue(ctx, keys, false, t0); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	check := func(js []qsync.Job, owner string) {
+		t.Helper()
+		for _, j := range js {
+			if !strings.HasPrefix(j.Lease, owner+"#") || len(j.Lease) <= len(owner)+1 {
+				t.Errorf("token %q of %s, want %s#...", j.Lease, j.Key, owner)
+			}
+			if seen[j.Lease] {
+				t.Errorf("token %q issued twice", j.Lease)
+			}
+			seen[j.Lease] = true
+		}
+	}
+	js := lease(t, s, "w", 10, t0)
+	if len(js) != 3 {
+		t.Fatalf("leased %v, want 3", jobKeys(js))
+	}
+	check(js, "w")
+	// Expired leases taken again, by the same owner: new tokens.
+	js = lease(t, s, "w", 10, at(time.Minute))
+	if len(js) != 3 {
+		t.Fatalf("re-leased %v, want 3", jobKeys(js))
+	}
+	check(js, "w")
+	for _, j := range js {
+		if err := s.Retry(ctx, j, at(time.Minute), "x", true, at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(lease(t, s, "v", 10, at(time.Minute)), "v")
+}
+
+// A worker whose lease expired and was taken over, even by its own
+// process under the same owner name, can no longer write.
+func testLeaseTokenFencesSameOwner(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("r", 1)
+	accept(t, s, t0, in(event("e", ref(1)), "r"))
+	old := leaseOne(t, s, "w", t0, k)
+	cur := leaseOne(t, s, "w", at(time.Minute), k) // old expired at +30s
+	if old.Lease == cur.Lease {
+		t.Fatalf("re-lease kept token %q", old.Lease)
+	}
+	if err := s.Complete(ctx, old, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete with the stale token: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Retry(ctx, old, at(time.Hour), "x", true, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Retry with the stale token: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Retry(ctx, old, at(time.Hour), "x", false, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("uncharged Retry with the stale token: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Renew(ctx, old, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Renew with the stale token: %v, want ErrLeaseLost", err)
+	}
+	wantStatus(t, s, qsync.EventStatus{Pending: 1})
+	if es := ledger(t, s, k); len(es) != 0 {
+		t.Errorf("ledger after fenced calls = %+v, want empty", es)
+	}
+	// The current holder is unaffected: still leased (not due to others),
+	// attempts untouched, and it completes.
+	if js := lease(t, s, "x", 10, at(time.Minute+time.Second)); len(js) != 0 {
+		t.Errorf("stale calls freed the job: %v leased", jobKeys(js))
+	}
+	complete(t, s, cur, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	if es := ledger(t, s, k); len(es) != 1 || es[0].Gen != cur.Gen {
+		t.Errorf("ledger = %+v, want the current holder's entry", es)
+	}
+}
+
+func testRenew(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("r", 1)
+	if err := s.Enqueue(ctx, []qsync.Key{k}, false, t0); err != nil {
+		t.Fatal(err)
+	}
+	j := leaseOne(t, s, "a", t0, k) // until +30s
+	if err := s.Renew(ctx, j, at(2*time.Minute)); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if js := lease(t, s, "b", 10, at(time.Minute)); len(js) != 0 {
+		t.Fatalf("renewed lease taken at +1m: %v", jobKeys(js))
+	}
+	if err := s.Renew(ctx, j, at(3*time.Minute)); err != nil {
+		t.Fatalf("second Renew: %v", err)
+	}
+	if js := lease(t, s, "b", 10, at(3*time.Minute)); len(js) != 0 {
+		t.Fatalf("renewed lease taken at its new expiry: %v", jobKeys(js))
+	}
+	jb := leaseOne(t, s, "b", at(3*time.Minute+time.Microsecond), k)
+	if err := s.Renew(ctx, j, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Renew after takeover: %v, want ErrLeaseLost", err)
+	}
+	if js := lease(t, s, "c", 10, at(4*time.Minute)); len(js) != 1 {
+		t.Errorf("failed Renew extended b's lease: leased %v at +4m, want the job", jobKeys(js))
+	}
+	if err := s.Renew(ctx, jb, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Renew by b after c's takeover: %v, want ErrLeaseLost", err)
+	}
+	never := qsync.Job{Key: key("r", 2), Gen: 1, Lease: j.Lease}
+	if err := s.Renew(ctx, never, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Renew of a missing job: %v, want ErrLeaseLost", err)
+	}
+}
+
+// Release gives back every lease issued to an owner, across Lease calls,
+// and none of an owner whose name merely starts like it or matches it as
+// a pattern.
+func testReleaseOwnerTokens(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	owners := []string{"w", "w", "w%", "w_", "wx", "w#1", "%", "W"}
+	var keys []qsync.Key
+	for i := range owners {
+		keys = append(keys, key("r", int64(i+1)))
+	}
+	for i, k := range keys {
+		if err := s.Enqueue(ctx, []qsync.Key{k}, false, at(time.Duration(i)*time.Microsecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := map[qsync.Key]qsync.Job{}
+	for i, o := range owners { // one job per call, in due order
+		j := leaseOne(t, s, o, at(time.Duration(i)*time.Microsecond), keys[i])
+		held[j.Key] = j
+	}
+	if err := s.Release(ctx, "w"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	got := map[qsync.Key]bool{}
+	for _, j := range lease(t, s, "c", 100, at(time.Second)) {
+		got[j.Key] = true
+	}
+	if want := map[qsync.Key]bool{keys[0]: true, keys[1]: true}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after Release(w), c leased %v, want only w's two jobs %v", got, want)
+	}
+	// Released tokens no longer hold their jobs.
+	if err := s.Complete(ctx, held[keys[0]], qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete after Release: %v, want ErrLeaseLost", err)
+	}
+	// Others still hold theirs.
+	for _, k := range keys[2:] {
+		if err := s.Renew(ctx, held[k], at(time.Minute)); err != nil {
+			t.Errorf("Renew of %s (not released): %v", k, err)
+		}
+	}
+	if err := s.Release(ctx, "%"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Renew(ctx, held[keys[2]], at(time.Minute)); err != nil {
+		t.Errorf("Release(%%) released w%%'s job: %v", err)
+	}
+	if err := s.Renew(ctx, held[keys[6]], at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Renew of %%'s job after Release(%%): %v, want ErrLeaseLost", err)
+	}
+}
+
+func testSaveLinkFenced(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("jira", 1)
+	l := sampleLink(k)
+	l.State = qsync.LinkCreating
+	if err := s.SaveLinkFenced(ctx, l, qsync.Job{Key: k, Gen: 1, Lease: "w#nope"}); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("SaveLinkFenced without a job: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Enqueue(ctx, []qsync.Key{k, key("jira", 2)}, false, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveLinkFenced(ctx, l, qsync.Job{Key: k, Gen: 1}); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("SaveLinkFenced for a job never leased: %v, want ErrLeaseLost", err)
+	}
+	if _, found, _ := s.Link(ctx, k); found {
+		t.Fatal("fenced-off SaveLinkFenced stored a link")
+	}
+	var old, other qsync.Job
+	for _, j := range lease(t, s, "w", 10, t0) {
+		if j.Key == k {
+			old = j
+		} else {
+			other = j
+		}
+	}
+	if err := s.SaveLinkFenced(ctx, l, old); err != nil {
+		t.Fatalf("SaveLinkFenced: %v", err)
+	}
+	if got, found, err := s.Link(ctx, k); err != nil || !found || !reflect.DeepEqual(got, l) {
+		t.Fatalf("Link = %+v, %v, %v\nwant %+v", got, found, err, l)
+	}
+	// Replace, as SaveLink does.
+	l2 := sampleLink(k)
+	if err := s.SaveLinkFenced(ctx, l2, old); err != nil {
+		t.Fatalf("SaveLinkFenced (replace): %v", err)
+	}
+	if got, _, _ := s.Link(ctx, k); !reflect.DeepEqual(got, l2) {
+		t.Fatalf("Link = %+v, want %+v", got, l2)
+	}
+	// Another key's lease does not fence this key.
+	if err := s.SaveLinkFenced(ctx, l, other); err == nil {
+		t.Error("SaveLinkFenced with another key's job succeeded")
+	}
+	complete(t, s, other, qsync.OutcomeNoop, qsync.LedgerEntry{}, t0)
+	// The lease expires and the same owner takes the job again: the old
+	// token can no longer record anything.
+	cur := leaseOne(t, s, "w", at(time.Minute), k)
+	stale := l2
+	stale.State, stale.Fingerprint = qsync.LinkCreating, "stale"
+	if err := s.SaveLinkFenced(ctx, stale, old); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("SaveLinkFenced with a stale token: %v, want ErrLeaseLost", err)
+	}
+	if got, _, _ := s.Link(ctx, k); !reflect.DeepEqual(got, l2) {
+		t.Errorf("stale write changed the link: %+v", got)
+	}
+	complete(t, s, cur, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Minute))
+	if err := s.SaveLinkFenced(ctx, stale, cur); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("SaveLinkFenced after Complete: %v, want ErrLeaseLost", err)
+	}
+	if got, _, _ := s.Link(ctx, k); !reflect.DeepEqual(got, l2) {
+		t.Errorf("link = %+v, want %+v", got, l2)
+	}
+}
+
+func testRetryUncharged(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("r", 1)
+	accept(t, s, t0, in(event("e", ref(1)), "r"))
+	j := leaseOne(t, s, "w", t0, k)
+	if err := s.Retry(ctx, j, at(time.Minute), "503", true, t0); err != nil {
+		t.Fatal(err)
+	}
+	j = leaseOne(t, s, "w", at(time.Minute), k)
+	if err := s.Retry(ctx, j, at(2*time.Minute), "shutting down", false, at(time.Minute)); err != nil {
+		t.Fatalf("uncharged Retry: %v", err)
+	}
+	if err := s.Retry(ctx, j, at(2*time.Minute), "again", false, at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Retry with a released token: %v, want ErrLeaseLost", err)
+	}
+	if js := lease(t, s, "w", 10, at(2*time.Minute-time.Microsecond)); len(js) != 0 {
+		t.Fatalf("leased before due: %v", jobKeys(js))
+	}
+	j = leaseOne(t, s, "w", at(2*time.Minute), k)
+	if j.Attempts != 1 || j.LastError != "shutting down" {
+		t.Errorf("job = %+v, want attempts still 1, the last error recorded", j)
+	}
+	wantTime(t, "DueAt", j.DueAt, at(2*time.Minute))
+	complete(t, s, j, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "gave up"}, at(2*time.Minute))
+	if ds, err := s.DeadLetters(ctx, 0); err != nil || len(ds) != 1 || ds[0].Attempts != 2 {
+		t.Errorf("dead letters = %+v, %v; want one with attempts 2", ds, err)
+	}
+}
+
+func testLedgerDrift(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("r", 1)
+	for i, drift := range [][]string{{"title", "labels", "fields.customfield_1"}, nil, {}} {
+		if err := s.Enqueue(ctx, []qsync.Key{k}, true, at(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		j := leaseOne(t, s, "w", at(time.Duration(i)*time.Minute), k)
+		complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{Ops: []string{"update"}, Drift: drift}, at(time.Duration(i)*time.Minute))
+	}
+	es := ledger(t, s, k)
+	if len(es) != 3 {
+		t.Fatalf("ledger = %+v, want 3 entries", es)
+	}
+	if want := []string{"title", "labels", "fields.customfield_1"}; !reflect.DeepEqual(es[2].Drift, want) {
+		t.Errorf("drift = %#v, want %#v", es[2].Drift, want)
+	}
+	if es[1].Drift != nil || es[0].Drift != nil {
+		t.Errorf("drift of entries without = %#v, %#v; want nil", es[1].Drift, es[0].Drift)
+	}
+	if !reflect.DeepEqual(es[2].Ops, []string{"update"}) {
+		t.Errorf("ops = %#v", es[2].Ops)
 	}
 }

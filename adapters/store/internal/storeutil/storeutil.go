@@ -3,6 +3,9 @@
 package storeutil
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"path"
@@ -59,4 +62,34 @@ func FillEntry(e qsync.LedgerEntry, job qsync.Job, outcome qsync.Outcome, now ti
 		e.Outcome = outcome
 	}
 	return e
+}
+
+// LeasePrefix starts the fencing tokens of one Lease call: owner, "#", and
+// a random nonce; each store appends "." and a number unique within the
+// call, so every leased job gets a token never issued before.
+func LeasePrefix(owner string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics instead)
+	return owner + "#" + hex.EncodeToString(b) + "."
+}
+
+// MarshalDrift encodes a ledger entry's drift classes ("[]" for none, the
+// column default of rows written before drift was recorded).
+func MarshalDrift(d []string) ([]byte, error) {
+	if len(d) == 0 {
+		return []byte("[]"), nil
+	}
+	return json.Marshal(d)
+}
+
+// UnmarshalDrift decodes drift classes; none reads back as nil.
+func UnmarshalDrift(b []byte) ([]string, error) {
+	var d []string
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, err
+	}
+	if len(d) == 0 {
+		return nil, nil
+	}
+	return d, nil
 }
