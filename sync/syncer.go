@@ -181,6 +181,13 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 // asks for (at most one of each kind).
 func (e *Engine) plan(ctx context.Context, in *PlanInput, ent Entity, tr Tracker) (Plan, error) {
 	for range 3 {
+		if in.Closing == nil && (len(in.Found) > 1 || len(in.Listed) > 1) {
+			c, err := e.closing(in.Key, ent)
+			if err != nil {
+				return Plan{}, err
+			}
+			in.Closing = c
+		}
 		p := Decide(*in)
 		switch p.Need {
 		case NeedNothing:
@@ -200,13 +207,6 @@ func (e *Engine) plan(ctx context.Context, in *PlanInput, ent Entity, tr Tracker
 				return p, fmt.Errorf("look for issues marked %s: %w", MarkerFor(in.Key).Label, err)
 			}
 			in.Found, in.SearchedAt = found, at
-		}
-		if len(in.Found) > 1 || len(in.Listed) > 1 {
-			c, err := e.closing(in.Key, ent)
-			if err != nil {
-				return p, err
-			}
-			in.Closing = c
 		}
 	}
 	return Decide(*in), nil
