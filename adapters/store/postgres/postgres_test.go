@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -177,5 +178,60 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 	}
 	if _, err := Open(ctx, Options{}); err == nil {
 		t.Error("Open without DSN succeeded")
+	}
+}
+
+// A database written before lease tokens and ledger drift keeps its
+// ledger readable (no drift), and a lease taken before the upgrade holds
+// no token: no call can write through it, and Release(owner) frees it.
+func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
+	ctx := context.Background()
+	dsn := testDB(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := migrationFS.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		string(init),
+		`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init.sql')`,
+		`INSERT INTO ledger (at, route, project, kind, entity_id, gen, outcome, ops, detail, issue, request)
+			VALUES (now(), 'r', 'P', 'defect', 5, 1, 'applied', '["create"]', 'd', 'P-1', '')`,
+		`INSERT INTO jobs (route, project, kind, entity_id, gen, first_at, due_at, lease_owner, lease_until)
+			VALUES ('r', 'P', 'defect', 5, 2, now(), now() - interval '1 hour', 'w', now() + interval '1 day')`,
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, dsn)
+	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}}
+	es, err := s.Ledger(ctx, k, 0)
+	if err != nil || len(es) != 1 || es[0].Drift != nil || es[0].Issue != "P-1" || len(es[0].Ops) != 1 {
+		t.Fatalf("Ledger = %+v, %v; want the old entry without drift", es, err)
+	}
+	if err := s.Complete(ctx, qsync.Job{Key: k, Gen: 2}, qsync.OutcomeApplied, qsync.LedgerEntry{}, time.Now()); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete through a pre-token lease: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Release(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.Lease(ctx, "w2", 10, time.Now(), time.Minute)
+	if err != nil || len(js) != 1 || js[0].Key != k || js[0].Lease == "" {
+		t.Fatalf("Lease after Release = %+v, %v; want the old job with a token", js, err)
+	}
+	if err := s.Complete(ctx, js[0], qsync.OutcomeNoop, qsync.LedgerEntry{Drift: []string{"title"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.Ledger(ctx, k, 1); len(es) != 1 || len(es[0].Drift) != 1 {
+		t.Errorf("Ledger = %+v, want the new entry's drift", es)
 	}
 }

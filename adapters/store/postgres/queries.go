@@ -217,7 +217,9 @@ func holds(ctx context.Context, tx pgx.Tx, job qsync.Job) (gen int64, err error)
 	return gen, err
 }
 
-// Renew implements sync.JobStore.
+// Renew implements sync.JobStore. A lease that expired but was not taken
+// over is still held by its token, so Renew (like Complete and Retry)
+// succeeds on it: nobody else can have written meanwhile.
 func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET lease_until = $6 WHERE `+leaseWhere, append(leaseArgs(job), until)...)
 	if err != nil {

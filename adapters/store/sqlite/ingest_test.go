@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -354,5 +355,61 @@ func TestCloseDuringWrites(t *testing.T) {
 	wg.Wait()
 	if _, err := s.AcceptEvents(ctx, []qsync.Inbound{{Event: qsync.Event{DedupKey: "late", Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 1}}}}, time.Now()); err == nil {
 		t.Error("accept after Close succeeded")
+	}
+}
+
+// A database written before lease tokens and ledger drift keeps its
+// ledger readable (no drift), and a lease taken before the upgrade holds
+// no token: no call can write through it, and Release(owner) frees it.
+func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qs.db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`}
+	for i, name := range []string{"0001_init.sql", "0002_events_dedup_per_entity.sql"} {
+		b, err := migrationFS.ReadFile("migrations/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = append(seed, string(b), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, '%s', 0)`, i+1, name))
+	}
+	seed = append(seed,
+		`INSERT INTO ledger (at, route, project, kind, entity_id, gen, outcome, ops, detail, issue, request)
+			VALUES (1, 'r', 'P', 'defect', 5, 1, 'applied', '["create"]', 'd', 'P-1', '')`,
+		`INSERT INTO jobs (route, project, kind, entity_id, gen, first_at, due_at, lease_owner, lease_until)
+			VALUES ('r', 'P', 'defect', 5, 2, 0, 0, 'w', 9000000000000000)`)
+	for _, q := range seed {
+		if _, err := old.ExecContext(ctx, q); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, path)
+	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}}
+	es, err := s.Ledger(ctx, k, 0)
+	if err != nil || len(es) != 1 || es[0].Drift != nil || es[0].Issue != "P-1" || len(es[0].Ops) != 1 {
+		t.Fatalf("Ledger = %+v, %v; want the old entry without drift", es, err)
+	}
+	if err := s.Complete(ctx, qsync.Job{Key: k, Gen: 2}, qsync.OutcomeApplied, qsync.LedgerEntry{}, time.Now()); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete through a pre-token lease: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Release(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.Lease(ctx, "w2", 10, time.Now(), time.Minute)
+	if err != nil || len(js) != 1 || js[0].Key != k || js[0].Lease == "" {
+		t.Fatalf("Lease after Release = %+v, %v; want the old job with a token", js, err)
+	}
+	if err := s.Complete(ctx, js[0], qsync.OutcomeNoop, qsync.LedgerEntry{Drift: []string{"title"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.Ledger(ctx, k, 1); len(es) != 1 || len(es[0].Drift) != 1 {
+		t.Errorf("Ledger = %+v, want the new entry's drift", es)
 	}
 }

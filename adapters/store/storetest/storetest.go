@@ -1406,6 +1406,22 @@ func testRenew(t *testing.T, s qsync.Store) {
 	if err := s.Renew(ctx, jb, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Renew by b after c's takeover: %v, want ErrLeaseLost", err)
 	}
+	// An expired lease nobody took over is still held by its token.
+	if err := s.Enqueue(ctx, []qsync.Key{key("r", 3)}, false, t0); err != nil {
+		t.Fatal(err)
+	}
+	var jl qsync.Job
+	for _, j := range lease(t, s, "a", 10, at(10*time.Minute)) { // r:1 (c's lease expired) and r:3, until +10m30s
+		if j.Key == key("r", 3) {
+			jl = j
+		}
+	}
+	if err := s.Renew(ctx, jl, at(20*time.Minute)); err != nil {
+		t.Errorf("Renew of an expired lease not taken over: %v", err)
+	}
+	if js := lease(t, s, "b", 10, at(15*time.Minute)); len(js) != 1 || js[0].Key != k {
+		t.Errorf("leased %v at +15m, want only %s (r:3 renewed)", jobKeys(js), k)
+	}
 	never := qsync.Job{Key: key("r", 2), Gen: 1, Lease: j.Lease}
 	if err := s.Renew(ctx, never, at(time.Hour)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Renew of a missing job: %v, want ErrLeaseLost", err)
