@@ -1,12 +1,12 @@
 package mapping
 
 import (
-	"slices"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"

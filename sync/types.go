@@ -179,24 +179,24 @@ type Marker struct {
 
 // Issue is a tracker issue as read back.
 type Issue struct {
-	Ref         IssueRef          `json:"ref"`
-	Title       string            `json:"title"`
-	Body        string            `json:"body,omitempty"`
-	Labels      []string          `json:"labels,omitempty"`
-	Priority    string            `json:"priority,omitempty"`
-	Assignees   []string          `json:"assignees,omitempty"`
-	Components  []string          `json:"components,omitempty"`
-	Fields      map[string]string `json:"fields,omitempty"`
-	Status      string            `json:"status,omitempty"`
-	Reason      string            `json:"reason,omitempty"`
+	Ref        IssueRef          `json:"ref"`
+	Title      string            `json:"title"`
+	Body       string            `json:"body,omitempty"`
+	Labels     []string          `json:"labels,omitempty"`
+	Priority   string            `json:"priority,omitempty"`
+	Assignees  []string          `json:"assignees,omitempty"`
+	Components []string          `json:"components,omitempty"`
+	Fields     map[string]string `json:"fields,omitempty"`
+	Status     string            `json:"status,omitempty"`
+	Reason     string            `json:"reason,omitempty"`
 	// MarkerID is the marker the issue carries, set by the adapter only
 	// when every part of it is there (Jira: entity property, marker and
 	// shared labels; GitHub: hidden body comment, marker and shared
 	// labels); "" otherwise, and then Mark completes it.
-	MarkerID string `json:"marker_id,omitempty"`
-	CommentIDs  []string          `json:"comment_ids,omitempty"`
-	CreatedAt   time.Time         `json:"created_at,omitempty"`
-	Unreachable bool              `json:"-"`
+	MarkerID    string    `json:"marker_id,omitempty"`
+	CommentIDs  []string  `json:"comment_ids,omitempty"`
+	CreatedAt   time.Time `json:"created_at,omitempty"`
+	Unreachable bool      `json:"-"`
 }
 
 // IssueRef locates a tracker issue. ID is the tracker's stable id (Jira
