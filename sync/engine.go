@@ -44,8 +44,8 @@ type EngineOptions struct {
 	Metrics Metrics
 
 	// Coverage says for which routes the store can vouch that a key
-	// without a link has no issue (nil: none, so every create looks for
-	// its marker first). RebuildLinks fills it.
+	// without a link has no issue (nil: a new one; until RebuildLinks
+	// fills it, every create looks for its marker first).
 	Coverage *Coverage
 
 	Owner       string        // lease owner id (default host:pid)
@@ -113,6 +113,7 @@ func NewEngine(o EngineOptions) *Engine {
 	if o.Coverage == nil {
 		o.Coverage = &Coverage{}
 	}
+	o.Coverage.start(o.Clock.Now(), o.LateCommit)
 	if o.Logger == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)

@@ -60,9 +60,10 @@ func TestLostStoreLooksBeforeCreating(t *testing.T) {
 	if l := b.link(1); l.Issue.ID != b.oneIssue(1).Ref.ID {
 		t.Fatalf("link %+v does not point at the existing issue", l.Issue)
 	}
+	time.Sleep(b.opts.LateCommit) // until then, no listing can vouch
 	n, err := b.engine.RebuildLinks(context.Background(), nil)
-	if err != nil || n != 1 {
-		t.Fatalf("rebuild restored %d links (%v), want 1 (defect 2)", n, err)
+	if err != nil || n != 1 || !b.cov.Covered(route) {
+		t.Fatalf("rebuild restored %d links (%v), want 1 (defect 2), and covers the route", n, err)
 	}
 	finds := b.tracker.reads["find"]
 	b.openDefect(3, "three", ts)
@@ -254,7 +255,9 @@ func TestDuplicateCleanupKeepsMarkerLabels(t *testing.T) {
 	// A second copy, filed by an older version after a lost database; the
 	// link points at it.
 	b.restart(true)
-	b.cov.Cover(route, time.Now()) // wrongly trusting the empty store
+	b.cov = qsync.NewCoverage(time.Now().Add(-time.Hour), 0) // wrongly trusting the empty store
+	b.build()
+	b.cov.Cover(route, time.Now())
 	b.deliver("defect.updated", 1, time.Now(), nil)
 	b.drain()
 	if got := len(b.tracker.issuesOf(key(1))); got != 2 {

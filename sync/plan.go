@@ -53,8 +53,14 @@ type PlanInput struct {
 	Found      []Issue
 	SearchedAt time.Time
 	// Listed, when non-nil, is every issue a reconcile pass listed with
-	// the key's marker (empty: the route was listed and none carries it).
-	Listed []Issue
+	// the key's marker (empty: the route was listed and none carries it);
+	// ListedAt when the pass listed.
+	Listed   []Issue
+	ListedAt time.Time
+	// Trusted is when a search or listing that finds nothing starts to
+	// prove absence: before it, a create an earlier process left in flight
+	// (with its intent in a store since lost) may still land.
+	Trusted time.Time
 	// Closing is how the route closes a deleted entity, used to close
 	// duplicates; nil when the route has no such status.
 	Closing *Desired
@@ -63,6 +69,10 @@ type PlanInput struct {
 	// appear in the tracker (a commit that outlived the client's timeout).
 	LateCommit time.Duration
 }
+
+// minWait keeps a settling key from spinning when the window has just
+// ended.
+const minWait = 10 * time.Millisecond
 
 // Plan is the planner's verdict.
 type Plan struct {
@@ -189,9 +199,7 @@ func planCreating(in PlanInput) Plan {
 	// would have seen it.
 	if settled := in.Link.IntentAt.Add(in.LateCommit); in.SearchedAt.Before(settled) {
 		wait := settled.Sub(in.Now)
-		if wait < time.Second {
-			wait = time.Second
-		}
+		wait = max(wait, minWait)
 		return Plan{Wait: wait, Note: fmt.Sprintf("an earlier create may still land; looking again after %s", settled.UTC().Format(time.RFC3339))}
 	}
 	if !in.Desired.Create {
@@ -210,8 +218,15 @@ func planUnlinked(in PlanInput) Plan {
 		p.Drift = append([]string{DriftUnlinked}, p.Drift...)
 		return p
 	}
-	if in.Listed == nil && in.SearchedAt.IsZero() && !in.Vouched {
-		return Plan{Need: NeedFind, Note: "the store cannot vouch that no issue exists for this key"}
+	listedNone := in.Listed != nil && !in.ListedAt.Before(in.Trusted)
+	if !in.Vouched && !listedNone {
+		if in.SearchedAt.IsZero() {
+			return Plan{Need: NeedFind, Note: "the store cannot vouch that no issue exists for this key"}
+		}
+		if in.Desired.Create && in.SearchedAt.Before(in.Trusted) {
+			wait := max(in.Trusted.Sub(in.Now), minWait)
+			return Plan{Wait: wait, Note: "the store cannot vouch yet: a create of an earlier process may still land; looking again after " + in.Trusted.UTC().Format(time.RFC3339)}
+		}
 	}
 	if !in.Desired.Create {
 		return Plan{Note: "no issue is wanted (create_when is false or the entity is deleted)"}

@@ -87,6 +87,13 @@ func (p *Pass) entity(ref EntityRef, now time.Time) (map[string]any, time.Time, 
 	return a, p.Started, ok
 }
 
+func (p *Pass) started() time.Time {
+	if p == nil {
+		return time.Time{}
+	}
+	return p.Started
+}
+
 // marked returns the listed issues carrying k's marker (whole, or its
 // label alone: an incompletely marked issue is still the key's), nil when
 // the pass did not list the route's tracker project.
@@ -339,45 +346,74 @@ func byAge(list []Issue) []Issue {
 // without a link has no issue: those whose tracker project was listed and
 // its marked issues linked since this process started. A new, lost or
 // restored database cannot vouch until then, so creates on uncovered routes
-// look for the key's marker first (invariant I7). The zero value and nil
-// cover nothing.
+// look for the key's marker first (invariant I7).
+//
+// An earlier process may have left creates in flight whose intents the
+// store no longer holds (it was lost): they can still commit until the
+// late-commit window after this process started has passed. Until then
+// neither a listing nor a search proves absence (Trusted).
 type Coverage struct {
 	mu     gosync.Mutex
+	since  time.Time
+	grace  time.Duration
 	routes map[string]time.Time
+}
+
+// NewCoverage starts a process's coverage: since is when the process
+// started, grace the tracker's late-commit window.
+func NewCoverage(since time.Time, grace time.Duration) *Coverage {
+	return &Coverage{since: since, grace: grace}
+}
+
+// start sets when this process's knowledge begins, once.
+func (c *Coverage) start(now time.Time, grace time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since.IsZero() {
+		c.since, c.grace = now, grace
+	}
+}
+
+// Trusted is the time from which a search or listing that finds nothing
+// proves that no issue exists.
+func (c *Coverage) Trusted() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.since.Add(c.grace)
 }
 
 // Covered reports whether route's unlinked keys are known to have no issue.
 func (c *Coverage) Covered(route string) bool {
-	if c == nil {
-		return false
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.routes[route]
-	return ok
+	at, ok := c.routes[route]
+	return ok && !at.Before(c.since.Add(c.grace))
 }
 
-// Cover records that route was listed and linked completely at at.
+// Cover records that route was listed and linked completely at at; it
+// counts once at is past Trusted.
 func (c *Coverage) Cover(route string, at time.Time) {
-	if c == nil {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.routes == nil {
 		c.routes = map[string]time.Time{}
 	}
-	c.routes[route] = at
+	if at.After(c.routes[route]) {
+		c.routes[route] = at
+	}
 }
 
 // Routes lists the covered routes with the time of their listing.
 func (c *Coverage) Routes() map[string]time.Time {
-	if c == nil {
-		return nil
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return maps.Clone(c.routes)
+	out := map[string]time.Time{}
+	for r, at := range c.routes {
+		if !at.Before(c.since.Add(c.grace)) {
+			out[r] = at
+		}
+	}
+	return out
 }
 
 // ProcessUntilIdle processes due jobs until none is left (one-shot CLI

@@ -156,6 +156,8 @@ func (t *memTracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Mar
 		t.issues = append(t.issues, is)
 		out = is.view()
 	})
+	t.mu.Lock() // a late commit writes out under the lock, after we answered
+	defer t.mu.Unlock()
 	return out, err
 }
 
@@ -200,7 +202,9 @@ func (t *memTracker) write(op string, ref qsync.IssueRef, fn func(is *memIssue) 
 		}
 		ferr = fn(is)
 	})
-	if ferr != nil {
+	t.mu.Lock() // a late commit sets ferr under the lock, after we answered
+	defer t.mu.Unlock()
+	if ferr != nil && err == nil {
 		return ferr
 	}
 	return err
@@ -453,6 +457,20 @@ func setup(t *testing.T, edit ...func(*qsync.EngineOptions)) *bundle {
 	return b
 }
 
+// warm makes the process one that has run for a while on its store:
+// past the late-commit window, with its route listed and linked.
+func (b *bundle) warm() {
+	b.t.Helper()
+	b.cov = qsync.NewCoverage(time.Now().Add(-b.opts.LateCommit), b.opts.LateCommit)
+	b.build()
+	if _, err := b.engine.RebuildLinks(context.Background(), nil); err != nil {
+		b.t.Fatal(err)
+	}
+	if !b.cov.Covered(route) {
+		b.t.Fatal("warm: route not covered")
+	}
+}
+
 // open opens the store (lost: a new, empty database in its place) and
 // builds a new engine and inbox on it, as a restarted process would.
 func (b *bundle) open(lost bool) {
@@ -468,7 +486,21 @@ func (b *bundle) open(lost bool) {
 		b.t.Fatal(err)
 	}
 	b.store = st
-	b.cov = &qsync.Coverage{}
+	// A process that just started: it cannot vouch for its store before
+	// the late-commit window has passed and its routes were listed.
+	b.cov = qsync.NewCoverage(time.Now(), b.opts.LateCommit)
+	b.build()
+	if !lost {
+		b.warm()
+	}
+}
+
+// build makes the engine and inbox over the open store.
+func (b *bundle) build() {
+	if b.stop != nil {
+		b.stop()
+	}
+	st := b.store
 	o := b.opts
 	o.Store, o.Coverage = st, b.cov
 	o.Trackers = map[string]qsync.Tracker{"mem": b.tracker}

@@ -144,10 +144,10 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 	}
 	in := PlanInput{
 		Key: k, Desired: d, Link: link, Linked: linked, Verify: o.Verify,
-		Vouched: e.o.Coverage.Covered(k.Route), Now: e.o.Clock.Now(), LateCommit: e.o.LateCommit,
+		Vouched: e.o.Coverage.Covered(k.Route), Trusted: e.o.Coverage.Trusted(), Now: e.o.Clock.Now(), LateCommit: e.o.LateCommit,
 	}
 	if o.Verify {
-		in.Listed = o.Pass.marked(d.Tracker, k)
+		in.Listed, in.ListedAt = o.Pass.marked(d.Tracker, k), o.Pass.started()
 		if linked && link.State == LinkLinked {
 			if is, ok := o.Pass.issue(d.Tracker, link); ok {
 				in.Live = &is
