@@ -114,7 +114,7 @@ func New(opts Options) (*Tracker, error) {
 		}
 		rt = itr
 	}
-	hc := &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: checkRedirect}
+	hc := &http.Client{Transport: acceptJSON{rt}, Timeout: timeout, CheckRedirect: checkRedirect}
 	client := gh.NewClient(hc)
 	if opts.Token != "" {
 		client = client.WithAuthToken(opts.Token)
@@ -136,6 +136,29 @@ func New(opts Options) (*Tracker, error) {
 }
 
 type discard struct{}
+
+// mediaTypeJSON is the media type GitHub documents for REST answers.
+const mediaTypeJSON = "application/vnd.github+json"
+
+// acceptJSON makes every request accept GitHub's JSON media type: go-github
+// v60 sends only an obsolete preview type on issue reads (Issues.Get,
+// ListByRepo, ListComments), which servers that follow the published
+// contract answer with 406.
+type acceptJSON struct{ base http.RoundTripper }
+
+func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
+	acc := req.Header.Get("Accept")
+	if !strings.Contains(acc, mediaTypeJSON) && !strings.Contains(acc, "application/json") &&
+		!strings.Contains(acc, "application/vnd.github.v3+json") {
+		req = req.Clone(req.Context())
+		if acc == "" {
+			req.Header.Set("Accept", mediaTypeJSON)
+		} else {
+			req.Header.Set("Accept", acc+", "+mediaTypeJSON)
+		}
+	}
+	return a.base.RoundTrip(req)
+}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
