@@ -61,8 +61,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// SharedLabel is put on every managed issue (default "qase-sync").
 	SharedLabel string
-	// Transitions holds "via" paths: to reach status X, pass through these
-	// statuses in order (keys and values match case-insensitively).
+	// Transitions holds "via" paths: to reach status X, take these hops in
+	// order, each named by the status it leads to or by the transition's
+	// name (keys and values match case-insensitively).
 	// SetStatus takes a path only when its first remaining hop is
 	// available from the issue's status; it never explores.
 	Transitions map[string][]string

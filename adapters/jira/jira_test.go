@@ -308,6 +308,23 @@ func TestAdapterBehaviours(t *testing.T) {
 				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
 			}
 		}},
+		{"status via a path of transition names", func(o *Options) {
+			o.Transitions = map[string][]string{"Closed": {"review", "Approve"}}
+		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+			f.SetWorkflow("Open", []jirafake.Transition{
+				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
+				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
+				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
+				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
+			})
+			is := mustCreate(t, tr, baseSpec(), m)
+			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
+				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
+			}
+		}},
 		{"status unreachable is permanent, names the choices and moves nothing", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
 			f.SetWorkflow("Open", []jirafake.Transition{
 				{ID: "1", Name: "Start", From: []string{"Open"}, To: "Doing"},

@@ -50,7 +50,7 @@ func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, rea
 		return t.transition(ctx, id, *tr, reason)
 	}
 	hops := t.viaPath(status, cur)
-	if len(hops) == 0 || findTo(trs, hops[0]) == nil {
+	if len(hops) == 0 || findHop(trs, hops[0]) == nil {
 		detail := "available transitions: " + describe(trs)
 		if len(hops) > 0 {
 			detail = fmt.Sprintf("configured path starts with %q, not available here; %s", hops[0], detail)
@@ -60,7 +60,7 @@ func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, rea
 	log := t.log.WithField("issue", ref.String())
 	walked := []string{cur}
 	for _, hop := range hops {
-		tr := findTo(trs, hop)
+		tr := findHop(trs, hop)
 		if tr == nil {
 			// Only a misconfigured path gets here (its first hop was
 			// available): the issue has moved, so this is no
@@ -136,6 +136,21 @@ func (t *Tracker) viaPath(status, cur string) []string {
 func findTo(trs []jira.Transition, status string) *jira.Transition {
 	for i := range trs {
 		if strings.EqualFold(strings.TrimSpace(trs[i].To.Name), strings.TrimSpace(status)) {
+			return &trs[i]
+		}
+	}
+	return nil
+}
+
+// findHop finds the transition for one via-path hop, named by the status
+// it leads to or, failing that, by the transition's own name (config
+// files name either).
+func findHop(trs []jira.Transition, hop string) *jira.Transition {
+	if tr := findTo(trs, hop); tr != nil {
+		return tr
+	}
+	for i := range trs {
+		if strings.EqualFold(strings.TrimSpace(trs[i].Name), strings.TrimSpace(hop)) {
 			return &trs[i]
 		}
 	}
