@@ -221,6 +221,46 @@ func (t *Tracker) HasComment(_ context.Context, ref sync.IssueRef, id string) (b
 	return false, nil
 }
 
+// Mark implements sync.Tracker: it stamps m on the issue as Create does
+// (the issue is then found by m and reports MarkerID). Marking an issue
+// that already carries m completely is no write.
+func (t *Tracker) Mark(_ context.Context, ref sync.IssueRef, m sync.Marker) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+	}
+	if m.ID == "" {
+		return sync.Permanentf("dry-run mark %s: empty marker", ref)
+	}
+	if is.marker == m.ID && is.MarkerID == m.ID {
+		return nil
+	}
+	is.marker, is.MarkerID = m.ID, m.ID
+	t.logOp("mark", ref, logrus.Fields{"marker": m.ID})
+	return nil
+}
+
+// Add stores an issue as a person would file it, without a marker (tests
+// of adoption); it returns the issue with its ref filled in.
+func (t *Tracker) Add(is sync.Issue) sync.Issue {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	id := strconv.Itoa(t.next)
+	is.Ref = sync.IssueRef{Project: is.Ref.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(is.Ref.Project), id), URL: "dryrun://" + t.name + "/" + id}
+	is.MarkerID = ""
+	if is.Status == "" {
+		is.Status = "open"
+	}
+	if is.CreatedAt.IsZero() {
+		is.CreatedAt = t.clock.Now()
+	}
+	t.issues[id] = &issue{Issue: is}
+	return is
+}
+
 // Issues returns a copy of every issue (tests, the admin API).
 func (t *Tracker) Issues() []sync.Issue {
 	t.mu.Lock()
@@ -257,6 +297,8 @@ func (t *Tracker) Delete(id string) {
 }
 
 // Edit changes an issue the way a person would, bypassing the log.
+// Clearing MarkerID leaves the issue findable by its marker but
+// incompletely marked, as a person removing part of it would.
 func (t *Tracker) Edit(id string, f func(*sync.Issue)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -20,7 +20,9 @@ import (
 // operations are.
 func TestContractGitHub(t *testing.T) {
 	srv := prismtest.Start(t, prismtest.Spec("github.trimmed.json"))
-	rec := &prismtest.Recorder{AcceptShim: true, Base: exampleFixer{}}
+	// No Accept shim: the adapter itself must accept GitHub's JSON type on
+	// calls where go-github sends only a preview type.
+	rec := &prismtest.Recorder{Base: exampleFixer{}}
 	tr, err := New(Options{Token: testToken, BaseURL: srv.URL, HTTPClient: &http.Client{Transport: rec}, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +50,7 @@ func TestContractGitHub(t *testing.T) {
 	logErr("close completed", tr.SetStatus(c, ref, "closed", ""))
 	logErr("close not planned", tr.SetStatus(c, ref, "closed", "not_planned"))
 	logErr("reopen", tr.SetStatus(c, ref, "open", ""))
+	logErr("mark", tr.Mark(c, ref, marker(2)))
 	logErr("comment", tr.AddComment(c, ref, sync.Comment{ID: "c-1", Body: "hello"}))
 	_, err = tr.HasComment(c, ref, "c-1")
 	logErr("list comments", err)
@@ -73,6 +76,15 @@ func TestContractGitHub(t *testing.T) {
 	}
 	if !patchedBody {
 		t.Error("no body PATCH (with the kept marker) reached the mock")
+	}
+	var marked bool
+	for _, e := range rec.Exchanges() {
+		if e.Method == http.MethodPatch && strings.Contains(e.Body, markerComment(marker(2).ID)) && strings.Contains(e.Body, marker(2).Label) {
+			marked = true
+		}
+	}
+	if !marked {
+		t.Error("no marking PATCH (stamp and labels) reached the mock")
 	}
 	for _, want := range []string{
 		"POST /repos/octocat/Hello-World/issues",

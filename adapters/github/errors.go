@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -47,10 +48,54 @@ func (c call) String() string {
 // (wait this long) or a plain error (retry with backoff). Messages are
 // built from the status, GitHub's message and field errors only — never
 // from headers, so no credential can leak.
+//
+// Failures that certainly did not apply the write are also
+// sync.NotApplied: every 4xx answer (rate limits included, keeping their
+// wait), go-github's local refusal during a known rate limit, an App
+// installation token that could not be minted (the API request was never
+// sent) and connections that were never made (dial, DNS). 5xx, timeouts
+// and connections lost after sending stay ambiguous.
 func classify(c call, err error) error {
 	if err == nil {
 		return nil
 	}
+	out := classifyFailure(c, err)
+	if notApplied(err) {
+		return sync.NotApplied(out)
+	}
+	return out
+}
+
+// notApplied reports whether the failed call certainly changed nothing.
+func notApplied(err error) bool {
+	var (
+		rle *gh.RateLimitError
+		are *gh.AbuseRateLimitError
+		ere *gh.ErrorResponse
+		ghi *ghinstallation.HTTPError
+	)
+	switch {
+	case errors.As(err, &rle), errors.As(err, &are), errors.As(err, &ghi):
+		return true
+	case errors.As(err, &ere):
+		return ere.Response != nil && ere.Response.StatusCode >= 400 && ere.Response.StatusCode < 500
+	}
+	return neverConnected(err)
+}
+
+// neverConnected reports a transport failure before any byte of the
+// request left: the dial failed (refused, unreachable, dial timeout) or
+// the host name did not resolve.
+func neverConnected(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func classifyFailure(c call, err error) error {
 	var (
 		rle *gh.RateLimitError
 		are *gh.AbuseRateLimitError

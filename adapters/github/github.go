@@ -2,9 +2,10 @@
 // GitHub Enterprise Server) over go-github v60.
 //
 // Correlation lives in the issue itself: a shared label (Options.SharedLabel)
-// that makes qase-sync's issues listable, and a hidden HTML comment
-// "<!-- qase-sync:marker <id> -->" at the end of the body that names the key
-// exactly. Lookups use the issues list endpoint filtered by the label, which
+// that makes qase-sync's issues listable, the key's marker label
+// ("qs-<16 hex>"), and a hidden HTML comment "<!-- qase-sync:marker <id> -->"
+// at the end of the body that names the key exactly. An issue reports
+// MarkerID only when all three are there; Mark completes the rest. Lookups use the issues list endpoint filtered by the label, which
 // is read-your-writes consistent; the search API is never used (it lags and
 // ignores HTML comments), so the tracker needs no FindSettler.
 //
@@ -114,7 +115,7 @@ func New(opts Options) (*Tracker, error) {
 		}
 		rt = itr
 	}
-	hc := &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: checkRedirect}
+	hc := &http.Client{Transport: acceptJSON{rt}, Timeout: timeout, CheckRedirect: checkRedirect}
 	client := gh.NewClient(hc)
 	if opts.Token != "" {
 		client = client.WithAuthToken(opts.Token)
@@ -136,6 +137,29 @@ func New(opts Options) (*Tracker, error) {
 }
 
 type discard struct{}
+
+// mediaTypeJSON is the media type GitHub documents for REST answers.
+const mediaTypeJSON = "application/vnd.github+json"
+
+// acceptJSON makes every request accept GitHub's JSON media type: go-github
+// v60 sends only an obsolete preview type on issue reads (Issues.Get,
+// ListByRepo, ListComments), which servers that follow the published
+// contract answer with 406.
+type acceptJSON struct{ base http.RoundTripper }
+
+func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
+	acc := req.Header.Get("Accept")
+	if !strings.Contains(acc, mediaTypeJSON) && !strings.Contains(acc, "application/json") &&
+		!strings.Contains(acc, "application/vnd.github.v3+json") {
+		req = req.Clone(req.Context())
+		if acc == "" {
+			req.Header.Set("Accept", mediaTypeJSON)
+		} else {
+			req.Header.Set("Accept", acc+", "+mediaTypeJSON)
+		}
+	}
+	return a.base.RoundTrip(req)
+}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
@@ -218,7 +242,7 @@ func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker
 	if err != nil {
 		return sync.Issue{}, err
 	}
-	if m.ID == "" {
+	if m.ID == "" || cleanLabel(m.Label) == "" {
 		return sync.Issue{}, sync.Permanentf("github create %s: empty marker", spec.Project)
 	}
 	title, ok := cleanTitle(spec.Title)
@@ -226,7 +250,7 @@ func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker
 		return sync.Issue{}, sync.Permanentf("github create %s: empty title", spec.Project)
 	}
 	body := composeBody(spec.Body, markerComment(m.ID))
-	labels := cleanLabels(spec.Labels, t.label)
+	labels := cleanLabels(spec.Labels, t.label, m.Label)
 	req := &gh.IssueRequest{Title: &title, Body: &body, Labels: &labels}
 	if as := cleanAssignees(spec.Assignees); len(as) > 0 {
 		req.Assignees = &as
@@ -243,7 +267,8 @@ func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker
 }
 
 // Find lists the shared-label issues newest first and keeps those stamped
-// with the marker. It stops once the issues are older than since (less a
+// with the marker in the body or carrying its label (an issue whose stamp
+// a person removed comes back without MarkerID, for Mark to complete). It stops once the issues are older than since (less a
 // slack); zero since scans everything.
 func (t *Tracker) Find(ctx context.Context, project string, m sync.Marker, since time.Time) ([]sync.Issue, error) {
 	owner, repo, err := splitProject(project)
@@ -276,7 +301,7 @@ func (t *Tracker) Find(ctx context.Context, project string, m sync.Marker, since
 			if !cutoff.IsZero() && is.GetCreatedAt().Time.Before(cutoff) {
 				older = true
 			}
-			if is.IsPullRequest() || !strings.Contains(is.GetBody(), stamp) {
+			if is.IsPullRequest() || !strings.Contains(is.GetBody(), stamp) && !hasLabel(is.Labels, m.Label) {
 				continue
 			}
 			found = append(found, t.convert(project, is))
@@ -547,6 +572,10 @@ func (t *Tracker) convert(project string, is *gh.Issue) sync.Issue {
 		project = p
 	}
 	body, marker := splitBody(is.GetBody())
+	var labels []string
+	for _, l := range is.Labels {
+		labels = append(labels, l.GetName())
+	}
 	out := sync.Issue{
 		Ref: sync.IssueRef{
 			Project: project,
@@ -558,11 +587,9 @@ func (t *Tracker) convert(project string, is *gh.Issue) sync.Issue {
 		Body:      body,
 		Status:    is.GetState(),
 		Reason:    is.GetStateReason(),
-		MarkerID:  marker,
+		Labels:    labels,
+		MarkerID:  t.markerOf(marker, is.Labels),
 		CreatedAt: is.GetCreatedAt().Time,
-	}
-	for _, l := range is.Labels {
-		out.Labels = append(out.Labels, l.GetName())
 	}
 	for _, a := range is.Assignees {
 		out.Assignees = append(out.Assignees, a.GetLogin())
@@ -583,4 +610,84 @@ func projectOf(is *gh.Issue) string {
 		return p
 	}
 	return ""
+}
+
+// markerOf returns the marker id the issue carries completely: the body
+// stamp names it, and the issue has both the marker label derived from
+// that id and the shared label. "" otherwise (Mark completes it).
+func (t *Tracker) markerOf(id string, labels []*gh.Label) string {
+	if id == "" {
+		return ""
+	}
+	k, ok := sync.ParseMarkerID(id)
+	if !ok {
+		return ""
+	}
+	m := sync.MarkerFor(k)
+	if m.ID != id || !hasLabel(labels, m.Label) || !hasLabel(labels, t.label) {
+		return ""
+	}
+	return id
+}
+
+// hasLabel: GitHub label names compare case-insensitively.
+func hasLabel(labels []*gh.Label, name string) bool {
+	name = cleanLabel(name)
+	for _, l := range labels {
+		if name != "" && strings.EqualFold(l.GetName(), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// Mark stamps m on an existing issue as Create does: the shared and marker
+// labels and the hidden body stamp. One read, then one PATCH carrying only
+// what is missing (the body with the stamp, the label set with the two
+// labels added); none when the issue is fully marked.
+func (t *Tracker) Mark(ctx context.Context, ref sync.IssueRef, m sync.Marker) error {
+	owner, repo, n, err := target(ref)
+	if err != nil {
+		return err
+	}
+	if m.ID == "" || cleanLabel(m.Label) == "" {
+		return sync.Permanentf("github mark %s/%s#%d: empty marker", owner, repo, n)
+	}
+	cur, _, err := t.get(ctx, ref, "get")
+	if err != nil {
+		if errors.Is(err, sync.ErrNotFound) {
+			return sync.Permanent(err) // a write to a vanished issue
+		}
+		return err
+	}
+	// Write where the issue lives now (a transfer was followed).
+	if p := projectOf(cur); p != "" {
+		if o, r, err := splitProject(p); err == nil {
+			owner, repo = o, r
+		}
+	}
+	if cur.GetNumber() > 0 {
+		n = cur.GetNumber()
+	}
+	req := &gh.IssueRequest{}
+	user, id := splitBody(cur.GetBody())
+	if id != stampSafe(m.ID) {
+		body := composeBody(user, markerComment(m.ID))
+		req.Body = &body
+	}
+	if !hasLabel(cur.Labels, t.label) || !hasLabel(cur.Labels, m.Label) {
+		var have []string
+		for _, l := range cur.Labels {
+			have = append(have, l.GetName())
+		}
+		labels := cleanLabels(have, t.label, m.Label)
+		req.Labels = &labels
+	}
+	if req.Body == nil && req.Labels == nil {
+		return nil
+	}
+	return t.do(ctx, call{op: "mark", project: owner + "/" + repo, number: n, notFound: true}, func(ctx context.Context) (r *gh.Response, err error) {
+		_, r, err = t.client.Issues.Edit(ctx, owner, repo, n, req)
+		return r, err
+	})
 }

@@ -138,7 +138,7 @@ func TestCreateStampsMarkerAndLabel(t *testing.T) {
 	if want := s.Body + "\n\n<!-- qase-sync:marker " + m.ID + " -->"; got.Body != want {
 		t.Fatalf("body = %q, want %q", got.Body, want)
 	}
-	if strings.Join(got.Labels, ",") != "qase-sync,bug,severity:major" {
+	if strings.Join(got.Labels, ",") != "qase-sync,"+m.Label+",bug,severity:major" {
 		t.Fatalf("labels = %v", got.Labels)
 	}
 	if strings.Join(got.Assignees, ",") != "alice,bob" || got.State != "open" {
@@ -285,7 +285,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := h.fake.Issue(repo, 1)
-	if strings.Join(st.Labels, ",") != "qase-sync,severity:major,p1" {
+	if strings.Join(st.Labels, ",") != "qase-sync,"+m.Label+",severity:major,p1" {
 		t.Fatalf("labels = %v", st.Labels)
 	}
 	deletes := 0
@@ -405,11 +405,15 @@ func TestCommentsAreStampedAndFoundAcrossPages(t *testing.T) {
 func TestListPagesOverManyIssues(t *testing.T) {
 	h := setup(t)
 	for i := 1; i <= 250; i++ {
-		body := "plain"
-		if i%2 == 0 {
+		body, labels := "plain", []string{"qase-sync"}
+		switch {
+		case i%2 == 0: // completely marked
+			body = "text\n\n" + markerComment(marker(int64(i)).ID)
+			labels = append(labels, marker(int64(i)).Label)
+		case i%3 == 0: // the stamp without its label: incompletely marked
 			body = "text\n\n" + markerComment(marker(int64(i)).ID)
 		}
-		h.fake.AddIssue(repo, githubfake.IssueState{Title: fmt.Sprint("issue ", i), Body: body, Labels: []string{"qase-sync"}})
+		h.fake.AddIssue(repo, githubfake.IssueState{Title: fmt.Sprint("issue ", i), Body: body, Labels: labels})
 	}
 	h.fake.AddIssue(repo, githubfake.IssueState{Title: "not ours"})
 	h.fake.AddIssue(repo, githubfake.IssueState{Title: "closed", Labels: []string{"qase-sync"}, State: "closed", StateReason: "completed"})
@@ -472,7 +476,7 @@ func TestTruncation(t *testing.T) {
 	if is.MarkerID != m.ID {
 		t.Fatalf("marker = %q", is.MarkerID)
 	}
-	if len(st.Labels) != 100 || st.Labels[0] != "qase-sync" || st.Labels[1] != strings.Repeat("x", 50) {
+	if len(st.Labels) != 100 || st.Labels[0] != "qase-sync" || st.Labels[1] != m.Label || st.Labels[2] != strings.Repeat("x", 50) {
 		t.Fatalf("labels: %d, first %v", len(st.Labels), st.Labels[:3])
 	}
 	for _, l := range st.Labels {

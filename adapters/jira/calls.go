@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -64,7 +65,31 @@ func (t *Tracker) call(ctx context.Context, op string, nf notFoundMode, fn func(
 // classify turns a failed call into the engine's vocabulary:
 // RetryAfter for rate limits, Permanent for what retrying cannot fix,
 // sync.ErrNotFound for a vanished issue, a plain (retryable) error otherwise.
+// Failures that certainly did not apply the write are also NotApplied:
+// every 4xx answer (429 included; Jira refused the request before acting
+// on it) and connections that were never made (dial, DNS). Timeouts, 5xx
+// and connections lost after sending stay ambiguous.
 func (t *Tracker) classify(parent context.Context, op string, hr *http.Response, err error, nf notFoundMode) error {
+	out := t.classifyFailure(parent, op, hr, err, nf)
+	if (hr != nil && hr.StatusCode >= 400 && hr.StatusCode < 500) || (hr == nil && neverConnected(err)) {
+		return qsync.NotApplied(out)
+	}
+	return out
+}
+
+// neverConnected reports a transport failure before any byte of the
+// request left: the dial failed (refused, unreachable, dial timeout) or
+// the host name did not resolve.
+func neverConnected(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func (t *Tracker) classifyFailure(parent context.Context, op string, hr *http.Response, err error, nf notFoundMode) error {
 	e := &CallError{Op: op}
 	if hr != nil && hr.Request != nil {
 		e.Method, e.Path = hr.Request.Method, hr.Request.URL.Path

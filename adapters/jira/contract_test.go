@@ -52,6 +52,8 @@ func TestContract(t *testing.T) {
 				AddLabels: []string{"a b"}, RemoveLabels: []string{"c"},
 			})
 			logTolerated(t, "update", err)
+			err = tr.Mark(ctx, ref, marker("defects", 2))
+			logTolerated(t, "mark", err)
 			err = tr.SetStatus(ctx, ref, "Closed", "Fixed")
 			logTolerated(t, "set status", err)
 			err = tr.AddComment(ctx, ref, qsync.Comment{ID: "c-1", Body: "*hello*"})

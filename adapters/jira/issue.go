@@ -14,8 +14,10 @@ import (
 )
 
 // Create files the issue with the marker label and the shared label, then
-// stores the marker in the issue property (best effort: the label is the
-// lookup key). It does not transition: the engine calls SetStatus.
+// stores the marker in the issue property. A failed property write does
+// not fail the create (the label is the lookup key), but the issue comes
+// back without MarkerID until Mark completes it. It does not transition:
+// the engine calls SetStatus.
 func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Marker) (qsync.Issue, error) {
 	if spec.Project == "" {
 		return qsync.Issue{}, qsync.Permanentf("jira create: spec has no project")
@@ -72,8 +74,12 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 	ref := qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)}
 	log := t.log.WithField("issue", ref.String())
 
-	if err := t.putMarker(ctx, created.ID, m); err != nil {
-		log.WithError(err).Warn("could not store the marker property; the marker label still identifies the issue")
+	propErr := t.putMarker(ctx, created.ID, m)
+	if propErr != nil {
+		// The issue exists and its marker label finds it; without the
+		// property it is incompletely marked, so it is reported without
+		// MarkerID and the engine completes it with Mark.
+		log.WithError(propErr).Warn("could not store the marker property; the issue is found by its marker label and needs Mark")
 	}
 
 	is, err := t.Get(ctx, ref)
@@ -84,16 +90,69 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 		is = qsync.Issue{
 			Ref: ref, Title: fields.Summary, Body: spec.Body, Labels: fields.Labels,
 			Priority: spec.Priority, Components: spec.Components, Fields: spec.Fields,
-			MarkerID: m.ID, CreatedAt: t.now(),
+			CreatedAt: t.now(),
+		}
+		if propErr == nil {
+			is.MarkerID = m.ID // both labels went with the create
 		}
 		if assignee != "" {
 			is.Assignees = []string{assignee}
 		}
 	}
-	if is.MarkerID == "" {
-		is.MarkerID = m.ID
-	}
 	return is, nil
+}
+
+// Mark stamps m on an existing issue as Create does: the shared label and
+// the marker label (added, so labels people set stay) and the marker
+// property. One read, then only the writes still missing; a fully marked
+// issue costs no write.
+func (t *Tracker) Mark(ctx context.Context, ref qsync.IssueRef, m qsync.Marker) error {
+	id := issueID(ref)
+	if id == "" {
+		return qsync.Permanentf("jira mark: issue ref has no id or key")
+	}
+	if m.ID == "" || labelSafe(m.Label) == "" {
+		return qsync.Permanentf("jira mark %s: empty marker", ref)
+	}
+	var raw rawIssue
+	path := "rest/api/2/issue/" + url.PathEscape(id) + "?fields=labels&properties=" + PropertyKey
+	err := t.call(ctx, "get", nfGone, func(ctx context.Context) (*jira.Response, error) {
+		return t.do(ctx, "GET", path, nil, &raw)
+	})
+	if err != nil {
+		return err
+	}
+	var have []string
+	decode(raw.Fields["labels"], &have)
+	var ops []map[string]string
+	for _, l := range []string{t.sharedLabel, labelSafe(m.Label)} {
+		if !hasLabel(have, l) {
+			ops = append(ops, map[string]string{"add": l})
+		}
+	}
+	if len(ops) > 0 {
+		data := map[string]any{"update": map[string]any{"labels": ops}}
+		err := t.call(ctx, "update", nfGone, func(ctx context.Context) (*jira.Response, error) {
+			return t.client.Issue.UpdateIssueWithContext(ctx, id, data)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var mp markerProperty
+	if decode(raw.Properties[PropertyKey], &mp) && mp.Marker == m.ID {
+		return nil
+	}
+	return t.putMarker(ctx, id, m)
+}
+
+func hasLabel(labels []string, l string) bool {
+	for _, x := range labels {
+		if x == l {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *Tracker) putMarker(ctx context.Context, id string, m qsync.Marker) error {
@@ -211,16 +270,9 @@ func (t *Tracker) Find(ctx context.Context, project string, m qsync.Marker, sinc
 	if !since.IsZero() {
 		jql += " AND created >= " + jqlQuote(since.Add(-24*time.Hour).UTC().Format("2006/01/02 15:04"))
 	}
-	issues, err := t.search(ctx, jql+" ORDER BY created ASC")
-	if err != nil {
-		return nil, err
-	}
-	for i := range issues {
-		if issues[i].MarkerID == "" {
-			issues[i].MarkerID = m.ID // the label matched
-		}
-	}
-	return issues, nil
+	// A hit whose property or shared label is missing comes back without
+	// MarkerID: the engine adopts it and completes the marker with Mark.
+	return t.search(ctx, jql+" ORDER BY created ASC")
 }
 
 // List reads every managed issue of the project in pages of 100: the
@@ -394,11 +446,26 @@ func (t *Tracker) toIssue(r rawIssue) qsync.Issue {
 		}
 	}
 	is.Fields = customFields(f)
-	var mp markerProperty
-	if decode(r.Properties[PropertyKey], &mp) {
-		is.MarkerID = mp.Marker
-	}
+	is.MarkerID = t.markerOf(r, is.Labels)
 	return is
+}
+
+// markerOf returns the marker id the issue carries completely: the
+// property names it, and the issue has both the marker label derived from
+// that id and the shared label. "" otherwise (Mark completes it).
+func (t *Tracker) markerOf(r rawIssue, labels []string) string {
+	var mp markerProperty
+	if !decode(r.Properties[PropertyKey], &mp) || mp.Marker == "" {
+		return ""
+	}
+	k, ok := qsync.ParseMarkerID(mp.Marker)
+	if !ok || qsync.MarkerFor(k).ID != mp.Marker {
+		return ""
+	}
+	if !hasLabel(labels, labelSafe(qsync.MarkerFor(k).Label)) || !hasLabel(labels, t.sharedLabel) {
+		return ""
+	}
+	return mp.Marker
 }
 
 // decode unmarshals a field, reporting whether it held a usable value.

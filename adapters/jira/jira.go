@@ -41,7 +41,6 @@ const (
 	defaultTimeout     = 30 * time.Second
 	defaultRetryWait   = 10 * time.Second
 	pageSize           = 100
-	maxHops            = 3
 	maxTitle           = 255
 	recentCreates      = 50 // Jira accepts up to 50 reconcileIssues
 )
@@ -62,8 +61,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// SharedLabel is put on every managed issue (default "qase-sync").
 	SharedLabel string
-	// Transitions holds "via" hints: to reach status X, pass through these
-	// statuses in order (keys and values match case-insensitively).
+	// Transitions holds "via" paths: to reach status X, take these hops in
+	// order, each named by the status it leads to or by the transition's
+	// name (keys and values match case-insensitively).
+	// SetStatus takes a path only when its first remaining hop is
+	// available from the issue's status; it never explores.
 	Transitions map[string][]string
 	// UserField names the user attribute assignees are given in:
 	// "accountId" (Cloud default) or "name" (DC default).

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	gosync "sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,8 +148,24 @@ func TestAdapterBehaviours(t *testing.T) {
 			if _, ok := st.Properties[PropertyKey]; ok {
 				t.Errorf("property unexpectedly stored")
 			}
-			if is.MarkerID != m.ID {
-				t.Errorf("MarkerID = %q", is.MarkerID)
+			if is.MarkerID != "" {
+				t.Errorf("MarkerID = %q, want none: the property is missing", is.MarkerID)
+			}
+			// Find still sees it by its label, incompletely marked; Mark
+			// completes it with the property write alone.
+			got, err := tr.Find(ctx, "OPS", m, time.Time{})
+			if err != nil || len(got) != 1 || got[0].MarkerID != "" {
+				t.Fatalf("find = %+v, %v", got, err)
+			}
+			f.ResetRequests()
+			if err := tr.Mark(ctx, is.Ref, m); err != nil {
+				t.Fatal(err)
+			}
+			if n, p := f.WriteCount(), f.Count("PUT", "/rest/api/2/issue/"+is.Ref.ID+"/properties/"); n != 1 || p != 1 {
+				t.Errorf("mark made %d writes (%d property PUTs), want only the property", n, p)
+			}
+			if got, err := tr.Get(ctx, is.Ref); err != nil || got.MarkerID != m.ID {
+				t.Errorf("after mark: %q, %v", got.MarkerID, err)
 			}
 		}},
 		{"find by marker across projects, oldest first", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
@@ -184,10 +204,10 @@ func TestAdapterBehaviours(t *testing.T) {
 				t.Errorf("search body = %s", body)
 			}
 		}},
-		{"find without the property falls back to the marker", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+		{"find reports a label-only hit without MarkerID", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
 			f.AddIssue(jirafake.IssueState{Project: "OPS", Summary: "seeded", Labels: []string{m.Label}})
 			got, err := tr.Find(ctx, "OPS", m, time.Time{})
-			if err != nil || len(got) != 1 || got[0].MarkerID != m.ID {
+			if err != nil || len(got) != 1 || got[0].MarkerID != "" {
 				t.Fatalf("find = %+v, %v", got, err)
 			}
 		}},
@@ -244,8 +264,18 @@ func TestAdapterBehaviours(t *testing.T) {
 			if st, _ := f.Issue(is.Ref.ID); st.Status != "Done" || st.Resolution != "Fixed" {
 				t.Fatalf("status/resolution = %q/%q", st.Status, st.Resolution)
 			}
-			// Done -> In Progress has no direct transition: Reopen, then Start Progress.
+			// Done -> In Progress has no direct transition and no path is
+			// configured: nothing moves.
 			f.ResetRequests()
+			var ue *qsync.UnreachableError
+			if err := tr.SetStatus(ctx, is.Ref, "In Progress", ""); !errors.As(err, &ue) || ue.From != "Done" || !qsync.IsPermanent(err) {
+				t.Fatalf("err = %v, want a permanent UnreachableError from Done", err)
+			}
+			if n := f.WriteCount(); n != 0 {
+				t.Fatalf("unreachable status made %d writes", n)
+			}
+			// With a configured path via To Do: Reopen, then Start Progress.
+			tr.via["in progress"] = []string{"To Do"}
 			if err := tr.SetStatus(ctx, is.Ref, "In Progress", "ignored"); err != nil {
 				t.Fatal(err)
 			}
@@ -278,18 +308,80 @@ func TestAdapterBehaviours(t *testing.T) {
 				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
 			}
 		}},
-		{"status unreachable is permanent and names the choices", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+		{"status via a path of transition names", func(o *Options) {
+			o.Transitions = map[string][]string{"Closed": {"review", "Approve"}}
+		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+			f.SetWorkflow("Open", []jirafake.Transition{
+				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
+				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
+				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
+				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
+			})
+			is := mustCreate(t, tr, baseSpec(), m)
+			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
+				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
+			}
+		}},
+		{"status unreachable is permanent, names the choices and moves nothing", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
 			f.SetWorkflow("Open", []jirafake.Transition{
 				{ID: "1", Name: "Start", From: []string{"Open"}, To: "Doing"},
 				{ID: "2", Name: "Stop", From: []string{"Doing"}, To: "Open"},
 			})
 			is := mustCreate(t, tr, baseSpec(), m)
+			f.ResetRequests()
 			err := tr.SetStatus(ctx, is.Ref, "Shipped", "")
-			if !qsync.IsPermanent(err) {
-				t.Fatalf("err = %v, want permanent", err)
+			var ue *qsync.UnreachableError
+			if !qsync.IsPermanent(err) || !qsync.IsNotApplied(err) || !errors.As(err, &ue) {
+				t.Fatalf("err = %v, want a permanent UnreachableError", err)
 			}
-			if !strings.Contains(err.Error(), `"Doing"`) || !strings.Contains(err.Error(), "Stop → Open") {
-				t.Errorf("err = %v", err)
+			if ue.From != "Open" || ue.To != "Shipped" || !strings.Contains(ue.Detail, "Start → Doing") {
+				t.Errorf("unreachable = %+v", ue)
+			}
+			if st, _ := f.Issue(is.Ref.ID); st.Status != "Open" || f.WriteCount() != 0 {
+				t.Errorf("status %q after %d writes, want Open untouched", st.Status, f.WriteCount())
+			}
+		}},
+		{"status: To Do from Won't Do is unreachable, nothing is walked", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
+			is := mustCreate(t, tr, baseSpec(), m)
+			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", "Won't Do"); err != nil {
+				t.Fatal(err)
+			}
+			f.ResetRequests()
+			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			var ue *qsync.UnreachableError
+			if !errors.As(err, &ue) || !qsync.IsPermanent(err) {
+				t.Fatalf("err = %v, want a permanent UnreachableError", err)
+			}
+			if ue.From != "Won't Do" || ue.To != "To Do" || !strings.Contains(ue.Detail, "available transitions: Start Progress → In Progress") {
+				t.Errorf("unreachable = %+v", ue)
+			}
+			if n := f.Count("POST", "/rest/api/2/issue/"+is.Ref.ID+"/transitions"); n != 0 {
+				t.Errorf("%d transitions POSTed, want none", n)
+			}
+			if st, _ := f.Issue(is.Ref.ID); st.Status != "Won't Do" || st.Resolution != "Won't Do" {
+				t.Errorf("status/resolution = %q/%q, want Won't Do untouched", st.Status, st.Resolution)
+			}
+		}},
+		{"status: a via-path whose first hop is unavailable is not taken", func(o *Options) {
+			o.Transitions = map[string][]string{"to do": {"Done"}}
+		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
+			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
+			is := mustCreate(t, tr, baseSpec(), m)
+			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", ""); err != nil {
+				t.Fatal(err)
+			}
+			f.ResetRequests()
+			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			var ue *qsync.UnreachableError
+			if !errors.As(err, &ue) || !strings.Contains(ue.Detail, `"Done"`) {
+				t.Fatalf("err = %v, want UnreachableError naming the path", err)
+			}
+			if f.WriteCount() != 0 {
+				t.Errorf("%d writes, want none", f.WriteCount())
 			}
 		}},
 		{"comments are stamped and found, also past the embedded page", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
@@ -691,4 +783,113 @@ func TestTextHelpers(t *testing.T) {
 	if got := jqlQuote(`a"b\c`); got != `"a\"b\\c"` {
 		t.Errorf("jqlQuote = %s", got)
 	}
+}
+
+// TestNotApplied: failures that certainly left Jira untouched are
+// NotApplied (every 4xx answer, 429 included, and connections never made);
+// 5xx, timeouts and connections lost after sending stay ambiguous. The
+// wrappers compose: a 429 keeps its wait, a 400 stays permanent.
+func TestNotApplied(t *testing.T) {
+	for _, tc := range []struct {
+		status     int
+		headers    map[string]string
+		notApplied bool
+	}{
+		{429, map[string]string{"Retry-After": "9"}, true},
+		{403, map[string]string{"Retry-After": "3"}, true},
+		{400, nil, true},
+		{401, nil, true},
+		{404, nil, true},
+		{408, nil, true},
+		{409, nil, true},
+		{422, nil, true},
+		{500, nil, false},
+		{502, nil, false},
+		{503, map[string]string{"Retry-After": "5"}, false},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			f := jirafake.New()
+			defer f.Close()
+			tr := newTracker(t, f.URL, nil)
+			f.FailNext(1, tc.status, tc.headers)
+			err := runOp(tr, "update")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := qsync.IsNotApplied(err); got != tc.notApplied {
+				t.Errorf("IsNotApplied = %v, want %v (%v)", got, tc.notApplied, err)
+			}
+			if _, ok := tc.headers["Retry-After"]; ok {
+				if w, ok := qsync.RetryWait(err); !ok || w <= 0 || qsync.IsPermanent(err) {
+					t.Errorf("lost the wait: %v", err)
+				}
+			}
+			if tc.status == 400 && !qsync.IsPermanent(err) {
+				t.Errorf("400 not permanent: %v", err)
+			}
+			var ce *CallError
+			if !errors.As(err, &ce) || ce.Status != tc.status {
+				t.Errorf("CallError = %+v", ce)
+			}
+		})
+	}
+
+	tr := newTracker(t, "https://jira.example", nil)
+	dial := &url.Error{Op: "Put", URL: "https://jira.example/rest/api/2/issue/1",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	dns := &url.Error{Op: "Post", URL: "https://jira.example/rest/api/2/issue",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "jira.example", IsNotFound: true}}}
+	bareDNS := &url.Error{Op: "Post", URL: "https://jira.example/rest/api/2/issue", Err: &net.DNSError{Err: "server misbehaving", Name: "jira.example"}}
+	reset := &url.Error{Op: "Post", URL: "https://jira.example/rest/api/2/issue",
+		Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+	eof := &url.Error{Op: "Post", URL: "https://jira.example/rest/api/2/issue", Err: io.EOF}
+	timeout := &url.Error{Op: "Post", URL: "https://jira.example/rest/api/2/issue", Err: context.DeadlineExceeded}
+	createReq, _ := http.NewRequest("POST", "https://jira.example/rest/api/2/issue", nil)
+	okStatus := &http.Response{StatusCode: 201, Header: http.Header{}, Request: createReq}
+	for _, tc := range []struct {
+		name       string
+		hr         *http.Response
+		err        error
+		notApplied bool
+	}{
+		{"connection refused", nil, dial, true},
+		{"dns failure", nil, dns, true},
+		{"dns failure unwrapped", nil, bareDNS, true},
+		{"reset after sending", nil, reset, false},
+		{"eof after sending", nil, eof, false},
+		{"timeout", nil, timeout, false},
+		{"undecodable 201", okStatus, errors.New("invalid character"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tr.classify(context.Background(), "create", tc.hr, tc.err, nfCreate)
+			if got := qsync.IsNotApplied(err); got != tc.notApplied {
+				t.Errorf("IsNotApplied = %v, want %v (%v)", got, tc.notApplied, err)
+			}
+			if qsync.IsPermanent(err) {
+				t.Errorf("transport failure is permanent: %v", err)
+			}
+			var ce *CallError
+			if !errors.As(err, &ce) || ce.Path == "" {
+				t.Errorf("CallError = %+v", ce)
+			}
+		})
+	}
+
+	t.Run("real refused connection", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		u := srv.URL
+		srv.Close()
+		if err := runOp(newTracker(t, u, nil), "create"); !qsync.IsNotApplied(err) || qsync.IsPermanent(err) {
+			t.Fatalf("err = %v, want retryable and not applied", err)
+		}
+	})
+	t.Run("real timeout", func(t *testing.T) {
+		f := jirafake.New()
+		defer f.Close()
+		f.Delay(2 * time.Second)
+		tr := newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+		if err := runOp(tr, "create"); err == nil || qsync.IsNotApplied(err) {
+			t.Fatalf("err = %v, want ambiguous", err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package jira
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -10,18 +11,21 @@ import (
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// SetStatus moves the issue to status through workflow transitions:
+// SetStatus moves the issue to status through workflow transitions. The
+// route is chosen before anything moves, from what Jira offers in the
+// issue's current status:
 //  1. nothing if it is already there;
-//  2. a transition whose target is status;
-//  3. the configured via-path (Options.Transitions), one transition per hop;
-//  4. otherwise an exploration of at most 3 transitions that never revisits
-//     a status. Jira cannot show transitions of a status the issue is not
-//     in, so exploring really moves the issue; configure via-paths for
-//     workflows where the first available transition leads astray.
+//  2. a transition available now whose target is status;
+//  3. the configured via-path (Options.Transitions) towards status, when
+//     its first remaining hop is available now; one transition per hop,
+//     finishing early when status becomes directly reachable.
 //
-// An unreachable status is Permanent, naming the current status and the
-// transitions available there. reason is sent as the resolution when the
-// final transition's screen has a resolution field; otherwise ignored.
+// Nothing else is tried: Jira cannot show the transitions of a status the
+// issue is not in, so exploring would really move the issue, through
+// closed states too. With no route, no transition is made and the error
+// is a Permanent *sync.UnreachableError naming the available transitions.
+// reason is sent as the resolution when the final transition's screen has
+// a resolution field; otherwise ignored.
 func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, reason string) error {
 	status = strings.TrimSpace(status)
 	if status == "" {
@@ -38,93 +42,57 @@ func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, rea
 	if strings.EqualFold(cur, status) {
 		return nil
 	}
-	w := &walk{t: t, id: id, target: status, reason: reason, path: []string{cur}, visited: map[string]bool{strings.ToLower(cur): true}}
+	trs, err := t.transitions(ctx, id)
+	if err != nil {
+		return err
+	}
+	if tr := findTo(trs, status); tr != nil {
+		return t.transition(ctx, id, *tr, reason)
+	}
+	hops := t.viaPath(status, cur)
+	if len(hops) == 0 || findHop(trs, hops[0]) == nil {
+		detail := "available transitions: " + describe(trs)
+		if len(hops) > 0 {
+			detail = fmt.Sprintf("configured path starts with %q, not available here; %s", hops[0], detail)
+		}
+		return qsync.Permanent(&qsync.UnreachableError{From: cur, To: status, Detail: detail})
+	}
 	log := t.log.WithField("issue", ref.String())
-
-	if err := w.refresh(ctx); err != nil {
-		return err
-	}
-	if done, err := w.finish(ctx); done || err != nil {
-		return err
-	}
-	for _, hop := range t.viaPath(status, cur) {
-		tr := findTo(w.trs, hop)
+	walked := []string{cur}
+	for _, hop := range hops {
+		tr := findHop(trs, hop)
 		if tr == nil {
-			log.WithField("hop", hop).Info("via-path hop not available here; exploring instead")
-			break
+			// Only a misconfigured path gets here (its first hop was
+			// available): the issue has moved, so this is no
+			// UnreachableError.
+			return qsync.Permanentf("jira transition: configured path to %q breaks at %q (walked %s); available transitions: %s",
+				status, hop, strings.Join(walked, " → "), describe(trs))
 		}
-		if err := w.step(ctx, *tr); err != nil {
+		log.WithField("via", tr.To.Name).Info("taking the configured path towards " + status)
+		if err := t.transition(ctx, id, *tr, ""); err != nil {
 			return err
 		}
-		if done, err := w.finish(ctx); done || err != nil {
+		walked = append(walked, tr.To.Name)
+		if trs, err = t.transitions(ctx, id); err != nil {
 			return err
+		}
+		if tr := findTo(trs, status); tr != nil {
+			return t.transition(ctx, id, *tr, reason)
 		}
 	}
-	for hops := 0; hops < maxHops-1; hops++ {
-		tr := w.pick()
-		if tr == nil {
-			break
-		}
-		log.WithField("via", tr.To.Name).Info("exploring the workflow towards " + status)
-		if err := w.step(ctx, *tr); err != nil {
-			return err
-		}
-		if done, err := w.finish(ctx); done || err != nil {
-			return err
-		}
-	}
-	return qsync.Permanentf("jira transition: status %q is unreachable from %q (walked %s); available transitions: %s",
-		status, w.path[len(w.path)-1], strings.Join(w.path, " → "), describe(w.trs))
+	return qsync.Permanentf("jira transition: configured path to %q ends at %q without reaching it (walked %s); available transitions: %s",
+		status, walked[len(walked)-1], strings.Join(walked, " → "), describe(trs))
 }
 
-// walk is one SetStatus run: where the issue is and what it may do next.
-type walk struct {
-	t       *Tracker
-	id      string
-	target  string
-	reason  string
-	path    []string
-	visited map[string]bool
-	trs     []jira.Transition
-}
-
-func (w *walk) refresh(ctx context.Context) error {
-	return w.t.call(ctx, "transitions", nfGone, func(ctx context.Context) (*jira.Response, error) {
+func (t *Tracker) transitions(ctx context.Context, id string) ([]jira.Transition, error) {
+	var trs []jira.Transition
+	err := t.call(ctx, "transitions", nfGone, func(ctx context.Context) (*jira.Response, error) {
 		var resp *jira.Response
 		var err error
-		w.trs, resp, err = w.t.client.Issue.GetTransitionsWithContext(ctx, url.PathEscape(w.id))
+		trs, resp, err = t.client.Issue.GetTransitionsWithContext(ctx, url.PathEscape(id))
 		return resp, err
 	})
-}
-
-// finish takes a transition straight to the target, if there is one.
-func (w *walk) finish(ctx context.Context) (bool, error) {
-	tr := findTo(w.trs, w.target)
-	if tr == nil {
-		return false, nil
-	}
-	return true, w.t.transition(ctx, w.id, *tr, w.reason)
-}
-
-// step takes an intermediate transition and reads the next choices.
-func (w *walk) step(ctx context.Context, tr jira.Transition) error {
-	if err := w.t.transition(ctx, w.id, tr, ""); err != nil {
-		return err
-	}
-	w.path = append(w.path, tr.To.Name)
-	w.visited[strings.ToLower(tr.To.Name)] = true
-	return w.refresh(ctx)
-}
-
-// pick chooses the first transition (in Jira's order) to a status not yet
-// visited, so the walk cannot cycle.
-func (w *walk) pick() *jira.Transition {
-	for i := range w.trs {
-		if n := strings.ToLower(strings.TrimSpace(w.trs[i].To.Name)); n != "" && !w.visited[n] {
-			return &w.trs[i]
-		}
-	}
-	return nil
+	return trs, err
 }
 
 func (t *Tracker) transition(ctx context.Context, id string, tr jira.Transition, reason string) error {
@@ -168,6 +136,21 @@ func (t *Tracker) viaPath(status, cur string) []string {
 func findTo(trs []jira.Transition, status string) *jira.Transition {
 	for i := range trs {
 		if strings.EqualFold(strings.TrimSpace(trs[i].To.Name), strings.TrimSpace(status)) {
+			return &trs[i]
+		}
+	}
+	return nil
+}
+
+// findHop finds the transition for one via-path hop, named by the status
+// it leads to or, failing that, by the transition's own name (config
+// files name either).
+func findHop(trs []jira.Transition, hop string) *jira.Transition {
+	if tr := findTo(trs, hop); tr != nil {
+		return tr
+	}
+	for i := range trs {
+		if strings.EqualFold(strings.TrimSpace(trs[i].Name), strings.TrimSpace(hop)) {
 			return &trs[i]
 		}
 	}

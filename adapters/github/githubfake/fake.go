@@ -56,6 +56,7 @@ type Request struct {
 	Query         string
 	Body          string
 	Authorization string
+	Accept        string
 	Status        int
 }
 
@@ -308,7 +309,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(raw),
-		Authorization: r.Header.Get("Authorization")}
+		Authorization: r.Header.Get("Authorization"), Accept: r.Header.Get("Accept")}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		s.writes++
 	}

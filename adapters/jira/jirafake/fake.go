@@ -50,6 +50,21 @@ func DefaultWorkflow() []Transition {
 	}
 }
 
+// WontDoWorkflow is a workflow with two closed states, as Jira Cloud
+// projects often have: "To Do" → "In Progress" → "Done", "Won't Do" from
+// any open or done state, "Done" → "To Do" via "Reopen", and from
+// "Won't Do" only "Start Progress" back to "In Progress". "To Do" is not
+// directly reachable from "Won't Do": a client that explores instead of
+// planning walks the issue through "In Progress" and "Done".
+func WontDoWorkflow() []Transition {
+	return []Transition{
+		{ID: "11", Name: "Start Progress", From: []string{"To Do", "Won't Do"}, To: "In Progress", ClearResolution: true},
+		{ID: "21", Name: "Done", From: []string{"To Do", "In Progress"}, To: "Done", Resolution: true},
+		{ID: "31", Name: "Reopen", From: []string{"Done"}, To: "To Do", ClearResolution: true},
+		{ID: "41", Name: "Won't Do", From: []string{"To Do", "In Progress", "Done"}, To: "Won't Do", Resolution: true},
+	}
+}
+
 // CommentState is a stored comment.
 type CommentState struct {
 	ID      string
