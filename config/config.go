@@ -145,6 +145,11 @@ type Worker struct {
 	MaxAge      time.Duration `yaml:"max_age" json:"max_age"`
 	BackoffBase time.Duration `yaml:"backoff_base" json:"backoff_base"`
 	BackoffMax  time.Duration `yaml:"backoff_max" json:"backoff_max"`
+	// LateCommit is how long after a tracker request's answer was lost its
+	// write may still land (the client timeout and a server's commit
+	// delay); nothing is created again for a key within it. Dry-run
+	// trackers have none.
+	LateCommit time.Duration `yaml:"late_commit" json:"late_commit"`
 }
 
 // Reconcile configures the scheduled reconciler.

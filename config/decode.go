@@ -139,7 +139,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		c.Trackers = append(c.Trackers, l.decodeTracker(tn, yamlnode.Index("trackers", i)))
 	}
 
-	w := l.fields(top["worker"], "worker", "concurrency", "lease", "max_attempts", "max_age", "backoff_base", "backoff_max")
+	w := l.fields(top["worker"], "worker", "concurrency", "lease", "max_attempts", "max_age", "backoff_base", "backoff_max", "late_commit")
 	c.Worker = Worker{
 		Concurrency: int(l.d.Int(w["concurrency"], "worker.concurrency", 4)),
 		Lease:       l.dur(w, "worker", "lease", 2*time.Minute),
@@ -147,6 +147,8 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		MaxAge:      l.dur(w, "worker", "max_age", 72*time.Hour),
 		BackoffBase: l.dur(w, "worker", "backoff_base", 2*time.Second),
 		BackoffMax:  l.dur(w, "worker", "backoff_max", 10*time.Minute),
+		// Twice the trackers' 30 s request timeout, and a margin.
+		LateCommit: l.dur(w, "worker", "late_commit", 70*time.Second),
 	}
 
 	r := l.fields(top["reconcile"], "reconcile", "enabled", "schedule", "routes", "projects")

@@ -54,8 +54,9 @@ type EngineOptions struct {
 	JobTimeout  time.Duration // the longest one sync may run (default 10m)
 	// LateCommit is how long after an ambiguous create the issue may still
 	// appear: the tracker client's timeout plus what a server may take to
-	// commit a request whose answer was lost (default 2m; set it to at
-	// least twice the tracker timeout).
+	// commit a request whose answer was lost (set it to at least twice the
+	// tracker timeout; 0 only for trackers that cannot answer late, such
+	// as dry runs).
 	LateCommit  time.Duration
 	MaxAttempts int           // before dead-lettering (default 12)
 	MaxAge      time.Duration // before dead-lettering, since first enqueue (default 72h)
@@ -96,7 +97,6 @@ func NewEngine(o EngineOptions) *Engine {
 	}
 	def(&o.Lease, time.Minute)
 	def(&o.JobTimeout, 10*time.Minute)
-	def(&o.LateCommit, 2*time.Minute)
 	def(&o.MaxAge, 72*time.Hour)
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 10*time.Minute)

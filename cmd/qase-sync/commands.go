@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/qase-sync/qase-sync/sync"
 )
@@ -35,15 +38,47 @@ type reconcileSummary struct {
 	Noop    int            `json:"noop"`
 	Retry   int            `json:"retrying"`
 	Dead    int            `json:"dead"`
+	// Queued counts keys whose sync had not finished when the command
+	// stopped waiting: a running service syncs them; this run only
+	// enqueued them.
+	Queued int `json:"still_queued"`
+}
+
+// count adds one key's outcome.
+func (s *reconcileSummary) count(outcome sync.Outcome, retrying bool, drift []string) {
+	switch {
+	case retrying:
+		s.Retry++
+	case outcome == sync.OutcomeDead:
+		s.Dead++
+	case outcome == sync.OutcomeApplied:
+		s.Applied++
+	default:
+		s.Noop++
+	}
+	if len(drift) > 0 {
+		s.Drifted++
+	}
+	for _, cl := range drift {
+		s.ByClass[cl]++
+		if cl == sync.DriftDuplicate {
+			s.Duplicates++
+		}
+		if !retrying && outcome != sync.OutcomeDead {
+			s.Fixed[cl]++
+		}
+	}
 }
 
 func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c commonFlags
 	var routes multiFlag
 	var dry bool
+	var wait time.Duration
 	fs := newFlagSet("reconcile", stderr, &c)
 	fs.Var(&routes, "route", "only this route (repeatable)")
 	fs.BoolVar(&dry, "dry-run", false, "show the drift per key and change nothing")
+	fs.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for keys a running service is syncing")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -58,34 +93,8 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	sum := reconcileSummary{ReconcileReport: rep, Fixed: map[string]int{}}
 	if !dry {
-		sum.ByClass = map[string]int{}
-		err := a.engine.RunUntilIdle(ctx, func(j sync.Job, res sync.Result, err error) {
-			switch {
-			case err != nil && sync.IsPermanent(err):
-				sum.Dead++
-			case err != nil:
-				sum.Retry++
-			case res.Outcome == sync.OutcomeApplied:
-				sum.Applied++
-			default:
-				sum.Noop++
-			}
-			if len(res.Drift) > 0 {
-				sum.Drifted++
-			}
-			for _, cl := range res.Drift {
-				sum.ByClass[cl]++
-				if err == nil {
-					sum.Fixed[cl]++
-				}
-			}
-		})
-		if err != nil {
+		if err := a.reportPass(ctx, &sum, wait); err != nil {
 			return err
-		}
-		for k, v := range rep.ByClass { // duplicates found during enumeration
-			sum.ByClass[k] += v
-			sum.Fixed[k] += v
 		}
 	}
 	a.log.WithField("summary", sum).Info("reconcile finished")
@@ -99,6 +108,9 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		mode = "reconcile (dry run: nothing changed)"
 	}
 	fmt.Fprintf(stdout, "%s: checked %d keys, drifted %d, duplicates %d, failed %d\n", mode, sum.Checked, sum.Drifted, sum.Duplicates, sum.Failed+sum.Dead)
+	if sum.Queued > 0 {
+		fmt.Fprintf(stdout, "  %d keys still queued: a running service syncs them (this run only enqueued them)\n", sum.Queued)
+	}
 	for _, cl := range sortedClassKeys(sum.ByClass) {
 		fmt.Fprintf(stdout, "  %-10s found %d", cl, sum.ByClass[cl])
 		if !dry {
@@ -126,6 +138,62 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	return nil
+}
+
+// reportPass works the queue in this process and reports what the pass
+// caused for each of its keys, whichever process synced it: the ledger
+// entries written since the pass started. A key another process (the
+// running service) is still syncing is waited for up to wait, then counted
+// as queued.
+func (a *app) reportPass(ctx context.Context, sum *reconcileSummary, wait time.Duration) error {
+	sum.ByClass, sum.Duplicates, sum.Drifted = map[string]int{}, 0, 0
+	done := map[sync.Key]bool{}
+	var mu gosync.Mutex
+	deadline := time.Now().Add(wait)
+	pending := sum.KeyList
+	for {
+		err := a.engine.ProcessUntilIdle(ctx, func(j sync.Job, res sync.Result, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if done[j.Key] {
+				return
+			}
+			done[j.Key] = true
+			outcome := res.Outcome
+			if sync.IsPermanent(err) {
+				outcome = sync.OutcomeDead
+			}
+			sum.count(outcome, err != nil && !sync.IsPermanent(err), res.Drift)
+		})
+		if err != nil {
+			return err
+		}
+		var still []sync.Key
+		for _, k := range pending {
+			if done[k] {
+				continue
+			}
+			entries, err := a.store.Ledger(ctx, k, 5)
+			if err != nil {
+				return err
+			}
+			if i := slices.IndexFunc(entries, func(e sync.LedgerEntry) bool { return !e.At.Before(sum.Started) }); i >= 0 {
+				done[k] = true
+				sum.count(entries[i].Outcome, false, entries[i].Drift)
+				continue
+			}
+			still = append(still, k)
+		}
+		pending = still
+		if len(pending) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			sum.Queued = len(pending)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func quote(v any) string {

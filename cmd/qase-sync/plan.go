@@ -125,29 +125,25 @@ func (a *app) planRoute(ctx context.Context, route string, ent sync.Entity) (pla
 	if err != nil {
 		return pr, err
 	}
+	// The engine's own planner decides: for a new entity, what filing it
+	// takes (the store vouches: nothing was filed before); otherwise what
+	// an issue linked earlier, with nothing applied yet, would get.
 	k := sync.Key{Route: route, EntityRef: ent.Ref}
 	ref := sync.IssueRef{Project: d.Spec.Project, ID: "1", Key: "LINKED-1"}
-	base := sync.Applied{} // an issue linked earlier, nothing applied yet
-	if d.Create {
-		rec.reset()
-		sp := d.Spec
-		is, err := tr.Create(ctx, sp, sync.MarkerFor(k))
-		po := planOp{Op: sync.Op{Kind: sync.OpCreate, Spec: &sp}, Requests: rec.requests()}
-		if err != nil {
-			po.Note = "the tracker's answer decides what follows"
-		}
-		pr.Ops = append(pr.Ops, po)
-		if is.Ref.ID != "" {
-			ref = is.Ref
-		}
-		// As the engine does: the created issue is the baseline.
-		base = sync.AppliedFromSpec(sp)
-		base.Status, base.Reason = is.Status, is.Reason
+	in := sync.PlanInput{Key: k, Desired: d, Vouched: true, Now: a.clock.Now()}
+	if !d.Create {
+		in.Linked, in.Link = true, sync.Link{Key: k, State: sync.LinkLinked, Tracker: d.Tracker, Marker: sync.MarkerFor(k), Issue: ref}
 	}
-	for _, op := range sync.Diff(d.Spec, base, base.Labels) {
+	for _, op := range sync.Decide(in).Ops {
 		rec.reset()
 		var err error
 		switch op.Kind {
+		case sync.OpCreate:
+			var is sync.Issue
+			is, err = tr.Create(ctx, *op.Spec, sync.MarkerFor(k))
+			if is.Ref.ID != "" {
+				ref = is.Ref
+			}
 		case sync.OpUpdate:
 			err = tr.Update(ctx, ref, *op.Update)
 		case sync.OpSetStatus:
@@ -156,11 +152,17 @@ func (a *app) planRoute(ctx context.Context, route string, ent sync.Entity) (pla
 			err = tr.AddComment(ctx, ref, *op.Comment)
 		}
 		po := planOp{Op: op, Requests: rec.requests()}
-		if op.Kind == sync.OpSetStatus {
+		if op.Cond != "" {
+			po.Note = "only " + op.Cond
+		} else if op.Kind == sync.OpSetStatus {
 			po.Note = "skipped at run time when the issue already has this status"
 		}
 		if err != nil {
-			po.Note = strings.TrimPrefix(po.Note+"; further requests depend on the tracker's live state (e.g. the workflow's transitions)", "; ")
+			note := "further requests depend on the tracker's live state (e.g. the workflow's transitions)"
+			if op.Kind == sync.OpCreate {
+				note = "the tracker's answer decides what follows"
+			}
+			po.Note = strings.TrimPrefix(po.Note+"; "+note, "; ")
 		}
 		pr.Ops = append(pr.Ops, po)
 	}

@@ -59,6 +59,7 @@ func (a *app) serve(ctx context.Context) error {
 	defer stopEngine()
 	engineDone := make(chan struct{})
 	go func() { a.engine.Run(engineCtx); close(engineDone) }()
+	go a.vouch(engineCtx)
 
 	hook := qase.NewHandler(qase.HandlerOptions{
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
@@ -139,6 +140,31 @@ func (a *app) serve(ctx context.Context) error {
 		a.log.Info("stopped cleanly")
 	}
 	return failed
+}
+
+// vouch lets the store vouch for its keys again: once the late-commit
+// window since start has passed, it lists every route's marked issues and
+// links the unlinked ones (a new, lost or restored database), retrying
+// until it succeeds. Until then creates look for their marker first.
+func (a *app) vouch(ctx context.Context) {
+	wait := time.Until(a.coverage.Trusted())
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		n, err := a.engine.RebuildLinks(ctx, nil)
+		if err == nil {
+			a.log.WithFields(logrus.Fields{"restored": n, "routes": len(a.coverage.Routes())}).Info("links checked against the trackers' markers; the store vouches for its keys")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait = min(time.Duration(1<<min(attempt, 6))*time.Second, time.Minute)
+		a.log.WithError(err).WithField("retry_in", wait.String()).Warn("listing marked issues failed; creates keep looking for their marker first")
+	}
 }
 
 // startCron registers the scheduled reconciler.

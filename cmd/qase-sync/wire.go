@@ -45,6 +45,7 @@ type app struct {
 	trackers map[string]sync.Tracker
 	source   sync.EntitySource
 	engine   *sync.Engine
+	coverage *sync.Coverage
 	metrics  *metrics
 	registry *prometheus.Registry
 	// env and httpClient are seams for tests.
@@ -93,11 +94,19 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		a.log.Info("no qase.api_token: working from webhook payloads alone (thin events; the reconciler cannot recover missed ones)")
 	}
 	w := cfg.Worker
+	// A dry-run tracker answers every call at once: nothing can land late.
+	late := time.Duration(0)
+	for _, tc := range cfg.Trackers {
+		if !tc.DryRun {
+			late = w.LateCommit
+		}
+	}
+	a.coverage = sync.NewCoverage(a.clock.Now(), late)
 	a.engine = sync.NewEngine(sync.EngineOptions{
 		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
-		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics,
+		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
-		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,
+		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
 	})
 	return a, nil
 }
