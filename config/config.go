@@ -141,6 +141,9 @@ type Rate struct {
 type Worker struct {
 	Concurrency int           `yaml:"concurrency" json:"concurrency"`
 	Lease       time.Duration `yaml:"lease" json:"lease"`
+	// JobTimeout bounds one sync (an attempt); the lease is renewed while
+	// it runs.
+	JobTimeout  time.Duration `yaml:"job_timeout" json:"job_timeout"`
 	MaxAttempts int           `yaml:"max_attempts" json:"max_attempts"`
 	MaxAge      time.Duration `yaml:"max_age" json:"max_age"`
 	BackoffBase time.Duration `yaml:"backoff_base" json:"backoff_base"`

@@ -49,7 +49,7 @@ func TestLoadExample(t *testing.T) {
 	if c.Store.Driver != "sqlite" || c.Store.SQLite.Path != "qase-sync.db" || c.Store.SQLite.Synchronous != "full" {
 		t.Errorf("store: %+v", c.Store)
 	}
-	if c.Worker != (Worker{Concurrency: 4, Lease: 2 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute}) {
+	if c.Worker != (Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second}) {
 		t.Errorf("worker: %+v", c.Worker)
 	}
 	if !c.Reconcile.Enabled || c.Reconcile.Schedule != "@every 15m" || c.Log != (Log{"info", "json"}) {

@@ -139,10 +139,11 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		c.Trackers = append(c.Trackers, l.decodeTracker(tn, yamlnode.Index("trackers", i)))
 	}
 
-	w := l.fields(top["worker"], "worker", "concurrency", "lease", "max_attempts", "max_age", "backoff_base", "backoff_max", "late_commit")
+	w := l.fields(top["worker"], "worker", "concurrency", "lease", "max_attempts", "max_age", "backoff_base", "backoff_max", "late_commit", "job_timeout")
 	c.Worker = Worker{
 		Concurrency: int(l.d.Int(w["concurrency"], "worker.concurrency", 4)),
 		Lease:       l.dur(w, "worker", "lease", 2*time.Minute),
+		JobTimeout:  l.dur(w, "worker", "job_timeout", 10*time.Minute),
 		MaxAttempts: int(l.d.Int(w["max_attempts"], "worker.max_attempts", 12)),
 		MaxAge:      l.dur(w, "worker", "max_age", 72*time.Hour),
 		BackoffBase: l.dur(w, "worker", "backoff_base", 2*time.Second),

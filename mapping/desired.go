@@ -91,12 +91,13 @@ func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
 var builtins = map[string]bool{"id": true, "project": true, "kind": true, "deleted": true,
 	"last_event": true, "events": true, "vars": true, "attrs": true, "comment": true}
 
-// unknownFields names the spec fields whose templates read an attribute
-// the entity does not have. An entity read from the Qase API is complete:
-// what it lacks, Qase lacks. One known only from events lacks what no
-// event carried (thin defect.updated payloads, a lost store): writing
-// those fields over an existing issue would replace real text with a
-// template's fallback.
+// unknownFields names the spec fields whose templates read entity
+// attributes of which the entity has none. An entity read from the Qase
+// API is complete: what it lacks, Qase lacks. One known only from events
+// lacks what no event carried (thin defect.updated payloads, a lost
+// store): writing such a field over an existing issue would replace real
+// text with a template's fallback. A field that reads several attributes
+// is known once any of them is (optional attributes are often absent).
 func unknownFields(r *route, e sync.Entity) []string {
 	if e.Complete {
 		return nil
@@ -112,17 +113,22 @@ func unknownFields(r *route, e sync.Entity) []string {
 		return ok && v != nil
 	}
 	guess := func(ts ...*tmpl) bool {
+		reads := false
 		for _, t := range ts {
 			if t == nil {
 				continue
 			}
 			for _, ref := range t.refs {
-				if !known(ref) {
-					return true
+				if builtins[ref] {
+					continue
 				}
+				if known(ref) {
+					return false
+				}
+				reads = true
 			}
 		}
-		return false
+		return reads
 	}
 	var out []string
 	for _, f := range []struct {

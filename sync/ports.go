@@ -114,6 +114,10 @@ type Store interface {
 	LinkStore
 	LedgerStore
 	Ping(ctx context.Context) error
+	// CreatedAt is when this database was created (its first schema
+	// migration): a store younger than the trackers' late-commit window
+	// may have replaced one whose creates are still landing.
+	CreatedAt(ctx context.Context) (time.Time, error)
 	Close() error
 }
 

@@ -348,10 +348,10 @@ func byAge(list []Issue) []Issue {
 // restored database cannot vouch until then, so creates on uncovered routes
 // look for the key's marker first (invariant I7).
 //
-// An earlier process may have left creates in flight whose intents the
-// store no longer holds (it was lost): they can still commit until the
-// late-commit window after this process started has passed. Until then
-// neither a listing nor a search proves absence (Trusted).
+// A new database may have replaced one that was lost while creates were in
+// flight; their intents are gone with it, and they can still commit until
+// the late-commit window after the new database was created has passed.
+// Until then neither a listing nor a search proves absence (Trusted).
 type Coverage struct {
 	mu     gosync.Mutex
 	since  time.Time
@@ -359,8 +359,8 @@ type Coverage struct {
 	routes map[string]time.Time
 }
 
-// NewCoverage starts a process's coverage: since is when the process
-// started, grace the tracker's late-commit window.
+// NewCoverage starts a process's coverage: since is when its store was
+// created (Store.CreatedAt), grace the trackers' late-commit window.
 func NewCoverage(since time.Time, grace time.Duration) *Coverage {
 	return &Coverage{since: since, grace: grace}
 }

@@ -336,7 +336,7 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		return true, x.save(ctx)
 	case OpForget:
 		if x.linked && x.link.State == LinkLinked {
-			x.log.WithField("issue", x.link.Issue.String()).Warn("linked issue is gone; forgetting the link")
+			x.log.WithField("issue", x.link.Issue.String()).Warn("linked issue is gone; re-filing")
 		}
 		if err := e.o.Store.DeleteLink(ctx, x.k); err != nil {
 			return false, err
@@ -346,6 +346,11 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 	case OpCreate:
 		return true, x.create(ctx, *op.Spec)
 	case OpUpdate:
+		if x.o.Verify {
+			// Against the live issue every change repairs drift: a person's
+			// edit, a missed event or a changed mapping.
+			x.log.WithFields(logrus.Fields{"issue": x.link.Issue.String(), "changes": op.Changes}).Info("reverting tracker-side edits of synced fields")
+		}
 		if err := x.tr.Update(ctx, x.link.Issue, *op.Update); err != nil {
 			return false, fmt.Errorf("update %s: %w", x.link.Issue, err)
 		}

@@ -155,8 +155,8 @@ func (a *app) reportPass(ctx context.Context, sum *reconcileSummary, wait time.D
 		err := a.engine.ProcessUntilIdle(ctx, func(j sync.Job, res sync.Result, err error) {
 			mu.Lock()
 			defer mu.Unlock()
-			if done[j.Key] {
-				return
+			if done[j.Key] || res.Plan.Wait > 0 {
+				return // settling: it runs again shortly
 			}
 			done[j.Key] = true
 			outcome := res.Outcome

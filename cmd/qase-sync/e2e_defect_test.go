@@ -245,11 +245,25 @@ type failLinkOnce struct {
 }
 
 func (f *failLinkOnce) SaveLink(ctx context.Context, l sync.Link) error {
+	if err := f.crash(l); err != nil {
+		return err
+	}
+	return f.Store.SaveLink(ctx, l)
+}
+
+func (f *failLinkOnce) SaveLinkFenced(ctx context.Context, l sync.Link, j sync.Job) error {
+	if err := f.crash(l); err != nil {
+		return err
+	}
+	return f.Store.SaveLinkFenced(ctx, l, j)
+}
+
+func (f *failLinkOnce) crash(l sync.Link) error {
 	if l.State == sync.LinkLinked && !f.failed {
 		f.failed = true
 		return errors.New("simulated crash before the link was saved")
 	}
-	return f.Store.SaveLink(ctx, l)
+	return nil
 }
 
 // TestCrashBetweenCreateAndLinkAdopts: the retry finds the issue by its
@@ -267,7 +281,7 @@ func TestCrashBetweenCreateAndLinkAdopts(t *testing.T) {
 	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != is.ID {
 		t.Fatalf("link = %+v found=%v err=%v, want linked to %s", link, found, err, is.ID)
 	}
-	if !strings.Contains(h.logs.String(), "adopted issue created by an interrupted attempt") {
+	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {
 		t.Fatal("adoption was not logged")
 	}
 }

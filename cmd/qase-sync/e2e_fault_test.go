@@ -481,7 +481,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 	for _, r := range gh.Requests() {
 		served[fmt.Sprintf("github %d", r.Status)]++
 	}
-	adopted := strings.Count(logs.String(), "adopted issue created by an interrupted attempt")
+	adopted := strings.Count(logs.String(), "adopting the issue that carries this key's marker")
 	t.Logf("tracker answers %v; adoptions %d", served, adopted)
 	for _, k := range []string{"jira 429", "jira 500", "github 429", "github 500"} {
 		if served[k] == 0 {

@@ -62,6 +62,7 @@ type opsConfig struct {
 	jiraURL, ghURL  string
 	concurrency     int
 	lease           time.Duration
+	jobTimeout      time.Duration
 	maxAttempts     int
 	shutdownTimeout time.Duration
 	readHeader      time.Duration
@@ -78,6 +79,7 @@ func (c opsConfig) write(t *testing.T) string {
 		}
 	}
 	def(&c.lease, 4*time.Second)
+	def(&c.jobTimeout, time.Minute)
 	def(&c.shutdownTimeout, 10*time.Second)
 	def(&c.readHeader, 5*time.Second)
 	if c.concurrency == 0 {
@@ -121,13 +123,15 @@ worker:
   max_attempts: %d
   backoff_base: 20ms
   backoff_max: 300ms
+  late_commit: 1s
+  job_timeout: %s
 log:
   level: %s
   format: json
 mapping:
 %s
 `, c.listen, c.readHeader, c.shutdownTimeout, opsAdminToken, testSecret, filepath.Join(c.dir, "qase-sync.db"),
-		c.jiraURL, c.ghURL, c.concurrency, c.lease, c.maxAttempts, c.logLevel, indent(exampleRoutes(t), "  "))
+		c.jiraURL, c.ghURL, c.concurrency, c.lease, c.maxAttempts, c.jobTimeout, c.logLevel, indent(exampleRoutes(t), "  "))
 	path := filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -855,19 +859,20 @@ func TestOpsDeadLetterRetryLedger(t *testing.T) {
 	}
 }
 
-// TestOpsJobOverLeaseDeadLetters: a job whose tracker call outlives the
-// lease (a hang) must still count its attempts and end dead-lettered after
-// max_attempts, not loop on lease expiry forever.
+// TestOpsJobOverLeaseDeadLetters: a job whose tracker calls outlive the
+// lease keeps its key (the lease is renewed while it runs: no second
+// worker), a hang is cut at job_timeout and counts as an attempt, and the
+// job ends dead-lettered after max_attempts instead of looping.
 func TestOpsJobOverLeaseDeadLetters(t *testing.T) {
 	jira := jirafake.New()
 	t.Cleanup(jira.Close)
 	gh := newGitHubFake(t)
 	addr := freeAddr(t)
 	url := "http://" + addr
-	cfg := opsConfig{dir: t.TempDir(), listen: addr, jiraURL: jira.URL, ghURL: gh.URL, lease: time.Second, maxAttempts: 2}.write(t)
+	cfg := opsConfig{dir: t.TempDir(), listen: addr, jiraURL: jira.URL, ghURL: gh.URL, lease: time.Second, jobTimeout: 1500 * time.Millisecond, maxAttempts: 2}.write(t)
 	logs := &syncBuffer{}
 	startBinary(t, cfg, url, logs)
-	jira.Delay(3 * time.Second) // every Jira call hangs past the 1 s lease
+	jira.Delay(3 * time.Second) // every Jira call hangs past the 1 s lease and the 1.5 s job timeout
 	if code, body := opsPost(url+"/webhooks/qase", mustRead(t, "defect.created.json")); code != http.StatusAccepted {
 		t.Fatalf("deliver: %d %s", code, body)
 	}
@@ -886,6 +891,9 @@ func TestOpsJobOverLeaseDeadLetters(t *testing.T) {
 	}
 	if dls[0].Attempts != 2 || dls[0].Key.ID != 1 {
 		t.Fatalf("dead letter %+v, want defect 1 after 2 attempts", dls[0])
+	}
+	if strings.Contains(logs.String(), "job lease lost") {
+		t.Fatalf("a second worker took the key while the first still ran:\n%s", tail(logs.String(), 30))
 	}
 	if st := adminEvents(t, url); st.Dead != 1 || st.Pending != 0 {
 		t.Fatalf("ledger %+v, want the event dead-lettered", st)

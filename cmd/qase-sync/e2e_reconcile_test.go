@@ -98,6 +98,19 @@ func (h *harness) recReconcile(routes ...string) sync.ReconcileReport {
 	}
 	h.drain()
 	h.recNoDeadLetters()
+	// What the pass found is what its keys' syncs recorded in the ledger.
+	for _, k := range rep.KeyList {
+		entries, err := h.a.store.Ledger(context.Background(), k, 5)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, e := range entries {
+			if !e.At.Before(rep.Started) {
+				rep.Count(e.Drift)
+				break
+			}
+		}
+	}
 	return rep
 }
 

@@ -722,7 +722,7 @@ func TestRRCommitThenFailAdopts(t *testing.T) {
 	if n := h.gh.WriteCount(); n != 1 {
 		t.Fatalf("github writes = %d, want 1 (the create whose answer was lost)", n)
 	}
-	if !strings.Contains(h.logs.String(), "adopted issue created by an interrupted attempt") {
+	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {
 		t.Fatal("adoption was not logged")
 	}
 	k := rrKey("declined-reviews-to-github", "ID", sync.KindReview, 2)
@@ -754,6 +754,13 @@ func (f *rrFailLinkOnce) SaveLink(ctx context.Context, l sync.Link) error {
 	return f.Store.SaveLink(ctx, l)
 }
 
+func (f *rrFailLinkOnce) SaveLinkFenced(ctx context.Context, l sync.Link, j sync.Job) error {
+	if l.State == sync.LinkLinked && f.failed.CompareAndSwap(false, true) {
+		return errors.New("simulated crash before the link was saved")
+	}
+	return f.Store.SaveLinkFenced(ctx, l, j)
+}
+
 // TestRRLinkSaveCrashAdopts: the create reached GitHub but the link was not
 // saved; the retry adopts the issue instead of filing a second one.
 func TestRRLinkSaveCrashAdopts(t *testing.T) {
@@ -773,7 +780,7 @@ func TestRRLinkSaveCrashAdopts(t *testing.T) {
 	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != "1" {
 		t.Fatalf("link = %+v found=%v err=%v", link, found, err)
 	}
-	if !strings.Contains(h.logs.String(), "adopted issue created by an interrupted attempt") {
+	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {
 		t.Fatal("adoption was not logged")
 	}
 	rrLedger(t, h, 1)
@@ -786,6 +793,7 @@ func TestRRSecondaryRateLimitRetry(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	const retryAfter = time.Second
+	h.waitVouched() // the start-up listing must not take the injected limit
 	h.gh.SecondaryRateLimit(1, retryAfter)
 
 	// Watch the fake's request log and note when each request showed up

@@ -135,6 +135,7 @@ worker:
   max_attempts: 5
   backoff_base: 20ms
   backoff_max: 200ms
+  late_commit: 1s
 log:
   level: debug
   format: json
@@ -301,4 +302,17 @@ func rebuildEngine(a *app) *sync.Engine {
 		Logger: a.log, Metrics: a.metrics, Concurrency: w.Concurrency, Lease: w.Lease,
 		MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge, BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,
 	})
+}
+
+// waitVouched waits until the service has listed its routes' marked
+// issues after start (late_commit after the store was created), so that
+// creates no longer look for their marker first.
+func (h *harness) waitVouched() {
+	h.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(h.logs.String(), "the store vouches for its keys") {
+			return
+		}
+	}
+	h.t.Fatalf("the store never vouched for its keys; logs:\n%s", tail(h.logs.String(), 30))
 }

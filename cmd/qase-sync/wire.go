@@ -101,11 +101,19 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 			late = w.LateCommit
 		}
 	}
-	a.coverage = sync.NewCoverage(a.clock.Now(), late)
+	// A database younger than the late-commit window may have replaced one
+	// whose creates are still landing: until the window has passed since it
+	// was created, no search or listing proves that an issue is absent.
+	created, err := a.store.CreatedAt(ctx)
+	if err != nil {
+		a.log.WithError(err).Warn("reading the store's creation time; treating it as new")
+		created = a.clock.Now()
+	}
+	a.coverage = sync.NewCoverage(created, late)
 	a.engine = sync.NewEngine(sync.EngineOptions{
 		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
-		Concurrency: w.Concurrency, Lease: w.Lease, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
+		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
 		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
 	})
 	return a, nil

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -157,4 +158,13 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.pool.Close()
 	return nil
+}
+
+// CreatedAt implements sync.Store: when the first migration was applied.
+func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
+	var at time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&at); err != nil {
+		return time.Time{}, fmt.Errorf("postgres: created at: %w", err)
+	}
+	return at.UTC(), nil
 }

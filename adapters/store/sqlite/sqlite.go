@@ -255,3 +255,12 @@ func (s *Store) Close() error {
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)
 }
+
+// CreatedAt implements sync.Store: when the first migration was applied.
+func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
+	var at int64
+	if err := s.r.QueryRowContext(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&at); err != nil {
+		return time.Time{}, fmt.Errorf("sqlite: created at: %w", err)
+	}
+	return time.UnixMicro(at).UTC(), nil
+}

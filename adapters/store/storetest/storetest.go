@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		fn   func(t *testing.T, s qsync.Store)
 	}{
 		{"Ping", testPing},
+		{"CreatedAt", testCreatedAt},
 		{"AcceptRoundTrip", testAcceptRoundTrip},
 		{"AcceptRejectsEmptyDedupKey", testAcceptEmptyDedup},
 		{"AcceptDedupWithinAndAcrossBatches", testAcceptDedup},
@@ -189,6 +190,21 @@ func wantTime(t *testing.T, what string, got, want time.Time) {
 func testPing(t *testing.T, s qsync.Store) {
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
+	}
+}
+
+// testCreatedAt: a new database knows it was just created (the engine
+// trusts no search for absence until the late-commit window has passed).
+func testCreatedAt(t *testing.T, s qsync.Store) {
+	at, err := s.CreatedAt(context.Background())
+	if err != nil {
+		t.Fatalf("CreatedAt: %v", err)
+	}
+	if age := time.Since(at); age < -time.Minute || age > 10*time.Minute {
+		t.Fatalf("CreatedAt = %v (age %s), want about now for a new database", at, age)
+	}
+	if at.Location() != time.UTC {
+		t.Errorf("CreatedAt location = %v, want UTC", at.Location())
 	}
 }
 
