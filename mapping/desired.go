@@ -55,12 +55,11 @@ func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
 	}
 	d := sync.Desired{Route: r.name, Tracker: r.tracker}
 	data := m.data(e)
-	env := condEnv{data: data, lookup: m.lookup}
 	fail := func(field string, err error) (sync.Desired, error) {
 		return sync.Desired{}, sync.Permanent(fmt.Errorf("mapping: route %q: %s: %w", r.name, field, err))
 	}
 	if r.when != nil {
-		ok, err := r.when.Eval(env)
+		ok, err := r.when.Eval(data)
 		if err != nil {
 			return fail("when", err)
 		}
@@ -71,13 +70,13 @@ func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
 	}
 	d.Create = !e.Deleted
 	if d.Create && r.createWhen != nil {
-		ok, err := r.createWhen.Eval(env)
+		ok, err := r.createWhen.Eval(data)
 		if err != nil {
 			return fail("create_when", err)
 		}
 		d.Create = ok
 	}
-	spec, field, err := m.render(r, e, data, env)
+	spec, field, err := m.render(r, e, data)
 	if err != nil {
 		return fail(field, err)
 	}
@@ -151,7 +150,7 @@ func unknownFields(r *route, e sync.Entity) []string {
 	return out
 }
 
-func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condEnv) (sync.IssueSpec, string, error) {
+func (m *Mapping) render(r *route, e sync.Entity, data map[string]any) (sync.IssueSpec, string, error) {
 	var s sync.IssueSpec
 	wrap := func(field string, err error) (sync.IssueSpec, string, error) {
 		return sync.IssueSpec{}, field, err
@@ -211,7 +210,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 	for i, c := range r.comments {
 		cfield := fmt.Sprintf("comments[%d]", i)
 		if !c.fromEntity {
-			ok, err := evalCond(c.when, env)
+			ok, err := evalCond(c.when, data)
 			if err != nil {
 				return wrap(cfield+".when", err)
 			}
@@ -233,7 +232,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 				cd[k] = v
 			}
 			cd["comment"] = commentData(ec)
-			ok, err := evalCond(c.when, condEnv{data: cd, lookup: m.lookup})
+			ok, err := evalCond(c.when, cd)
 			if err != nil {
 				return wrap(cfield+".when", err)
 			}
@@ -255,11 +254,11 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any, env condE
 	return s, "", nil
 }
 
-func evalCond(c *Cond, env condEnv) (bool, error) {
+func evalCond(c *Cond, data map[string]any) (bool, error) {
 	if c == nil {
 		return true, nil
 	}
-	return c.Eval(env)
+	return c.Eval(data)
 }
 
 // renderList renders list templates; each rendering may hold several

@@ -7,18 +7,26 @@ import (
 	"github.com/qase-sync/qase-sync/sync"
 )
 
-// FuzzParseCond: no input panics the parser or the evaluator.
-func FuzzParseCond(f *testing.F) {
-	for _, s := range []string{`status == "open"`, `!(a in [1, "x", null]) || len(b) > 2 && has(c.d["e"])`, `((`, `lookup("t", x)`, `-a[0].b`, `'\q'`} {
+// FuzzCond: no input panics the compiler or the evaluator, and a
+// condition that compiles evaluates without a runtime failure other than
+// a reported error.
+func FuzzCond(f *testing.F) {
+	for _, s := range []string{`status == "open"`, `!(a in [1, "x", null]) || len(b) > 2 && has(c.d["e"])`, `((`, `lookup("t", x)`,
+		`-a[0].b`, `'\q'`, `b[-1] > "w" || c?.d.e.f == nil`, `all(b, # != "") and a not in [2]`, `lookup("severity_to_jira_priority", c.d) == "x"`} {
 		f.Add(s)
 	}
-	env := condEnv{data: map[string]any{"a": int64(1), "b": []any{"x"}, "c": map[string]any{"d": map[string]any{"e": "f"}}}, lookup: exampleMapping.lookup}
+	data := map[string]any{"a": int64(1), "b": []any{"x"}, "c": map[string]any{"d": map[string]any{"e": "f"}}, "vars": map[string]any{"v": rawString("w")}}
+	scope := condScope{"a": nil, "b": nil, "c": nil, "x": nil, "vars": map[string]any{}}
 	f.Fuzz(func(t *testing.T, src string) {
-		c, err := ParseCond(src)
+		c, err := compileCond(src, scope, exampleMapping.tables, exampleMapping.lookup)
 		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
 			return
 		}
-		_, _ = c.Eval(env)
+		_, _ = c.Eval(data)
+		_, _ = c.Eval(map[string]any{})
 	})
 }
 

@@ -1,10 +1,10 @@
 // Package mapping turns the current state of a Qase entity into the tracker
 // issue a route wants (sync.Desired), driven by declarative YAML: routes,
-// lookup tables, Go text/templates with a small safe function set and a
-// tiny condition language. It is pure: no I/O at Desired time (files are
+// lookup tables, Go text/templates with a small safe function set and
+// expr-lang/expr conditions. It is pure: no I/O at Desired time (files are
 // read at load only, through Options.ReadFile), no clock, no globals.
 //
-// See REFERENCE.md for the YAML format.
+// See docs/mapping.md for the YAML format.
 package mapping
 
 import (
@@ -31,7 +31,7 @@ var builtinTablesYAML []byte
 //go:embed example-routes.yaml
 var ExampleRoutes []byte
 
-// BuiltinTables is the YAML of the tables always loaded (REFERENCE.md).
+// BuiltinTables is the YAML of the tables always loaded (docs/mapping.md).
 func BuiltinTables() []byte { return append([]byte(nil), builtinTablesYAML...) }
 
 // builtinTables is parsed once at init; it is never mutated afterwards.
@@ -426,25 +426,20 @@ func (m *Mapping) decodeRoute(d *yamlnode.Decoder, n *yaml.Node, field string, o
 	}
 	sort.Strings(r.fieldIDs)
 
-	cond := func(node *yaml.Node, fld string) *Cond {
+	cond := func(node *yaml.Node, fld string, comment bool) *Cond {
 		src, ok := d.String(node, fld)
 		if !ok || yamlnode.IsNull(node) {
 			return nil
 		}
-		c, err := ParseCond(src)
+		c, err := compileCond(src, scopeFor(r.kind, comment), m.tables, m.lookup)
 		if err != nil {
 			d.Errorf(node, fld, "condition: %v", err)
 			return nil
 		}
-		for _, l := range c.tables() {
-			if _, ok := m.tables[l.v.(string)]; !ok {
-				d.Errorf(node, fld, "condition: col %d: lookup: unknown table %q", l.p, l.v)
-			}
-		}
 		return c
 	}
-	r.when = cond(f["when"], at("when"))
-	r.createWhen = cond(f["create_when"], at("create_when"))
+	r.when = cond(f["when"], at("when"), false)
+	r.createWhen = cond(f["create_when"], at("create_when"), false)
 
 	seen := map[string]bool{}
 	fromEntity := false
@@ -475,7 +470,7 @@ func (m *Mapping) decodeRoute(d *yamlnode.Decoder, n *yaml.Node, field string, o
 		default:
 			d.Errorf(cn, cf, "needs id (a comment posted once) or from: entity")
 		}
-		rule.when = cond(c["when"], cf+".when")
+		rule.when = cond(c["when"], cf+".when", rule.fromEntity)
 		if yamlnode.IsNull(c["body"]) {
 			d.Errorf(cn, cf+".body", "required")
 		}

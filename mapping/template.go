@@ -369,8 +369,8 @@ func titleCase(s string) string {
 // get .reviewers "a@x.io" "status".
 func get(v any, keys ...any) any {
 	for _, k := range keys {
-		v = index(condValue(v), condValue(k))
-		if isUndef(v) {
+		var ok bool
+		if v, ok = index(v, k); !ok {
 			return nil
 		}
 	}
