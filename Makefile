@@ -37,9 +37,11 @@ test: tools ## Run every test (race detector, contract tests against Prism, shor
 	QASE_SYNC_REQUIRE_PRISM=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
-fuzz: ## Fuzz the webhook decoder and the config loader (FUZZTIME inputs each, default 60000x)
+fuzz: ## Fuzz the webhook decoder, the config and mapping loaders, conditions (FUZZTIME inputs each, default 60000x)
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./adapters/qase
 	$(GO) test -run='^$$' -fuzz=FuzzConfigParse -fuzztime=$(FUZZTIME) ./config
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./mapping
+	$(GO) test -run='^$$' -fuzz=FuzzCond -fuzztime=$(FUZZTIME) ./mapping
 
 lint: ## gofmt, go vet and the import rules
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

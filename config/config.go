@@ -1,12 +1,13 @@
-// Package config loads the qase-sync service configuration: strict YAML
-// (unknown keys are errors), ${VAR} expansion per scalar, secrets from
-// values or *_file files, defaults, and validation in one place with
-// "file:line: field: problem" messages, all problems at once.
+// Package config loads the qase-sync service configuration: YAML decoded
+// by yaml.v3 into the tagged structs below, strictly (unknown keys are
+// errors), ${VAR} expansion per scalar, secrets from values or *_file
+// files, defaults per section (Default, Tracker.UnmarshalYAML), and
+// validation in one place (validate.go) with "file:line: field: problem"
+// messages, all problems at once.
 //
-// Import direction: config imports mapping (and mapping/yamlnode); mapping
-// never imports config. Load parses the mapping: section too, validating
-// routes against the configured trackers, so one call reports every
-// problem of the file.
+// Import direction: config does not import mapping. The mapping: section
+// is kept as a YAML node (Config.Mapping) that cmd/qase-sync hands to
+// package mapping, which reports its problems in the same form.
 package config
 
 import (
@@ -21,8 +22,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/qase-sync/qase-sync/mapping"
-	"github.com/qase-sync/qase-sync/mapping/yamlnode"
+	"github.com/qase-sync/qase-sync/internal/yamlpos"
 )
 
 // Config is the whole service configuration.
@@ -36,8 +36,11 @@ type Config struct {
 	Worker    Worker    `yaml:"worker" json:"worker"`
 	Reconcile Reconcile `yaml:"reconcile" json:"reconcile"`
 	Log       Log       `yaml:"log" json:"log"`
-	// Mapping is the parsed mapping: section (never nil after Load).
-	Mapping *mapping.Mapping `yaml:"-" json:"-"`
+	// Mapping is the mapping: section as written (after ${VAR}
+	// expansion), nil when absent; package mapping decodes it.
+	Mapping *yaml.Node `yaml:"-" json:"-"`
+
+	index *yamlpos.Index
 }
 
 // Server configures the HTTP listener.
@@ -54,21 +57,25 @@ type Server struct {
 	// SIGTERM, so load balancers stop routing before the listener closes.
 	ShutdownDelay time.Duration `yaml:"shutdown_delay" json:"shutdown_delay"`
 	// AdminToken enables the admin API when set.
-	AdminToken Secret `yaml:"admin_token,omitempty" json:"admin_token,omitempty"`
+	AdminToken     Secret `yaml:"admin_token,omitempty" json:"admin_token,omitempty"`
+	AdminTokenFile string `yaml:"admin_token_file,omitempty" json:"admin_token_file,omitempty"`
 }
 
 // Qase configures the webhook receiver and the optional API reader.
 type Qase struct {
 	// Secrets are accepted X-Qase-Secret values (several for rotation).
 	Secrets []Secret `yaml:"secrets" json:"secrets"`
+	// SecretsFile holds more secrets, one a line (# comments).
+	SecretsFile string `yaml:"secrets_file,omitempty" json:"secrets_file,omitempty"`
 	// ProjectSecrets are accepted only for the project code they are listed under.
 	ProjectSecrets map[string][]Secret `yaml:"project_secrets,omitempty" json:"project_secrets,omitempty"`
 	AllowUnsigned  bool                `yaml:"allow_unsigned" json:"allow_unsigned"`
 	DefaultProject string              `yaml:"default_project,omitempty" json:"default_project,omitempty"`
 	// APIToken enables reading entities from the Qase REST API.
-	APIToken Secret `yaml:"api_token,omitempty" json:"api_token,omitempty"`
-	APIURL   string `yaml:"api_url" json:"api_url"`
-	AppURL   string `yaml:"app_url" json:"app_url"`
+	APIToken     Secret `yaml:"api_token,omitempty" json:"api_token,omitempty"`
+	APITokenFile string `yaml:"api_token_file,omitempty" json:"api_token_file,omitempty"`
+	APIURL       string `yaml:"api_url" json:"api_url"`
+	AppURL       string `yaml:"app_url" json:"app_url"`
 }
 
 // Store selects and configures the storage backend.
@@ -86,7 +93,8 @@ type SQLite struct {
 
 // Postgres configures the PostgreSQL backend.
 type Postgres struct {
-	DSN Secret `yaml:"dsn" json:"dsn"`
+	DSN     Secret `yaml:"dsn" json:"dsn"`
+	DSNFile string `yaml:"dsn_file,omitempty" json:"dsn_file,omitempty"`
 }
 
 // Tracker types.
@@ -118,8 +126,46 @@ type Tracker struct {
 	App     *GitHubApp `yaml:"app,omitempty" json:"app,omitempty"`
 
 	// Token is the Jira API token / PAT or the GitHub token.
-	Token Secret `yaml:"token,omitempty" json:"token,omitempty"`
-	Rate  Rate   `yaml:"rate" json:"rate"`
+	Token     Secret `yaml:"token,omitempty" json:"token,omitempty"`
+	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
+	Rate      Rate   `yaml:"rate" json:"rate"`
+}
+
+// trackerKeys are the settings each tracker type takes (besides name and
+// type); validate reports any other key set on a tracker.
+var trackerKeys = map[string][]string{
+	TrackerJira:   {"dry_run", "url", "flavor", "email", "token", "token_file", "user_field", "transitions", "settle", "rate"},
+	TrackerGitHub: {"dry_run", "base_url", "token", "token_file", "app", "rate"},
+	TrackerDryRun: {"settle"},
+}
+
+// defaultTracker is a tracker of type typ before its settings apply.
+func defaultTracker(typ string) Tracker {
+	switch typ {
+	case TrackerJira:
+		return Tracker{Flavor: "cloud", Settle: 5 * time.Second, Rate: Rate{PerSecond: 5, Burst: 10}}
+	case TrackerGitHub:
+		return Tracker{Rate: Rate{PerSecond: 1, Burst: 10}} // 60/min
+	}
+	return Tracker{}
+}
+
+// UnmarshalYAML fills the defaults of the tracker's type, then decodes it.
+// (The older unmarshal-function form keeps yaml.v3's strict decoding.)
+func (t *Tracker) UnmarshalYAML(unmarshal func(any) error) error {
+	var head struct {
+		Type string `yaml:"type"`
+	}
+	_ = unmarshal(&head) // only the type: the full decode below reports every problem
+	*t = defaultTracker(head.Type)
+	type plain Tracker
+	if err := unmarshal((*plain)(t)); err != nil {
+		return err
+	}
+	t.URL = strings.TrimRight(t.URL, "/")
+	t.BaseURL = strings.TrimRight(t.BaseURL, "/")
+	t.Flavor = strings.ToLower(t.Flavor)
+	return nil
 }
 
 // GitHubApp authenticates as a GitHub App installation.
@@ -135,6 +181,29 @@ type GitHubApp struct {
 type Rate struct {
 	PerSecond float64 `yaml:"per_second" json:"per_second"`
 	Burst     int     `yaml:"burst" json:"burst"`
+}
+
+// UnmarshalYAML decodes {per_second | per_minute, burst} over the
+// tracker type's default (validate reports setting both).
+func (r *Rate) UnmarshalYAML(unmarshal func(any) error) error {
+	var in struct {
+		PerSecond *float64 `yaml:"per_second"`
+		PerMinute *float64 `yaml:"per_minute"`
+		Burst     *int     `yaml:"burst"`
+	}
+	if err := unmarshal(&in); err != nil {
+		return err
+	}
+	switch {
+	case in.PerSecond != nil:
+		r.PerSecond = *in.PerSecond
+	case in.PerMinute != nil:
+		r.PerSecond = *in.PerMinute / 60
+	}
+	if in.Burst != nil {
+		r.Burst = *in.Burst
+	}
+	return nil
 }
 
 // Worker configures the sync workers and retries.
@@ -182,41 +251,150 @@ const (
 	maxFileBytes        = 1 << 20
 )
 
+// Default is the configuration of an empty file: every section's defaults
+// (trackers take theirs from defaultTracker).
+func Default() Config {
+	return Config{
+		Server: Server{
+			Listen: DefaultListen, WebhookPath: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes,
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second,
+			IdleTimeout: 60 * time.Second, ShutdownTimeout: 30 * time.Second, ShutdownDelay: 2 * time.Second,
+		},
+		Qase:  Qase{APIURL: DefaultQaseAPIURL, AppURL: DefaultQaseAppURL},
+		Store: Store{Driver: "sqlite", SQLite: SQLite{Path: DefaultSQLitePath, Synchronous: "full"}},
+		// late_commit: twice the trackers' 30 s request timeout, and a margin.
+		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,
+			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
 // Load reads and parses the configuration file at path. env looks up
 // environment variables (os.LookupEnv in production; nil = none set).
 func Load(path string, env func(string) (string, bool)) (*Config, error) {
 	data, err := readLimited(path)
 	if err != nil {
-		return nil, yamlnode.Problems{{File: path, Msg: "cannot read configuration: " + err.Error()}}
+		return nil, yamlpos.Problems{{File: path, Msg: "cannot read configuration: " + err.Error()}}
 	}
 	return Parse(path, data, env)
 }
 
-// LoadAll is Load returning the mapping alongside, for callers that wire
-// the two separately.
-func LoadAll(path string, env func(string) (string, bool)) (*Config, *mapping.Mapping, error) {
-	c, err := Load(path, env)
+// Parse parses configuration data; name is used in messages and to
+// resolve relative *_file paths.
+//
+// On problems the error is a yamlpos.Problems, sorted by line. The config
+// is then still returned, decoded as far as it could be, when the YAML
+// itself parsed: a caller that checks more (the mapping) can report
+// every problem of the file at once.
+func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	root, err := yamlpos.Parse(name, data)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return c, c.Mapping, nil
+	ps := expandNodes(name, root, "", env)
+	doc := struct {
+		Config  `yaml:",inline"`
+		Mapping yaml.Node `yaml:"mapping"` // decoded by package mapping
+	}{Config: Default()}
+	ps = append(ps, yamlpos.Decode(name, root, "", &doc)...)
+	c := &doc.Config
+	c.File = name
+	c.index = yamlpos.NewIndex(name, root, "")
+	if n := c.index.Node("mapping"); !yamlpos.IsNull(n) {
+		c.Mapping = n // the original node: its lines are the file's
+	}
+	ps = append(ps, c.readFiles(filepath.Dir(name))...)
+	c.normalize()
+	ps = append(ps, c.validate()...)
+	return c, ps.Err()
 }
 
-// Parse parses configuration data; name is used in messages and to
-// resolve relative *_file paths and table_files.
-func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
-	root, err := yamlnode.Parse(name, data)
-	if err != nil {
-		return nil, err
+// Problem makes a "file:line: field: message" problem for field (a path
+// such as "reconcile.routes[1]"), at the line of the field or of its
+// closest parent that the file sets.
+func (c *Config) Problem(field, format string, args ...any) yamlpos.Problem {
+	if c.index == nil {
+		return yamlpos.Problem{File: c.File, Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
-	l := &loader{d: &yamlnode.Decoder{File: name}, pos: map[string]*yaml.Node{}, dir: filepath.Dir(name)}
-	expandNodes(l.d, root, "", env)
-	c := l.decode(root)
-	l.validate(c)
-	if err := l.d.Problems.Err(); err != nil {
-		return nil, err
+	return c.index.Problem(field, format, args...)
+}
+
+// normalize trims and lower-cases what is compared later.
+func (c *Config) normalize() {
+	c.Qase.APIURL = strings.TrimRight(c.Qase.APIURL, "/")
+	c.Qase.AppURL = strings.TrimRight(c.Qase.AppURL, "/")
+	c.Qase.Secrets = nonEmpty(c.Qase.Secrets)
+	for code, ss := range c.Qase.ProjectSecrets {
+		c.Qase.ProjectSecrets[code] = nonEmpty(ss)
 	}
-	return c, nil
+	c.Log.Level = strings.ToLower(c.Log.Level)
+	c.Log.Format = strings.ToLower(c.Log.Format)
+}
+
+func nonEmpty(ss []Secret) []Secret {
+	var out []Secret
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readFiles reads the *_file settings (relative to dir) into their secrets.
+func (c *Config) readFiles(dir string) yamlpos.Problems {
+	var ps yamlpos.Problems
+	path := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	secret := func(s *Secret, file, field, key string) {
+		if file == "" {
+			return
+		}
+		fileField := field + "_file"
+		if *s != "" {
+			ps = append(ps, c.Problem(fileField, "set %s or %s_file, not both", key, key))
+			*s = ""
+			return
+		}
+		data, err := readLimited(path(file))
+		if err != nil {
+			ps = append(ps, c.Problem(fileField, "cannot read secret file: %v", err))
+			return
+		}
+		*s = Secret(strings.TrimRight(string(data), "\r\n"))
+		if *s == "" {
+			ps = append(ps, c.Problem(fileField, "secret file %s is empty", file))
+		}
+	}
+	secret(&c.Server.AdminToken, c.Server.AdminTokenFile, "server.admin_token", "admin_token")
+	secret(&c.Qase.APIToken, c.Qase.APITokenFile, "qase.api_token", "api_token")
+	secret(&c.Store.Postgres.DSN, c.Store.Postgres.DSNFile, "store.postgres.dsn", "dsn")
+	for i := range c.Trackers {
+		t := &c.Trackers[i]
+		f := yamlpos.Elem("trackers", i)
+		secret(&t.Token, t.TokenFile, f+".token", "token")
+		if t.App != nil {
+			secret(&t.App.PrivateKey, t.App.PrivateKeyFile, f+".app.private_key", "private_key")
+		}
+	}
+	if p := c.Qase.SecretsFile; p != "" {
+		data, err := readLimited(path(p))
+		if err != nil {
+			ps = append(ps, c.Problem("qase.secrets_file", "cannot read secret file: %v", err))
+		} else {
+			// One secret per line; blank lines and # comments are skipped.
+			for _, line := range strings.Split(string(data), "\n") {
+				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+					c.Qase.Secrets = append(c.Qase.Secrets, Secret(line))
+				}
+			}
+		}
+	}
+	return ps
 }
 
 // TrackerTypes maps tracker names to types.
@@ -251,6 +429,10 @@ func (c *Config) Redacted() string {
 // String is Redacted, so printing a Config never leaks secrets.
 func (c *Config) String() string { return c.Redacted() }
 
+// ReadFile reads a regular file of at most 1 MiB, as the loader reads
+// secret files (the mapping's table_files go through it too).
+func ReadFile(path string) ([]byte, error) { return readLimited(path) }
+
 // readLimited reads a regular file of at most maxFileBytes (never a
 // device or pipe that could block or never end).
 func readLimited(path string) ([]byte, error) {
@@ -282,38 +464,4 @@ func readLimited(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileBytes)
 	}
 	return data, nil
-}
-
-// loader carries decoding state: positions of every decoded field, so
-// validation can point at the line.
-type loader struct {
-	d   *yamlnode.Decoder
-	pos map[string]*yaml.Node
-	dir string
-}
-
-// at returns the node of field, or of its closest decoded parent.
-func (l *loader) at(field string) *yaml.Node {
-	for f := field; f != ""; {
-		if n, ok := l.pos[f]; ok {
-			return n
-		}
-		i := strings.LastIndexAny(f, ".[")
-		if i < 0 {
-			break
-		}
-		f = f[:i]
-	}
-	return l.pos[""]
-}
-
-func (l *loader) errf(field, format string, args ...any) {
-	l.d.Errorf(l.at(field), field, format, args...)
-}
-
-func (l *loader) path(p string) string {
-	if p == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(l.dir, p)
 }

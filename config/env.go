@@ -7,7 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/qase-sync/qase-sync/mapping/yamlnode"
+	"github.com/qase-sync/qase-sync/internal/yamlpos"
 )
 
 // Environment expansion happens per scalar node after YAML parsing, so
@@ -45,42 +45,47 @@ func isOptional(field string) bool {
 //
 // Aliases are not followed: the anchored node is expanded where it is
 // defined, and following them could loop forever (a: &a [*a]).
-func expandNodes(d *yamlnode.Decoder, n *yaml.Node, field string, env func(string) (string, bool)) {
+func expandNodes(file string, n *yaml.Node, field string, env func(string) (string, bool)) yamlpos.Problems {
 	if n == nil || n.Kind == yaml.AliasNode {
-		return
+		return nil
 	}
-	if n.Kind == yaml.DocumentNode {
-		for _, c := range n.Content {
-			expandNodes(d, c, field, env)
-		}
-		return
-	}
+	var ps yamlpos.Problems
 	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			ps = append(ps, expandNodes(file, c, field, env)...)
+		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			expandNodes(d, n.Content[i+1], yamlnode.Join(field, n.Content[i].Value), env)
+			ps = append(ps, expandNodes(file, n.Content[i+1], yamlpos.Join(field, n.Content[i].Value), env)...)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			expandNodes(d, c, yamlnode.Index(field, i), env)
+			ps = append(ps, expandNodes(file, c, yamlpos.Elem(field, i), env)...)
 		}
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "$") {
-			return
+			return nil
 		}
 		v, err := expand(n.Value, env, isOptional(field))
 		if err != nil {
-			d.Errorf(n, field, "%v", err)
-			return
+			return yamlpos.Problems{{File: file, Line: n.Line, Field: field, Msg: err.Error()}}
 		}
 		if v != n.Value {
+			// The expanded text is one scalar whatever it holds; its
+			// type (string, number, boolean) is resolved from it as if
+			// it had been written plain, and the field decides.
 			n.Value = v
-			if n.Tag == "!!null" || v != "" {
-				// An expanded value is a string until a field decodes it.
+			n.Tag = ""
+			if v == "" {
 				n.Tag = "!!str"
+			}
+			if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+				n.Style = 0
 			}
 		}
 	}
+	return ps
 }
 
 // expand replaces ${VAR} and ${VAR:-default} in s.

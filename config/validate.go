@@ -4,21 +4,23 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/qase-sync/qase-sync/mapping"
-	"github.com/qase-sync/qase-sync/mapping/yamlnode"
+	"github.com/qase-sync/qase-sync/internal/yamlpos"
 )
 
 var trackerNameRE = regexp.MustCompile(`^[a-z0-9]+([_-][a-z0-9]+)*$`)
 
-// validate checks the decoded configuration and parses the mapping. Every
-// rule lives here; messages name the field and point at its line.
-func (l *loader) validate(c *Config) {
+// validate checks the decoded configuration. Every rule lives here;
+// messages name the field and point at its line. (Routes are checked by
+// package mapping, against ValidTrackers.)
+func (c *Config) validate() yamlpos.Problems {
+	l := &checker{c: c}
 	// server
 	if host, port, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		l.errf("server.listen", "invalid listen address %q (want host:port or :port)", c.Server.Listen)
@@ -45,10 +47,14 @@ func (l *loader) validate(c *Config) {
 		{"server.shutdown_timeout", c.Server.ShutdownTimeout},
 		{"worker.lease", c.Worker.Lease}, {"worker.max_age", c.Worker.MaxAge},
 		{"worker.backoff_base", c.Worker.BackoffBase}, {"worker.backoff_max", c.Worker.BackoffMax},
+		{"worker.job_timeout", c.Worker.JobTimeout},
 	} {
 		if d.v <= 0 {
 			l.errf(d.field, "must be a positive duration")
 		}
+	}
+	if c.Worker.LateCommit < 0 {
+		l.errf("worker.late_commit", "must not be negative")
 	}
 
 	// qase
@@ -82,9 +88,18 @@ func (l *loader) validate(c *Config) {
 
 	// trackers
 	names := map[string]string{}
-	valid := map[string]string{}
 	for i, t := range c.Trackers {
-		f := yamlnode.Index("trackers", i)
+		f := yamlpos.Elem("trackers", i)
+		if allowed, ok := trackerKeys[t.Type]; ok {
+			for _, k := range c.index.Keys(f) {
+				if k != "name" && k != "type" && !slices.Contains(allowed, k) {
+					l.errf(f+"."+k, "not a setting of a %s tracker", t.Type)
+				}
+			}
+		}
+		if c.index.Has(f+".rate.per_second") && c.index.Has(f+".rate.per_minute") {
+			l.errf(f+".rate.per_minute", "set per_second or per_minute, not both")
+		}
 		switch {
 		case t.Name == "":
 			l.errf(f+".name", "required")
@@ -156,9 +171,6 @@ func (l *loader) validate(c *Config) {
 				l.errf(f+".rate.burst", "must be at least 1")
 			}
 		}
-		if t.Name != "" && (t.Type == TrackerJira || t.Type == TrackerGitHub || t.Type == TrackerDryRun) {
-			valid[t.Name] = t.Type
-		}
 	}
 
 	// worker
@@ -182,30 +194,6 @@ func (l *loader) validate(c *Config) {
 		l.errf("log.format", "must be json or text (got %q)", c.Log.Format)
 	}
 
-	// mapping: parsed here so that route problems (unknown tracker, bad
-	// templates) come out together with the rest.
-	m, err := mapping.ParseNode(l.d.File, l.pos["mapping"], mapping.Options{
-		Trackers:    valid,
-		ReadFile:    func(p string) ([]byte, error) { return readLimited(p) },
-		Vars:        map[string]string{"qase_url": c.Qase.AppURL},
-		FieldPrefix: "mapping",
-	})
-	// Routes that name a tracker that exists but failed validation would
-	// be reported twice; the tracker's own problem is enough.
-	if ps, ok := err.(yamlnode.Problems); ok {
-		for _, p := range ps {
-			if strings.HasSuffix(p.Field, ".tracker") && strings.Contains(p.Msg, "is not defined") {
-				if name := quoted(p.Msg); name != "" && names[name] != "" {
-					continue
-				}
-			}
-			l.d.Problems = append(l.d.Problems, p)
-		}
-	} else if err != nil {
-		l.d.Add(err)
-	}
-	c.Mapping = m
-
 	// reconcile
 	if c.Reconcile.Enabled && c.Reconcile.Schedule == "" {
 		l.errf("reconcile.schedule", "required when reconcile.enabled is true (e.g. \"@every 15m\" or \"*/15 * * * *\")")
@@ -215,34 +203,39 @@ func (l *loader) validate(c *Config) {
 			l.errf("reconcile.schedule", "invalid schedule %q: %v", c.Reconcile.Schedule, err)
 		}
 	}
-	if m != nil {
-		known := map[string]bool{}
-		for _, n := range m.RouteNames() {
-			known[n] = true
-		}
-		for i, r := range c.Reconcile.Routes {
-			if !known[r] {
-				l.errf(yamlnode.Index("reconcile.routes", i), "unknown route %q", r)
-			}
-		}
-	}
+	return l.ps
 }
 
-func quoted(s string) string {
-	i := strings.IndexByte(s, '"')
-	if i < 0 {
-		return ""
+// checker collects the problems validate finds.
+type checker struct {
+	c  *Config
+	ps yamlpos.Problems
+}
+
+func (l *checker) errf(field, format string, args ...any) {
+	l.ps = append(l.ps, l.c.Problem(field, format, args...))
+}
+
+// ValidTrackers maps the names of the trackers that passed validation to
+// their types: what routes may name.
+func (c *Config) ValidTrackers() map[string]string {
+	out := map[string]string{}
+	seen := map[string]bool{}
+	for _, t := range c.Trackers {
+		if t.Name == "" || seen[t.Name] || !trackerNameRE.MatchString(t.Name) {
+			continue
+		}
+		seen[t.Name] = true
+		if _, ok := trackerKeys[t.Type]; ok {
+			out[t.Name] = t.Type
+		}
 	}
-	j := strings.IndexByte(s[i+1:], '"')
-	if j < 0 {
-		return ""
-	}
-	return s[i+1 : i+1+j]
+	return out
 }
 
 // checkURL requires an absolute http(s) URL. Empty is allowed when
 // !required (the caller reports missing values with a better message).
-func (l *loader) checkURL(field, v string, required bool) {
+func (l *checker) checkURL(field, v string, required bool) {
 	if v == "" {
 		if required {
 			l.errf(field, "required")

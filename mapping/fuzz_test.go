@@ -30,6 +30,27 @@ func FuzzCond(f *testing.F) {
 	})
 }
 
+// FuzzParse: no mapping document panics the loader; a failed load says
+// why.
+func FuzzParse(f *testing.F) {
+	f.Add(ExampleRoutes)
+	f.Add(BuiltinTables())
+	for _, s := range []string{"", "routes: [\n", "a: &a [*a]\n", "vars: {x: [1]}\ntables: {t: ~, 'b a': {}}\n",
+		"routes:\n  - {name: r, kind: run, tracker: t, tracker_type: dryrun, project: p, title: '{{', when: '(((a', colour: 1}\n",
+		"routes:\n  - name: r\n    kind: review\n    tracker: t\n    tracker_type: github\n    project: a/b\n    title: x\n    comments: [{from: entity, body: '{{.comment.body}}', when: 'comment.author in [\"a\"]'}, {id: x}]\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse("fuzz.yaml", data, Options{})
+		if err == nil && m == nil {
+			t.Fatal("nil mapping without error")
+		}
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+	})
+}
+
 // FuzzEscape: escaped text never contains an HTML comment opener, a raw
 // mention or an unescaped Jira macro brace.
 func FuzzEscape(f *testing.F) {

@@ -10,14 +10,15 @@ package mapping
 import (
 	_ "embed"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/qase-sync/qase-sync/mapping/yamlnode"
+	"github.com/qase-sync/qase-sync/internal/yamlpos"
 	"github.com/qase-sync/qase-sync/sync"
 )
 
@@ -36,13 +37,8 @@ func BuiltinTables() []byte { return append([]byte(nil), builtinTablesYAML...) }
 
 // builtinTables is parsed once at init; it is never mutated afterwards.
 var builtinTables = func() map[string]map[string]string {
-	n, err := yamlnode.Parse("builtin-tables.yaml", builtinTablesYAML)
-	if err != nil {
-		panic(err)
-	}
-	d := &yamlnode.Decoder{File: "builtin-tables.yaml"}
-	t := decodeTables(d, d.Fields(n, "", "tables")["tables"], "tables")
-	if err := d.Problems.Err(); err != nil {
+	t, ps := decodeTables("builtin-tables.yaml", builtinTablesYAML)
+	if err := ps.Err(); err != nil {
 		panic(err)
 	}
 	return t
@@ -129,6 +125,51 @@ var (
 	jiraKeyRE    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 )
 
+// The YAML shape of a mapping document, decoded by yaml.v3 (strictly:
+// unknown keys are errors). Checks that need more than a type live in
+// build and compileRoute, which find lines through a yamlpos.Index.
+type (
+	mappingDoc struct {
+		Vars       map[string]string            `yaml:"vars"`
+		Tables     map[string]map[string]string `yaml:"tables"`
+		TableFiles []string                     `yaml:"table_files"`
+		Routes     []routeDoc                   `yaml:"routes"`
+	}
+	tablesDoc struct {
+		Tables map[string]map[string]string `yaml:"tables"`
+	}
+	routeDoc struct {
+		Name        string            `yaml:"name"`
+		Description string            `yaml:"description"`
+		Kind        sync.Kind         `yaml:"kind"`
+		Events      []string          `yaml:"events"`
+		Projects    []string          `yaml:"projects"`
+		Tracker     string            `yaml:"tracker"`
+		TrackerType string            `yaml:"tracker_type"`
+		Project     string            `yaml:"project"`
+		IssueType   string            `yaml:"issue_type"`
+		When        string            `yaml:"when"`
+		CreateWhen  string            `yaml:"create_when"`
+		Title       string            `yaml:"title"`
+		Body        string            `yaml:"body"`
+		Labels      []string          `yaml:"labels"`
+		Priority    string            `yaml:"priority"`
+		Status      string            `yaml:"status"`
+		Reason      string            `yaml:"reason"`
+		Assignees   []string          `yaml:"assignees"`
+		Components  []string          `yaml:"components"`
+		Fields      map[string]string `yaml:"fields"`
+		Comments    []commentDoc      `yaml:"comments"`
+		CreateOnly  []string          `yaml:"create_only"`
+	}
+	commentDoc struct {
+		ID   string `yaml:"id"`
+		From string `yaml:"from"`
+		When string `yaml:"when"`
+		Body string `yaml:"body"`
+	}
+)
+
 type source struct {
 	file string
 	node *yaml.Node
@@ -138,7 +179,7 @@ type source struct {
 // table_files, routes). name is used in error messages and to resolve
 // table_files.
 func Parse(name string, data []byte, opts Options) (*Mapping, error) {
-	n, err := yamlnode.Parse(name, data)
+	n, err := yamlpos.Parse(name, data)
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +187,12 @@ func Parse(name string, data []byte, opts Options) (*Mapping, error) {
 }
 
 // ParseNode loads a mapping from a node of a larger document (the
-// mapping: key of the main config); file names that document.
+// mapping: key of the main config); file names that document. A nil
+// node is an empty mapping.
 func ParseNode(file string, n *yaml.Node, opts Options) (*Mapping, error) {
+	if n == nil {
+		n = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	}
 	return build(opts, []source{{file, n}})
 }
 
@@ -159,16 +204,16 @@ func Load(opts Options, files ...string) (*Mapping, error) {
 		return nil, fmt.Errorf("mapping: Load needs Options.ReadFile")
 	}
 	var srcs []source
-	var ps yamlnode.Problems
+	var ps yamlpos.Problems
 	for _, f := range files {
 		data, err := opts.ReadFile(f)
 		if err != nil {
-			ps = append(ps, yamlnode.Problem{File: f, Msg: "cannot read: " + err.Error()})
+			ps = append(ps, yamlpos.Problem{File: f, Msg: "cannot read: " + err.Error()})
 			continue
 		}
-		n, err := yamlnode.Parse(f, data)
+		n, err := yamlpos.Parse(f, data)
 		if err != nil {
-			ps = append(ps, err.(yamlnode.Problems)...)
+			ps.Add(f, err)
 			continue
 		}
 		srcs = append(srcs, source{f, n})
@@ -179,46 +224,35 @@ func Load(opts Options, files ...string) (*Mapping, error) {
 	return build(opts, srcs)
 }
 
-type routeSrc struct {
-	d     *yamlnode.Decoder
+// decodedRoute is a route as written, with where it was written.
+type decodedRoute struct {
+	doc   routeDoc
+	ix    *yamlpos.Index
 	field string
-	node  *yaml.Node
 }
 
 func build(opts Options, srcs []source) (*Mapping, error) {
 	m := &Mapping{vars: map[string]string{}, tables: map[string]map[string]string{}, byName: map[string]*route{}}
-	for k, v := range builtinTables {
-		m.tables[k] = v
-	}
-	for k, v := range opts.Vars {
-		m.vars[k] = v
-	}
-	var all yamlnode.Problems
-	var routeNodes []routeSrc
-	var decoders []*yamlnode.Decoder
+	maps.Copy(m.tables, builtinTables)
+	maps.Copy(m.vars, opts.Vars)
+	var ps yamlpos.Problems
+	var routes []decodedRoute
 	for _, src := range srcs {
-		d := &yamlnode.Decoder{File: src.file}
-		decoders = append(decoders, d)
-		f := d.Fields(src.node, opts.FieldPrefix, "vars", "tables", "table_files", "routes")
-		for _, p := range d.Pairs(f["vars"], yamlnode.Join(opts.FieldPrefix, "vars")) {
-			field := yamlnode.Join(yamlnode.Join(opts.FieldPrefix, "vars"), p.Key)
-			if !varNameRE.MatchString(p.Key) {
-				d.Errorf(p.KeyN, field, "invalid variable name (letters, digits, _)")
+		var doc mappingDoc
+		ps = append(ps, yamlpos.Decode(src.file, src.node, opts.FieldPrefix, &doc)...)
+		ix := yamlpos.NewIndex(src.file, src.node, opts.FieldPrefix)
+		at := func(k string) string { return yamlpos.Join(opts.FieldPrefix, k) }
+		for _, k := range slices.Sorted(maps.Keys(doc.Vars)) {
+			if !varNameRE.MatchString(k) {
+				ps = append(ps, yamlpos.Problem{File: src.file, Line: ix.KeyLine(at("vars." + k)), Field: at("vars." + k), Msg: "invalid variable name (letters, digits, _)"})
 				continue
 			}
-			if s, ok := d.String(p.Value, field); ok {
-				m.vars[p.Key] = s
-			}
+			m.vars[k] = doc.Vars[k]
 		}
-		tfField := yamlnode.Join(opts.FieldPrefix, "table_files")
-		for i, tf := range d.Items(f["table_files"], tfField) {
-			field := yamlnode.Index(tfField, i)
-			path, ok := d.String(tf, field)
-			if !ok {
-				continue
-			}
+		for i, path := range doc.TableFiles {
+			field := yamlpos.Elem(at("table_files"), i)
 			if opts.ReadFile == nil {
-				d.Errorf(tf, field, "table files cannot be read here (no file access)")
+				ps = append(ps, ix.Problem(field, "table files cannot be read here (no file access)"))
 				continue
 			}
 			if !filepath.IsAbs(path) {
@@ -226,26 +260,16 @@ func build(opts Options, srcs []source) (*Mapping, error) {
 			}
 			data, err := opts.ReadFile(path)
 			if err != nil {
-				d.Errorf(tf, field, "cannot read table file: %v", err)
+				ps = append(ps, ix.Problem(field, "cannot read table file: %v", err))
 				continue
 			}
-			tn, err := yamlnode.Parse(path, data)
-			if err != nil {
-				d.Add(err)
-				continue
-			}
-			td := &yamlnode.Decoder{File: path}
-			for k, v := range decodeTables(td, td.Fields(tn, "", "tables")["tables"], "tables") {
-				m.tables[k] = v
-			}
-			all = append(all, td.Problems...)
+			tables, tps := decodeTables(path, data)
+			ps = append(ps, tps...)
+			maps.Copy(m.tables, tables)
 		}
-		for k, v := range decodeTables(d, f["tables"], yamlnode.Join(opts.FieldPrefix, "tables")) {
-			m.tables[k] = v
-		}
-		rField := yamlnode.Join(opts.FieldPrefix, "routes")
-		for _, rn := range d.Items(f["routes"], rField) {
-			routeNodes = append(routeNodes, routeSrc{d, rField, rn})
+		maps.Copy(m.tables, checkTables(doc.Tables, ix, at("tables"), &ps))
+		for i, r := range doc.Routes {
+			routes = append(routes, decodedRoute{r, ix, yamlpos.Elem(at("routes"), i)})
 		}
 	}
 	m.varData = make(map[string]any, len(m.vars))
@@ -254,257 +278,229 @@ func build(opts Options, srcs []source) (*Mapping, error) {
 	}
 	// Routes are compiled after every table and var is known.
 	names := map[string]bool{}
-	for i, rs := range routeNodes {
-		field := yamlnode.Index(rs.field, i)
-		r, ok := m.decodeRoute(rs.d, rs.node, field, opts)
+	for _, dr := range routes {
+		r, rps := m.compileRoute(dr, opts)
+		ps = append(ps, rps...)
 		if r.name != "" {
 			if names[r.name] {
-				rs.d.Errorf(rs.node, field+".name", "duplicate route name %q", r.name)
+				ps = append(ps, yamlpos.Problem{File: dr.ix.File, Line: dr.ix.Line(dr.field), Field: dr.field + ".name", Msg: fmt.Sprintf("duplicate route name %q", r.name)})
 				continue
 			}
 			names[r.name] = true
 		}
-		if ok {
+		if len(rps) == 0 {
 			m.byName[r.name] = r
 			m.routes = append(m.routes, r)
 		}
 	}
-	for _, d := range decoders {
-		all = append(all, d.Problems...)
-	}
-	if err := all.Err(); err != nil {
+	if err := ps.Err(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// decodeTables reads {name: {key: value}}; null values are "".
-func decodeTables(d *yamlnode.Decoder, n *yaml.Node, field string) map[string]map[string]string {
+// decodeTables reads a file of {tables: {name: {key: value}}}.
+func decodeTables(file string, data []byte) (map[string]map[string]string, yamlpos.Problems) {
+	n, err := yamlpos.Parse(file, data)
+	if err != nil {
+		var ps yamlpos.Problems
+		ps.Add(file, err)
+		return nil, ps
+	}
+	var doc tablesDoc
+	ps := yamlpos.Decode(file, n, "", &doc)
+	return checkTables(doc.Tables, yamlpos.NewIndex(file, n, ""), "tables", &ps), ps
+}
+
+// checkTables keeps the well-named, non-empty tables; null values are "".
+func checkTables(in map[string]map[string]string, ix *yamlpos.Index, field string, ps *yamlpos.Problems) map[string]map[string]string {
 	out := map[string]map[string]string{}
-	for _, p := range d.Pairs(n, field) {
-		tf := yamlnode.Join(field, p.Key)
-		if !tableNameRE.MatchString(p.Key) {
-			d.Errorf(p.KeyN, tf, "invalid table name (letters, digits, _ . -)")
-			continue
+	for _, name := range slices.Sorted(maps.Keys(in)) {
+		tf := yamlpos.Join(field, name)
+		switch {
+		case !tableNameRE.MatchString(name):
+			*ps = append(*ps, yamlpos.Problem{File: ix.File, Line: ix.KeyLine(tf), Field: tf, Msg: "invalid table name (letters, digits, _ . -)"})
+		case in[name] == nil:
+			*ps = append(*ps, yamlpos.Problem{File: ix.File, Line: ix.KeyLine(tf), Field: tf, Msg: "empty table"})
+		default:
+			out[name] = in[name]
 		}
-		t := map[string]string{}
-		for _, e := range d.Pairs(p.Value, tf) {
-			if v, ok := d.String(e.Value, yamlnode.Join(tf, e.Key)); ok {
-				t[e.Key] = v
-			}
-		}
-		if yamlnode.IsNull(p.Value) {
-			d.Errorf(p.KeyN, tf, "empty table")
-			continue
-		}
-		out[p.Key] = t
 	}
 	return out
 }
 
-var routeKeys = []string{"name", "description", "kind", "events", "projects", "tracker", "tracker_type",
-	"project", "issue_type", "when", "create_when", "title", "body", "labels", "priority", "status",
-	"reason", "assignees", "components", "fields", "comments", "create_only"}
-
-// decodeRoute compiles one route; ok is false when it had problems.
-func (m *Mapping) decodeRoute(d *yamlnode.Decoder, n *yaml.Node, field string, opts Options) (*route, bool) {
-	before := len(d.Problems)
-	f := d.Fields(n, field, routeKeys...)
+// compileRoute checks and compiles one route; it is usable when there are
+// no problems.
+func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.Problems) {
+	doc, ix, field := dr.doc, dr.ix, dr.field
+	var ps yamlpos.Problems
 	at := func(k string) string { return field + "." + k }
-	str := func(k string) string {
-		s, _ := d.String(f[k], at(k))
-		return s
+	errf := func(f, format string, args ...any) { ps = append(ps, ix.Problem(f, format, args...)) }
+	// missing reports a required key that is absent or null; its problem
+	// is placed at the route.
+	missing := func(k string) bool { return yamlpos.IsNull(ix.Node(at(k))) }
+	required := func(k, format string, args ...any) {
+		ps = append(ps, yamlpos.Problem{File: ix.File, Line: ix.Line(field), Field: at(k), Msg: fmt.Sprintf(format, args...)})
 	}
-	r := &route{fields: map[string]*tmpl{}}
-	r.name = str("name")
-	r.description = str("description")
+
+	r := &route{name: doc.Name, description: doc.Description, kind: doc.Kind, events: doc.Events, projects: doc.Projects,
+		tracker: doc.Tracker, trackerType: doc.TrackerType, fields: map[string]*tmpl{}}
 	switch {
-	case yamlnode.IsNull(f["name"]):
-		d.Errorf(n, at("name"), "required")
+	case missing("name"):
+		required("name", "required")
 	case !routeNameRE.MatchString(r.name):
-		d.Errorf(f["name"], at("name"), "invalid route name %q (lowercase letters, digits and single dashes)", r.name)
+		errf(at("name"), "invalid route name %q (lowercase letters, digits and single dashes)", r.name)
 	}
-	r.kind = sync.Kind(str("kind"))
-	if yamlnode.IsNull(f["kind"]) {
-		d.Errorf(n, at("kind"), "required (defect, review or run)")
-	} else if !r.kind.Valid() {
-		d.Errorf(f["kind"], at("kind"), "unknown kind %q (defect, review or run)", r.kind)
-	}
-	r.events = d.Strings(f["events"], at("events"))
-	if r.kind.Valid() {
+	switch {
+	case missing("kind"):
+		required("kind", "required (defect, review or run)")
+	case !r.kind.Valid():
+		errf(at("kind"), "unknown kind %q (defect, review or run)", r.kind)
+	default:
 		for i, ev := range r.events {
-			if !contains(toAny(EventNames[r.kind]), ev) {
-				d.Errorf(yamlnode.Resolve(f["events"]).Content[i], yamlnode.Index(at("events"), i),
-					"unknown %s event %q (known: %s)", r.kind, ev, strings.Join(EventNames[r.kind], ", "))
+			if !slices.Contains(EventNames[r.kind], ev) {
+				errf(yamlpos.Elem(at("events"), i), "unknown %s event %q (known: %s)", r.kind, ev, strings.Join(EventNames[r.kind], ", "))
 			}
 		}
 	}
-	r.projects = d.Strings(f["projects"], at("projects"))
 
-	r.tracker = str("tracker")
-	r.trackerType = str("tracker_type")
 	switch {
 	case r.tracker == "":
-		d.Errorf(n, at("tracker"), "required")
+		required("tracker", "required")
 	case opts.Trackers != nil:
 		typ, ok := opts.Trackers[r.tracker]
 		if !ok {
-			d.Errorf(f["tracker"], at("tracker"), "tracker %q is not defined in trackers (defined: %s)", r.tracker, strings.Join(sortedNames(opts.Trackers), ", "))
+			errf(at("tracker"), "tracker %q is not defined in trackers (defined: %s)", r.tracker, strings.Join(slices.Sorted(maps.Keys(opts.Trackers)), ", "))
 		} else if r.trackerType != "" && r.trackerType != typ {
-			d.Errorf(f["tracker_type"], at("tracker_type"), "%q does not match the type of tracker %q (%s)", r.trackerType, r.tracker, typ)
+			errf(at("tracker_type"), "%q does not match the type of tracker %q (%s)", r.trackerType, r.tracker, typ)
 		} else {
 			r.trackerType = typ
 		}
 	case r.trackerType == "":
-		d.Errorf(n, at("tracker_type"), "required when no trackers are configured (jira, github or dryrun)")
+		required("tracker_type", "required when no trackers are configured (jira, github or dryrun)")
 	}
-	if r.trackerType != "" && !contains(toAny(TrackerTypes), r.trackerType) {
-		d.Errorf(f["tracker_type"], at("tracker_type"), "unknown tracker type %q (jira, github or dryrun)", r.trackerType)
+	if r.trackerType != "" && !slices.Contains(TrackerTypes, r.trackerType) {
+		errf(at("tracker_type"), "unknown tracker type %q (jira, github or dryrun)", r.trackerType)
 	}
 	r.markup = markupFor(r.trackerType)
 
-	tpl := func(k string, markup Markup, node *yaml.Node, fld string) *tmpl {
-		src, ok := d.String(node, fld)
-		if !ok || yamlnode.IsNull(node) {
+	tpl := func(src string, markup Markup, fld string) *tmpl {
+		if yamlpos.IsNull(ix.Node(fld)) {
 			return nil
 		}
 		t, line, err := m.compileTemplate(src, markup, m.vars)
 		if err != nil {
-			pn := *yamlnode.Resolve(node)
+			p := ix.Problem(fld, "%v", err)
 			if line > 0 {
-				pn.Line = yamlnode.ValueLine(node) + line - 1
+				p.Line = yamlpos.ValueLine(ix.Node(fld)) + line - 1
 			}
-			d.Errorf(&pn, fld, "%v", err)
+			ps = append(ps, p)
 			return nil
 		}
 		return t
 	}
-	single := func(k string) *tmpl { return tpl(k, MarkupPlain, f[k], at(k)) }
-	list := func(k string) []*tmpl {
+	single := func(k, src string) *tmpl { return tpl(src, MarkupPlain, at(k)) }
+	list := func(k string, srcs []string) []*tmpl {
 		var out []*tmpl
-		for i, it := range d.Items(f[k], at(k)) {
-			if t := tpl(k, MarkupPlain, it, yamlnode.Index(at(k), i)); t != nil {
+		for i, src := range srcs {
+			if t := tpl(src, MarkupPlain, yamlpos.Elem(at(k), i)); t != nil {
 				out = append(out, t)
 			}
 		}
 		return out
 	}
-	r.project = single("project")
-	if yamlnode.IsNull(f["project"]) {
-		d.Errorf(n, at("project"), "required (Jira project key or GitHub owner/repo)")
+	r.project = single("project", doc.Project)
+	if missing("project") {
+		required("project", "required (Jira project key or GitHub owner/repo)")
 	} else if r.project != nil && r.project.isStatic {
 		p := r.project.static
 		switch {
 		case r.trackerType == "github" && !githubRepoRE.MatchString(p):
-			d.Errorf(f["project"], at("project"), "%q is not a GitHub owner/repo", p)
+			errf(at("project"), "%q is not a GitHub owner/repo", p)
 		case r.trackerType == "jira" && !jiraKeyRE.MatchString(p):
-			d.Errorf(f["project"], at("project"), "%q is not a Jira project key (uppercase letters and digits)", p)
+			errf(at("project"), "%q is not a Jira project key (uppercase letters and digits)", p)
 		case p == "":
-			d.Errorf(f["project"], at("project"), "renders empty")
+			errf(at("project"), "renders empty")
 		}
 	}
-	r.issueType = single("issue_type")
+	r.issueType = single("issue_type", doc.IssueType)
 	if r.issueType == nil && r.trackerType == "jira" {
 		r.issueType = &tmpl{src: "Bug", static: "Bug", isStatic: true}
 	}
-	r.title = single("title")
-	if yamlnode.IsNull(f["title"]) {
-		d.Errorf(n, at("title"), "required")
+	r.title = single("title", doc.Title)
+	if missing("title") {
+		required("title", "required")
 	}
-	r.body = tpl("body", r.markup, f["body"], at("body"))
-	r.priority = single("priority")
-	r.status = single("status")
-	r.reason = single("reason")
-	r.labels = list("labels")
-	r.assignees = list("assignees")
-	r.components = list("components")
-	for _, p := range d.Pairs(f["fields"], at("fields")) {
-		if t := tpl(p.Key, MarkupPlain, p.Value, at("fields")+"."+p.Key); t != nil {
-			r.fieldIDs = append(r.fieldIDs, p.Key)
-			r.fields[p.Key] = t
+	r.body = tpl(doc.Body, r.markup, at("body"))
+	r.priority = single("priority", doc.Priority)
+	r.status = single("status", doc.Status)
+	r.reason = single("reason", doc.Reason)
+	r.labels = list("labels", doc.Labels)
+	r.assignees = list("assignees", doc.Assignees)
+	r.components = list("components", doc.Components)
+	r.fieldIDs = slices.Sorted(maps.Keys(doc.Fields))
+	for _, id := range r.fieldIDs {
+		if t := tpl(doc.Fields[id], MarkupPlain, at("fields")+"."+id); t != nil {
+			r.fields[id] = t
 		}
 	}
-	sort.Strings(r.fieldIDs)
 
-	cond := func(node *yaml.Node, fld string, comment bool) *Cond {
-		src, ok := d.String(node, fld)
-		if !ok || yamlnode.IsNull(node) {
+	cond := func(src, fld string, comment bool) *Cond {
+		if yamlpos.IsNull(ix.Node(fld)) {
 			return nil
 		}
 		c, err := compileCond(src, scopeFor(r.kind, comment), m.tables, m.lookup)
 		if err != nil {
-			d.Errorf(node, fld, "condition: %v", err)
+			errf(fld, "condition: %v", err)
 			return nil
 		}
 		return c
 	}
-	r.when = cond(f["when"], at("when"), false)
-	r.createWhen = cond(f["create_when"], at("create_when"), false)
+	r.when = cond(doc.When, at("when"), false)
+	r.createWhen = cond(doc.CreateWhen, at("create_when"), false)
 
 	seen := map[string]bool{}
 	fromEntity := false
-	for i, cn := range d.Items(f["comments"], at("comments")) {
-		cf := yamlnode.Index(at("comments"), i)
-		c := d.Fields(cn, cf, "id", "from", "when", "body")
+	for i, c := range doc.Comments {
+		cf := yamlpos.Elem(at("comments"), i)
 		var rule commentRule
-		id, _ := d.String(c["id"], cf+".id")
-		from, _ := d.String(c["from"], cf+".from")
 		switch {
-		case id != "" && from != "":
-			d.Errorf(cn, cf, "set either id or from, not both")
-		case from != "":
-			if from != "entity" {
-				d.Errorf(c["from"], cf+".from", "unknown source %q (only entity)", from)
+		case c.ID != "" && c.From != "":
+			errf(cf, "set either id or from, not both")
+		case c.From != "":
+			if c.From != "entity" {
+				errf(cf+".from", "unknown source %q (only entity)", c.From)
 			} else if fromEntity {
-				d.Errorf(c["from"], cf+".from", "only one from: entity entry per route")
+				errf(cf+".from", "only one from: entity entry per route")
 			}
 			fromEntity, rule.fromEntity = true, true
-		case id != "":
-			if !commentIDRE.MatchString(id) {
-				d.Errorf(c["id"], cf+".id", "invalid comment id %q (lowercase letters, digits, _ . -)", id)
-			} else if seen[id] {
-				d.Errorf(c["id"], cf+".id", "duplicate comment id %q", id)
+		case c.ID != "":
+			if !commentIDRE.MatchString(c.ID) {
+				errf(cf+".id", "invalid comment id %q (lowercase letters, digits, _ . -)", c.ID)
+			} else if seen[c.ID] {
+				errf(cf+".id", "duplicate comment id %q", c.ID)
 			}
-			seen[id] = true
-			rule.id = id
+			seen[c.ID] = true
+			rule.id = c.ID
 		default:
-			d.Errorf(cn, cf, "needs id (a comment posted once) or from: entity")
+			errf(cf, "needs id (a comment posted once) or from: entity")
 		}
-		rule.when = cond(c["when"], cf+".when", rule.fromEntity)
-		if yamlnode.IsNull(c["body"]) {
-			d.Errorf(cn, cf+".body", "required")
+		rule.when = cond(c.When, cf+".when", rule.fromEntity)
+		if yamlpos.IsNull(ix.Node(cf + ".body")) {
+			ps = append(ps, yamlpos.Problem{File: ix.File, Line: ix.Line(cf), Field: cf + ".body", Msg: "required"})
 		}
-		rule.body = tpl("body", r.markup, c["body"], cf+".body")
+		rule.body = tpl(c.Body, r.markup, cf+".body")
 		r.comments = append(r.comments, rule)
 	}
 
-	for i, co := range d.Strings(f["create_only"], at("create_only")) {
-		ok := contains(toAny(CreateOnlyFields), co) || (strings.HasPrefix(co, "fields.") && len(co) > len("fields."))
-		if !ok {
-			d.Errorf(yamlnode.Resolve(f["create_only"]).Content[i], yamlnode.Index(at("create_only"), i),
-				"unknown field %q (known: %s, fields.<id>)", co, strings.Join(CreateOnlyFields, ", "))
+	for i, co := range doc.CreateOnly {
+		if !slices.Contains(CreateOnlyFields, co) && !(strings.HasPrefix(co, "fields.") && len(co) > len("fields.")) {
+			errf(yamlpos.Elem(at("create_only"), i), "unknown field %q (known: %s, fields.<id>)", co, strings.Join(CreateOnlyFields, ", "))
 			continue
 		}
 		r.createOnly = append(r.createOnly, co)
 	}
-	return r, len(d.Problems) == before
-}
-
-func toAny(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
-}
-
-func sortedNames(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return r, ps
 }
 
 // Routes returns the routes (in declaration order) that take an event,
@@ -516,23 +512,14 @@ func (m *Mapping) Routes(eventName, project string, kind sync.Kind) []string {
 		if r.kind != kind {
 			continue
 		}
-		if eventName != "" && len(r.events) > 0 && !contains(toAny(r.events), eventName) {
+		if eventName != "" && len(r.events) > 0 && !slices.Contains(r.events, eventName) {
 			continue
 		}
 		if eventName != "" && !strings.HasPrefix(eventName, string(kind)+".") {
 			continue
 		}
-		if len(r.projects) > 0 {
-			found := false
-			for _, p := range r.projects {
-				if strings.EqualFold(p, project) {
-					found = true
-					break
-				}
-			}
-			if !found {
-				continue
-			}
+		if len(r.projects) > 0 && !slices.ContainsFunc(r.projects, func(p string) bool { return strings.EqualFold(p, project) }) {
+			continue
 		}
 		out = append(out, r.name)
 	}
@@ -555,12 +542,7 @@ func (m *Mapping) RouteInfo(name string) (sync.RouteInfo, bool) {
 
 // RouteNames lists every route, sorted.
 func (m *Mapping) RouteNames() []string {
-	out := make([]string, 0, len(m.routes))
-	for _, r := range m.routes {
-		out = append(out, r.name)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(m.byName))
 }
 
 // TrackerType returns the tracker type of a route ("" if unknown).
@@ -583,20 +565,12 @@ func (m *Mapping) Description(name string) string {
 func (m *Mapping) Tables() map[string]map[string]string {
 	out := make(map[string]map[string]string, len(m.tables))
 	for k, t := range m.tables {
-		c := make(map[string]string, len(t))
-		for kk, v := range t {
-			c[kk] = v
-		}
-		out[k] = c
+		out[k] = maps.Clone(t)
 	}
 	return out
 }
 
 // Vars returns a copy of the vars.
 func (m *Mapping) Vars() map[string]string {
-	out := make(map[string]string, len(m.vars))
-	for k, v := range m.vars {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(m.vars)
 }

@@ -59,11 +59,11 @@ func loadApp(path string, stderr io.Writer, mode appMode) (*app, error) {
 }
 
 func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (string, bool), hc *http.Client) (*app, error) {
-	cfg, err := config.Load(path, env)
+	cfg, mapper, err := loadConfig(path, env)
 	if err != nil {
 		return nil, err // already "file:line: field: problem", every one of them
 	}
-	a := &app{cfg: cfg, mapper: cfg.Mapping, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}}
+	a := &app{cfg: cfg, mapper: mapper, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}}
 	a.log = newLogger(cfg.Log, stderr, mode)
 	if mode <= appPlan {
 		return a, nil

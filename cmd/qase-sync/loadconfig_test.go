@@ -1,0 +1,77 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestLoadConfigMappingProblems: the mapping: section, decoded by package
+// mapping from the node config hands over, reports its problems with the
+// file's lines, together with the configuration's own, sorted by line.
+func TestLoadConfigMappingProblems(t *testing.T) {
+	base := "qase: {secrets: [s]}\n"
+	cases := []struct{ name, src, want string }{
+		{"route tracker missing", base + "mapping:\n  routes:\n    - name: r\n      kind: defect\n      tracker: jira\n      project: QA\n      title: x\n",
+			`c.yaml:6: mapping.routes[0].tracker: tracker "jira" is not defined in trackers`},
+		{"route template", base + "trackers: [{name: d, type: dryrun}]\nmapping:\n  routes:\n    - name: r\n      kind: defect\n      tracker: d\n      project: QA\n      title: '{{env \"X\"}}'\n",
+			`c.yaml:9: mapping.routes[0].title: template: function "env" not defined`},
+		{"route condition", base + "trackers: [{name: d, type: dryrun}]\nmapping:\n  routes:\n    - name: r\n      kind: defect\n      tracker: d\n      project: QA\n      title: x\n      when: 'contains(tags, \"x\")'\n",
+			`c.yaml:10: mapping.routes[0].when: condition: col 1: contains(x, y) is written x contains y (or y in x)`},
+		{"unknown route key", base + "mapping:\n  routes:\n    - name: r\n      colour: red\n",
+			`c.yaml:5: mapping.routes[0].colour: unknown field`},
+		{"reconcile unknown route", base + "reconcile:\n  routes: [a, b]\n", `c.yaml:3: reconcile.routes[0]: unknown route "a"`},
+		{"env in mapping", base + "trackers: [{name: d, type: dryrun}]\nmapping:\n  routes:\n    - name: r\n      kind: defect\n      tracker: d\n      project: '${NOPE}'\n      title: x\n",
+			`c.yaml:8: mapping.routes[0].project: environment variable NOPE is not set`},
+	}
+	for _, c := range cases {
+		_, _, err := loadConfig(writeConfig(t, c.src), nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v\nwant %q", c.name, err, c.want)
+		}
+	}
+
+	// Every problem at once, in line order; a route naming a tracker that
+	// exists but is invalid is not reported a second time.
+	src := "server: {listen: x}\ntrackers:\n  - {name: j, type: gitlab}\nmapping:\n  routes:\n    - {name: r, kind: defect, tracker: j, project: QA, title: '{{'}\nlog: {level: loud}\n"
+	path := writeConfig(t, src)
+	_, _, err := loadConfig(path, nil)
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	lines := strings.Split(strings.ReplaceAll(err.Error(), filepath.Dir(path)+"/", ""), "\n")
+	want := []string{"c.yaml:1: server.listen", "c.yaml:1: qase.secrets", "c.yaml:3: trackers[0].type", "c.yaml:6: mapping.routes[0].title", "c.yaml:7: log.level"}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%s", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("problem %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+}
+
+// TestLoadConfigExample: the repository's example configuration loads,
+// with its routes and the qase_url var taken from qase.app_url.
+func TestLoadConfigExample(t *testing.T) {
+	cfg, m, err := loadConfig("../../config.example.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.RouteNames()) != 3 || cfg.Mapping == nil {
+		t.Errorf("routes = %v", m.RouteNames())
+	}
+	if m.Vars()["qase_url"] != cfg.Qase.AppURL || cfg.Qase.AppURL == "" {
+		t.Errorf("qase_url = %q, app_url = %q", m.Vars()["qase_url"], cfg.Qase.AppURL)
+	}
+}
