@@ -3,9 +3,10 @@ package mapping
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -78,9 +79,7 @@ func scopeFor(kind sync.Kind, comment bool) condScope {
 	for _, a := range attrs {
 		s[a] = nil
 	}
-	for k, v := range builtinNames {
-		s[k] = v
-	}
+	maps.Copy(s, builtinNames)
 	if comment {
 		s["comment"] = map[string]any{}
 	}
@@ -208,7 +207,7 @@ func (p *condPatcher) unknownName(src string) *condError {
 	var first *ast.IdentifierNode
 	for _, id := range p.idents {
 		_, inScope := p.scope[id.Value]
-		if inScope || p.lets[id.Value] || (p.callees[id] && (funcNames[id.Value] || strings.HasPrefix(id.Value, "_"))) {
+		if inScope || p.lets[id.Value] || (p.callees[id] && (slices.Contains(condFuncs, id.Value) || strings.HasPrefix(id.Value, "_"))) {
 			continue
 		}
 		if first == nil || id.Location().From < first.Location().From {
@@ -226,14 +225,6 @@ func (p *condPatcher) unknownName(src string) *condError {
 	return &condError{col, fmt.Sprintf("unknown name %q (known: %s; any other attribute: attrs[%q])",
 		first.Value, strings.Join(p.scope.names(), ", "), first.Value)}
 }
-
-var funcNames = func() map[string]bool {
-	m := map[string]bool{}
-	for _, f := range condFuncs {
-		m[f] = true
-	}
-	return m
-}()
 
 func (p *condPatcher) fail(n ast.Node, format string, args ...any) {
 	if p.err == nil {
@@ -401,14 +392,7 @@ func describeCompileError(src string, err error) error {
 	return &condError{col, msg}
 }
 
-func (s condScope) names() []string {
-	out := make([]string, 0, len(s))
-	for k := range s {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func (s condScope) names() []string { return slices.Sorted(maps.Keys(s)) }
 
 // --- values (shared with the template functions) ---
 

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"time"
@@ -227,10 +228,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any) (sync.Iss
 			continue
 		}
 		for _, ec := range e.Comments {
-			cd := make(map[string]any, len(data)+1)
-			for k, v := range data {
-				cd[k] = v
-			}
+			cd := maps.Clone(data)
 			cd["comment"] = commentData(ec)
 			ok, err := evalCond(c.when, cd)
 			if err != nil {

@@ -73,11 +73,9 @@ func FuzzEscape(f *testing.F) {
 
 func containsMention(s string) bool {
 	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '@' && (i == 0 || (!isWordRune(rune(s[i-1])) && s[i-1] != '.' && s[i-1] < 0x80)) && !hasPrefixAt(s, i+1, "&#8203;") {
+		if s[i] == '@' && (i == 0 || (!isWordRune(rune(s[i-1])) && s[i-1] != '.' && s[i-1] < 0x80)) && !strings.HasPrefix(s[i+1:], "&#8203;") {
 			return true
 		}
 	}
 	return false
 }
-
-func hasPrefixAt(s string, i int, p string) bool { return len(s)-i >= len(p) && s[i:i+len(p)] == p }

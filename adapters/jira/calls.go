@@ -8,10 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -190,12 +191,7 @@ func errorReason(hr *http.Response) string {
 				parts = append(parts, m)
 			}
 		}
-		keys := make([]string, 0, len(body.Errors))
-		for k := range body.Errors {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(body.Errors)) {
 			parts = append(parts, fmt.Sprintf("%s: %v", k, body.Errors[k]))
 		}
 		if body.Message != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
@@ -237,9 +238,7 @@ func (t *Tracker) Update(ctx context.Context, ref qsync.IssueRef, u qsync.Update
 	if err != nil {
 		return err
 	}
-	for k, v := range custom {
-		fields[k] = v
-	}
+	maps.Copy(fields, custom)
 	data := map[string]any{}
 	if len(fields) > 0 {
 		data["fields"] = fields

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	gosync "sync"
@@ -111,7 +111,7 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if sum.Queued > 0 {
 		fmt.Fprintf(stdout, "  %d keys still queued: a running service syncs them (this run only enqueued them)\n", sum.Queued)
 	}
-	for _, cl := range sortedClassKeys(sum.ByClass) {
+	for _, cl := range slices.Sorted(maps.Keys(sum.ByClass)) {
 		fmt.Fprintf(stdout, "  %-10s found %d", cl, sum.ByClass[cl])
 		if !dry {
 			fmt.Fprintf(stdout, ", fixed %d", sum.Fixed[cl])
@@ -203,15 +203,6 @@ func quote(v any) string {
 		s = s[:117] + "…"
 	}
 	return s
-}
-
-func sortedClassKeys(m map[string]int) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func cmdLinks(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -268,7 +269,7 @@ func (s *Server) list(w http.ResponseWriter, q url.Values, kind qsync.Kind, recs
 			vals = strings.Split(v, ",")
 		}
 		for _, x := range vals {
-			if !contains(statusEnum[kind], x) {
+			if !slices.Contains(statusEnum[kind], x) {
 				return invalid(w, "status", "The selected status is invalid.")
 			}
 			want[x] = true
@@ -339,13 +340,4 @@ func intOf(v any) (int64, bool) {
 		return n, err == nil
 	}
 	return 0, false
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
