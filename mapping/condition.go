@@ -13,6 +13,7 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/qase-sync/qase-sync/sync"
@@ -577,3 +578,81 @@ func mapString(v any, f func(string) string) any {
 	}
 	return v
 }
+
+// condNotes points at comparisons whose meaning changed with the move to
+// expr when the compared value may be missing: x != v and x not in [...]
+// used to be false for a missing x, and are now true. A note is left out
+// when the condition already says what a missing x means (has(x),
+// x == nil, x != nil, x ?? default). Notes are advice for validate; the
+// condition is valid either way.
+func condNotes(src string, scope condScope) []condError {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return nil
+	}
+	type cmp struct {
+		subject, expr string
+		col           int
+	}
+	var cmps []cmp
+	guarded := map[string]bool{}
+	mayBeMissing := func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.IdentifierNode:
+			v, ok := scope[n.Value]
+			return ok && v == nil
+		case *ast.MemberNode:
+			return !n.Method
+		}
+		return false
+	}
+	isNil := func(n ast.Node) bool {
+		if _, ok := n.(*ast.NilNode); ok {
+			return true
+		}
+		id, ok := n.(*ast.IdentifierNode)
+		return ok && id.Value == "null"
+	}
+	ast.Walk(&tree.Node, visitFunc(func(node *ast.Node) {
+		switch n := (*node).(type) {
+		case *ast.CallNode:
+			if id, ok := n.Callee.(*ast.IdentifierNode); ok && id.Value == "has" && len(n.Arguments) == 1 {
+				guarded[n.Arguments[0].String()] = true
+			}
+		case *ast.BinaryNode:
+			switch {
+			case n.Operator == "??":
+				guarded[n.Left.String()] = true
+			case (n.Operator == "==" || n.Operator == "!=") && isNil(n.Right):
+				guarded[n.Left.String()] = true
+			case (n.Operator == "==" || n.Operator == "!=") && isNil(n.Left):
+				guarded[n.Right.String()] = true
+			}
+			if n.Operator == "!=" && !isNil(n.Left) && !isNil(n.Right) {
+				for _, side := range []ast.Node{n.Left, n.Right} {
+					if mayBeMissing(side) {
+						cmps = append(cmps, cmp{side.String(), n.String(), n.Location().From + 1})
+						break
+					}
+				}
+			}
+		case *ast.UnaryNode:
+			if in, ok := n.Node.(*ast.BinaryNode); ok && n.Operator == "not" && in.Operator == "in" && mayBeMissing(in.Left) && strings.Contains(src, " not in ") {
+				cmps = append(cmps, cmp{in.Left.String(), in.Left.String() + " not in " + in.Right.String(), in.Location().From + 1})
+			}
+		}
+	}))
+	var out []condError
+	for _, c := range cmps {
+		if guarded[c.subject] {
+			continue
+		}
+		out = append(out, condError{c.col, fmt.Sprintf("%s is true when %s is missing (before expr it was false); "+
+			"to keep the former meaning write has(%s) && %s", c.expr, c.subject, c.subject, c.expr)})
+	}
+	return out
+}
+
+type visitFunc func(node *ast.Node)
+
+func (f visitFunc) Visit(node *ast.Node) { f(node) }

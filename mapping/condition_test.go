@@ -303,3 +303,39 @@ func TestDocsConditions(t *testing.T) {
 		}
 	}
 }
+
+// TestCondNotes: validate points at comparisons whose meaning changed
+// for a missing value, with the rewrite that keeps the former meaning,
+// and stays quiet where the condition already handles a missing value.
+func TestCondNotes(t *testing.T) {
+	scope := scopeFor(qsync.KindDefect, false)
+	noted := map[string]string{
+		`severity != "trivial"`:                   `col 10: severity != "trivial" is true when severity is missing (before expr it was false); to keep the former meaning write has(severity) && severity != "trivial"`,
+		`status not in ["resolved", "invalid"]`:   `status not in ["resolved", "invalid"] is true when status is missing`,
+		`deleted || attrs["x"] != 1`:              `write has(attrs.x) && attrs.x != 1`,
+		`"trivial" != severity && title == "x"`:   `has(severity)`,
+		`has(title) && severity != "trivial"`:     `has(severity) && severity != "trivial"`,
+		`status == "open" || severity != "minor"`: `severity != "minor" is true when severity is missing`,
+	}
+	for src, want := range noted {
+		notes := condNotes(src, scope)
+		if len(notes) != 1 || !strings.Contains(notes[0].Error(), want) {
+			t.Errorf("%s: got %v, want a note containing %q", src, notes, want)
+		}
+	}
+	for _, src := range []string{
+		`!(severity == "trivial")`,
+		`!(status in ["resolved", "invalid"])`,
+		`has(severity) && severity != "trivial"`,
+		`severity != nil && severity != "trivial"`,
+		`(severity ?? "none") != "trivial"`,
+		`severity ?? "x" != "trivial"`,
+		`kind != "defect"`, // a built-in is never missing
+		`id != 3`,
+		`status == "open"`,
+	} {
+		if notes := condNotes(src, scope); len(notes) != 0 {
+			t.Errorf("%s: unexpected notes %v", src, notes)
+		}
+	}
+}

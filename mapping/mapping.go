@@ -71,6 +71,7 @@ type Mapping struct {
 	tables  map[string]map[string]string
 	routes  []*route
 	byName  map[string]*route
+	notes   yamlpos.Problems
 }
 
 var _ sync.Mapper = (*Mapping)(nil)
@@ -449,10 +450,14 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 		if yamlpos.IsNull(ix.Node(fld)) {
 			return nil
 		}
-		c, err := compileCond(src, scopeFor(r.kind, comment), m.tables, m.lookup)
+		scope := scopeFor(r.kind, comment)
+		c, err := compileCond(src, scope, m.tables, m.lookup)
 		if err != nil {
 			errf(fld, "condition: %v", err)
 			return nil
+		}
+		for _, n := range condNotes(src, scope) {
+			m.notes = append(m.notes, ix.Problem(fld, "condition: %v", &n))
 		}
 		return c
 	}
@@ -566,6 +571,20 @@ func (m *Mapping) Tables() map[string]map[string]string {
 	out := make(map[string]map[string]string, len(m.tables))
 	for k, t := range m.tables {
 		out[k] = maps.Clone(t)
+	}
+	return out
+}
+
+// Notes are advice about conditions that load fine but may not mean
+// what they meant before conditions moved to expr (docs/mapping.md,
+// "Conditions written before expr"), as "file:line: field: note".
+func (m *Mapping) Notes() []string {
+	if len(m.notes) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m.notes))
+	for _, p := range m.notes.Err().(yamlpos.Problems) {
+		out = append(out, p.Error())
 	}
 	return out
 }

@@ -26,6 +26,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, n := range a.mapper.Notes() {
+		fmt.Fprintf(stdout, "note: %s\n", n)
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d trackers, %d routes: %s)\n", c.config, len(a.cfg.Trackers), len(a.mapper.RouteNames()), strings.Join(a.mapper.RouteNames(), ", "))
 	return nil
 }

@@ -75,3 +75,18 @@ func TestLoadConfigExample(t *testing.T) {
 		t.Errorf("qase_url = %q, app_url = %q", m.Vars()["qase_url"], cfg.Qase.AppURL)
 	}
 }
+
+// TestValidateNotes: validate accepts a condition whose meaning changed
+// with expr and says, at its line, how to keep the former meaning.
+func TestValidateNotes(t *testing.T) {
+	src := "qase: {secrets: [s]}\ntrackers: [{name: d, type: dryrun}]\nmapping:\n  routes:\n    - name: r\n      kind: defect\n      tracker: d\n      project: QA\n      title: x\n      when: 'severity != \"trivial\"'\n"
+	path := writeConfig(t, src)
+	var out, errOut strings.Builder
+	if err := cmdValidate([]string{"-c", path}, &out, &errOut); err != nil {
+		t.Fatalf("validate: %v\n%s", err, errOut.String())
+	}
+	want := "note: " + path + `:10: mapping.routes[0].when: condition: col 10: severity != "trivial" is true when severity is missing (before expr it was false); to keep the former meaning write has(severity) && severity != "trivial"`
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), ": OK (1 trackers, 1 routes: r)") {
+		t.Errorf("validate printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
