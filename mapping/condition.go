@@ -14,6 +14,7 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/qase-sync/qase-sync/sync"
@@ -106,8 +107,15 @@ func compileCond(src string, scope condScope, tables map[string]map[string]strin
 		return nil, &condError{col, "expression nested too deeply"}
 	}
 	p := &condPatcher{tables: tables, scope: scope, callees: map[*ast.IdentifierNode]bool{}, lets: map[string]bool{}}
+	env := types.Map{}
+	for k, v := range scope {
+		env[k] = types.Any // an attribute: its type is known only at evaluation
+		if v != nil {
+			env[k] = types.TypeOf(v)
+		}
+	}
 	opts := []expr.Option{
-		expr.Env(map[string]any(scope)),
+		expr.Env(env),
 		expr.Patch(p),
 		expr.Function("_get", func(a ...any) (any, error) { v, _ := index(a[0], a[1]); return condValue(v), nil },
 			new(func(any, any) any)),

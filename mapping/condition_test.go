@@ -137,6 +137,7 @@ func TestCondEval(t *testing.T) {
 		// expr's built-ins work on the same data.
 		{`any(tags, # == "ui") && all(tags, len(#) > 1)`, true},
 		{`len(filter(tags, # startsWith "l")) == 1`, true},
+		{`count(tags, # startsWith "l") == 1 && sum(map(tags, len(#))) == 7`, true},
 	}
 	for _, c := range cases {
 		cond, err := compileTest(c.src)
