@@ -303,6 +303,18 @@ func Decode(file string, n *yaml.Node, prefix string, out any) Problems {
 	if err != nil {
 		return Problems{{File: file, Line: n.Line, Field: prefix, Msg: err.Error()}}
 	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err = dec.Decode(out)
+	var te *yaml.TypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+	default:
+		return Problems{{File: file, Line: n.Line, Field: prefix, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	// Only now is the re-encoded tree needed, to map lines back.
 	var again yaml.Node
 	if err := yaml.Unmarshal(data, &again); err != nil {
 		return Problems{{File: file, Line: n.Line, Field: prefix, Msg: err.Error()}}
@@ -323,17 +335,6 @@ func Decode(file string, n *yaml.Node, prefix string, out any) Problems {
 		}
 		byLine[val.Line] = append(byLine[val.Line], entry{path: path, value: val.Value, kind: val.Kind})
 	})
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err = dec.Decode(out)
-	var te *yaml.TypeError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &te):
-	default:
-		return Problems{{File: file, Line: n.Line, Field: prefix, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
-	}
 	for _, e := range te.Errors {
 		m := lineRE.FindStringSubmatch(e)
 		if m == nil {
