@@ -3,8 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/mapping"
 )
 
 func writeConfig(t *testing.T, src string) string {
@@ -88,5 +93,37 @@ func TestValidateNotes(t *testing.T) {
 	want := "note: " + path + `:10: mapping.routes[0].when: condition: col 10: severity != "trivial" is true when severity is missing (before expr it was false); to keep the former meaning write has(severity) && severity != "trivial"`
 	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), ": OK (1 trackers, 1 routes: r)") {
 		t.Errorf("validate printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// TestConditionVocabulary: every attribute the Qase adapter makes of the
+// recorded webhook payloads is a name conditions can use directly
+// (mapping.Attributes), so the vocabulary conditions compile against
+// cannot fall behind the adapter.
+func TestConditionVocabulary(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/qase/*.json")
+	if err != nil || len(files) < 20 {
+		t.Fatalf("payloads: %d, %v", len(files), err)
+	}
+	seen := 0
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := qase.Decode(body, qase.DecodeOptions{DefaultProject: "DEMO"}, time.Now())
+		if err != nil || !ev.Ref.Kind.Valid() {
+			continue // a kind that is not served
+		}
+		for k := range ev.Patch.Attrs {
+			seen++
+			name, _, _ := strings.Cut(k, "/") // grouped: reviewers/<member>
+			if !slices.Contains(mapping.Attributes[ev.Ref.Kind], name) {
+				t.Errorf("%s: attribute %q of a %s is missing from mapping.Attributes", filepath.Base(f), name, ev.Ref.Kind)
+			}
+		}
+	}
+	if seen < 20 {
+		t.Fatalf("only %d attributes seen", seen)
 	}
 }
