@@ -159,7 +159,7 @@ func compileCond(src string, scope condScope, tables map[string]map[string]strin
 		opts = append(opts, expr.DisableBuiltin(name))
 	}
 	prog, err := expr.Compile(src, opts...)
-	if e := p.unknownName(src); e != nil {
+	if e := p.unknownName(); e != nil {
 		return nil, e
 	}
 	if p.err != nil {
@@ -212,7 +212,7 @@ type condPatcher struct {
 }
 
 // unknownName is the first identifier that names nothing, as an error.
-func (p *condPatcher) unknownName(src string) *condError {
+func (p *condPatcher) unknownName() *condError {
 	var first *ast.IdentifierNode
 	for _, id := range p.idents {
 		_, inScope := p.scope[id.Value]
