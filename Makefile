@@ -43,10 +43,10 @@ fuzz: ## Fuzz the webhook decoder, the config and mapping loaders, conditions (F
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./mapping
 	$(GO) test -run='^$$' -fuzz=FuzzCond -fuzztime=$(FUZZTIME) ./mapping
 
-lint: ## gofmt, go vet and the import rules
+lint: ## gofmt, go vet, the import rules and the import aliases
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -count=1 -run TestImportRules ./cmd/qase-sync
+	$(GO) test -count=1 -run 'TestImport(Rules|Aliases)' ./cmd/qase-sync
 
 bench: ## Benchmarks and the reconciler's read cost; writes docs/benchmarks.md
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -count=3 ./cmd/qase-sync ./adapters/store/sqlite | tee .bench.out

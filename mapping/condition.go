@@ -17,7 +17,7 @@ import (
 	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Conditions (when, create_when, comment when) are expr-lang/expr
@@ -51,13 +51,13 @@ type condScope map[string]any
 // Attributes are the attribute names the Qase adapter produces for each
 // kind (docs/attributes.md). Conditions may name them directly; any other
 // attribute is reachable as attrs["name"].
-var Attributes = map[sync.Kind][]string{
-	sync.KindDefect: {"title", "actual_result", "severity", "status", "case_id", "step", "attachments_count",
+var Attributes = map[qsync.Kind][]string{
+	qsync.KindDefect: {"title", "actual_result", "severity", "status", "case_id", "step", "attachments_count",
 		"milestone_id", "tags", "author_id", "created_at", "updated_at", "resolved_at"},
-	sync.KindReview: {"title", "case_id", "status", "type", "author", "author_email", "author_uuid", "created_at",
+	qsync.KindReview: {"title", "case_id", "status", "type", "author", "author_email", "author_uuid", "created_at",
 		"updated_at", "updated_by", "reopened_by", "merged_by", "declined_by", "deleted_by", "approval",
 		"approval_by", "reviewers"},
-	sync.KindRun: {"title", "description", "status", "completed", "plan", "plan_id", "environment", "cases",
+	qsync.KindRun: {"title", "description", "status", "completed", "plan", "plan_id", "environment", "cases",
 		"cases_added", "passed", "failed", "blocked", "untested", "skipped", "invalid", "duration",
 		"start_time", "end_time", "public"},
 }
@@ -70,7 +70,7 @@ var builtinNames = condScope{
 
 // scopeFor is what a route of kind sees; comment adds .comment (from:
 // entity comment rules). An unknown kind sees the attributes of every kind.
-func scopeFor(kind sync.Kind, comment bool) condScope {
+func scopeFor(kind qsync.Kind, comment bool) condScope {
 	s := condScope{}
 	attrs := Attributes[kind]
 	if attrs == nil {

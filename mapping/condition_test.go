@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // condData is an entity as Mapping.data shows it to conditions.
@@ -239,14 +239,14 @@ func TestCondCompileErrors(t *testing.T) {
 // built-ins; comment only in from: entity comment rules.
 func TestCondScope(t *testing.T) {
 	ok := []struct {
-		kind    sync.Kind
+		kind    qsync.Kind
 		comment bool
 		src     string
 	}{
-		{sync.KindDefect, false, `severity == "critical" && state == "open" && !deleted && kind == "defect" && project == "QA"`},
-		{sync.KindRun, false, `failed > 0 || public || last_event == "run.aborted" || events["run.aborted"] > 0`},
-		{sync.KindReview, false, `reviewers["a@x.io"].status == "approved" || has(declined_by) || attrs["custom"] == 1`},
-		{sync.KindReview, true, `!(comment.author in ["bot"]) && vars.qase_url != ""`},
+		{qsync.KindDefect, false, `severity == "critical" && state == "open" && !deleted && kind == "defect" && project == "QA"`},
+		{qsync.KindRun, false, `failed > 0 || public || last_event == "run.aborted" || events["run.aborted"] > 0`},
+		{qsync.KindReview, false, `reviewers["a@x.io"].status == "approved" || has(declined_by) || attrs["custom"] == 1`},
+		{qsync.KindReview, true, `!(comment.author in ["bot"]) && vars.qase_url != ""`},
 	}
 	for _, c := range ok {
 		if _, err := compileCond(c.src, scopeFor(c.kind, c.comment), builtinTables, nil); err != nil {
@@ -254,13 +254,13 @@ func TestCondScope(t *testing.T) {
 		}
 	}
 	bad := []struct {
-		kind    sync.Kind
+		kind    qsync.Kind
 		comment bool
 		src     string
 	}{
-		{sync.KindDefect, false, `failed > 0`},         // a run attribute
-		{sync.KindRun, false, `severity == "major"`},   // a defect attribute
-		{sync.KindReview, false, `comment.body != ""`}, // comment only in from: entity
+		{qsync.KindDefect, false, `failed > 0`},         // a run attribute
+		{qsync.KindRun, false, `severity == "major"`},   // a defect attribute
+		{qsync.KindReview, false, `comment.body != ""`}, // comment only in from: entity
 	}
 	for _, c := range bad {
 		if _, err := compileCond(c.src, scopeFor(c.kind, c.comment), builtinTables, nil); err == nil || !strings.Contains(err.Error(), "unknown name") {

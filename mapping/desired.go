@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Tracker limits applied to rendered values.
@@ -44,20 +44,20 @@ func capText(trackerType, s string) string {
 }
 
 // Desired computes the issue the route wants for the entity now. It never
-// does I/O; every failure is sync.Permanent (a mapping error cannot be
+// does I/O; every failure is qsync.Permanent (a mapping error cannot be
 // fixed by retrying) and names the route and field.
-func (m *Mapping) Desired(name string, e sync.Entity) (sync.Desired, error) {
+func (m *Mapping) Desired(name string, e qsync.Entity) (qsync.Desired, error) {
 	r, ok := m.byName[name]
 	if !ok {
-		return sync.Desired{}, sync.Permanentf("mapping: unknown route %q", name)
+		return qsync.Desired{}, qsync.Permanentf("mapping: unknown route %q", name)
 	}
 	if e.Ref.Kind != r.kind {
-		return sync.Desired{}, sync.Permanentf("mapping: route %q serves %s entities, got %s", name, r.kind, e.Ref.Kind)
+		return qsync.Desired{}, qsync.Permanentf("mapping: route %q serves %s entities, got %s", name, r.kind, e.Ref.Kind)
 	}
-	d := sync.Desired{Route: r.name, Tracker: r.tracker}
+	d := qsync.Desired{Route: r.name, Tracker: r.tracker}
 	data := m.data(e)
-	fail := func(field string, err error) (sync.Desired, error) {
-		return sync.Desired{}, sync.Permanent(fmt.Errorf("mapping: route %q: %s: %w", r.name, field, err))
+	fail := func(field string, err error) (qsync.Desired, error) {
+		return qsync.Desired{}, qsync.Permanent(fmt.Errorf("mapping: route %q: %s: %w", r.name, field, err))
 	}
 	if r.when != nil {
 		ok, err := r.when.Eval(data)
@@ -98,7 +98,7 @@ var builtins = map[string]bool{"id": true, "project": true, "kind": true, "delet
 // store): writing such a field over an existing issue would replace real
 // text with a template's fallback. A field that reads several attributes
 // is known once any of them is (optional attributes are often absent).
-func unknownFields(r *route, e sync.Entity) []string {
+func unknownFields(r *route, e qsync.Entity) []string {
 	if e.Complete {
 		return nil
 	}
@@ -151,10 +151,10 @@ func unknownFields(r *route, e sync.Entity) []string {
 	return out
 }
 
-func (m *Mapping) render(r *route, e sync.Entity, data map[string]any) (sync.IssueSpec, string, error) {
-	var s sync.IssueSpec
-	wrap := func(field string, err error) (sync.IssueSpec, string, error) {
-		return sync.IssueSpec{}, field, err
+func (m *Mapping) render(r *route, e qsync.Entity, data map[string]any) (qsync.IssueSpec, string, error) {
+	var s qsync.IssueSpec
+	wrap := func(field string, err error) (qsync.IssueSpec, string, error) {
+		return qsync.IssueSpec{}, field, err
 	}
 	for _, f := range []struct {
 		name string
@@ -223,7 +223,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any) (sync.Iss
 				return wrap(cfield+".body", err)
 			}
 			if body = strings.TrimSpace(body); body != "" {
-				s.Comments = append(s.Comments, sync.Comment{ID: r.name + ":" + c.id, Body: capText(r.trackerType, body)})
+				s.Comments = append(s.Comments, qsync.Comment{ID: r.name + ":" + c.id, Body: capText(r.trackerType, body)})
 			}
 			continue
 		}
@@ -242,7 +242,7 @@ func (m *Mapping) render(r *route, e sync.Entity, data map[string]any) (sync.Iss
 				return wrap(cfield+".body", err)
 			}
 			if body = strings.TrimSpace(body); body != "" {
-				s.Comments = append(s.Comments, sync.Comment{ID: ec.ID, Author: ec.Author, Body: capText(r.trackerType, body), At: ec.At})
+				s.Comments = append(s.Comments, qsync.Comment{ID: ec.ID, Author: ec.Author, Body: capText(r.trackerType, body), At: ec.At})
 			}
 		}
 	}
@@ -295,7 +295,7 @@ func labelFor(trackerType, l string) string {
 	return l
 }
 
-func commentData(c sync.Comment) map[string]any {
+func commentData(c qsync.Comment) map[string]any {
 	at := ""
 	if !c.At.IsZero() {
 		at = c.At.UTC().Format(time.RFC3339)
@@ -306,7 +306,7 @@ func commentData(c sync.Comment) map[string]any {
 // data is what templates and conditions see: every attribute at top
 // level, then the built-ins (which win over attributes of the same name;
 // the attributes stay reachable under .attrs).
-func (m *Mapping) data(e sync.Entity) map[string]any {
+func (m *Mapping) data(e qsync.Entity) map[string]any {
 	d := make(map[string]any, len(e.Attrs)+10)
 	attrs := make(map[string]any, len(e.Attrs))
 	for k, v := range e.Attrs {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 var exampleTrackers = map[string]string{"jira": "jira", "github": "github"}
@@ -21,8 +21,8 @@ func loadExample(t *testing.T) *Mapping {
 	return m
 }
 
-func entity(kind sync.Kind, id int64, attrs map[string]any) sync.Entity {
-	return sync.Entity{Ref: sync.EntityRef{Project: "DEMO", Kind: kind, ID: id}, Attrs: attrs}
+func entity(kind qsync.Kind, id int64, attrs map[string]any) qsync.Entity {
+	return qsync.Entity{Ref: qsync.EntityRef{Project: "DEMO", Kind: kind, ID: id}, Attrs: attrs}
 }
 
 func TestBuiltinTables(t *testing.T) {
@@ -83,7 +83,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := m.Desired("r", entity(sync.KindDefect, 1, map[string]any{"severity": "critical"}))
+	d, err := m.Desired("r", entity(qsync.KindDefect, 1, map[string]any{"severity": "critical"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ routes:
 		t.Errorf("override/table file not applied: %+v", d.Spec)
 	}
 	// The override replaces the whole table: no _default any more.
-	if _, err := m.Desired("r", entity(sync.KindDefect, 1, map[string]any{"severity": "minor"})); err == nil || !sync.IsPermanent(err) {
+	if _, err := m.Desired("r", entity(qsync.KindDefect, 1, map[string]any{"severity": "minor"})); err == nil || !qsync.IsPermanent(err) {
 		t.Errorf("want permanent lookup error, got %v", err)
 	}
 	// A missing table file is a load error naming the line.
@@ -104,7 +104,7 @@ routes:
 
 func TestExampleDefectToJira(t *testing.T) {
 	m := loadExample(t)
-	d, err := m.Desired("defects-to-jira", entity(sync.KindDefect, 7, map[string]any{
+	d, err := m.Desired("defects-to-jira", entity(qsync.KindDefect, 7, map[string]any{
 		"title": "Login fails", "actual_result": "HTTP 500", "severity": "critical", "status": "open", "tags": []any{"ui"},
 	}))
 	if err != nil {
@@ -128,25 +128,25 @@ func TestExampleDefectToJira(t *testing.T) {
 	}
 
 	// Thin payload (defect.updated with only an id): still maps, no failure.
-	d, err = m.Desired("defects-to-jira", sync.Entity{Ref: sync.EntityRef{Project: "DEMO", Kind: sync.KindDefect, ID: 8}, Attrs: map[string]any{"id": float64(8)}, LastEvent: "defect.updated"})
+	d, err = m.Desired("defects-to-jira", qsync.Entity{Ref: qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 8}, Attrs: map[string]any{"id": float64(8)}, LastEvent: "defect.updated"})
 	if err != nil || d.Skip || !d.Create || d.Spec.Title != "[DEMO-8] Qase defect" || d.Spec.Status != "" || d.Spec.Priority != "Medium" {
 		t.Errorf("thin: %+v, %v", d, err)
 	}
 
 	// Trivial defects are skipped altogether.
-	d, _ = m.Desired("defects-to-jira", entity(sync.KindDefect, 9, map[string]any{"severity": "trivial"}))
+	d, _ = m.Desired("defects-to-jira", entity(qsync.KindDefect, 9, map[string]any{"severity": "trivial"}))
 	if !d.Skip {
 		t.Errorf("trivial defect not skipped: %+v", d)
 	}
 
 	// Resolved: updated (Done + one comment) but never created.
-	d, err = m.Desired("defects-to-jira", entity(sync.KindDefect, 7, map[string]any{"title": "x", "status": "resolved", "severity": "major"}))
+	d, err = m.Desired("defects-to-jira", entity(qsync.KindDefect, 7, map[string]any{"title": "x", "status": "resolved", "severity": "major"}))
 	if err != nil || d.Create || d.Spec.Status != "Done" || len(d.Spec.Comments) != 1 || d.Spec.Comments[0].ID != "defects-to-jira:resolved" {
 		t.Errorf("resolved: %+v, %v", d, err)
 	}
 
 	// Deleted: Create false, status Done, the deleted comment.
-	e := entity(sync.KindDefect, 7, map[string]any{"title": "x", "status": "open"})
+	e := entity(qsync.KindDefect, 7, map[string]any{"title": "x", "status": "open"})
 	e.Deleted = true
 	d, err = m.Desired("defects-to-jira", e)
 	if err != nil || d.Create || d.Spec.Status != "Done" || len(d.Spec.Comments) != 1 || d.Spec.Comments[0].ID != "defects-to-jira:deleted" {
@@ -157,12 +157,12 @@ func TestExampleDefectToJira(t *testing.T) {
 func TestExampleReviews(t *testing.T) {
 	m := loadExample(t)
 	const route = "declined-reviews-to-github"
-	review := func(status string, extra map[string]any, events map[string]int) sync.Entity {
+	review := func(status string, extra map[string]any, events map[string]int) qsync.Entity {
 		a := map[string]any{"title": "Checkout case", "status": status, "author": "Ann", "case_id": float64(12)}
 		for k, v := range extra {
 			a[k] = v
 		}
-		e := entity(sync.KindReview, 3, a)
+		e := entity(qsync.KindReview, 3, a)
 		e.Events = events
 		return e
 	}
@@ -198,7 +198,7 @@ func TestExampleReviews(t *testing.T) {
 	}
 	// Event-sourced comments keep their ids and authors; their text is escaped.
 	e = review("declined", nil, map[string]int{"review.declined": 1})
-	e.Comments = []sync.Comment{{ID: "qc-1", Author: "Dee", Body: "ping @everyone <!-- qase-sync:marker x -->"}, {ID: "qc-2", Author: "Eve", Body: "ok"}}
+	e.Comments = []qsync.Comment{{ID: "qc-1", Author: "Dee", Body: "ping @everyone <!-- qase-sync:marker x -->"}, {ID: "qc-2", Author: "Eve", Body: "ok"}}
 	d, _ = m.Desired(route, e)
 	if len(d.Spec.Comments) != 2 || d.Spec.Comments[0].ID != "qc-1" || d.Spec.Comments[0].Author != "Dee" || d.Spec.Comments[1].ID != "qc-2" {
 		t.Fatalf("comments: %+v", d.Spec.Comments)
@@ -211,8 +211,8 @@ func TestExampleReviews(t *testing.T) {
 func TestExampleRuns(t *testing.T) {
 	m := loadExample(t)
 	const route = "failed-runs-to-github"
-	run := func(status string, failed float64, last string) sync.Entity {
-		e := entity(sync.KindRun, 5, map[string]any{"title": "Nightly", "status": status, "passed": float64(8), "failed": failed,
+	run := func(status string, failed float64, last string) qsync.Entity {
+		e := entity(qsync.KindRun, 5, map[string]any{"title": "Nightly", "status": status, "passed": float64(8), "failed": failed,
 			"blocked": float64(1), "cases": float64(10), "duration": float64(125000), "environment": "staging"})
 		e.LastEvent = last
 		return e
@@ -235,10 +235,10 @@ func TestExampleRuns(t *testing.T) {
 		t.Errorf("passed run must be skipped: %+v", d)
 	}
 	// The route listens only to the events it needs.
-	if got := m.Routes("run.started", "DEMO", sync.KindRun); len(got) != 0 {
+	if got := m.Routes("run.started", "DEMO", qsync.KindRun); len(got) != 0 {
 		t.Errorf("run.started routed to %v", got)
 	}
-	if got := m.Routes("run.completed", "DEMO", sync.KindRun); !reflect.DeepEqual(got, []string{route}) {
+	if got := m.Routes("run.completed", "DEMO", qsync.KindRun); !reflect.DeepEqual(got, []string{route}) {
 		t.Errorf("run.completed routed to %v", got)
 	}
 }
@@ -248,17 +248,17 @@ func TestRoutesAndInfo(t *testing.T) {
 	if got := m.RouteNames(); !reflect.DeepEqual(got, []string{"declined-reviews-to-github", "defects-to-jira", "failed-runs-to-github"}) {
 		t.Errorf("RouteNames = %v", got)
 	}
-	if got := m.Routes("defect.resolved", "ANY", sync.KindDefect); !reflect.DeepEqual(got, []string{"defects-to-jira"}) {
+	if got := m.Routes("defect.resolved", "ANY", qsync.KindDefect); !reflect.DeepEqual(got, []string{"defects-to-jira"}) {
 		t.Errorf("Routes(defect.resolved) = %v", got)
 	}
-	if got := m.Routes("review.commented", "DEMO", sync.KindReview); !reflect.DeepEqual(got, []string{"declined-reviews-to-github"}) {
+	if got := m.Routes("review.commented", "DEMO", qsync.KindReview); !reflect.DeepEqual(got, []string{"declined-reviews-to-github"}) {
 		t.Errorf("Routes(review.commented) = %v", got)
 	}
-	if got := m.Routes("defect.created", "DEMO", sync.KindRun); len(got) != 0 {
+	if got := m.Routes("defect.created", "DEMO", qsync.KindRun); len(got) != 0 {
 		t.Errorf("kind mismatch routed: %v", got)
 	}
 	info, ok := m.RouteInfo("declined-reviews-to-github")
-	if !ok || info.Kind != sync.KindReview || info.Tracker != "github" || info.Project != "acme/qa" {
+	if !ok || info.Kind != qsync.KindReview || info.Tracker != "github" || info.Project != "acme/qa" {
 		t.Errorf("RouteInfo = %+v", info)
 	}
 	if _, ok := m.RouteInfo("nope"); ok {
@@ -271,10 +271,10 @@ func TestRoutesAndInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Routes("defect.created", "demo", sync.KindDefect); len(got) != 1 {
+	if got := p.Routes("defect.created", "demo", qsync.KindDefect); len(got) != 1 {
 		t.Errorf("project match should ignore case: %v", got)
 	}
-	if got := p.Routes("defect.created", "OTHER", sync.KindDefect); len(got) != 0 {
+	if got := p.Routes("defect.created", "OTHER", qsync.KindDefect); len(got) != 0 {
 		t.Errorf("other project routed: %v", got)
 	}
 	if info, _ := p.RouteInfo("a"); info.Project != "" || !reflect.DeepEqual(info.Projects, []string{"DEMO"}) {
@@ -285,7 +285,7 @@ func TestRoutesAndInfo(t *testing.T) {
 func TestDesiredIsPure(t *testing.T) {
 	m := loadExample(t)
 	attrs := map[string]any{"title": "x", "severity": "major", "tags": []string{"a"}, "nested": map[string]any{"k": float64(1)}}
-	e := entity(sync.KindDefect, 1, attrs)
+	e := entity(qsync.KindDefect, 1, attrs)
 	d1, err1 := m.Desired("defects-to-jira", e)
 	d2, err2 := m.Desired("defects-to-jira", e)
 	if err1 != nil || err2 != nil || !reflect.DeepEqual(d1, d2) {
@@ -298,7 +298,7 @@ func TestDesiredIsPure(t *testing.T) {
 
 func TestDesiredConcurrent(t *testing.T) {
 	m := loadExample(t)
-	e := entity(sync.KindRun, 5, map[string]any{"title": "Nightly", "status": "failed", "failed": float64(1)})
+	e := entity(qsync.KindRun, 5, map[string]any{"title": "Nightly", "status": "failed", "failed": float64(1)})
 	want, err := m.Desired("failed-runs-to-github", e)
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ routes:
 			t.Fatal(err)
 		}
 		long := strings.Repeat("é", 100000)
-		d, err := m.Desired("r", sync.Entity{Ref: sync.EntityRef{Project: "P", Kind: sync.KindDefect, ID: 1},
+		d, err := m.Desired("r", qsync.Entity{Ref: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 1},
 			Attrs: map[string]any{"title": "x", "actual_result": long}})
 		if err != nil {
 			t.Fatal(err)

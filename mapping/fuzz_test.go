@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // FuzzCond: no input panics the compiler or the evaluator, and a
@@ -67,7 +67,7 @@ func FuzzEscape(f *testing.F) {
 				t.Fatalf("jira escape leaked %q at %d: %q -> %q", j[i], i, s, j)
 			}
 		}
-		_ = sync.KindDefect
+		_ = qsync.KindDefect
 	})
 }
 

@@ -1,5 +1,5 @@
 // Package mapping turns the current state of a Qase entity into the tracker
-// issue a route wants (sync.Desired), driven by declarative YAML: routes,
+// issue a route wants (qsync.Desired), driven by declarative YAML: routes,
 // lookup tables, Go text/templates with a small safe function set and
 // expr-lang/expr conditions. It is pure: no I/O at Desired time (files are
 // read at load only, through Options.ReadFile), no clock, no globals.
@@ -19,7 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/qase-sync/qase-sync/internal/yamlpos"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 //go:embed builtin-tables.yaml
@@ -63,7 +63,7 @@ type Options struct {
 	FieldPrefix string
 }
 
-// Mapping is a loaded, validated set of routes. It implements sync.Mapper
+// Mapping is a loaded, validated set of routes. It implements qsync.Mapper
 // and is safe for concurrent use.
 type Mapping struct {
 	vars    map[string]string
@@ -74,12 +74,12 @@ type Mapping struct {
 	notes   yamlpos.Problems
 }
 
-var _ sync.Mapper = (*Mapping)(nil)
+var _ qsync.Mapper = (*Mapping)(nil)
 
 type route struct {
 	name        string
 	description string
-	kind        sync.Kind
+	kind        qsync.Kind
 	events      []string
 	projects    []string
 	tracker     string
@@ -103,12 +103,12 @@ type commentRule struct {
 }
 
 // EventNames lists the Qase events of each served kind.
-var EventNames = map[sync.Kind][]string{
-	sync.KindDefect: {"defect.created", "defect.updated", "defect.resolved", "defect.deleted"},
-	sync.KindReview: {"review.created", "review.updated", "review.approval_status_changed",
+var EventNames = map[qsync.Kind][]string{
+	qsync.KindDefect: {"defect.created", "defect.updated", "defect.resolved", "defect.deleted"},
+	qsync.KindReview: {"review.created", "review.updated", "review.approval_status_changed",
 		"review.reviewer_added", "review.reviewer_removed", "review.merged", "review.reopened",
 		"review.commented", "review.declined", "review.deleted"},
-	sync.KindRun: {"run.started", "run.updated", "run.aborted", "run.completed", "run.deleted", "run.report_changed"},
+	qsync.KindRun: {"run.started", "run.updated", "run.aborted", "run.completed", "run.deleted", "run.report_changed"},
 }
 
 // TrackerTypes are the tracker types a route can target.
@@ -142,7 +142,7 @@ type (
 	routeDoc struct {
 		Name        string            `yaml:"name"`
 		Description string            `yaml:"description"`
-		Kind        sync.Kind         `yaml:"kind"`
+		Kind        qsync.Kind        `yaml:"kind"`
 		Events      []string          `yaml:"events"`
 		Projects    []string          `yaml:"projects"`
 		Tracker     string            `yaml:"tracker"`
@@ -511,7 +511,7 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 // Routes returns the routes (in declaration order) that take an event,
 // judged by event name, project and kind only. An empty eventName matches
 // every event of the kind (reconcile).
-func (m *Mapping) Routes(eventName, project string, kind sync.Kind) []string {
+func (m *Mapping) Routes(eventName, project string, kind qsync.Kind) []string {
 	var out []string
 	for _, r := range m.routes {
 		if r.kind != kind {
@@ -533,12 +533,12 @@ func (m *Mapping) Routes(eventName, project string, kind sync.Kind) []string {
 
 // RouteInfo describes a route. Project is the tracker project when it does
 // not depend on the entity (plain text or only .vars), else "".
-func (m *Mapping) RouteInfo(name string) (sync.RouteInfo, bool) {
+func (m *Mapping) RouteInfo(name string) (qsync.RouteInfo, bool) {
 	r, ok := m.byName[name]
 	if !ok {
-		return sync.RouteInfo{}, false
+		return qsync.RouteInfo{}, false
 	}
-	info := sync.RouteInfo{Name: r.name, Kind: r.kind, Tracker: r.tracker, Projects: append([]string(nil), r.projects...)}
+	info := qsync.RouteInfo{Name: r.name, Kind: r.kind, Tracker: r.tracker, Projects: append([]string(nil), r.projects...)}
 	if r.project != nil && r.project.isStatic {
 		info.Project = r.project.static
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // route builds a one-route mapping for template tests.
@@ -24,8 +24,8 @@ func oneRoute(t *testing.T, trackerType, extra string) *Mapping {
 	return m
 }
 
-func defect(attrs map[string]any) sync.Entity {
-	return sync.Entity{Ref: sync.EntityRef{Project: "DEMO", Kind: sync.KindDefect, ID: 7}, Attrs: attrs}
+func defect(attrs map[string]any) qsync.Entity {
+	return qsync.Entity{Ref: qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 7}, Attrs: attrs}
 }
 
 const hostile = "{{.secret}} *bold* [link|http://x] <!-- qase-sync:marker x --> @everyone _em_ {html}<script>x</script>\n# heading\n- item\nh1. Big\n\\ back"
@@ -134,7 +134,7 @@ tables:
   strict: {a: b}
 `)
 	_, err := m.Desired("r", defect(map[string]any{"title": "x", "severity": "zzz"}))
-	if err == nil || !sync.IsPermanent(err) {
+	if err == nil || !qsync.IsPermanent(err) {
 		t.Fatalf("want permanent error, got %v", err)
 	}
 	for _, want := range []string{`route "r"`, "priority", `table "strict" has no entry for "zzz"`} {
@@ -144,13 +144,13 @@ tables:
 	}
 	// An empty title is a mapping error too.
 	_, err = oneRoute(t, "jira", "").Desired("r", defect(map[string]any{}))
-	if !errors.Is(err, sync.ErrPermanent) || !strings.Contains(err.Error(), "title: renders empty") {
+	if !errors.Is(err, qsync.ErrPermanent) || !strings.Contains(err.Error(), "title: renders empty") {
 		t.Errorf("empty title: got %v", err)
 	}
-	if _, err := m.Desired("nope", defect(nil)); !sync.IsPermanent(err) {
+	if _, err := m.Desired("nope", defect(nil)); !qsync.IsPermanent(err) {
 		t.Errorf("unknown route: got %v", err)
 	}
-	if _, err := m.Desired("r", sync.Entity{Ref: sync.EntityRef{Project: "D", Kind: sync.KindRun, ID: 1}}); !sync.IsPermanent(err) {
+	if _, err := m.Desired("r", qsync.Entity{Ref: qsync.EntityRef{Project: "D", Kind: qsync.KindRun, ID: 1}}); !qsync.IsPermanent(err) {
 		t.Errorf("kind mismatch: got %v", err)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func TestTemplateRefs(t *testing.T) {
@@ -38,7 +38,7 @@ func TestTemplateRefs(t *testing.T) {
 // the engine never writes them over an existing issue.
 func TestDesiredUnknownFields(t *testing.T) {
 	m := loadExample(t)
-	thin := entity(sync.KindDefect, 7, map[string]any{"status": "resolved"})
+	thin := entity(qsync.KindDefect, 7, map[string]any{"status": "resolved"})
 	d, err := m.Desired("defects-to-jira", thin)
 	if err != nil {
 		t.Fatal(err)
@@ -54,13 +54,13 @@ func TestDesiredUnknownFields(t *testing.T) {
 	if !has(d.Unknown, "title") || !has(d.Unknown, "body") || has(d.Unknown, "status") {
 		t.Fatalf("unknown %v: want title and body (no title, no actual_result), not status (known)", d.Unknown)
 	}
-	gone := entity(sync.KindDefect, 7, nil)
+	gone := entity(qsync.KindDefect, 7, nil)
 	gone.Deleted = true
 	d, _ = m.Desired("defects-to-jira", gone)
 	if has(d.Unknown, "status") || !has(d.Unknown, "title") {
 		t.Fatalf("deleted, nothing else known: unknown %v, want title but not status", d.Unknown)
 	}
-	full := entity(sync.KindDefect, 7, map[string]any{"status": "open"})
+	full := entity(qsync.KindDefect, 7, map[string]any{"status": "open"})
 	full.Complete = true // read from the API: what it lacks, Qase lacks
 	if d, _ = m.Desired("defects-to-jira", full); len(d.Unknown) != 0 {
 		t.Fatalf("complete entity: unknown %v, want none", d.Unknown)

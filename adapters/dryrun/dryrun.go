@@ -10,53 +10,53 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// Tracker is an in-memory sync.Tracker.
+// Tracker is an in-memory qsync.Tracker.
 type Tracker struct {
 	name  string
 	log   *logrus.Entry
-	clock sync.Clock
+	clock qsync.Clock
 
-	mu     gosync.Mutex
+	mu     sync.Mutex
 	next   int
 	issues map[string]*issue // by id
 	writes int
 }
 
 type issue struct {
-	sync.Issue
+	qsync.Issue
 	marker   string
-	comments []sync.Comment
+	comments []qsync.Comment
 }
 
 // New returns an empty dry-run tracker.
-func New(name string, log *logrus.Entry, clock sync.Clock) *Tracker {
+func New(name string, log *logrus.Entry, clock qsync.Clock) *Tracker {
 	if clock == nil {
-		clock = sync.SystemClock
+		clock = qsync.SystemClock
 	}
 	return &Tracker{name: name, log: log.WithField("tracker", name), clock: clock, issues: map[string]*issue{}}
 }
 
-func (t *Tracker) logOp(op string, ref sync.IssueRef, fields logrus.Fields) {
+func (t *Tracker) logOp(op string, ref qsync.IssueRef, fields logrus.Fields) {
 	t.writes++
 	t.log.WithFields(fields).WithFields(logrus.Fields{"op": op, "issue": ref.String(), "dry_run": true}).Info("would send")
 }
 
-// Create implements sync.Tracker.
-func (t *Tracker) Create(_ context.Context, spec sync.IssueSpec, m sync.Marker) (sync.Issue, error) {
+// Create implements qsync.Tracker.
+func (t *Tracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Marker) (qsync.Issue, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next++
 	id := strconv.Itoa(t.next)
-	is := &issue{marker: m.ID, Issue: sync.Issue{
-		Ref:   sync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
+	is := &issue{marker: m.ID, Issue: qsync.Issue{
+		Ref:   qsync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
 		Title: spec.Title, Body: spec.Body, Labels: append([]string(nil), spec.Labels...), Priority: spec.Priority,
 		Assignees: spec.Assignees, Components: spec.Components, Fields: spec.Fields, Status: "open",
 		MarkerID: m.ID, CreatedAt: t.clock.Now(),
@@ -77,11 +77,11 @@ func keyPrefix(project string) string {
 	return p
 }
 
-// Find implements sync.Tracker.
-func (t *Tracker) Find(_ context.Context, _ string, m sync.Marker, _ time.Time) ([]sync.Issue, error) {
+// Find implements qsync.Tracker.
+func (t *Tracker) Find(_ context.Context, _ string, m qsync.Marker, _ time.Time) ([]qsync.Issue, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []sync.Issue
+	var out []qsync.Issue
 	for _, is := range t.sorted() {
 		if is.marker == m.ID {
 			out = append(out, is.Issue)
@@ -90,11 +90,11 @@ func (t *Tracker) Find(_ context.Context, _ string, m sync.Marker, _ time.Time) 
 	return out, nil
 }
 
-// List implements sync.Tracker.
-func (t *Tracker) List(_ context.Context, project string) ([]sync.Issue, error) {
+// List implements qsync.Tracker.
+func (t *Tracker) List(_ context.Context, project string) ([]qsync.Issue, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []sync.Issue
+	var out []qsync.Issue
 	for _, is := range t.sorted() {
 		if is.Ref.Project == project {
 			out = append(out, is.Issue)
@@ -116,24 +116,24 @@ func (t *Tracker) sorted() []*issue {
 	return out
 }
 
-// Get implements sync.Tracker.
-func (t *Tracker) Get(_ context.Context, ref sync.IssueRef) (sync.Issue, error) {
+// Get implements qsync.Tracker.
+func (t *Tracker) Get(_ context.Context, ref qsync.IssueRef) (qsync.Issue, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return sync.Issue{}, sync.ErrNotFound
+		return qsync.Issue{}, qsync.ErrNotFound
 	}
 	return is.Issue, nil
 }
 
-// Update implements sync.Tracker.
-func (t *Tracker) Update(_ context.Context, ref sync.IssueRef, u sync.Update) error {
+// Update implements qsync.Tracker.
+func (t *Tracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
 	if u.Title != nil {
 		is.Title = *u.Title
@@ -175,13 +175,13 @@ func (t *Tracker) Update(_ context.Context, ref sync.IssueRef, u sync.Update) er
 	return nil
 }
 
-// SetStatus implements sync.Tracker.
-func (t *Tracker) SetStatus(_ context.Context, ref sync.IssueRef, status, reason string) error {
+// SetStatus implements qsync.Tracker.
+func (t *Tracker) SetStatus(_ context.Context, ref qsync.IssueRef, status, reason string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
 	if is.Status == status && is.Reason == reason {
 		return nil
@@ -191,13 +191,13 @@ func (t *Tracker) SetStatus(_ context.Context, ref sync.IssueRef, status, reason
 	return nil
 }
 
-// AddComment implements sync.Tracker.
-func (t *Tracker) AddComment(_ context.Context, ref sync.IssueRef, c sync.Comment) error {
+// AddComment implements qsync.Tracker.
+func (t *Tracker) AddComment(_ context.Context, ref qsync.IssueRef, c qsync.Comment) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
 	is.comments = append(is.comments, c)
 	is.CommentIDs = append(is.CommentIDs, c.ID)
@@ -205,13 +205,13 @@ func (t *Tracker) AddComment(_ context.Context, ref sync.IssueRef, c sync.Commen
 	return nil
 }
 
-// HasComment implements sync.Tracker.
-func (t *Tracker) HasComment(_ context.Context, ref sync.IssueRef, id string) (bool, error) {
+// HasComment implements qsync.Tracker.
+func (t *Tracker) HasComment(_ context.Context, ref qsync.IssueRef, id string) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return false, sync.ErrNotFound
+		return false, qsync.ErrNotFound
 	}
 	for _, c := range is.comments {
 		if c.ID == id {
@@ -221,18 +221,18 @@ func (t *Tracker) HasComment(_ context.Context, ref sync.IssueRef, id string) (b
 	return false, nil
 }
 
-// Mark implements sync.Tracker: it stamps m on the issue as Create does
+// Mark implements qsync.Tracker: it stamps m on the issue as Create does
 // (the issue is then found by m and reports MarkerID). Marking an issue
 // that already carries m completely is no write.
-func (t *Tracker) Mark(_ context.Context, ref sync.IssueRef, m sync.Marker) error {
+func (t *Tracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
-		return sync.Permanent(fmt.Errorf("issue %s: %w", ref, sync.ErrNotFound))
+		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
 	if m.ID == "" {
-		return sync.Permanentf("dry-run mark %s: empty marker", ref)
+		return qsync.Permanentf("dry-run mark %s: empty marker", ref)
 	}
 	if is.marker == m.ID && is.MarkerID == m.ID {
 		return nil
@@ -244,12 +244,12 @@ func (t *Tracker) Mark(_ context.Context, ref sync.IssueRef, m sync.Marker) erro
 
 // Add stores an issue as a person would file it, without a marker (tests
 // of adoption); it returns the issue with its ref filled in.
-func (t *Tracker) Add(is sync.Issue) sync.Issue {
+func (t *Tracker) Add(is qsync.Issue) qsync.Issue {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next++
 	id := strconv.Itoa(t.next)
-	is.Ref = sync.IssueRef{Project: is.Ref.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(is.Ref.Project), id), URL: "dryrun://" + t.name + "/" + id}
+	is.Ref = qsync.IssueRef{Project: is.Ref.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(is.Ref.Project), id), URL: "dryrun://" + t.name + "/" + id}
 	is.MarkerID = ""
 	if is.Status == "" {
 		is.Status = "open"
@@ -262,10 +262,10 @@ func (t *Tracker) Add(is sync.Issue) sync.Issue {
 }
 
 // Issues returns a copy of every issue (tests, the admin API).
-func (t *Tracker) Issues() []sync.Issue {
+func (t *Tracker) Issues() []qsync.Issue {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []sync.Issue
+	var out []qsync.Issue
 	for _, is := range t.sorted() {
 		out = append(out, is.Issue)
 	}
@@ -273,11 +273,11 @@ func (t *Tracker) Issues() []sync.Issue {
 }
 
 // Comments returns the comments on an issue.
-func (t *Tracker) Comments(id string) []sync.Comment {
+func (t *Tracker) Comments(id string) []qsync.Comment {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if is, ok := t.issues[id]; ok {
-		return append([]sync.Comment(nil), is.comments...)
+		return append([]qsync.Comment(nil), is.comments...)
 	}
 	return nil
 }
@@ -299,7 +299,7 @@ func (t *Tracker) Delete(id string) {
 // Edit changes an issue the way a person would, bypassing the log.
 // Clearing MarkerID leaves the issue findable by its marker but
 // incompletely marked, as a person removing part of it would.
-func (t *Tracker) Edit(id string, f func(*sync.Issue)) {
+func (t *Tracker) Edit(id string, f func(*qsync.Issue)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if is, ok := t.issues[id]; ok {
@@ -307,4 +307,4 @@ func (t *Tracker) Edit(id string, f func(*sync.Issue)) {
 	}
 }
 
-var _ sync.Tracker = (*Tracker)(nil)
+var _ qsync.Tracker = (*Tracker)(nil)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func newTracker() *Tracker {
@@ -20,10 +20,10 @@ func newTracker() *Tracker {
 func TestMark(t *testing.T) {
 	ctx := context.Background()
 	tr := newTracker()
-	m := sync.MarkerFor(sync.Key{Route: "bugs", EntityRef: sync.EntityRef{Project: "QA", Kind: sync.KindDefect, ID: 1}})
+	m := qsync.MarkerFor(qsync.Key{Route: "bugs", EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1}})
 
 	// An issue a person filed: no marker, not found by it.
-	human := tr.Add(sync.Issue{Ref: sync.IssueRef{Project: "OPS"}, Title: "by hand"})
+	human := tr.Add(qsync.Issue{Ref: qsync.IssueRef{Project: "OPS"}, Title: "by hand"})
 	if found, _ := tr.Find(ctx, "OPS", m, human.CreatedAt); len(found) != 0 {
 		t.Fatalf("unmarked issue found: %+v", found)
 	}
@@ -50,11 +50,11 @@ func TestMark(t *testing.T) {
 
 	// A created issue whose marker a person damaged is found but reports
 	// no MarkerID until Mark completes it.
-	is, err := tr.Create(ctx, sync.IssueSpec{Project: "OPS", Title: "t"}, m)
+	is, err := tr.Create(ctx, qsync.IssueSpec{Project: "OPS", Title: "t"}, m)
 	if err != nil || is.MarkerID != m.ID {
 		t.Fatalf("create: %+v, %v", is, err)
 	}
-	tr.Edit(is.Ref.ID, func(i *sync.Issue) { i.MarkerID = "" })
+	tr.Edit(is.Ref.ID, func(i *qsync.Issue) { i.MarkerID = "" })
 	found, _ = tr.Find(ctx, "OPS", m, is.CreatedAt)
 	if len(found) != 2 || found[1].MarkerID != "" {
 		t.Fatalf("find = %+v", found)
@@ -66,11 +66,11 @@ func TestMark(t *testing.T) {
 		t.Errorf("MarkerID = %q", got.MarkerID)
 	}
 
-	err = tr.Mark(ctx, sync.IssueRef{Project: "OPS", ID: "404"}, m)
-	if !errors.Is(err, sync.ErrNotFound) || !sync.IsPermanent(err) {
+	err = tr.Mark(ctx, qsync.IssueRef{Project: "OPS", ID: "404"}, m)
+	if !errors.Is(err, qsync.ErrNotFound) || !qsync.IsPermanent(err) {
 		t.Errorf("missing issue: %v", err)
 	}
-	if err := tr.Mark(ctx, is.Ref, sync.Marker{}); !sync.IsPermanent(err) {
+	if err := tr.Mark(ctx, is.Ref, qsync.Marker{}); !qsync.IsPermanent(err) {
 		t.Errorf("empty marker: %v", err)
 	}
 }

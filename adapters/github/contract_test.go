@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/internal/prismtest"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // TestContractGitHub sends every request the adapter can make to Prism
@@ -28,7 +28,7 @@ func TestContractGitHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := ctx(t)
-	ref := sync.IssueRef{Project: "octocat/Hello-World", ID: "1347"}
+	ref := qsync.IssueRef{Project: "octocat/Hello-World", ID: "1347"}
 	m := marker(1)
 	logErr := func(what string, err error) {
 		if err != nil {
@@ -44,14 +44,14 @@ func TestContractGitHub(t *testing.T) {
 	_, err = tr.Get(c, ref)
 	logErr("get", err)
 	title, body, as := "New title", "New body", []string{"octocat"}
-	logErr("edit", tr.Update(c, ref, sync.Update{Title: &title, Body: &body, Assignees: &as}))
-	logErr("add labels", tr.Update(c, ref, sync.Update{AddLabels: []string{"bug", "p1"}}))
-	logErr("remove label", tr.Update(c, ref, sync.Update{RemoveLabels: []string{"bug", "area/ui"}}))
+	logErr("edit", tr.Update(c, ref, qsync.Update{Title: &title, Body: &body, Assignees: &as}))
+	logErr("add labels", tr.Update(c, ref, qsync.Update{AddLabels: []string{"bug", "p1"}}))
+	logErr("remove label", tr.Update(c, ref, qsync.Update{RemoveLabels: []string{"bug", "area/ui"}}))
 	logErr("close completed", tr.SetStatus(c, ref, "closed", ""))
 	logErr("close not planned", tr.SetStatus(c, ref, "closed", "not_planned"))
 	logErr("reopen", tr.SetStatus(c, ref, "open", ""))
 	logErr("mark", tr.Mark(c, ref, marker(2)))
-	logErr("comment", tr.AddComment(c, ref, sync.Comment{ID: "c-1", Body: "hello"}))
+	logErr("comment", tr.AddComment(c, ref, qsync.Comment{ID: "c-1", Body: "hello"}))
 	_, err = tr.HasComment(c, ref, "c-1")
 	logErr("list comments", err)
 	_, err = tr.Find(c, "octocat/Hello-World", m, time.Now())

@@ -13,7 +13,7 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v60/github"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // defaultLimitWait is GitHub's advice for a secondary limit that names no
@@ -31,7 +31,7 @@ type call struct {
 	project string // owner/repo
 	number  int    // issue number, 0 for repository-level calls
 	// notFound: 404/410 mean "the issue is gone" and are reported as
-	// sync.ErrNotFound (read calls: plain; writes: also Permanent).
+	// qsync.ErrNotFound (read calls: plain; writes: also Permanent).
 	notFound bool
 	read     bool
 }
@@ -44,13 +44,13 @@ func (c call) String() string {
 }
 
 // classify is the one place that turns a go-github failure into the
-// engine's vocabulary: sync.Permanent (do not retry), sync.RetryAfter
+// engine's vocabulary: qsync.Permanent (do not retry), qsync.RetryAfter
 // (wait this long) or a plain error (retry with backoff). Messages are
 // built from the status, GitHub's message and field errors only — never
 // from headers, so no credential can leak.
 //
 // Failures that certainly did not apply the write are also
-// sync.NotApplied: every 4xx answer (rate limits included, keeping their
+// qsync.NotApplied: every 4xx answer (rate limits included, keeping their
 // wait), go-github's local refusal during a known rate limit, an App
 // installation token that could not be minted (the API request was never
 // sent) and connections that were never made (dial, DNS). 5xx, timeouts
@@ -61,7 +61,7 @@ func classify(c call, err error) error {
 	}
 	out := classifyFailure(c, err)
 	if notApplied(err) {
-		return sync.NotApplied(out)
+		return qsync.NotApplied(out)
 	}
 	return out
 }
@@ -110,13 +110,13 @@ func classifyFailure(c call, err error) error {
 		if !rle.Rate.Reset.Time.IsZero() {
 			wait = time.Until(rle.Rate.Reset.Time)
 		}
-		return sync.RetryAfter(fmt.Errorf("%s: primary rate limit exhausted: %s", c, rle.Message), clampWait(wait))
+		return qsync.RetryAfter(fmt.Errorf("%s: primary rate limit exhausted: %s", c, rle.Message), clampWait(wait))
 	case errors.As(err, &are):
 		wait := defaultLimitWait
 		if are.RetryAfter != nil {
 			wait = *are.RetryAfter
 		}
-		return sync.RetryAfter(fmt.Errorf("%s: secondary rate limit: %s", c, are.Message), clampWait(wait))
+		return qsync.RetryAfter(fmt.Errorf("%s: secondary rate limit: %s", c, are.Message), clampWait(wait))
 	case errors.As(err, &ere):
 		return classifyStatus(c, ere)
 	case errors.As(err, &ghi):
@@ -125,9 +125,9 @@ func classifyFailure(c call, err error) error {
 		if ghi.Response != nil {
 			switch s := ghi.Response.StatusCode; {
 			case s == http.StatusTooManyRequests || s == http.StatusForbidden && isLimited(ghi.Response):
-				return sync.RetryAfter(msg, limitWait(ghi.Response))
+				return qsync.RetryAfter(msg, limitWait(ghi.Response))
 			case s >= 400 && s < 500:
-				return sync.Permanent(msg) // bad app id, key or installation
+				return qsync.Permanent(msg) // bad app id, key or installation
 			}
 		}
 		return msg
@@ -149,10 +149,10 @@ func classifyStatus(c call, e *gh.ErrorResponse) error {
 	switch {
 	case status == http.StatusTooManyRequests:
 		// go-github v60 does not recognise 429 as a rate limit.
-		return sync.RetryAfter(base, limitWait(e.Response))
+		return qsync.RetryAfter(base, limitWait(e.Response))
 	case status == http.StatusForbidden && (isLimited(e.Response) ||
 		strings.Contains(strings.ToLower(e.Message), "rate limit")):
-		return sync.RetryAfter(base, limitWait(e.Response))
+		return qsync.RetryAfter(base, limitWait(e.Response))
 	case status >= 300 && status < 400:
 		// Redirects of writes are not followed (the client would turn
 		// them into GETs): the issue was transferred or the repo moved.
@@ -160,27 +160,27 @@ func classifyStatus(c call, e *gh.ErrorResponse) error {
 		if hdr != nil {
 			loc = hdr.Get("Location")
 		}
-		err := fmt.Errorf("%s: %d moved to %q: %w", c, status, loc, sync.ErrNotFound)
+		err := fmt.Errorf("%s: %d moved to %q: %w", c, status, loc, qsync.ErrNotFound)
 		if c.notFound && c.read {
 			return err
 		}
-		return sync.Permanent(err)
+		return qsync.Permanent(err)
 	case (status == http.StatusNotFound || status == http.StatusGone) && c.notFound:
-		err := fmt.Errorf("%s: %w", base, sync.ErrNotFound)
+		err := fmt.Errorf("%s: %w", base, qsync.ErrNotFound)
 		if c.read {
 			return err
 		}
-		return sync.Permanent(err)
+		return qsync.Permanent(err)
 	case status == http.StatusRequestTimeout, status == http.StatusConflict:
 		return base
 	case status >= 500:
 		if hdr != nil && hdr.Get("Retry-After") != "" {
-			return sync.RetryAfter(base, limitWait(e.Response))
+			return qsync.RetryAfter(base, limitWait(e.Response))
 		}
 		return base
 	case status >= 400:
 		// 400, 401, 403, 404, 410, 422 ...: retrying cannot fix these.
-		return sync.Permanent(base)
+		return qsync.Permanent(base)
 	default:
 		return base
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v60/github"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 type verdict int
@@ -30,18 +30,18 @@ type verdict int
 const (
 	retry     verdict = iota // plain retry with backoff
 	wait                     // RetryAfter
-	permanent                // sync.Permanent
-	notFound                 // sync.ErrNotFound, not permanent
+	permanent                // qsync.Permanent
+	notFound                 // qsync.ErrNotFound, not permanent
 )
 
 func verdictOf(err error) verdict {
 	switch {
-	case sync.IsPermanent(err):
+	case qsync.IsPermanent(err):
 		return permanent
-	case errors.Is(err, sync.ErrNotFound):
+	case errors.Is(err, qsync.ErrNotFound):
 		return notFound
 	}
-	if _, ok := sync.RetryWait(err); ok {
+	if _, ok := qsync.RetryWait(err); ok {
 		return wait
 	}
 	return retry
@@ -104,7 +104,7 @@ func TestClassificationAgainstServer(t *testing.T) {
 				}
 			}
 			h.fake.FailNext(1, c.status, c.header, c.body)
-			ref := sync.IssueRef{Project: repo, ID: "1"}
+			ref := qsync.IssueRef{Project: repo, ID: "1"}
 			var err error
 			switch c.op {
 			case "create":
@@ -113,7 +113,7 @@ func TestClassificationAgainstServer(t *testing.T) {
 				_, err = h.tr.Get(ctx(t), ref)
 			case "edit":
 				s := "t"
-				err = h.tr.Update(ctx(t), ref, sync.Update{Title: &s})
+				err = h.tr.Update(ctx(t), ref, qsync.Update{Title: &s})
 			}
 			if err == nil {
 				t.Fatal("no error")
@@ -122,7 +122,7 @@ func TestClassificationAgainstServer(t *testing.T) {
 				t.Fatalf("verdict %d, want %d: %v", got, c.want, err)
 			}
 			if c.wantWait > 0 {
-				w, _ := sync.RetryWait(err)
+				w, _ := qsync.RetryWait(err)
 				if d := w - c.wantWait; d < -3*time.Second || d > 3*time.Second {
 					t.Fatalf("wait %s, want ~%s", w, c.wantWait)
 				}
@@ -141,14 +141,14 @@ func TestSecondaryRateLimitUsesServerRetryAfter(t *testing.T) {
 	h := setup(t)
 	h.fake.SecondaryRateLimit(1, 7*time.Second)
 	_, err := h.tr.Create(ctx(t), spec("x"), marker(1))
-	if w, ok := sync.RetryWait(err); !ok || w != 7*time.Second || sync.IsPermanent(err) {
+	if w, ok := qsync.RetryWait(err); !ok || w != 7*time.Second || qsync.IsPermanent(err) {
 		t.Fatalf("want RetryAfter 7s, got %v (%s)", err, w)
 	}
 	// go-github now refuses locally until the wait is over; that synthetic
 	// error must classify the same way, and nothing reaches GitHub.
 	before := len(h.fake.Requests())
-	_, err = h.tr.Get(ctx(t), sync.IssueRef{Project: repo, ID: "1"})
-	if w, ok := sync.RetryWait(err); !ok || w <= 0 || w > 7*time.Second {
+	_, err = h.tr.Get(ctx(t), qsync.IssueRef{Project: repo, ID: "1"})
+	if w, ok := qsync.RetryWait(err); !ok || w <= 0 || w > 7*time.Second {
 		t.Fatalf("local refusal: %v", err)
 	}
 	if len(h.fake.Requests()) != before {
@@ -166,7 +166,7 @@ func TestPrimaryRateLimitLocalRefusal(t *testing.T) {
 	}
 	before := len(h.fake.Requests())
 	_, err := h.tr.List(ctx(t), repo)
-	w, ok := sync.RetryWait(err)
+	w, ok := qsync.RetryWait(err)
 	if !ok || w < 100*time.Second || w > 121*time.Second {
 		t.Fatalf("synthetic refusal: %v", err)
 	}
@@ -190,7 +190,7 @@ func TestTimeoutsAndConnectionErrorsRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = tr.Get(ctx(t), sync.IssueRef{Project: repo, ID: "1"})
+	_, err = tr.Get(ctx(t), qsync.IssueRef{Project: repo, ID: "1"})
 	if err == nil || verdictOf(err) != retry || strings.Contains(err.Error(), testToken) {
 		t.Fatalf("timeout: %v", err)
 	}
@@ -240,7 +240,7 @@ func TestClassifyDirect(t *testing.T) {
 			continue
 		}
 		if tc.wait > 0 {
-			w, _ := sync.RetryWait(err)
+			w, _ := qsync.RetryWait(err)
 			if d := w - tc.wait; d < -2*time.Second || d > 2*time.Second {
 				t.Errorf("%s: wait %s want %s", tc.name, w, tc.wait)
 			}
@@ -302,8 +302,8 @@ func TestAppInstallationAuth(t *testing.T) {
 
 	// A wrong installation id cannot be fixed by retrying.
 	bad, _ := New(Options{App: &AppAuth{AppID: 5, InstallationID: 78, PrivateKey: pemKey}, BaseURL: ghes.URL + "/api/v3/"})
-	_, err = bad.Get(ctx(t), sync.IssueRef{Project: repo, ID: "1"})
-	if !sync.IsPermanent(err) {
+	_, err = bad.Get(ctx(t), qsync.IssueRef{Project: repo, ID: "1"})
+	if !qsync.IsPermanent(err) {
 		t.Fatalf("bad installation: %v", err)
 	}
 	if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), "ghs_") {

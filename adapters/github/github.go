@@ -1,4 +1,4 @@
-// Package github is the sync.Tracker for GitHub issues (github.com and
+// Package github is the qsync.Tracker for GitHub issues (github.com and
 // GitHub Enterprise Server) over go-github v60.
 //
 // Correlation lives in the issue itself: a shared label (Options.SharedLabel)
@@ -27,7 +27,7 @@ import (
 	gh "github.com/google/go-github/v60/github"
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // DefaultSharedLabel is the label every qase-sync issue carries.
@@ -59,18 +59,18 @@ type Options struct {
 	SharedLabel string        // default "qase-sync"
 	Timeout     time.Duration // per HTTP request; default 30s
 	Logger      *logrus.Entry
-	Observer    sync.CallObserver // may be nil
+	Observer    qsync.CallObserver // may be nil
 }
 
-// Tracker implements sync.Tracker for GitHub.
+// Tracker implements qsync.Tracker for GitHub.
 type Tracker struct {
 	client   *gh.Client
 	label    string
 	log      *logrus.Entry
-	observer sync.CallObserver
+	observer qsync.CallObserver
 }
 
-var _ sync.Tracker = (*Tracker)(nil)
+var _ qsync.Tracker = (*Tracker)(nil)
 
 // New builds a Tracker. It makes no network call.
 func New(opts Options) (*Tracker, error) {
@@ -207,14 +207,14 @@ func (t *Tracker) do(ctx context.Context, c call, fn func(ctx context.Context) (
 func splitProject(project string) (owner, repo string, err error) {
 	owner, repo, ok := strings.Cut(strings.TrimSpace(project), "/")
 	if !ok || owner == "" || repo == "" || strings.Contains(repo, "/") {
-		return "", "", sync.Permanentf("github: project %q: want owner/repo", project)
+		return "", "", qsync.Permanentf("github: project %q: want owner/repo", project)
 	}
 	return owner, repo, nil
 }
 
 // target resolves an IssueRef to owner, repo and number. ID is the issue
 // number; Key ("owner/repo#N") is the fallback.
-func target(ref sync.IssueRef) (owner, repo string, number int, err error) {
+func target(ref qsync.IssueRef) (owner, repo string, number int, err error) {
 	project, id := ref.Project, ref.ID
 	if p, n, ok := strings.Cut(ref.Key, "#"); ok {
 		if project == "" {
@@ -230,24 +230,24 @@ func target(ref sync.IssueRef) (owner, repo string, number int, err error) {
 	}
 	number, perr := strconv.Atoi(id)
 	if perr != nil || number <= 0 {
-		return "", "", 0, sync.Permanentf("github: issue ref %v: no issue number", ref)
+		return "", "", 0, qsync.Permanentf("github: issue ref %v: no issue number", ref)
 	}
 	return owner, repo, number, nil
 }
 
 // Create files the issue with the marker stamp and the shared label. It
 // never closes it: the engine calls SetStatus for a closed spec.
-func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker) (sync.Issue, error) {
+func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Marker) (qsync.Issue, error) {
 	owner, repo, err := splitProject(spec.Project)
 	if err != nil {
-		return sync.Issue{}, err
+		return qsync.Issue{}, err
 	}
 	if m.ID == "" || cleanLabel(m.Label) == "" {
-		return sync.Issue{}, sync.Permanentf("github create %s: empty marker", spec.Project)
+		return qsync.Issue{}, qsync.Permanentf("github create %s: empty marker", spec.Project)
 	}
 	title, ok := cleanTitle(spec.Title)
 	if !ok {
-		return sync.Issue{}, sync.Permanentf("github create %s: empty title", spec.Project)
+		return qsync.Issue{}, qsync.Permanentf("github create %s: empty title", spec.Project)
 	}
 	body := composeBody(spec.Body, markerComment(m.ID))
 	labels := cleanLabels(spec.Labels, t.label, m.Label)
@@ -261,7 +261,7 @@ func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker
 		return r, err
 	})
 	if err != nil {
-		return sync.Issue{}, err
+		return qsync.Issue{}, err
 	}
 	return t.convert(owner+"/"+repo, out), nil
 }
@@ -270,7 +270,7 @@ func (t *Tracker) Create(ctx context.Context, spec sync.IssueSpec, m sync.Marker
 // with the marker in the body or carrying its label (an issue whose stamp
 // a person removed comes back without MarkerID, for Mark to complete). It stops once the issues are older than since (less a
 // slack); zero since scans everything.
-func (t *Tracker) Find(ctx context.Context, project string, m sync.Marker, since time.Time) ([]sync.Issue, error) {
+func (t *Tracker) Find(ctx context.Context, project string, m qsync.Marker, since time.Time) ([]qsync.Issue, error) {
 	owner, repo, err := splitProject(project)
 	if err != nil {
 		return nil, err
@@ -284,7 +284,7 @@ func (t *Tracker) Find(ctx context.Context, project string, m sync.Marker, since
 		Labels: []string{t.label}, State: "all", Sort: "created", Direction: "desc",
 		ListOptions: gh.ListOptions{PerPage: perPage},
 	}
-	var found []sync.Issue
+	var found []qsync.Issue
 	for page := 1; page != 0; {
 		opts.Page = page
 		var batch []*gh.Issue
@@ -321,7 +321,7 @@ func (t *Tracker) Find(ctx context.Context, project string, m sync.Marker, since
 
 // List returns every issue carrying the shared label, oldest first.
 // Ascending order keeps paging stable while new issues are created.
-func (t *Tracker) List(ctx context.Context, project string) ([]sync.Issue, error) {
+func (t *Tracker) List(ctx context.Context, project string) ([]qsync.Issue, error) {
 	owner, repo, err := splitProject(project)
 	if err != nil {
 		return nil, err
@@ -330,7 +330,7 @@ func (t *Tracker) List(ctx context.Context, project string) ([]sync.Issue, error
 		Labels: []string{t.label}, State: "all", Sort: "created", Direction: "asc",
 		ListOptions: gh.ListOptions{PerPage: perPage},
 	}
-	var out []sync.Issue
+	var out []qsync.Issue
 	for page := 1; page != 0; {
 		opts.Page = page
 		var batch []*gh.Issue
@@ -352,18 +352,18 @@ func (t *Tracker) List(ctx context.Context, project string) ([]sync.Issue, error
 	return out, nil
 }
 
-// Get reads one issue; sync.ErrNotFound when it was deleted (404/410). A
+// Get reads one issue; qsync.ErrNotFound when it was deleted (404/410). A
 // transferred issue is followed to its new home, which the returned Ref
 // names.
-func (t *Tracker) Get(ctx context.Context, ref sync.IssueRef) (sync.Issue, error) {
+func (t *Tracker) Get(ctx context.Context, ref qsync.IssueRef) (qsync.Issue, error) {
 	is, project, err := t.get(ctx, ref, "get")
 	if err != nil {
-		return sync.Issue{}, err
+		return qsync.Issue{}, err
 	}
 	return t.convert(project, is), nil
 }
 
-func (t *Tracker) get(ctx context.Context, ref sync.IssueRef, op string) (*gh.Issue, string, error) {
+func (t *Tracker) get(ctx context.Context, ref qsync.IssueRef, op string) (*gh.Issue, string, error) {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return nil, "", err
@@ -382,9 +382,9 @@ func (t *Tracker) get(ctx context.Context, ref sync.IssueRef, op string) (*gh.Is
 
 // Update applies title, body and assignees in one PATCH, then label
 // changes. The body keeps the issue's marker stamp, which costs one read
-// because sync.Update does not carry the marker. Priority, Components and
+// because qsync.Update does not carry the marker. Priority, Components and
 // Fields are ignored: GitHub has no such fields.
-func (t *Tracker) Update(ctx context.Context, ref sync.IssueRef, u sync.Update) error {
+func (t *Tracker) Update(ctx context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return err
@@ -397,15 +397,15 @@ func (t *Tracker) Update(ctx context.Context, ref sync.IssueRef, u sync.Update) 
 		if u.Title != nil {
 			title, ok := cleanTitle(*u.Title)
 			if !ok {
-				return sync.Permanentf("%s: empty title", c("edit"))
+				return qsync.Permanentf("%s: empty title", c("edit"))
 			}
 			req.Title = &title
 		}
 		if u.Body != nil {
 			cur, _, err := t.get(ctx, ref, "get")
 			if err != nil {
-				if errors.Is(err, sync.ErrNotFound) {
-					return sync.Permanent(err)
+				if errors.Is(err, qsync.ErrNotFound) {
+					return qsync.Permanent(err)
 				}
 				return err
 			}
@@ -481,7 +481,7 @@ func (t *Tracker) Update(ctx context.Context, ref sync.IssueRef, u sync.Update) 
 // SetStatus opens or closes the issue with one PATCH (idempotent, so no
 // read first). Closing takes reason "completed" (default), "not_planned"
 // or "duplicate"; reopening sets state_reason "reopened".
-func (t *Tracker) SetStatus(ctx context.Context, ref sync.IssueRef, status, reason string) error {
+func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, reason string) error {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return err
@@ -495,13 +495,13 @@ func (t *Tracker) SetStatus(ctx context.Context, ref sync.IssueRef, status, reas
 			r = "completed"
 		case "completed", "not_planned", "duplicate":
 		default:
-			return sync.Permanentf("github set_status %s/%s#%d: state_reason %q: want completed, not_planned or duplicate", owner, repo, n, reason)
+			return qsync.Permanentf("github set_status %s/%s#%d: state_reason %q: want completed, not_planned or duplicate", owner, repo, n, reason)
 		}
 		req.State, req.StateReason = gh.String("closed"), &r
 	case "open":
 		req.State, req.StateReason = gh.String("open"), gh.String("reopened")
 	default:
-		return sync.Permanentf("github set_status %s/%s#%d: status %q: want open or closed", owner, repo, n, status)
+		return qsync.Permanentf("github set_status %s/%s#%d: status %q: want open or closed", owner, repo, n, status)
 	}
 	return t.do(ctx, call{op: "set_status", project: owner + "/" + repo, number: n, notFound: true}, func(ctx context.Context) (r *gh.Response, err error) {
 		_, r, err = t.client.Issues.Edit(ctx, owner, repo, n, req)
@@ -510,13 +510,13 @@ func (t *Tracker) SetStatus(ctx context.Context, ref sync.IssueRef, status, reas
 }
 
 // AddComment posts the comment stamped with its id.
-func (t *Tracker) AddComment(ctx context.Context, ref sync.IssueRef, cm sync.Comment) error {
+func (t *Tracker) AddComment(ctx context.Context, ref qsync.IssueRef, cm qsync.Comment) error {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return err
 	}
 	if cm.ID == "" {
-		return sync.Permanentf("github add_comment %s/%s#%d: empty comment id", owner, repo, n)
+		return qsync.Permanentf("github add_comment %s/%s#%d: empty comment id", owner, repo, n)
 	}
 	body := composeBody(cm.Body, commentStamp(cm.ID))
 	return t.do(ctx, call{op: "add_comment", project: owner + "/" + repo, number: n, notFound: true}, func(ctx context.Context) (r *gh.Response, err error) {
@@ -526,7 +526,7 @@ func (t *Tracker) AddComment(ctx context.Context, ref sync.IssueRef, cm sync.Com
 }
 
 // HasComment pages through the issue's comments looking for the stamp.
-func (t *Tracker) HasComment(ctx context.Context, ref sync.IssueRef, id string) (bool, error) {
+func (t *Tracker) HasComment(ctx context.Context, ref qsync.IssueRef, id string) (bool, error) {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return false, err
@@ -565,7 +565,7 @@ func nextPage(resp *gh.Response, page int) int {
 }
 
 // convert maps a go-github issue to the engine's view.
-func (t *Tracker) convert(project string, is *gh.Issue) sync.Issue {
+func (t *Tracker) convert(project string, is *gh.Issue) qsync.Issue {
 	// Keep the caller's spelling unless the issue really lives elsewhere
 	// (GitHub names are case-insensitive).
 	if p := projectOf(is); p != "" && !strings.EqualFold(p, project) {
@@ -576,8 +576,8 @@ func (t *Tracker) convert(project string, is *gh.Issue) sync.Issue {
 	for _, l := range is.Labels {
 		labels = append(labels, l.GetName())
 	}
-	out := sync.Issue{
-		Ref: sync.IssueRef{
+	out := qsync.Issue{
+		Ref: qsync.IssueRef{
 			Project: project,
 			ID:      strconv.Itoa(is.GetNumber()),
 			Key:     fmt.Sprintf("%s#%d", project, is.GetNumber()),
@@ -619,11 +619,11 @@ func (t *Tracker) markerOf(id string, labels []*gh.Label) string {
 	if id == "" {
 		return ""
 	}
-	k, ok := sync.ParseMarkerID(id)
+	k, ok := qsync.ParseMarkerID(id)
 	if !ok {
 		return ""
 	}
-	m := sync.MarkerFor(k)
+	m := qsync.MarkerFor(k)
 	if m.ID != id || !hasLabel(labels, m.Label) || !hasLabel(labels, t.label) {
 		return ""
 	}
@@ -645,18 +645,18 @@ func hasLabel(labels []*gh.Label, name string) bool {
 // labels and the hidden body stamp. One read, then one PATCH carrying only
 // what is missing (the body with the stamp, the label set with the two
 // labels added); none when the issue is fully marked.
-func (t *Tracker) Mark(ctx context.Context, ref sync.IssueRef, m sync.Marker) error {
+func (t *Tracker) Mark(ctx context.Context, ref qsync.IssueRef, m qsync.Marker) error {
 	owner, repo, n, err := target(ref)
 	if err != nil {
 		return err
 	}
 	if m.ID == "" || cleanLabel(m.Label) == "" {
-		return sync.Permanentf("github mark %s/%s#%d: empty marker", owner, repo, n)
+		return qsync.Permanentf("github mark %s/%s#%d: empty marker", owner, repo, n)
 	}
 	cur, _, err := t.get(ctx, ref, "get")
 	if err != nil {
-		if errors.Is(err, sync.ErrNotFound) {
-			return sync.Permanent(err) // a write to a vanished issue
+		if errors.Is(err, qsync.ErrNotFound) {
+			return qsync.Permanent(err) // a write to a vanished issue
 		}
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 const (
@@ -34,7 +34,7 @@ type harness struct {
 	fake *githubfake.Server
 	logs *bytes.Buffer
 
-	mu    gosync.Mutex
+	mu    sync.Mutex
 	calls []observed
 }
 
@@ -90,7 +90,7 @@ func setup(t *testing.T, mods ...func(*Options)) *harness {
 }
 
 type lockedWriter struct {
-	mu gosync.Mutex
+	mu sync.Mutex
 	w  *bytes.Buffer
 }
 
@@ -100,12 +100,12 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func marker(id int64) sync.Marker {
-	return sync.MarkerFor(sync.Key{Route: "bugs", EntityRef: sync.EntityRef{Project: "QA", Kind: sync.KindDefect, ID: id}})
+func marker(id int64) qsync.Marker {
+	return qsync.MarkerFor(qsync.Key{Route: "bugs", EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: id}})
 }
 
-func spec(title string) sync.IssueSpec {
-	return sync.IssueSpec{Project: repo, Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}
+func spec(title string) qsync.IssueSpec {
+	return qsync.IssueSpec{Project: repo, Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}
 }
 
 func ctx(t *testing.T) context.Context {
@@ -161,10 +161,10 @@ func TestFindAdoptsAfterCommitThenFail(t *testing.T) {
 	}
 	h.fake.CommitThenFail(1)
 	_, err := h.tr.Create(ctx(t), spec("Login fails"), m)
-	if err == nil || sync.IsPermanent(err) {
+	if err == nil || qsync.IsPermanent(err) {
 		t.Fatalf("502 after commit must be retryable, got %v", err)
 	}
-	if _, ok := sync.RetryWait(err); ok {
+	if _, ok := qsync.RetryWait(err); ok {
 		t.Fatalf("502 carries no wait: %v", err)
 	}
 	found, err := h.tr.Find(ctx(t), repo, m, since)
@@ -245,7 +245,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	title, body, as := "new title", "new body", []string{"carol"}
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{Title: &title, Body: &body, Assignees: &as}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Title: &title, Body: &body, Assignees: &as}); err != nil {
 		t.Fatal(err)
 	}
 	if n := h.count("edit"); n != 1 {
@@ -263,7 +263,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 	}
 
 	h.fake.ResetLog()
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{AddLabels: []string{"p1", "bug", "P1"}}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{AddLabels: []string{"p1", "bug", "P1"}}); err != nil {
 		t.Fatal(err)
 	}
 	reqs := h.fake.Requests()
@@ -278,10 +278,10 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 	h.fake.ResetLog()
 	// A label that is not there is fine; the shared label is never removed;
 	// names with a slash are escaped.
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{AddLabels: []string{"area/ui"}}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{AddLabels: []string{"area/ui"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{RemoveLabels: []string{"bug", "absent", "qase-sync", "area/ui"}}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{RemoveLabels: []string{"bug", "absent", "qase-sync", "area/ui"}}); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := h.fake.Issue(repo, 1)
@@ -301,7 +301,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 	// Priority, components and fields are no GitHub concepts: no call.
 	h.fake.ResetLog()
 	prio, comps := "High", []string{"api"}
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{Priority: &prio, Components: &comps, Fields: map[string]string{"x": "y"}}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Priority: &prio, Components: &comps, Fields: map[string]string{"x": "y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if h.fake.WriteCount() != 0 || len(h.fake.Requests()) != 0 {
@@ -309,7 +309,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 	}
 
 	empty := "  "
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{Title: &empty}); !sync.IsPermanent(err) {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Title: &empty}); !qsync.IsPermanent(err) {
 		t.Fatalf("empty title must be permanent, got %v", err)
 	}
 }
@@ -322,7 +322,7 @@ func TestUpdateBodyWithoutMarkerStillWrites(t *testing.T) {
 	}
 	h.fake.EditIssue(repo, 1, func(s *githubfake.IssueState) { s.Body = "a human rewrote this" })
 	body := "desired"
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{Body: &body}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Body: &body}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := h.fake.Issue(repo, 1); st.Body != "desired" {
@@ -359,10 +359,10 @@ func TestSetStatus(t *testing.T) {
 			t.Fatalf("step %d: %s/%s, want %s/%s", i, got.Status, got.Reason, s.wantSt, s.wantWhy)
 		}
 	}
-	if err := h.tr.SetStatus(ctx(t), is.Ref, "done", ""); !sync.IsPermanent(err) {
+	if err := h.tr.SetStatus(ctx(t), is.Ref, "done", ""); !qsync.IsPermanent(err) {
 		t.Fatalf("unknown status: %v", err)
 	}
-	if err := h.tr.SetStatus(ctx(t), is.Ref, "closed", "wontfix"); !sync.IsPermanent(err) {
+	if err := h.tr.SetStatus(ctx(t), is.Ref, "closed", "wontfix"); !qsync.IsPermanent(err) {
 		t.Fatalf("unknown reason: %v", err)
 	}
 }
@@ -378,7 +378,7 @@ func TestCommentsAreStampedAndFoundAcrossPages(t *testing.T) {
 			s.Comments = append(s.Comments, githubfake.CommentState{ID: int64(i + 1), Body: "human chatter"})
 		}
 	})
-	if err := h.tr.AddComment(ctx(t), is.Ref, sync.Comment{ID: "qase-comment-42", Body: "Retested: still failing"}); err != nil {
+	if err := h.tr.AddComment(ctx(t), is.Ref, qsync.Comment{ID: "qase-comment-42", Body: "Retested: still failing"}); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := h.fake.Issue(repo, 1)
@@ -397,7 +397,7 @@ func TestCommentsAreStampedAndFoundAcrossPages(t *testing.T) {
 	if ok, err := h.tr.HasComment(ctx(t), is.Ref, "qase-comment-4"); err != nil || ok {
 		t.Fatalf("prefix id matched: %v %v", ok, err)
 	}
-	if err := h.tr.AddComment(ctx(t), is.Ref, sync.Comment{Body: "no id"}); !sync.IsPermanent(err) {
+	if err := h.tr.AddComment(ctx(t), is.Ref, qsync.Comment{Body: "no id"}); !qsync.IsPermanent(err) {
 		t.Fatalf("comment without id: %v", err)
 	}
 }
@@ -489,14 +489,14 @@ func TestTruncation(t *testing.T) {
 	}
 	// A huge edit keeps the marker too.
 	huge := strings.Repeat("z", 70000)
-	if err := h.tr.Update(ctx(t), is.Ref, sync.Update{Body: &huge}); err != nil {
+	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Body: &huge}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := h.tr.Get(ctx(t), is.Ref)
 	if err != nil || got.MarkerID != m.ID || !strings.HasSuffix(got.Body, "…(truncated by qase-sync)") {
 		t.Fatalf("after huge edit: %v marker=%q", err, got.MarkerID)
 	}
-	if _, err := h.tr.Create(ctx(t), spec(" \t"), marker(9)); !sync.IsPermanent(err) {
+	if _, err := h.tr.Create(ctx(t), spec(" \t"), marker(9)); !qsync.IsPermanent(err) {
 		t.Fatalf("blank title: %v", err)
 	}
 }
@@ -507,19 +507,19 @@ func TestDeletedAndTransferredIssues(t *testing.T) {
 	b, _ := h.tr.Create(ctx(t), spec("b"), marker(12))
 	h.fake.DeleteIssue(repo, 1)
 	_, err := h.tr.Get(ctx(t), a.Ref)
-	if !errors.Is(err, sync.ErrNotFound) || sync.IsPermanent(err) {
+	if !errors.Is(err, qsync.ErrNotFound) || qsync.IsPermanent(err) {
 		t.Fatalf("deleted (410): %v", err)
 	}
-	_, err = h.tr.Get(ctx(t), sync.IssueRef{Project: repo, ID: "99"})
-	if !errors.Is(err, sync.ErrNotFound) {
+	_, err = h.tr.Get(ctx(t), qsync.IssueRef{Project: repo, ID: "99"})
+	if !errors.Is(err, qsync.ErrNotFound) {
 		t.Fatalf("missing (404): %v", err)
 	}
 	title := "x"
-	err = h.tr.Update(ctx(t), a.Ref, sync.Update{Title: &title})
-	if !errors.Is(err, sync.ErrNotFound) || !sync.IsPermanent(err) {
+	err = h.tr.Update(ctx(t), a.Ref, qsync.Update{Title: &title})
+	if !errors.Is(err, qsync.ErrNotFound) || !qsync.IsPermanent(err) {
 		t.Fatalf("write to deleted: %v", err)
 	}
-	if _, err := h.tr.HasComment(ctx(t), a.Ref, "c"); !sync.IsPermanent(err) {
+	if _, err := h.tr.HasComment(ctx(t), a.Ref, "c"); !qsync.IsPermanent(err) {
 		t.Fatalf("comments of deleted: %v", err)
 	}
 
@@ -533,17 +533,17 @@ func TestDeletedAndTransferredIssues(t *testing.T) {
 	}
 	// A write to the old address must not be silently turned into a GET.
 	err = h.tr.SetStatus(ctx(t), b.Ref, "closed", "")
-	if !sync.IsPermanent(err) || !errors.Is(err, sync.ErrNotFound) {
+	if !qsync.IsPermanent(err) || !errors.Is(err, qsync.ErrNotFound) {
 		t.Fatalf("write to transferred issue: %v", err)
 	}
 	if st, _ := h.fake.Issue("acme/other", n); st.State != "open" {
 		t.Fatal("state changed behind a redirect")
 	}
 	// The ref is resolvable from its Key alone.
-	if _, err := h.tr.Get(ctx(t), sync.IssueRef{Key: "acme/other#1"}); err != nil {
+	if _, err := h.tr.Get(ctx(t), qsync.IssueRef{Key: "acme/other#1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.tr.Get(ctx(t), sync.IssueRef{Project: "nonsense"}); !sync.IsPermanent(err) {
+	if _, err := h.tr.Get(ctx(t), qsync.IssueRef{Project: "nonsense"}); !qsync.IsPermanent(err) {
 		t.Fatalf("bad ref: %v", err)
 	}
 }

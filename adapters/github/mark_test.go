@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // TestMarkStampsWhatIsMissing seeds issues marked partly or not at all and
@@ -40,7 +40,7 @@ func TestMarkStampsWhatIsMissing(t *testing.T) {
 			h := setup(t)
 			tc.seed.Title = "seeded"
 			n := h.fake.AddIssue(repo, tc.seed)
-			ref := sync.IssueRef{Project: repo, ID: "1"}
+			ref := qsync.IssueRef{Project: repo, ID: "1"}
 			h.fake.ResetLog()
 			if err := h.tr.Mark(ctx(t), ref, m); err != nil {
 				t.Fatal(err)
@@ -100,8 +100,8 @@ func TestMarkStampsWhatIsMissing(t *testing.T) {
 		h := setup(t)
 		n := h.fake.AddIssue(repo, githubfake.IssueState{Title: "x"})
 		h.fake.DeleteIssue(repo, n)
-		err := h.tr.Mark(ctx(t), sync.IssueRef{Project: repo, ID: "1"}, m)
-		if !errors.Is(err, sync.ErrNotFound) || !sync.IsPermanent(err) {
+		err := h.tr.Mark(ctx(t), qsync.IssueRef{Project: repo, ID: "1"}, m)
+		if !errors.Is(err, qsync.ErrNotFound) || !qsync.IsPermanent(err) {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -109,17 +109,17 @@ func TestMarkStampsWhatIsMissing(t *testing.T) {
 		h := setup(t)
 		h.fake.AddIssue(repo, githubfake.IssueState{Title: "x", Body: "moved"})
 		n, _ := h.fake.TransferIssue(repo, 1, "acme/other")
-		if err := h.tr.Mark(ctx(t), sync.IssueRef{Project: repo, ID: "1"}, m); err != nil {
+		if err := h.tr.Mark(ctx(t), qsync.IssueRef{Project: repo, ID: "1"}, m); err != nil {
 			t.Fatal(err)
 		}
-		got, err := h.tr.Get(ctx(t), sync.IssueRef{Project: "acme/other", ID: "1"})
+		got, err := h.tr.Get(ctx(t), qsync.IssueRef{Project: "acme/other", ID: "1"})
 		if err != nil || got.MarkerID != m.ID || got.Ref.ID != "1" || n != 1 {
 			t.Fatalf("get = %+v, %v", got, err)
 		}
 	})
 	t.Run("empty marker", func(t *testing.T) {
 		h := setup(t)
-		if err := h.tr.Mark(ctx(t), sync.IssueRef{Project: repo, ID: "1"}, sync.Marker{}); !sync.IsPermanent(err) || len(h.fake.Requests()) != 0 {
+		if err := h.tr.Mark(ctx(t), qsync.IssueRef{Project: repo, ID: "1"}, qsync.Marker{}); !qsync.IsPermanent(err) || len(h.fake.Requests()) != 0 {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -149,7 +149,7 @@ func TestMarkerIDOnlyWhenComplete(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := setup(t)
 			h.fake.AddIssue(repo, githubfake.IssueState{Title: "seeded", Body: tc.body, Labels: tc.labels})
-			got, err := h.tr.Get(ctx(t), sync.IssueRef{Project: repo, ID: "1"})
+			got, err := h.tr.Get(ctx(t), qsync.IssueRef{Project: repo, ID: "1"})
 			if err != nil || got.MarkerID != tc.want {
 				t.Errorf("get: MarkerID %q, %v; want %q", got.MarkerID, err, tc.want)
 			}

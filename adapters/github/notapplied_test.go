@@ -14,11 +14,11 @@ import (
 
 	gh "github.com/google/go-github/v60/github"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // TestNotApplied: failures that certainly left GitHub untouched are
-// sync.NotApplied (4xx answers, rate limits with their wait kept, local
+// qsync.NotApplied (4xx answers, rate limits with their wait kept, local
 // refusals, connections never made); 5xx, timeouts and connections lost
 // after sending stay ambiguous.
 func TestNotApplied(t *testing.T) {
@@ -57,10 +57,10 @@ func TestNotApplied(t *testing.T) {
 	}
 	for _, tc := range cases {
 		err := classify(c, tc.err)
-		if got := sync.IsNotApplied(err); got != tc.notApplied {
+		if got := qsync.IsNotApplied(err); got != tc.notApplied {
 			t.Errorf("%s: IsNotApplied = %v, want %v (%v)", tc.name, got, tc.notApplied, err)
 		}
-		if _, ok := sync.RetryWait(err); ok != tc.wait {
+		if _, ok := qsync.RetryWait(err); ok != tc.wait {
 			t.Errorf("%s: RetryWait %v, want %v (%v)", tc.name, ok, tc.wait, err)
 		}
 	}
@@ -69,14 +69,14 @@ func TestNotApplied(t *testing.T) {
 	h := setup(t)
 	h.fake.TooManyRequests(1, 4*time.Second)
 	_, err := h.tr.Create(ctx(t), spec("x"), marker(1))
-	if w, ok := sync.RetryWait(err); !ok || w != 4*time.Second || !sync.IsNotApplied(err) || sync.IsPermanent(err) {
+	if w, ok := qsync.RetryWait(err); !ok || w != 4*time.Second || !qsync.IsNotApplied(err) || qsync.IsPermanent(err) {
 		t.Fatalf("429: %v (wait %s)", err, w)
 	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
 	tr, _ := New(Options{Token: testToken, BaseURL: "http://" + addr + "/"})
-	if _, err := tr.Create(ctx(t), spec("x"), marker(1)); !sync.IsNotApplied(err) || sync.IsPermanent(err) {
+	if _, err := tr.Create(ctx(t), spec("x"), marker(1)); !qsync.IsNotApplied(err) || qsync.IsPermanent(err) {
 		t.Fatalf("refused: %v", err)
 	}
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +87,7 @@ func TestNotApplied(t *testing.T) {
 	}))
 	defer slow.Close()
 	tr, _ = New(Options{Token: testToken, BaseURL: slow.URL + "/", Timeout: 100 * time.Millisecond})
-	if _, err := tr.Create(ctx(t), spec("x"), marker(1)); err == nil || sync.IsNotApplied(err) {
+	if _, err := tr.Create(ctx(t), spec("x"), marker(1)); err == nil || qsync.IsNotApplied(err) {
 		t.Fatalf("timeout: %v", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	jira "github.com/andygrunwald/go-jira"
@@ -95,7 +95,7 @@ type Tracker struct {
 	secrets     []string
 	now         func() time.Time
 
-	mu     gosync.Mutex
+	mu     sync.Mutex
 	recent []int64 // ids of issues this process created, for reconcileIssues
 }
 

@@ -13,7 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
-	gosync "sync"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -547,7 +547,7 @@ func createWithFault(f *jirafake.Server, spec qsync.IssueSpec, m qsync.Marker, n
 // faultTransport fails the failAt-th request with a 500, without sending it.
 type faultTransport struct {
 	base   http.RoundTripper
-	mu     gosync.Mutex
+	mu     sync.Mutex
 	n      int
 	failAt int
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // DefaultBaseURL is Qase's REST API v1.
@@ -43,24 +43,24 @@ type ClientOptions struct {
 	Token      string
 	HTTPClient *http.Client
 	Logger     *logrus.Entry
-	Observer   sync.CallObserver // may be nil
-	Timeout    time.Duration     // per request; default 30 s
-	Clock      sync.Clock        // for X-RateLimit-Reset; default system clock
+	Observer   qsync.CallObserver // may be nil
+	Timeout    time.Duration      // per request; default 30 s
+	Clock      qsync.Clock        // for X-RateLimit-Reset; default system clock
 }
 
 // Client reads defects, runs and reviews from the Qase REST API. It
-// implements sync.EntitySource.
+// implements qsync.EntitySource.
 type Client struct {
 	base    string
 	token   string
 	hc      *http.Client
 	log     *logrus.Entry
-	obs     sync.CallObserver
+	obs     qsync.CallObserver
 	timeout time.Duration
-	clock   sync.Clock
+	clock   qsync.Clock
 }
 
-var _ sync.EntitySource = (*Client)(nil)
+var _ qsync.EntitySource = (*Client)(nil)
 
 // NewClient returns a Qase API client.
 func NewClient(opts ClientOptions) *Client {
@@ -88,7 +88,7 @@ func NewClient(opts ClientOptions) *Client {
 		c.timeout = 30 * time.Second
 	}
 	if c.clock == nil {
-		c.clock = sync.SystemClock
+		c.clock = qsync.SystemClock
 	}
 	return c
 }
@@ -109,33 +109,33 @@ func (e *APIError) Error() string {
 	return s
 }
 
-// Is makes a 404 match sync.ErrNotFound.
+// Is makes a 404 match qsync.ErrNotFound.
 func (e *APIError) Is(target error) bool {
-	return target == sync.ErrNotFound && e.Status == http.StatusNotFound
+	return target == qsync.ErrNotFound && e.Status == http.StatusNotFound
 }
 
-func kindPath(kind sync.Kind) (string, bool) {
+func kindPath(kind qsync.Kind) (string, bool) {
 	switch kind {
-	case sync.KindDefect:
+	case qsync.KindDefect:
 		return "defect", true
-	case sync.KindRun:
+	case qsync.KindRun:
 		return "run", true
-	case sync.KindReview:
+	case qsync.KindReview:
 		return "review", true
 	}
 	return "", false
 }
 
 // Fetch reads one entity; found=false when Qase answers 404.
-func (c *Client) Fetch(ctx context.Context, ref sync.EntityRef) (map[string]any, bool, error) {
+func (c *Client) Fetch(ctx context.Context, ref qsync.EntityRef) (map[string]any, bool, error) {
 	seg, ok := kindPath(ref.Kind)
 	if !ok {
-		return nil, false, sync.Permanentf("qase: cannot fetch kind %q", ref.Kind)
+		return nil, false, qsync.Permanentf("qase: cannot fetch kind %q", ref.Kind)
 	}
 	path := "/" + seg + "/" + url.PathEscape(ref.Project) + "/" + strconv.FormatInt(ref.ID, 10)
 	var m map[string]any
 	err := c.get(ctx, "get_"+seg, path, nil, &m)
-	if errors.Is(err, sync.ErrNotFound) {
+	if errors.Is(err, qsync.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -148,19 +148,19 @@ func (c *Client) Fetch(ctx context.Context, ref sync.EntityRef) (map[string]any,
 }
 
 // listStatuses split a scan whose total exceeds the offset cap.
-var listStatuses = map[sync.Kind][]string{
-	sync.KindDefect: {"open", "in_progress", "resolved", "invalid"},
-	sync.KindRun:    {"in_progress", "passed", "failed", "aborted"},
-	sync.KindReview: {"open", "merged", "declined"},
+var listStatuses = map[qsync.Kind][]string{
+	qsync.KindDefect: {"open", "in_progress", "resolved", "invalid"},
+	qsync.KindRun:    {"in_progress", "passed", "failed", "aborted"},
+	qsync.KindReview: {"open", "merged", "declined"},
 }
 
 // List calls fn for every entity of the kind in the project, paging with
 // limit=100 and offset. When the project holds more than the offset cap
 // lets one scan reach, it scans per status instead; what still cannot be
 // reached is reported as ErrListTruncated after the rest was listed.
-func (c *Client) List(ctx context.Context, project string, kind sync.Kind, fn func(sync.EntityRef, map[string]any) error) error {
+func (c *Client) List(ctx context.Context, project string, kind qsync.Kind, fn func(qsync.EntityRef, map[string]any) error) error {
 	if _, ok := kindPath(kind); !ok {
-		return sync.Permanentf("qase: cannot list kind %q", kind)
+		return qsync.Permanentf("qase: cannot list kind %q", kind)
 	}
 	truncated, err := c.scan(ctx, project, kind, "", fn)
 	if err != nil {
@@ -172,7 +172,7 @@ func (c *Client) List(ctx context.Context, project string, kind sync.Kind, fn fu
 	return nil
 }
 
-func (c *Client) scan(ctx context.Context, project string, kind sync.Kind, status string, fn func(sync.EntityRef, map[string]any) error) (truncated bool, err error) {
+func (c *Client) scan(ctx context.Context, project string, kind qsync.Kind, status string, fn func(qsync.EntityRef, map[string]any) error) (truncated bool, err error) {
 	seg, _ := kindPath(kind)
 	path := "/" + seg + "/" + url.PathEscape(project)
 	for offset := 0; ; {
@@ -204,7 +204,7 @@ func (c *Client) scan(ctx context.Context, project string, kind sync.Kind, statu
 				c.log.WithFields(logrus.Fields{"project": project, "kind": kind}).Warn("qase list: entity without a usable id skipped")
 				continue
 			}
-			ref := sync.EntityRef{Project: project, Kind: kind, ID: id}
+			ref := qsync.EntityRef{Project: project, Kind: kind, ID: id}
 			if err := fn(ref, entityAttrs(kind, e)); err != nil {
 				return false, err
 			}
@@ -225,7 +225,7 @@ func (c *Client) scan(ctx context.Context, project string, kind sync.Kind, statu
 	}
 }
 
-func (c *Client) scanByStatus(ctx context.Context, project string, kind sync.Kind, fn func(sync.EntityRef, map[string]any) error) (bool, error) {
+func (c *Client) scanByStatus(ctx context.Context, project string, kind qsync.Kind, fn func(qsync.EntityRef, map[string]any) error) (bool, error) {
 	truncated := false
 	for _, st := range listStatuses[kind] {
 		t, err := c.scan(ctx, project, kind, st, fn)
@@ -248,7 +248,7 @@ func (c *Client) get(ctx context.Context, op, path string, q url.Values, out any
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return sync.Permanentf("qase: GET %s: %v", path, err)
+		return qsync.Permanentf("qase: GET %s: %v", path, err)
 	}
 	req.Header.Set("Token", c.token)
 	req.Header.Set("Accept", "application/json")
@@ -298,15 +298,15 @@ func (c *Client) classify(resp *http.Response, path string, body []byte) error {
 	apiErr := &APIError{Method: http.MethodGet, Path: path, Status: resp.StatusCode, Message: c.scrub(errorMessage(body))}
 	switch s := resp.StatusCode; {
 	case s == http.StatusNotFound:
-		return apiErr // matches sync.ErrNotFound
+		return apiErr // matches qsync.ErrNotFound
 	case s == http.StatusTooManyRequests:
-		return sync.RetryAfter(apiErr, c.rateLimitWait(resp.Header))
+		return qsync.RetryAfter(apiErr, c.rateLimitWait(resp.Header))
 	case s == http.StatusBadRequest, s == http.StatusUnauthorized, s == http.StatusPaymentRequired,
 		s == http.StatusForbidden, s == http.StatusUnprocessableEntity, s == http.StatusRequestEntityTooLarge,
 		s == http.StatusMethodNotAllowed, s == http.StatusGone:
-		return sync.Permanent(apiErr)
+		return qsync.Permanent(apiErr)
 	case s == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
-		return sync.RetryAfter(apiErr, c.rateLimitWait(resp.Header))
+		return qsync.RetryAfter(apiErr, c.rateLimitWait(resp.Header))
 	}
 	return apiErr // 5xx and the rest: retry with backoff
 }
@@ -376,10 +376,10 @@ func (c *Client) observe(op string, status int, d time.Duration) {
 
 // entityAttrs converts an API record into the attribute vocabulary of
 // webhook patches (ATTRIBUTES.md).
-func entityAttrs(kind sync.Kind, m map[string]any) map[string]any {
+func entityAttrs(kind qsync.Kind, m map[string]any) map[string]any {
 	a := attrSetter{m: m, out: map[string]any{}}
 	switch kind {
-	case sync.KindDefect:
+	case qsync.KindDefect:
 		a.str("title", "title")
 		a.str("actual_result", "actual_result")
 		if v, ok := m["severity"]; ok && v != nil {
@@ -408,7 +408,7 @@ func entityAttrs(kind sync.Kind, m map[string]any) map[string]any {
 		if att, ok := m["attachments"].([]any); ok {
 			a.out["attachments_count"] = int64(len(att))
 		}
-	case sync.KindRun:
+	case qsync.KindRun:
 		a.str("title", "title")
 		a.str("description", "description")
 		stats, _ := m["stats"].(map[string]any)
@@ -443,7 +443,7 @@ func entityAttrs(kind sync.Kind, m map[string]any) map[string]any {
 		if b, ok := m["public"].(bool); ok {
 			a.out["public"] = b
 		}
-	case sync.KindReview:
+	case qsync.KindReview:
 		a.str("title", "title")
 		a.nullableInt("case_id", "case_id")
 		if s, ok := m["status"].(string); ok && s != "" {

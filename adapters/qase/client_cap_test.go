@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // The API caps offset at 100000; the cap is lowered here (client and fake
@@ -25,7 +25,7 @@ func TestListSplitsByStatusAtTheOffsetCap(t *testing.T) {
 	}
 	c := NewClient(ClientOptions{BaseURL: fake.URL, Token: "tok"})
 	seen := map[int64]int{}
-	err := c.List(context.Background(), "P", sync.KindDefect, func(ref sync.EntityRef, attrs map[string]any) error {
+	err := c.List(context.Background(), "P", qsync.KindDefect, func(ref qsync.EntityRef, attrs map[string]any) error {
 		seen[ref.ID]++
 		if attrs["status"] != statuses[ref.ID%4] {
 			t.Errorf("%d: status %v", ref.ID, attrs["status"])
@@ -67,7 +67,7 @@ func TestListReportsTruncation(t *testing.T) {
 	}
 	c := NewClient(ClientOptions{BaseURL: fake.URL, Token: "tok"})
 	n := 0
-	err := c.List(context.Background(), "P", sync.KindDefect, func(sync.EntityRef, map[string]any) error { n++; return nil })
+	err := c.List(context.Background(), "P", qsync.KindDefect, func(qsync.EntityRef, map[string]any) error { n++; return nil })
 	if !errors.Is(err, ErrListTruncated) {
 		t.Fatalf("err = %v, want ErrListTruncated", err)
 	}

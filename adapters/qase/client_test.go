@@ -8,13 +8,13 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/qase"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 const token = "tok-9f8e7d6c5b4a-secret"
@@ -29,7 +29,7 @@ func setup(t *testing.T) (*qasefake.Server, *qase.Client, *callLog) {
 }
 
 type callLog struct {
-	mu  gosync.Mutex
+	mu  sync.Mutex
 	ops []string
 }
 
@@ -83,22 +83,22 @@ func TestFetch(t *testing.T) {
 	ctx := context.Background()
 
 	tests := []struct {
-		ref  sync.EntityRef
+		ref  qsync.EntityRef
 		want map[string]any
 	}{
-		{sync.EntityRef{Project: "DEMO", Kind: sync.KindDefect, ID: 7}, map[string]any{
+		{qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 7}, map[string]any{
 			"title": "Login fails", "actual_result": "500 on submit", "severity": "critical", "status": "in_progress",
 			"milestone_id": nil, "tags": []any{"auth", "p1"}, "author_id": int64(12),
 			"created_at": "2021-12-30T19:23:59Z", "updated_at": "2022-01-02T08:00:00Z", "resolved_at": nil,
 			"attachments_count": int64(1),
 		}},
-		{sync.EntityRef{Project: "DEMO", Kind: sync.KindRun, ID: 4}, map[string]any{
+		{qsync.EntityRef{Project: "DEMO", Kind: qsync.KindRun, ID: 4}, map[string]any{
 			"title": "Nightly", "description": nil, "status": "failed", "completed": true, "environment": "staging",
 			"cases": int64(20), "passed": int64(15), "failed": int64(3), "blocked": int64(1), "skipped": int64(0),
 			"untested": int64(1), "invalid": int64(0), "duration": int64(3600000),
 			"start_time": "2022-04-21T10:00:00Z", "end_time": "2022-04-21T11:00:00Z", "plan_id": int64(9), "public": true,
 		}},
-		{sync.EntityRef{Project: "DEMO", Kind: sync.KindReview, ID: 5}, map[string]any{
+		{qsync.EntityRef{Project: "DEMO", Kind: qsync.KindReview, ID: 5}, map[string]any{
 			"title": "Check login", "type": "edit", "status": "open", "case_id": int64(25), "author_uuid": "a-1",
 			"reviewers/r-1": map[string]any{"status": "approved"}, "reviewers/r-2": map[string]any{"status": "changes_requested"},
 			"created_at": "2022-04-21T09:47:38Z", "updated_at": nil,
@@ -146,14 +146,14 @@ func TestFetchRunStatusVocabulary(t *testing.T) {
 	for text, want := range cases {
 		id++
 		fake.PutRun("P", map[string]any{"id": id, "status_text": text, "stats": map[string]any{"total": 1, "failed": 0}})
-		attrs, _, err := c.Fetch(context.Background(), sync.EntityRef{Project: "P", Kind: sync.KindRun, ID: id})
+		attrs, _, err := c.Fetch(context.Background(), qsync.EntityRef{Project: "P", Kind: qsync.KindRun, ID: id})
 		if err != nil || attrs["status"] != want {
 			t.Errorf("status_text %q -> %v (%v), want %q", text, attrs["status"], err, want)
 		}
 	}
 	// "complete" with no failures is passed; deprecated counters are the fallback.
 	fake.PutRun("P", map[string]any{"id": 99, "status_text": "complete", "stats": map[string]any{"total": 3, "passed": 3, "failed": 0}})
-	attrs, _, _ := c.Fetch(context.Background(), sync.EntityRef{Project: "P", Kind: sync.KindRun, ID: 99})
+	attrs, _, _ := c.Fetch(context.Background(), qsync.EntityRef{Project: "P", Kind: qsync.KindRun, ID: 99})
 	if attrs["status"] != "passed" || attrs["passed"] != int64(3) || attrs["completed"] != true {
 		t.Errorf("attrs = %v", attrs)
 	}
@@ -162,11 +162,11 @@ func TestFetchRunStatusVocabulary(t *testing.T) {
 func TestFetchNotFound(t *testing.T) {
 	fake, c, _ := setup(t)
 	fake.PutDefect("DEMO", map[string]any{"id": 1, "title": "x"})
-	fake.Delete("DEMO", sync.KindDefect, 1)
-	for _, ref := range []sync.EntityRef{
-		{Project: "DEMO", Kind: sync.KindDefect, ID: 1},  // deleted
-		{Project: "NOPE", Kind: sync.KindReview, ID: 1},  // unknown project
-		{Project: "DEMO", Kind: sync.KindRun, ID: 12345}, // never existed
+	fake.Delete("DEMO", qsync.KindDefect, 1)
+	for _, ref := range []qsync.EntityRef{
+		{Project: "DEMO", Kind: qsync.KindDefect, ID: 1},  // deleted
+		{Project: "NOPE", Kind: qsync.KindReview, ID: 1},  // unknown project
+		{Project: "DEMO", Kind: qsync.KindRun, ID: 12345}, // never existed
 	} {
 		attrs, found, err := c.Fetch(context.Background(), ref)
 		if err != nil || found || attrs != nil {
@@ -176,17 +176,17 @@ func TestFetchNotFound(t *testing.T) {
 }
 
 func TestErrorClassification(t *testing.T) {
-	ref := sync.EntityRef{Project: "DEMO", Kind: sync.KindDefect, ID: 1}
+	ref := qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 1}
 
 	t.Run("429 with Retry-After", func(t *testing.T) {
 		fake, c, _ := setup(t)
 		fake.PutDefect("DEMO", map[string]any{"id": 1})
 		fake.RateLimitNext(1, 7*time.Second)
 		_, _, err := c.Fetch(context.Background(), ref)
-		if wait, ok := sync.RetryWait(err); !ok || wait != 7*time.Second {
+		if wait, ok := qsync.RetryWait(err); !ok || wait != 7*time.Second {
 			t.Fatalf("err = %v, want RetryAfter 7s", err)
 		}
-		if sync.IsPermanent(err) || !strings.Contains(err.Error(), "API rate limit exceeded") {
+		if qsync.IsPermanent(err) || !strings.Contains(err.Error(), "API rate limit exceeded") {
 			t.Errorf("err = %v", err)
 		}
 		if _, found, err := c.Fetch(context.Background(), ref); err != nil || !found {
@@ -198,7 +198,7 @@ func TestErrorClassification(t *testing.T) {
 		fake.AddProject("DEMO")
 		fake.RateLimitNext(1, 0)
 		_, _, err := c.Fetch(context.Background(), ref)
-		if wait, ok := sync.RetryWait(err); !ok || wait != 60*time.Second {
+		if wait, ok := qsync.RetryWait(err); !ok || wait != 60*time.Second {
 			t.Errorf("err = %v, want RetryAfter 60s", err)
 		}
 	})
@@ -209,9 +209,9 @@ func TestErrorClassification(t *testing.T) {
 			w.WriteHeader(429)
 		}))
 		defer srv.Close()
-		c := qase.NewClient(qase.ClientOptions{BaseURL: srv.URL, Token: token, Clock: sync.ClockFunc(func() time.Time { return now })})
+		c := qase.NewClient(qase.ClientOptions{BaseURL: srv.URL, Token: token, Clock: qsync.ClockFunc(func() time.Time { return now })})
 		_, _, err := c.Fetch(context.Background(), ref)
-		if wait, ok := sync.RetryWait(err); !ok || wait != 42*time.Second {
+		if wait, ok := qsync.RetryWait(err); !ok || wait != 42*time.Second {
 			t.Errorf("err = %v, want RetryAfter 42s", err)
 		}
 	})
@@ -219,10 +219,10 @@ func TestErrorClassification(t *testing.T) {
 		fake, c, _ := setup(t)
 		fake.FailNext(1, 502)
 		_, _, err := c.Fetch(context.Background(), ref)
-		if err == nil || sync.IsPermanent(err) {
+		if err == nil || qsync.IsPermanent(err) {
 			t.Errorf("err = %v, want retryable", err)
 		}
-		if _, ok := sync.RetryWait(err); ok {
+		if _, ok := qsync.RetryWait(err); ok {
 			t.Error("502 should use backoff, not a server wait")
 		}
 	})
@@ -232,7 +232,7 @@ func TestErrorClassification(t *testing.T) {
 			fake.FailNext(1, status)
 			_, _, err := c.Fetch(context.Background(), ref)
 			var apiErr *qase.APIError
-			if !sync.IsPermanent(err) || !errors.As(err, &apiErr) || apiErr.Status != status {
+			if !qsync.IsPermanent(err) || !errors.As(err, &apiErr) || apiErr.Status != status {
 				t.Errorf("err = %v, want permanent %d", err, status)
 			}
 			if !strings.Contains(err.Error(), "Internal server error.") {
@@ -245,7 +245,7 @@ func TestErrorClassification(t *testing.T) {
 		defer fake.Close()
 		c := qase.NewClient(qase.ClientOptions{BaseURL: fake.URL, Token: "wrong-" + token})
 		_, _, err := c.Fetch(context.Background(), ref)
-		if !sync.IsPermanent(err) || !strings.Contains(err.Error(), "401") {
+		if !qsync.IsPermanent(err) || !strings.Contains(err.Error(), "401") {
 			t.Errorf("err = %v", err)
 		}
 		if strings.Contains(err.Error(), token) {
@@ -258,7 +258,7 @@ func TestErrorClassification(t *testing.T) {
 		srv.Close()
 		c := qase.NewClient(qase.ClientOptions{BaseURL: base, Token: token})
 		_, _, err := c.Fetch(context.Background(), ref)
-		if err == nil || sync.IsPermanent(err) || strings.Contains(err.Error(), token) {
+		if err == nil || qsync.IsPermanent(err) || strings.Contains(err.Error(), token) {
 			t.Errorf("err = %v", err)
 		}
 	})
@@ -283,8 +283,8 @@ func TestListPaging(t *testing.T) {
 	}
 	fake.PutRun("DEMO", map[string]any{"id": 1}) // other kinds stay out
 	var ids []int64
-	err := c.List(context.Background(), "DEMO", sync.KindDefect, func(ref sync.EntityRef, attrs map[string]any) error {
-		if ref.Project != "DEMO" || ref.Kind != sync.KindDefect || attrs["title"] != fmt.Sprint("d", ref.ID) {
+	err := c.List(context.Background(), "DEMO", qsync.KindDefect, func(ref qsync.EntityRef, attrs map[string]any) error {
+		if ref.Project != "DEMO" || ref.Kind != qsync.KindDefect || attrs["title"] != fmt.Sprint("d", ref.ID) {
 			t.Errorf("ref %v attrs %v", ref, attrs)
 		}
 		ids = append(ids, ref.ID)
@@ -316,7 +316,7 @@ func TestListEdges(t *testing.T) {
 			fake.PutReview("P", map[string]any{"id": i, "status": "open"})
 		}
 		n := 0
-		if err := c.List(context.Background(), "P", sync.KindReview, func(sync.EntityRef, map[string]any) error { n++; return nil }); err != nil {
+		if err := c.List(context.Background(), "P", qsync.KindReview, func(qsync.EntityRef, map[string]any) error { n++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if n != 200 || fake.RequestCount() != 2 {
@@ -327,15 +327,15 @@ func TestListEdges(t *testing.T) {
 		fake, c, _ := setup(t)
 		fake.AddProject("P")
 		called := false
-		err := c.List(context.Background(), "P", sync.KindRun, func(sync.EntityRef, map[string]any) error { called = true; return nil })
+		err := c.List(context.Background(), "P", qsync.KindRun, func(qsync.EntityRef, map[string]any) error { called = true; return nil })
 		if err != nil || called || fake.RequestCount() != 1 {
 			t.Errorf("err=%v called=%v requests=%d", err, called, fake.RequestCount())
 		}
 	})
 	t.Run("unknown project is a permanent error", func(t *testing.T) {
 		_, c, _ := setup(t)
-		err := c.List(context.Background(), "NOPE", sync.KindRun, func(sync.EntityRef, map[string]any) error { return nil })
-		if err == nil || !errors.Is(err, sync.ErrNotFound) {
+		err := c.List(context.Background(), "NOPE", qsync.KindRun, func(qsync.EntityRef, map[string]any) error { return nil })
+		if err == nil || !errors.Is(err, qsync.ErrNotFound) {
 			t.Errorf("err = %v", err)
 		}
 	})
@@ -346,7 +346,7 @@ func TestListEdges(t *testing.T) {
 		}
 		stop := errors.New("stop")
 		n := 0
-		err := c.List(context.Background(), "P", sync.KindRun, func(sync.EntityRef, map[string]any) error {
+		err := c.List(context.Background(), "P", qsync.KindRun, func(qsync.EntityRef, map[string]any) error {
 			n++
 			if n == 5 {
 				return stop
@@ -363,14 +363,14 @@ func TestListEdges(t *testing.T) {
 			fake.PutDefect("P", map[string]any{"id": i})
 		}
 		n := 0
-		err := c.List(context.Background(), "P", sync.KindDefect, func(sync.EntityRef, map[string]any) error {
+		err := c.List(context.Background(), "P", qsync.KindDefect, func(qsync.EntityRef, map[string]any) error {
 			n++
 			if n == 100 {
 				fake.RateLimitNext(1, 3*time.Second)
 			}
 			return nil
 		})
-		if wait, ok := sync.RetryWait(err); !ok || wait != 3*time.Second || n != 100 {
+		if wait, ok := qsync.RetryWait(err); !ok || wait != 3*time.Second || n != 100 {
 			t.Errorf("err=%v n=%d", err, n)
 		}
 	})
@@ -382,11 +382,11 @@ func TestClientTokenNeverInErrors(t *testing.T) {
 	var errs []error
 	for _, status := range []int{400, 401, 403, 404, 422, 500, 503} {
 		fake.FailNext(1, status)
-		_, _, err := c.Fetch(context.Background(), sync.EntityRef{Project: "DEMO", Kind: sync.KindDefect, ID: 1})
+		_, _, err := c.Fetch(context.Background(), qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 1})
 		errs = append(errs, err)
 	}
 	fake.RateLimitNext(1, time.Second)
-	errs = append(errs, c.List(context.Background(), "DEMO", sync.KindDefect, func(sync.EntityRef, map[string]any) error { return nil }))
+	errs = append(errs, c.List(context.Background(), "DEMO", qsync.KindDefect, func(qsync.EntityRef, map[string]any) error { return nil }))
 	for _, err := range errs {
 		if err != nil && strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, err), token) {
 			t.Errorf("token leaked: %v", err)

@@ -1,6 +1,6 @@
 // Package qase is the Qase side of qase-sync: the inbound webhook handler
 // (decode, authenticate, hand to the inbox) and a reader for the Qase REST
-// API (sync.EntitySource).
+// API (qsync.EntitySource).
 //
 // Webhook payloads are thin, hand-documented and have changed shape over
 // the years (see ATTRIBUTES.md), so decoding is lenient: only the event
@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // DecodeOptions tune Decode.
@@ -78,14 +78,14 @@ var projectCode = regexp.MustCompile(`^[A-Z0-9][A-Z0-9_-]{0,63}$`)
 // timestamp, dedup key), so the caller can authenticate per project and
 // log. For kinds that are not served it returns the event with Ref.Kind set
 // to the name's prefix and an error matching ErrUnservedKind.
-func Decode(body []byte, opts DecodeOptions, now time.Time) (sync.Event, error) {
+func Decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, error) {
 	ev, _, err := decode(body, opts, now)
 	return ev, err
 }
 
 // decode is Decode plus notes about what was tolerated (for the log line).
-func decode(body []byte, opts DecodeOptions, now time.Time) (sync.Event, []string, error) {
-	ev := sync.Event{ReceivedAt: now, Payload: body}
+func decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []string, error) {
+	ev := qsync.Event{ReceivedAt: now, Payload: body}
 	root, derr := parseObject(body)
 	if derr != nil {
 		return ev, nil, derr
@@ -97,7 +97,7 @@ func decode(body []byte, opts DecodeOptions, now time.Time) (sync.Event, []strin
 	name, nameErr := eventName(root)
 	ev.Name = name
 	kind, _, _ := strings.Cut(name, ".")
-	ev.Ref.Kind = sync.Kind(kind)
+	ev.Ref.Kind = qsync.Kind(kind)
 
 	payload, payloadErr := payloadObject(root, note)
 
@@ -139,11 +139,11 @@ func decode(body []byte, opts DecodeOptions, now time.Time) (sync.Event, []strin
 
 	b := &builder{attrs: map[string]any{}, note: note}
 	switch ev.Ref.Kind {
-	case sync.KindDefect:
+	case qsync.KindDefect:
 		normalizeDefect(&ev, payload, b)
-	case sync.KindReview:
+	case qsync.KindReview:
 		normalizeReview(&ev, payload, b)
-	case sync.KindRun:
+	case qsync.KindRun:
 		normalizeRun(&ev, payload, b)
 	}
 	if len(b.attrs) > 0 {
@@ -360,7 +360,7 @@ func (b *builder) actor(key string, v any) {
 	}
 }
 
-func normalizeDefect(ev *sync.Event, p map[string]any, b *builder) {
+func normalizeDefect(ev *qsync.Event, p map[string]any, b *builder) {
 	switch ev.Action() {
 	case "created":
 		b.str("title", p["title"])
@@ -403,7 +403,7 @@ func severity(v any) string {
 	return ""
 }
 
-func normalizeReview(ev *sync.Event, p map[string]any, b *builder) {
+func normalizeReview(ev *qsync.Event, p map[string]any, b *builder) {
 	switch ev.Action() {
 	case "created":
 		b.str("title", p["title"])
@@ -467,7 +467,7 @@ func normalizeReview(ev *sync.Event, p map[string]any, b *builder) {
 			return
 		}
 		name, email, _ := user(p["commented_by"])
-		ev.Patch.Comment = &sync.Comment{
+		ev.Patch.Comment = &qsync.Comment{
 			ID:     CommentID(ev.DedupKey),
 			Author: firstNonEmpty(name, email),
 			Body:   text,
@@ -493,7 +493,7 @@ func reviewerKey(member string) string {
 
 var runCounters = []string{"cases", "passed", "failed", "blocked", "skipped", "untested", "duration"}
 
-func normalizeRun(ev *sync.Event, p map[string]any, b *builder) {
+func normalizeRun(ev *qsync.Event, p map[string]any, b *builder) {
 	switch ev.Action() {
 	case "started":
 		b.str("title", p["title"])

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 const payloadDir = "../../testdata/qase"
@@ -20,88 +20,88 @@ var testNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 type want struct {
 	project string
-	kind    sync.Kind
+	kind    qsync.Kind
 	id      int64
 	actor   int64
 	attrs   map[string]any
 	deleted bool
-	comment *sync.Comment // ID is checked for shape, not value
+	comment *qsync.Comment // ID is checked for shape, not value
 }
 
 // expectations for every served example payload; legacy files are decoded
 // with DefaultProject "LEG" (S21 envelopes carry no project code).
 var served = map[string]want{
-	"defect.created.json": {"ID", sync.KindDefect, 1, 40, map[string]any{
+	"defect.created.json": {"ID", qsync.KindDefect, 1, 40, map[string]any{
 		"title": "Example defect", "severity": "normal", "actual_result": "Something",
 		"status": "open", "attachments_count": int64(0)}, false, nil},
-	"defect.created.legacy.json": {"LEG", sync.KindDefect, 1, 0, map[string]any{
+	"defect.created.legacy.json": {"LEG", qsync.KindDefect, 1, 0, map[string]any{
 		"title": "Authorization", "case_id": int64(1), "step": int64(1),
 		"actual_result": "Something went wrong", "attachments_count": int64(3), "status": "open"}, false, nil},
-	"defect.deleted.json":         {"ID", sync.KindDefect, 1, 40, nil, true, nil},
-	"defect.deleted.legacy.json":  {"LEG", sync.KindDefect, 1, 0, nil, true, nil},
-	"defect.resolved.json":        {"ID", sync.KindDefect, 1, 40, map[string]any{"status": "resolved"}, false, nil},
-	"defect.resolved.legacy.json": {"LEG", sync.KindDefect, 1, 0, map[string]any{"status": "resolved"}, false, nil},
-	"defect.updated.json":         {"ID", sync.KindDefect, 1, 40, nil, false, nil},
+	"defect.deleted.json":         {"ID", qsync.KindDefect, 1, 40, nil, true, nil},
+	"defect.deleted.legacy.json":  {"LEG", qsync.KindDefect, 1, 0, nil, true, nil},
+	"defect.resolved.json":        {"ID", qsync.KindDefect, 1, 40, map[string]any{"status": "resolved"}, false, nil},
+	"defect.resolved.legacy.json": {"LEG", qsync.KindDefect, 1, 0, map[string]any{"status": "resolved"}, false, nil},
+	"defect.updated.json":         {"ID", qsync.KindDefect, 1, 40, nil, false, nil},
 
-	"review.approval_status_changed.json": {"ID", sync.KindReview, 2, 48, map[string]any{
+	"review.approval_status_changed.json": {"ID", qsync.KindReview, 2, 48, map[string]any{
 		"approval": "approved", "approval_by": "Bob Bar",
 		"reviewers/bob@bar.io": map[string]any{"name": "Bob Bar", "status": "approved"}}, false, nil},
-	"review.approval_status_changed.legacy.json": {"LEG", sync.KindReview, 5, 0, map[string]any{
+	"review.approval_status_changed.legacy.json": {"LEG", qsync.KindReview, 5, 0, map[string]any{
 		"approval": "approved", "approval_by": "John Doe",
 		"reviewers/jdoe@qase.io": map[string]any{"name": "John Doe", "status": "approved"}}, false, nil},
-	"review.commented.json": {"ID", sync.KindReview, 2, 40, nil, false,
-		&sync.Comment{Author: "Bob Bar", Body: "comment", At: time.Unix(1650534928, 0).UTC()}},
-	"review.commented.legacy.json": {"LEG", sync.KindReview, 5, 0, nil, false,
-		&sync.Comment{Author: "John Doe", Body: "Test comment", At: time.Unix(1570000000, 0).UTC()}},
-	"review.created.json": {"ID", sync.KindReview, 1, 40, map[string]any{
+	"review.commented.json": {"ID", qsync.KindReview, 2, 40, nil, false,
+		&qsync.Comment{Author: "Bob Bar", Body: "comment", At: time.Unix(1650534928, 0).UTC()}},
+	"review.commented.legacy.json": {"LEG", qsync.KindReview, 5, 0, nil, false,
+		&qsync.Comment{Author: "John Doe", Body: "Test comment", At: time.Unix(1570000000, 0).UTC()}},
+	"review.created.json": {"ID", qsync.KindReview, 1, 40, map[string]any{
 		"title": "Check edit function and result of updates", "case_id": int64(25), "status": "open",
 		"author": "Bob Bar", "author_email": "bob@bar.io", "created_at": "2022-04-21T09:47:38Z"}, false, nil},
-	"review.created.legacy.json": {"DEMO", sync.KindReview, 5, 0, map[string]any{
+	"review.created.legacy.json": {"DEMO", qsync.KindReview, 5, 0, map[string]any{
 		"title": "Test case revision", "case_id": int64(1), "status": "open", "type": "create",
 		"author": "John Doe", "author_email": "jdoe@qase.io", "created_at": "2019-07-21T13:24:08Z"}, false, nil},
-	"review.declined.json":        {"ID", sync.KindReview, 2, 40, map[string]any{"status": "declined", "declined_by": "Bob Bar"}, false, nil},
-	"review.declined.legacy.json": {"LEG", sync.KindReview, 5, 0, map[string]any{"status": "declined", "declined_by": "John Doe"}, false, nil},
-	"review.deleted.json":         {"ID", sync.KindReview, 1, 40, map[string]any{"status": "deleted", "deleted_by": "Bob Bar"}, true, nil},
-	"review.deleted.legacy.json":  {"LEG", sync.KindReview, 5, 0, map[string]any{"status": "deleted", "deleted_by": "John Doe"}, true, nil},
-	"review.merged.json":          {"ID", sync.KindReview, 2, 48, map[string]any{"status": "merged", "merged_by": "Bob Bar"}, false, nil},
-	"review.merged.legacy.json":   {"LEG", sync.KindReview, 5, 0, map[string]any{"status": "merged", "merged_by": "John Doe"}, false, nil},
-	"review.reopened.json": {"ID", sync.KindReview, 2, 40, map[string]any{
+	"review.declined.json":        {"ID", qsync.KindReview, 2, 40, map[string]any{"status": "declined", "declined_by": "Bob Bar"}, false, nil},
+	"review.declined.legacy.json": {"LEG", qsync.KindReview, 5, 0, map[string]any{"status": "declined", "declined_by": "John Doe"}, false, nil},
+	"review.deleted.json":         {"ID", qsync.KindReview, 1, 40, map[string]any{"status": "deleted", "deleted_by": "Bob Bar"}, true, nil},
+	"review.deleted.legacy.json":  {"LEG", qsync.KindReview, 5, 0, map[string]any{"status": "deleted", "deleted_by": "John Doe"}, true, nil},
+	"review.merged.json":          {"ID", qsync.KindReview, 2, 48, map[string]any{"status": "merged", "merged_by": "Bob Bar"}, false, nil},
+	"review.merged.legacy.json":   {"LEG", qsync.KindReview, 5, 0, map[string]any{"status": "merged", "merged_by": "John Doe"}, false, nil},
+	"review.reopened.json": {"ID", qsync.KindReview, 2, 40, map[string]any{
 		"status": "open", "title": "Check edit function and result of updates", "case_id": int64(25),
 		"reopened_by": "Bob Bar"}, false, nil},
-	"review.reopened.legacy.json": {"DEMO", sync.KindReview, 5, 0, map[string]any{ // ids are strings here
+	"review.reopened.legacy.json": {"DEMO", qsync.KindReview, 5, 0, map[string]any{ // ids are strings here
 		"status": "open", "title": "Test case revision", "case_id": int64(1), "reopened_by": "John Doe"}, false, nil},
-	"review.reviewer_added.json": {"ID", sync.KindReview, 2, 40, map[string]any{
+	"review.reviewer_added.json": {"ID", qsync.KindReview, 2, 40, map[string]any{
 		"reviewers/bob@bar.io": map[string]any{"name": "Bob Bar", "status": "unapproved"}}, false, nil},
-	"review.reviewer_added.legacy.json": {"LEG", sync.KindReview, 5, 0, map[string]any{
+	"review.reviewer_added.legacy.json": {"LEG", qsync.KindReview, 5, 0, map[string]any{
 		"reviewers/jdoe@qase.io": map[string]any{"name": "John Doe", "status": "unapproved"}}, false, nil},
-	"review.reviewer_removed.json":        {"ID", sync.KindReview, 2, 40, map[string]any{"reviewers/bib@bob.io": nil}, false, nil},
-	"review.reviewer_removed.legacy.json": {"LEG", sync.KindReview, 5, 0, map[string]any{"reviewers/jdoe@qase.io": nil}, false, nil},
-	"review.updated.json": {"ID", sync.KindReview, 1, 40, map[string]any{
+	"review.reviewer_removed.json":        {"ID", qsync.KindReview, 2, 40, map[string]any{"reviewers/bib@bob.io": nil}, false, nil},
+	"review.reviewer_removed.legacy.json": {"LEG", qsync.KindReview, 5, 0, map[string]any{"reviewers/jdoe@qase.io": nil}, false, nil},
+	"review.updated.json": {"ID", qsync.KindReview, 1, 40, map[string]any{
 		"title": "Check edit function and result of updates", "case_id": int64(25), "updated_by": "Bib Bob"}, false, nil},
 
-	"run.aborted.json": {"ID", sync.KindRun, 1, 40, map[string]any{
+	"run.aborted.json": {"ID", qsync.KindRun, 1, 40, map[string]any{
 		"status": "aborted", "cases": int64(14), "passed": int64(0), "untested": int64(14), "failed": int64(0),
 		"blocked": int64(0), "skipped": int64(0), "duration": int64(0)}, false, nil},
-	"run.aborted.legacy.json": {"LEG", sync.KindRun, 1, 0, map[string]any{
+	"run.aborted.legacy.json": {"LEG", qsync.KindRun, 1, 0, map[string]any{
 		"status": "aborted", "cases": int64(40), "passed": int64(10), "untested": int64(10), "failed": int64(10),
 		"blocked": int64(10), "duration": int64(600)}, false, nil},
-	"run.completed.json": {"ID", sync.KindRun, 2, 40, map[string]any{
+	"run.completed.json": {"ID", qsync.KindRun, 2, 40, map[string]any{
 		"cases": int64(14), "passed": int64(0), "failed": int64(0), "blocked": int64(0), "duration": int64(0),
 		"status": "passed", "completed": true}, false, nil},
-	"run.completed.legacy.json": {"LEG", sync.KindRun, 1, 0, map[string]any{
+	"run.completed.legacy.json": {"LEG", qsync.KindRun, 1, 0, map[string]any{
 		"cases": int64(40), "passed": int64(10), "failed": int64(10), "blocked": int64(10), "duration": int64(600),
 		"status": "failed", "completed": true}, false, nil},
-	"run.deleted.json":               {"ID", sync.KindRun, 1, 40, nil, true, nil},
-	"run.deleted.legacy.json":        {"LEG", sync.KindRun, 1, 0, nil, true, nil},
-	"run.report_changed.json":        {"ID", sync.KindRun, 2, 40, map[string]any{"public": true}, false, nil},
-	"run.report_changed.legacy.json": {"LEG", sync.KindRun, 1, 0, map[string]any{"public": true}, false, nil},
-	"run.started.json": {"ID", sync.KindRun, 1, 40, map[string]any{
+	"run.deleted.json":               {"ID", qsync.KindRun, 1, 40, nil, true, nil},
+	"run.deleted.legacy.json":        {"LEG", qsync.KindRun, 1, 0, nil, true, nil},
+	"run.report_changed.json":        {"ID", qsync.KindRun, 2, 40, map[string]any{"public": true}, false, nil},
+	"run.report_changed.legacy.json": {"LEG", qsync.KindRun, 1, 0, map[string]any{"public": true}, false, nil},
+	"run.started.json": {"ID", qsync.KindRun, 1, 40, map[string]any{
 		"title": "Test run 2022/04/21", "plan": "d", "plan_id": int64(3), "cases": int64(14), "status": "in_progress"}, false, nil},
-	"run.started.legacy.json": {"LEG", sync.KindRun, 1, 0, map[string]any{
+	"run.started.legacy.json": {"LEG", qsync.KindRun, 1, 0, map[string]any{
 		"title": "Test run", "description": "Regression", "plan": int64(1), "plan_id": int64(1),
 		"cases": int64(100), "status": "in_progress"}, false, nil},
-	"run.updated.json":        {"ID", sync.KindRun, 1, 40, map[string]any{"cases_added": int64(14)}, false, nil},
-	"run.updated.legacy.json": {"LEG", sync.KindRun, 1, 0, map[string]any{"cases_added": int64(100)}, false, nil},
+	"run.updated.json":        {"ID", qsync.KindRun, 1, 40, map[string]any{"cases_added": int64(14)}, false, nil},
+	"run.updated.legacy.json": {"LEG", qsync.KindRun, 1, 0, map[string]any{"cases_added": int64(100)}, false, nil},
 }
 
 func payloadFiles(t testing.TB) []string {
@@ -150,11 +150,11 @@ func TestDecodeEveryExamplePayload(t *testing.T) {
 				t.Errorf("Payload/ReceivedAt not kept")
 			}
 			w, ok := served[base]
-			if !sync.Kind(prefix).Valid() {
+			if !qsync.Kind(prefix).Valid() {
 				if !errors.Is(err, ErrUnservedKind) {
 					t.Fatalf("err = %v, want ErrUnservedKind", err)
 				}
-				if ev.Ref.Kind != sync.Kind(prefix) || ev.Ref.Project == "" {
+				if ev.Ref.Kind != qsync.Kind(prefix) || ev.Ref.Project == "" {
 					t.Errorf("Ref = %+v, want kind %q and a project", ev.Ref, prefix)
 				}
 				return
@@ -166,7 +166,7 @@ func TestDecodeEveryExamplePayload(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
-			if got := (sync.EntityRef{Project: w.project, Kind: w.kind, ID: w.id}); ev.Ref != got {
+			if got := (qsync.EntityRef{Project: w.project, Kind: w.kind, ID: w.id}); ev.Ref != got {
 				t.Errorf("Ref = %+v, want %+v", ev.Ref, got)
 			}
 			if ev.ActorID != w.actor {
@@ -200,7 +200,7 @@ func TestDecodeEveryExamplePayload(t *testing.T) {
 	}
 }
 
-func mustDecode(t *testing.T, body string, opts DecodeOptions) sync.Event {
+func mustDecode(t *testing.T, body string, opts DecodeOptions) qsync.Event {
 	t.Helper()
 	ev, err := Decode([]byte(body), opts, testNow)
 	if err != nil {
@@ -214,126 +214,126 @@ func TestDecodeVariants(t *testing.T) {
 		name  string
 		body  string
 		opts  DecodeOptions
-		check func(t *testing.T, ev sync.Event)
+		check func(t *testing.T, ev qsync.Event)
 	}{
 		{"string id", `{"event_name":"defect.resolved","timestamp":1,"project_code":"P","payload":{"id":"25"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "P", sync.KindDefect, 25) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "P", qsync.KindDefect, 25) }},
 		{"padded string id", `{"event_name":"defect.resolved","timestamp":1,"project_code":"P","payload":{"id":" 7 "}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "P", sync.KindDefect, 7) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "P", qsync.KindDefect, 7) }},
 		{"float id", `{"event_name":"run.deleted","timestamp":1,"project_code":"P","payload":{"id":25.0}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "P", sync.KindRun, 25) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "P", qsync.KindRun, 25) }},
 		{"exponent id", `{"event_name":"run.deleted","timestamp":1,"project_code":"P","payload":{"id":2.5e1}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "P", sync.KindRun, 25) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "P", qsync.KindRun, 25) }},
 		{"event instead of event_name", `{"event":"defect.deleted","timestamp":1,"payload":{"id":3}}`, DecodeOptions{DefaultProject: "DEF"},
-			func(t *testing.T, ev sync.Event) {
-				eqRef(t, ev, "DEF", sync.KindDefect, 3)
+			func(t *testing.T, ev qsync.Event) {
+				eqRef(t, ev, "DEF", qsync.KindDefect, 3)
 				if !ev.Patch.Deleted {
 					t.Error("not deleted")
 				}
 			}},
 		{"event_name wins over event", `{"event_name":"defect.resolved","event":"defect.deleted","timestamp":1,"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if ev.Name != "defect.resolved" || ev.Patch.Deleted {
 					t.Errorf("got %s deleted=%v", ev.Name, ev.Patch.Deleted)
 				}
 			}},
 		{"project_code wins over default and is upper-cased", `{"event_name":"defect.updated","timestamp":1,"project_code":"demo","payload":{"id":3}}`, DecodeOptions{DefaultProject: "OTHER"},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "DEMO", sync.KindDefect, 3) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "DEMO", qsync.KindDefect, 3) }},
 		{"project from URL/default", `{"event_name":"defect.updated","timestamp":1,"payload":{"id":3}}`, DecodeOptions{DefaultProject: "url"},
-			func(t *testing.T, ev sync.Event) { eqRef(t, ev, "URL", sync.KindDefect, 3) }},
+			func(t *testing.T, ev qsync.Event) { eqRef(t, ev, "URL", qsync.KindDefect, 3) }},
 		{"empty array payload on an id-less unserved event", `{"event_name":"result.created","timestamp":1,"project_code":"P","payload":[]}`, DecodeOptions{},
 			nil /* checked below: unserved */},
 		{"missing timestamp uses now", `{"event_name":"defect.updated","project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if !ev.Timestamp.Equal(testNow) {
 					t.Errorf("Timestamp = %v, want now", ev.Timestamp)
 				}
 			}},
 		{"null timestamp uses now", `{"event_name":"defect.updated","timestamp":null,"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqTime(t, ev.Timestamp, testNow) }},
+			func(t *testing.T, ev qsync.Event) { eqTime(t, ev.Timestamp, testNow) }},
 		{"string timestamp", `{"event_name":"defect.updated","timestamp":"1650532563","project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 0)) }},
+			func(t *testing.T, ev qsync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 0)) }},
 		{"float timestamp", `{"event_name":"defect.updated","timestamp":1650532563.5,"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 5e8)) }},
+			func(t *testing.T, ev qsync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 5e8)) }},
 		{"millisecond timestamp", `{"event_name":"defect.updated","timestamp":1650532563000,"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 0)) }},
+			func(t *testing.T, ev qsync.Event) { eqTime(t, ev.Timestamp, time.Unix(1650532563, 0)) }},
 		{"ISO timestamp", `{"event_name":"defect.updated","timestamp":"2022-04-21T09:47:38Z","project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				eqTime(t, ev.Timestamp, time.Date(2022, 4, 21, 9, 47, 38, 0, time.UTC))
 			}},
 		{"garbage timestamp uses now", `{"event_name":"defect.updated","timestamp":{"x":1},"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqTime(t, ev.Timestamp, testNow) }},
+			func(t *testing.T, ev qsync.Event) { eqTime(t, ev.Timestamp, testNow) }},
 		{"string team_member_id", `{"event_name":"defect.updated","timestamp":1,"project_code":"P","team_member_id":"40","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if ev.ActorID != 40 {
 					t.Errorf("ActorID = %d", ev.ActorID)
 				}
 			}},
 		{"odd team_member_id is ignored", `{"event_name":"defect.updated","timestamp":1,"project_code":"P","team_member_id":{"id":4},"payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if ev.ActorID != 0 {
 					t.Errorf("ActorID = %d", ev.ActorID)
 				}
 			}},
 		{"severity object by title", `{"event_name":"defect.created","timestamp":1,"project_code":"P","payload":{"id":3,"title":"t","severity":{"id":2,"title":"Major"}}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "severity", "major") }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "severity", "major") }},
 		{"severity object by slug", `{"event_name":"defect.created","timestamp":1,"project_code":"P","payload":{"id":3,"severity":{"slug":"critical","title":"Kritisch"}}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "severity", "critical") }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "severity", "critical") }},
 		{"severity upper-case string", `{"event_name":"defect.created","timestamp":1,"project_code":"P","payload":{"id":3,"severity":"Blocker"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "severity", "blocker") }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "severity", "blocker") }},
 		{"type surprises skip only that attr", `{"event_name":"defect.created","timestamp":1,"project_code":"P","payload":{"id":3,"title":5,"severity":7,"actual_result":"x","attachments":"none","case_id":"abc"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				want := map[string]any{"actual_result": "x", "status": "open"}
 				if !reflect.DeepEqual(ev.Patch.Attrs, want) {
 					t.Errorf("Attrs = %#v, want %#v", ev.Patch.Attrs, want)
 				}
 			}},
 		{"unknown fields ignored", `{"event_name":"run.completed","timestamp":1,"project_code":"P","new_field":{"a":[1]},"payload":{"id":3,"failed":2,"flaky":9,"extra":{"x":1}}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				eqAttr(t, ev, "status", "failed")
 				if _, ok := ev.Patch.Attrs["flaky"]; ok {
 					t.Error("unknown field leaked into attrs")
 				}
 			}},
 		{"request changes normalized", `{"event_name":"review.approval_status_changed","timestamp":1,"project_code":"P","payload":{"id":"9","status":"request changes","updated_by":{"email":"Ann@X.io","name":"Ann"}}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
-				eqRef(t, ev, "P", sync.KindReview, 9)
+			func(t *testing.T, ev qsync.Event) {
+				eqRef(t, ev, "P", qsync.KindReview, 9)
 				eqAttr(t, ev, "approval", "changes_requested")
 				eqAttr(t, ev, "reviewers/ann@x.io", map[string]any{"name": "Ann", "status": "changes_requested"})
 			}},
 		{"run.started plan without title, environment object", `{"event_name":"run.started","timestamp":1,"project_code":"P","payload":{"id":3,"plan":{"id":"8"},"environment":{"slug":"staging","title":"Staging"},"cases_count":"12"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				eqAttr(t, ev, "plan", int64(8))
 				eqAttr(t, ev, "environment", "staging")
 				eqAttr(t, ev, "cases", int64(12))
 			}},
 		{"run.started null plan", `{"event_name":"run.started","timestamp":1,"project_code":"P","payload":{"id":3,"plan":null,"environment":"prod"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if _, ok := ev.Patch.Attrs["plan"]; ok {
 					t.Error("plan set from null")
 				}
 				eqAttr(t, ev, "environment", "prod")
 			}},
 		{"run.updated with array and with cases_count", `{"event_name":"run.updated","timestamp":1,"project_code":"P","payload":{"id":3,"cases_added":[4,5,6]}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "cases_added", int64(3)) }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "cases_added", int64(3)) }},
 		{"run.updated cases_count name", `{"event_name":"run.updated","timestamp":1,"project_code":"P","payload":{"id":3,"cases_count":4}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "cases_added", int64(4)) }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "cases_added", int64(4)) }},
 		{"report_changed string bool", `{"event_name":"run.report_changed","timestamp":1,"project_code":"P","payload":{"id":3,"visible":"false"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "public", false) }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "public", false) }},
 		{"commented without text is a hint", `{"event_name":"review.commented","timestamp":1,"project_code":"P","payload":{"id":3,"commented_by":{"name":"A"}}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if ev.Patch.Comment != nil {
 					t.Error("comment from nothing")
 				}
 			}},
 		{"unknown action of a served kind is a hint", `{"event_name":"defect.status_changed","timestamp":1,"project_code":"P","payload":{"id":3,"status":"invalid"}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) {
+			func(t *testing.T, ev qsync.Event) {
 				if ev.Patch.Attrs != nil || ev.Patch.Deleted {
 					t.Errorf("patch = %+v", ev.Patch)
 				}
 			}},
 		{"case-insensitive name", `{"event_name":" Defect.Resolved ","timestamp":1,"project_code":"P","payload":{"id":3}}`, DecodeOptions{},
-			func(t *testing.T, ev sync.Event) { eqAttr(t, ev, "status", "resolved") }},
+			func(t *testing.T, ev qsync.Event) { eqAttr(t, ev, "status", "resolved") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -499,7 +499,7 @@ func FuzzDecode(f *testing.F) {
 		if !ev.Ref.Kind.Valid() || ev.Ref.ID <= 0 {
 			t.Fatalf("decoded event has an unusable ref %+v", ev.Ref)
 		}
-		if _, err := sync.ParseKey(sync.Key{Route: "r", EntityRef: ev.Ref}.String()); err != nil {
+		if _, err := qsync.ParseKey(qsync.Key{Route: "r", EntityRef: ev.Ref}.String()); err != nil {
 			t.Fatalf("ref %+v does not round-trip as a key: %v", ev.Ref, err)
 		}
 		if _, err := json.Marshal(ev.Patch); err != nil {
@@ -512,14 +512,14 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-func eqRef(t *testing.T, ev sync.Event, project string, kind sync.Kind, id int64) {
+func eqRef(t *testing.T, ev qsync.Event, project string, kind qsync.Kind, id int64) {
 	t.Helper()
-	if want := (sync.EntityRef{Project: project, Kind: kind, ID: id}); ev.Ref != want {
+	if want := (qsync.EntityRef{Project: project, Kind: kind, ID: id}); ev.Ref != want {
 		t.Errorf("Ref = %+v, want %+v", ev.Ref, want)
 	}
 }
 
-func eqAttr(t *testing.T, ev sync.Event, key string, want any) {
+func eqAttr(t *testing.T, ev qsync.Event, key string, want any) {
 	t.Helper()
 	if got, ok := ev.Patch.Attrs[key]; !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("attr %s = %#v (present %v), want %#v", key, got, ok, want)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // SecretHeader carries the webhook's shared secret, verbatim (not an HMAC).
@@ -37,7 +37,7 @@ type Observer interface {
 
 // HandlerOptions configure NewHandler.
 type HandlerOptions struct {
-	Acceptor sync.Acceptor
+	Acceptor qsync.Acceptor
 	// Secrets are accepted for every project (several at once for rotation).
 	Secrets []string
 	// ProjectSecrets are accepted for deliveries of that project code.
@@ -53,7 +53,7 @@ type HandlerOptions struct {
 	// AcceptTimeout bounds Acceptor.Accept (default DefaultAcceptTimeout).
 	AcceptTimeout time.Duration
 	Logger        *logrus.Entry
-	Clock         sync.Clock
+	Clock         qsync.Clock
 	Metrics       Observer // may be nil
 }
 
@@ -62,7 +62,7 @@ type handler struct {
 	global         [][32]byte
 	project        map[string][][32]byte
 	log            *logrus.Entry
-	clock          sync.Clock
+	clock          qsync.Clock
 	metrics        Observer
 	anyProjectKeys bool
 }
@@ -88,7 +88,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 		h.log = logrus.NewEntry(l)
 	}
 	if h.clock == nil {
-		h.clock = sync.SystemClock
+		h.clock = qsync.SystemClock
 	}
 	// Secrets are kept only as digests: equal-length values for the
 	// constant-time compare, and nothing printable lingers in the handler.
@@ -119,7 +119,7 @@ func digests(ss []string) [][32]byte {
 type delivery struct {
 	result, reason string
 	status         int
-	ev             sync.Event
+	ev             qsync.Event
 	notes          []string
 	err            error
 }
@@ -220,10 +220,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily unable to store the event"})
 		d.result, d.reason, d.status, d.err = "unavailable", "store_error", http.StatusServiceUnavailable, err
-	case st == sync.StatusDuplicate:
+	case st == qsync.StatusDuplicate:
 		writeBody(w, http.StatusOK, bodyDuplicate)
 		d.result, d.status = "duplicate", http.StatusOK
-	case st == sync.StatusIgnored:
+	case st == qsync.StatusIgnored:
 		writeBody(w, http.StatusAccepted, bodyIgnored)
 		d.result, d.reason, d.status = "ignored", "no_route", http.StatusAccepted
 	default:

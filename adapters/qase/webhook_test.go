@@ -10,25 +10,25 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // fakeInbox is a stateful Acceptor: it dedupes by key like the real inbox.
 type fakeInbox struct {
-	mu     gosync.Mutex
-	events []sync.Event
+	mu     sync.Mutex
+	events []qsync.Event
 	seen   map[string]bool
 	ignore bool
 	err    error
 }
 
-func (f *fakeInbox) Accept(_ context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+func (f *fakeInbox) Accept(_ context.Context, ev qsync.Event) (qsync.AcceptStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -38,24 +38,24 @@ func (f *fakeInbox) Accept(_ context.Context, ev sync.Event) (sync.AcceptStatus,
 		f.seen = map[string]bool{}
 	}
 	if f.seen[ev.DedupKey] {
-		return sync.StatusDuplicate, nil
+		return qsync.StatusDuplicate, nil
 	}
 	f.seen[ev.DedupKey] = true
 	f.events = append(f.events, ev)
 	if f.ignore {
-		return sync.StatusIgnored, nil
+		return qsync.StatusIgnored, nil
 	}
-	return sync.StatusAccepted, nil
+	return qsync.StatusAccepted, nil
 }
 
-func (f *fakeInbox) stored() []sync.Event {
+func (f *fakeInbox) stored() []qsync.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]sync.Event(nil), f.events...)
+	return append([]qsync.Event(nil), f.events...)
 }
 
 type metricsRec struct {
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	results []string
 	acks    int
 }
@@ -97,7 +97,7 @@ func newHarness(t *testing.T, mod func(*HandlerOptions)) *harness {
 		ProjectSecrets: map[string][]string{"id": {secretP}},
 		MaxBody:        4096,
 		Logger:         logrus.NewEntry(l),
-		Clock:          sync.ClockFunc(func() time.Time { return testNow }),
+		Clock:          qsync.ClockFunc(func() time.Time { return testNow }),
 		Metrics:        h.metrics,
 	}
 	if mod != nil {
@@ -248,7 +248,7 @@ func TestHandlerSpecifics(t *testing.T) {
 			t.Fatalf("stored %d", len(evs))
 		}
 		ev := evs[0]
-		if string(ev.Payload) != created || ev.Ref != (sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: 1}) || !ev.ReceivedAt.Equal(testNow) {
+		if string(ev.Payload) != created || ev.Ref != (qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 1}) || !ev.ReceivedAt.Equal(testNow) {
 			t.Errorf("event = %+v", ev)
 		}
 	})
@@ -292,9 +292,9 @@ func TestHandlerSpecifics(t *testing.T) {
 	})
 	t.Run("accept is bounded by a deadline", func(t *testing.T) {
 		var deadline time.Time
-		acc := acceptorFunc(func(ctx context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+		acc := acceptorFunc(func(ctx context.Context, ev qsync.Event) (qsync.AcceptStatus, error) {
 			deadline, _ = ctx.Deadline()
-			return sync.StatusAccepted, nil
+			return qsync.StatusAccepted, nil
 		})
 		h := newHarness(t, func(o *HandlerOptions) { o.Acceptor = acc; o.AcceptTimeout = time.Second })
 		h.do("POST", "/hook", secretA, created)
@@ -304,9 +304,9 @@ func TestHandlerSpecifics(t *testing.T) {
 	})
 }
 
-type acceptorFunc func(context.Context, sync.Event) (sync.AcceptStatus, error)
+type acceptorFunc func(context.Context, qsync.Event) (qsync.AcceptStatus, error)
 
-func (f acceptorFunc) Accept(ctx context.Context, ev sync.Event) (sync.AcceptStatus, error) {
+func (f acceptorFunc) Accept(ctx context.Context, ev qsync.Event) (qsync.AcceptStatus, error) {
 	return f(ctx, ev)
 }
 

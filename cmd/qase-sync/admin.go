@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // adminHandler serves the operator API under /admin/, protected by a
@@ -22,7 +22,7 @@ import (
 //	DELETE /admin/deadletters/{id}      drop
 //	GET    /admin/events                ledger summary (pending/applied/noop/dead)
 //	POST   /admin/reconcile             start a reconcile pass now
-func adminHandler(token string, store sync.Store, reconcile func(context.Context) (sync.ReconcileReport, error), clock sync.Clock) http.Handler {
+func adminHandler(token string, store qsync.Store, reconcile func(context.Context) (qsync.ReconcileReport, error), clock qsync.Clock) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token == "" {
 			http.NotFound(w, r)
@@ -50,7 +50,7 @@ func adminHandler(token string, store sync.Store, reconcile func(context.Context
 			case len(parts) == 2 && r.Method == http.MethodGet:
 				d, found, err := store.DeadLetter(ctx, id)
 				if err == nil && !found {
-					err = sync.ErrNotFound
+					err = qsync.ErrNotFound
 				}
 				respond(w, d, err)
 			case len(parts) == 2 && r.Method == http.MethodDelete:
@@ -76,7 +76,7 @@ func adminHandler(token string, store sync.Store, reconcile func(context.Context
 
 func respond(w http.ResponseWriter, v any, err error) {
 	switch {
-	case errors.Is(err, sync.ErrNotFound):
+	case errors.Is(err, qsync.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})

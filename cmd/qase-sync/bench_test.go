@@ -13,7 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,17 +22,17 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/qase"
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // benchMapper routes every served event to one route.
 type benchMapper struct{}
 
-func (benchMapper) Routes(string, string, sync.Kind) []string { return []string{"bench"} }
-func (benchMapper) RouteInfo(string) (sync.RouteInfo, bool)   { return sync.RouteInfo{}, false }
-func (benchMapper) RouteNames() []string                      { return []string{"bench"} }
-func (benchMapper) Desired(string, sync.Entity) (sync.Desired, error) {
-	return sync.Desired{Skip: true}, nil
+func (benchMapper) Routes(string, string, qsync.Kind) []string { return []string{"bench"} }
+func (benchMapper) RouteInfo(string) (qsync.RouteInfo, bool)   { return qsync.RouteInfo{}, false }
+func (benchMapper) RouteNames() []string                       { return []string{"bench"} }
+func (benchMapper) Desired(string, qsync.Entity) (qsync.Desired, error) {
+	return qsync.Desired{Skip: true}, nil
 }
 
 // BenchmarkWebhook compares durable ingest (real handler, inbox with group
@@ -71,7 +71,7 @@ func benchIngest(b *testing.B, log *logrus.Entry, syncMode string, clients int) 
 		b.Fatal(err)
 	}
 	defer st.Close()
-	inbox := sync.NewInbox(sync.InboxOptions{Store: st, Mapper: benchMapper{}, Logger: log})
+	inbox := qsync.NewInbox(qsync.InboxOptions{Store: st, Mapper: benchMapper{}, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { inbox.Run(ctx); close(done) }()
@@ -89,7 +89,7 @@ func benchLoad(b *testing.B, h http.Handler, clients int) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
-	var mu gosync.Mutex
+	var mu sync.Mutex
 	var lat []time.Duration
 	b.SetParallelism(max(1, clients/runtime.GOMAXPROCS(0)))
 	b.ReportAllocs()

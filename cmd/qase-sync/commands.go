@@ -9,11 +9,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
@@ -35,7 +35,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 
 // reconcileSummary is what a one-shot reconcile prints.
 type reconcileSummary struct {
-	sync.ReconcileReport
+	qsync.ReconcileReport
 	Fixed   map[string]int `json:"fixed_by_class,omitempty"`
 	Applied int            `json:"applied"`
 	Noop    int            `json:"noop"`
@@ -48,13 +48,13 @@ type reconcileSummary struct {
 }
 
 // count adds one key's outcome.
-func (s *reconcileSummary) count(outcome sync.Outcome, retrying bool, drift []string) {
+func (s *reconcileSummary) count(outcome qsync.Outcome, retrying bool, drift []string) {
 	switch {
 	case retrying:
 		s.Retry++
-	case outcome == sync.OutcomeDead:
+	case outcome == qsync.OutcomeDead:
 		s.Dead++
-	case outcome == sync.OutcomeApplied:
+	case outcome == qsync.OutcomeApplied:
 		s.Applied++
 	default:
 		s.Noop++
@@ -64,10 +64,10 @@ func (s *reconcileSummary) count(outcome sync.Outcome, retrying bool, drift []st
 	}
 	for _, cl := range drift {
 		s.ByClass[cl]++
-		if cl == sync.DriftDuplicate {
+		if cl == qsync.DriftDuplicate {
 			s.Duplicates++
 		}
-		if !retrying && outcome != sync.OutcomeDead {
+		if !retrying && outcome != qsync.OutcomeDead {
 			s.Fixed[cl]++
 		}
 	}
@@ -90,7 +90,7 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer a.close()
-	rep, err := a.engine.Reconcile(ctx, sync.ReconcileOptions{Routes: routes, Projects: reconcileProjects(a.cfg), DryRun: dry})
+	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: routes, Projects: reconcileProjects(a.cfg), DryRun: dry})
 	if err != nil {
 		return err
 	}
@@ -150,12 +150,12 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // as queued.
 func (a *app) reportPass(ctx context.Context, sum *reconcileSummary, wait time.Duration) error {
 	sum.ByClass, sum.Duplicates, sum.Drifted = map[string]int{}, 0, 0
-	done := map[sync.Key]bool{}
-	var mu gosync.Mutex
+	done := map[qsync.Key]bool{}
+	var mu sync.Mutex
 	deadline := time.Now().Add(wait)
 	pending := sum.KeyList
 	for {
-		err := a.engine.ProcessUntilIdle(ctx, func(j sync.Job, res sync.Result, err error) {
+		err := a.engine.ProcessUntilIdle(ctx, func(j qsync.Job, res qsync.Result, err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if done[j.Key] || res.Plan.Wait > 0 {
@@ -163,15 +163,15 @@ func (a *app) reportPass(ctx context.Context, sum *reconcileSummary, wait time.D
 			}
 			done[j.Key] = true
 			outcome := res.Outcome
-			if sync.IsPermanent(err) {
-				outcome = sync.OutcomeDead
+			if qsync.IsPermanent(err) {
+				outcome = qsync.OutcomeDead
 			}
-			sum.count(outcome, err != nil && !sync.IsPermanent(err), res.Drift)
+			sum.count(outcome, err != nil && !qsync.IsPermanent(err), res.Drift)
 		})
 		if err != nil {
 			return err
 		}
-		var still []sync.Key
+		var still []qsync.Key
 		for _, k := range pending {
 			if done[k] {
 				continue
@@ -180,7 +180,7 @@ func (a *app) reportPass(ctx context.Context, sum *reconcileSummary, wait time.D
 			if err != nil {
 				return err
 			}
-			if i := slices.IndexFunc(entries, func(e sync.LedgerEntry) bool { return !e.At.Before(sum.Started) }); i >= 0 {
+			if i := slices.IndexFunc(entries, func(e qsync.LedgerEntry) bool { return !e.At.Before(sum.Started) }); i >= 0 {
 				done[k] = true
 				sum.count(entries[i].Outcome, false, entries[i].Drift)
 				continue
@@ -292,7 +292,7 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		if !found {
-			return fmt.Errorf("dead letter %d: %w", id, sync.ErrNotFound)
+			return fmt.Errorf("dead letter %d: %w", id, qsync.ErrNotFound)
 		}
 		if c.output == "json" {
 			return emit(d)

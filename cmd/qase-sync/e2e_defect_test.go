@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func hasLabel(labels []string, l string) bool { return slices.Contains(labels, l) }
@@ -48,7 +48,7 @@ func TestDefectLifecycleToJira(t *testing.T) {
 	if is.Priority != "Medium" || is.Status != "To Do" {
 		t.Fatalf("priority/status = %q/%q, want Medium/To Do", is.Priority, is.Status)
 	}
-	for _, l := range []string{"qase", "qase-id", "severity-normal", "qase-sync", sync.MarkerFor(sync.Key{Route: "defects-to-jira", EntityRef: sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: 1}}).Label} {
+	for _, l := range []string{"qase", "qase-id", "severity-normal", "qase-sync", qsync.MarkerFor(qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 1}}).Label} {
 		if !hasLabel(is.Labels, l) {
 			t.Errorf("label %q missing from %v", l, is.Labels)
 		}
@@ -96,7 +96,7 @@ func TestDefectLifecycleToJira(t *testing.T) {
 	}
 	// Idempotence: a reconcile pass writes nothing.
 	writes = h.jira.WriteCount()
-	if _, err := h.a.engine.Reconcile(context.Background(), sync.ReconcileOptions{}); err != nil {
+	if _, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h.drain()
@@ -240,26 +240,26 @@ func TestWebhookBadInput(t *testing.T) {
 // failLinkOnce simulates a crash between "issue created" and "link saved":
 // the first save of a linked link fails as if the process died there.
 type failLinkOnce struct {
-	sync.Store
+	qsync.Store
 	failed bool
 }
 
-func (f *failLinkOnce) SaveLink(ctx context.Context, l sync.Link) error {
+func (f *failLinkOnce) SaveLink(ctx context.Context, l qsync.Link) error {
 	if err := f.crash(l); err != nil {
 		return err
 	}
 	return f.Store.SaveLink(ctx, l)
 }
 
-func (f *failLinkOnce) SaveLinkFenced(ctx context.Context, l sync.Link, j sync.Job) error {
+func (f *failLinkOnce) SaveLinkFenced(ctx context.Context, l qsync.Link, j qsync.Job) error {
 	if err := f.crash(l); err != nil {
 		return err
 	}
 	return f.Store.SaveLinkFenced(ctx, l, j)
 }
 
-func (f *failLinkOnce) crash(l sync.Link) error {
-	if l.State == sync.LinkLinked && !f.failed {
+func (f *failLinkOnce) crash(l qsync.Link) error {
+	if l.State == qsync.LinkLinked && !f.failed {
 		f.failed = true
 		return errors.New("simulated crash before the link was saved")
 	}
@@ -270,15 +270,15 @@ func (f *failLinkOnce) crash(l sync.Link) error {
 // marker and adopts it instead of filing a second one (invariant I2).
 func TestCrashBetweenCreateAndLinkAdopts(t *testing.T) {
 	var wrapped *failLinkOnce
-	h := newHarness(t, harnessOpts{wrapStore: func(s sync.Store) sync.Store { wrapped = &failLinkOnce{Store: s}; return wrapped }})
+	h := newHarness(t, harnessOpts{wrapStore: func(s qsync.Store) qsync.Store { wrapped = &failLinkOnce{Store: s}; return wrapped }})
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	if !wrapped.failed {
 		t.Fatal("the simulated crash did not happen")
 	}
 	is := onlyIssue(t, h.jira)
-	link, found, err := h.a.store.Link(context.Background(), sync.Key{Route: "defects-to-jira", EntityRef: sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: 1}})
-	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != is.ID {
+	link, found, err := h.a.store.Link(context.Background(), qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 1}})
+	if err != nil || !found || link.State != qsync.LinkLinked || link.Issue.ID != is.ID {
 		t.Fatalf("link = %+v found=%v err=%v, want linked to %s", link, found, err, is.ID)
 	}
 	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,7 +19,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Fault injection through the real binary: a stream of webhook deliveries
@@ -43,7 +43,7 @@ type faultDelivery struct{ body []byte }
 // no 2xx answer (refused, reset, 503) is sent again until acknowledged.
 type faultClient struct {
 	url      string
-	mu       gosync.Mutex
+	mu       sync.Mutex
 	answers  map[string][]string // body -> every 2xx status answered ("accepted", "duplicate", "ignored")
 	acked    atomic.Int64
 	unacked  atomic.Int64 // attempts without a 2xx answer
@@ -54,7 +54,7 @@ type faultClient struct {
 // called off the test goroutine, so it reports instead of failing.
 func (c *faultClient) send(ds []faultDelivery, workers int) error {
 	ch := make(chan faultDelivery)
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	var late atomic.Int64
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -131,14 +131,14 @@ func faultInjector(jira *jirafake.Server, gh *githubfake.Server, every time.Dura
 
 const faultRepo = "acme/qa"
 
-func faultKey(route string, kind sync.Kind, id int) sync.Key {
-	return sync.Key{Route: route, EntityRef: sync.EntityRef{Project: "ID", Kind: kind, ID: int64(id)}}
+func faultKey(route string, kind qsync.Kind, id int) qsync.Key {
+	return qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: "ID", Kind: kind, ID: int64(id)}}
 }
 
 // ghIssuesFor returns the (not deleted) GitHub issues stamped with the key's marker.
-func ghIssuesFor(gh *githubfake.Server, k sync.Key) []githubfake.IssueState {
+func ghIssuesFor(gh *githubfake.Server, k qsync.Key) []githubfake.IssueState {
 	var out []githubfake.IssueState
-	stamp := "<!-- qase-sync:marker " + sync.MarkerFor(k).ID + " -->"
+	stamp := "<!-- qase-sync:marker " + qsync.MarkerFor(k).ID + " -->"
 	for _, is := range gh.Issues(faultRepo) {
 		if !is.Deleted && strings.Contains(is.Body, stamp) {
 			out = append(out, is)
@@ -269,12 +269,12 @@ func TestFaultStreamWithKills(t *testing.T) {
 	p = startBinary(t, cfg, url, logs)
 
 	// Wait until every phase-A entity has its issue.
-	defectKey := func(i int) sync.Key { return faultKey("defects-to-jira", sync.KindDefect, i) }
-	reviewKey := func(j int) sync.Key { return faultKey("declined-reviews-to-github", sync.KindReview, j) }
-	runKey := func(k int) sync.Key { return faultKey("failed-runs-to-github", sync.KindRun, k) }
+	defectKey := func(i int) qsync.Key { return faultKey("defects-to-jira", qsync.KindDefect, i) }
+	reviewKey := func(j int) qsync.Key { return faultKey("declined-reviews-to-github", qsync.KindReview, j) }
+	runKey := func(k int) qsync.Key { return faultKey("failed-runs-to-github", qsync.KindRun, k) }
 	allFiled := func() bool {
 		for i := 1; i <= nDefects; i++ {
-			if len(jira.IssueByLabel(sync.MarkerFor(defectKey(i)).Label)) == 0 {
+			if len(jira.IssueByLabel(qsync.MarkerFor(defectKey(i)).Label)) == 0 {
 				return false
 			}
 		}
@@ -344,7 +344,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Errorf("jira has %d issues, want %d", n, nDefects)
 	}
 	for i := 1; i <= nDefects; i++ {
-		found := jira.IssueByLabel(sync.MarkerFor(defectKey(i)).Label)
+		found := jira.IssueByLabel(qsync.MarkerFor(defectKey(i)).Label)
 		if len(found) != 1 {
 			t.Errorf("defect %d has %d jira issues", i, len(found))
 			continue
@@ -440,7 +440,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	links, err := store.Links(ctx, "", sync.Key{}, 1000)
+	links, err := store.Links(ctx, "", qsync.Key{}, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Errorf("%d links in the store, want %d", len(links), nDefects+nReviews+nRuns)
 	}
 	for _, l := range links {
-		if l.State != sync.LinkLinked {
+		if l.State != qsync.LinkLinked {
 			t.Errorf("link %s is %s", l.Key, l.State)
 			continue
 		}

@@ -24,7 +24,7 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Operations tests: the real binary under signals, /metrics, dead letters
@@ -249,13 +249,13 @@ func opsEvent(name, project string, ts int64, payload map[string]any) []byte {
 }
 
 // adminEvents reads the event ledger summary through the admin API.
-func adminEvents(t *testing.T, url string) sync.EventStatus {
+func adminEvents(t *testing.T, url string) qsync.EventStatus {
 	t.Helper()
 	code, body := opsGet(url+"/admin/events", opsAdminToken)
 	if code != http.StatusOK {
 		t.Fatalf("GET /admin/events: %d %s", code, body)
 	}
-	var st sync.EventStatus
+	var st qsync.EventStatus
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("GET /admin/events: %v: %s", err, body)
 	}
@@ -448,16 +448,16 @@ func TestOpsDeadLetters(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deadletters list: exit %d: %s", code, errOut)
 	}
-	var dls []sync.DeadLetter
+	var dls []qsync.DeadLetter
 	if err := json.Unmarshal([]byte(out), &dls); err != nil {
 		t.Fatalf("list --output json: %v: %s", err, out)
 	}
 	if len(dls) != 2 {
 		t.Fatalf("dead letters = %+v, want 2", dls)
 	}
-	byID := map[int64]sync.DeadLetter{}
+	byID := map[int64]qsync.DeadLetter{}
 	for _, d := range dls {
-		if d.Key.Route != "defects-to-jira" || d.Key.Kind != sync.KindDefect || d.Attempts != 1 {
+		if d.Key.Route != "defects-to-jira" || d.Key.Kind != qsync.KindDefect || d.Attempts != 1 {
 			t.Errorf("dead letter %+v: want route defects-to-jira, 1 attempt (permanent)", d)
 		}
 		if !strings.Contains(d.Reason, "400") {
@@ -497,12 +497,12 @@ func TestOpsDeadLetters(t *testing.T) {
 		}
 	}
 	code, body := opsGet(h.url+"/admin/deadletters", opsAdminToken)
-	var apiDLs []sync.DeadLetter
+	var apiDLs []qsync.DeadLetter
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &apiDLs) != nil || len(apiDLs) != 2 {
 		t.Fatalf("admin list: %d %s", code, body)
 	}
 	code, body = opsGet(h.url+"/admin/deadletters/"+id41, opsAdminToken)
-	var one sync.DeadLetter
+	var one qsync.DeadLetter
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &one) != nil || one.Key.ID != 41 || one.Attempts != 1 || one.Reason == "" {
 		t.Fatalf("admin show: %d %s", code, body)
 	}
@@ -560,7 +560,7 @@ func TestOpsDeadLetters(t *testing.T) {
 	}
 	resp.Body.Close()
 	h.drain()
-	if got := h.jira.IssueByLabel(sync.MarkerFor(sync.Key{Route: "defects-to-jira", EntityRef: sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: 43}}).Label); len(got) != 1 {
+	if got := h.jira.IssueByLabel(qsync.MarkerFor(qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 43}}).Label); len(got) != 1 {
 		t.Fatalf("issues for defect 43 after admin retry: %d, want 1", len(got))
 	}
 }
@@ -643,8 +643,8 @@ func TestOpsGracefulShutdown(t *testing.T) {
 	}
 	done := 0
 	for id := 1; id <= n; id++ {
-		k := sync.Key{Route: "defects-to-jira", EntityRef: sync.EntityRef{Project: "ID", Kind: sync.KindDefect, ID: int64(id)}}
-		found := jira.IssueByLabel(sync.MarkerFor(k).Label)
+		k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: int64(id)}}
+		found := jira.IssueByLabel(qsync.MarkerFor(k).Label)
 		if len(found) > 1 {
 			t.Fatalf("defect %d has %d issues", id, len(found))
 		}
@@ -653,11 +653,11 @@ func TestOpsGracefulShutdown(t *testing.T) {
 		}
 		done++
 		link, ok, err := st.Link(ctx, k)
-		if err != nil || !ok || link.State != sync.LinkLinked || link.Issue.ID != found[0].ID {
+		if err != nil || !ok || link.State != qsync.LinkLinked || link.Issue.ID != found[0].ID {
 			t.Fatalf("defect %d: link %+v found=%v err=%v, want linked to %s", id, link, ok, err, found[0].ID)
 		}
 		led, err := st.Ledger(ctx, k, 10)
-		if err != nil || len(led) == 0 || led[0].Outcome != sync.OutcomeApplied {
+		if err != nil || len(led) == 0 || led[0].Outcome != qsync.OutcomeApplied {
 			t.Fatalf("defect %d: ledger %+v (%v), want applied", id, led, err)
 		}
 	}
@@ -691,7 +691,7 @@ func TestOpsGracefulShutdown(t *testing.T) {
 	if got := len(jira.Issues()); got != n {
 		t.Fatalf("%d issues 15 s after restart, want %d (a job lease survived shutdown?)", got, n)
 	}
-	waitLedger(t, url, func(s sync.EventStatus) bool { return s.Pending == 0 }, 10*time.Second)
+	waitLedger(t, url, func(s qsync.EventStatus) bool { return s.Pending == 0 }, 10*time.Second)
 	if ev := adminEvents(t, url); ev.Applied != n || ev.Dead != 0 || ev.Noop != 0 {
 		t.Fatalf("ledger after restart = %+v, want %d applied", ev, n)
 	}
@@ -761,7 +761,7 @@ func TestOpsReadyzFailsBeforeExit(t *testing.T) {
 }
 
 // waitLedger polls the admin ledger summary until ok or the timeout.
-func waitLedger(t *testing.T, url string, ok func(sync.EventStatus) bool, d time.Duration) sync.EventStatus {
+func waitLedger(t *testing.T, url string, ok func(qsync.EventStatus) bool, d time.Duration) qsync.EventStatus {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -876,7 +876,7 @@ func TestOpsJobOverLeaseDeadLetters(t *testing.T) {
 	if code, body := opsPost(url+"/webhooks/qase", mustRead(t, "defect.created.json")); code != http.StatusAccepted {
 		t.Fatalf("deliver: %d %s", code, body)
 	}
-	var dls []sync.DeadLetter
+	var dls []qsync.DeadLetter
 	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline) && len(dls) == 0; time.Sleep(100 * time.Millisecond) {
 		_, body := opsGet(url+"/admin/deadletters", opsAdminToken)
 		_ = json.Unmarshal([]byte(body), &dls)

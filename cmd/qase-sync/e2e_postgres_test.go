@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,7 +79,7 @@ func TestPostgresReplicasShareWork(t *testing.T) {
 			t.Errorf("%s %d: %d %s", name, id, code, resp)
 		}
 	}
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	for id := 1; id <= n; id++ {
 		wg.Add(2)
 		go func(id int) { defer wg.Done(); send(a, "defect.created", id) }(id)

@@ -15,7 +15,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // End-to-end tests of the reconciler: the fake Qase API is the source of
@@ -59,18 +59,18 @@ func recRoutes(t testing.TB) string {
 	return strings.TrimRight(r, "\n") + "\n" + recGitHubDefects
 }
 
-func recKey(route, project string, kind sync.Kind, id int64) sync.Key {
-	return sync.Key{Route: route, EntityRef: sync.EntityRef{Project: project, Kind: kind, ID: id}}
+func recKey(route, project string, kind qsync.Kind, id int64) qsync.Key {
+	return qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: project, Kind: kind, ID: id}}
 }
 
-func recDefectKey(id int64) sync.Key { return recKey("defects-to-jira", "ID", sync.KindDefect, id) }
-func recGHDefectKey(id int64) sync.Key {
-	return recKey("defects-to-github", "GHD", sync.KindDefect, id)
+func recDefectKey(id int64) qsync.Key { return recKey("defects-to-jira", "ID", qsync.KindDefect, id) }
+func recGHDefectKey(id int64) qsync.Key {
+	return recKey("defects-to-github", "GHD", qsync.KindDefect, id)
 }
-func recReviewKey(id int64) sync.Key {
-	return recKey("declined-reviews-to-github", "ID", sync.KindReview, id)
+func recReviewKey(id int64) qsync.Key {
+	return recKey("declined-reviews-to-github", "ID", qsync.KindReview, id)
 }
-func recRunKey(id int64) sync.Key { return recKey("failed-runs-to-github", "ID", sync.KindRun, id) }
+func recRunKey(id int64) qsync.Key { return recKey("failed-runs-to-github", "ID", qsync.KindRun, id) }
 
 // newRecHarness starts the service against the fake Qase API with the
 // projects ID and GHD existing there.
@@ -90,9 +90,9 @@ func newRecHarness(t *testing.T, o harnessOpts) (*harness, harnessOpts) {
 // all) and waits for its jobs. Passes over fewer routes keep GitHub's
 // default pacing (1 call/s after a burst of 10, listings included) from
 // slowing the suite.
-func (h *harness) recReconcile(routes ...string) sync.ReconcileReport {
+func (h *harness) recReconcile(routes ...string) qsync.ReconcileReport {
 	h.t.Helper()
-	rep, err := h.a.engine.Reconcile(context.Background(), sync.ReconcileOptions{Routes: routes})
+	rep, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{Routes: routes})
 	if err != nil {
 		h.t.Fatalf("reconcile: %v\nlogs:\n%s", err, tail(h.logs.String(), 40))
 	}
@@ -142,7 +142,7 @@ func (h *harness) recNoDeadLetters() {
 	}
 }
 
-func (h *harness) recLink(k sync.Key) sync.Link {
+func (h *harness) recLink(k qsync.Key) qsync.Link {
 	h.t.Helper()
 	l, found, err := h.a.store.Link(context.Background(), k)
 	if err != nil || !found {
@@ -171,9 +171,9 @@ func recPutFailedRun(h *harness, id int64, title string) {
 }
 
 // recJiraIssue returns the one Jira issue carrying the key's marker label.
-func recJiraIssue(t *testing.T, f *jirafake.Server, k sync.Key) jirafake.IssueState {
+func recJiraIssue(t *testing.T, f *jirafake.Server, k qsync.Key) jirafake.IssueState {
 	t.Helper()
-	list := f.IssueByLabel(sync.MarkerFor(k).Label)
+	list := f.IssueByLabel(qsync.MarkerFor(k).Label)
 	if len(list) != 1 {
 		t.Fatalf("%s: %d jira issues carry its marker, want 1: %+v", k, len(list), list)
 	}
@@ -182,11 +182,11 @@ func recJiraIssue(t *testing.T, f *jirafake.Server, k sync.Key) jirafake.IssueSt
 
 // recGHIssue returns the one live GitHub issue whose body carries the
 // key's marker.
-func recGHIssue(t *testing.T, f *githubfake.Server, k sync.Key) githubfake.IssueState {
+func recGHIssue(t *testing.T, f *githubfake.Server, k qsync.Key) githubfake.IssueState {
 	t.Helper()
 	var found []githubfake.IssueState
 	for _, is := range f.Issues(recRepo) {
-		if !is.Deleted && is.MovedTo == "" && strings.Contains(is.Body, sync.MarkerFor(k).ID) {
+		if !is.Deleted && is.MovedTo == "" && strings.Contains(is.Body, qsync.MarkerFor(k).ID) {
 			found = append(found, is)
 		}
 	}
@@ -282,7 +282,7 @@ func TestRecMissingIssueFiled(t *testing.T) {
 	if is.Summary != "[ID-7] Checkout broken" || is.Priority != "High" || is.Status != "In Progress" || !strings.Contains(is.Description, "Actual Checkout broken") {
 		t.Fatalf("filed issue = %q / %q / %q / %q", is.Summary, is.Priority, is.Status, is.Description)
 	}
-	if l := h.recLink(recDefectKey(7)); l.State != sync.LinkLinked || l.Issue.ID != is.ID {
+	if l := h.recLink(recDefectKey(7)); l.State != qsync.LinkLinked || l.Issue.ID != is.ID {
 		t.Fatalf("link %+v, want linked to %s", l, is.ID)
 	}
 	run := recGHIssue(t, h.gh, recRunKey(4))
@@ -459,8 +459,8 @@ func TestRecOrphan(t *testing.T) {
 	recPutFailedRun(h, 1, "Nightly")
 	h.recReconcile()
 
-	h.qase.Delete("ID", sync.KindDefect, 1)
-	h.qase.Delete("ID", sync.KindRun, 1)
+	h.qase.Delete("ID", qsync.KindDefect, 1)
+	h.qase.Delete("ID", qsync.KindRun, 1)
 	h.recReconcile()
 
 	is := recJiraIssue(t, h.jira, recDefectKey(1))
@@ -676,11 +676,11 @@ func TestRecReadCost(t *testing.T) {
 		k := recDefectKey(id)
 		a := attrs(id)
 		delete(a, "id")
-		d, err := h.a.mapper.Desired(k.Route, sync.Entity{Ref: k.EntityRef, Attrs: a})
+		d, err := h.a.mapper.Desired(k.Route, qsync.Entity{Ref: k.EntityRef, Attrs: a})
 		if err != nil || d.Skip || !d.Create {
 			t.Fatalf("desired %s: %+v %v", k, d, err)
 		}
-		m := sync.MarkerFor(k)
+		m := qsync.MarkerFor(k)
 		prop, _ := json.Marshal(map[string]string{"marker": m.ID})
 		return jirafake.IssueState{Project: d.Spec.Project, Type: d.Spec.Type, Summary: d.Spec.Title, Description: d.Spec.Body,
 			Labels: append(append([]string{}, d.Spec.Labels...), "qase-sync", m.Label), Priority: d.Spec.Priority,
@@ -706,7 +706,7 @@ func TestRecReadCost(t *testing.T) {
 	// First pass over the seeded links: converged already, so no writes.
 	j0, g0 := h.recWrites()
 	start := time.Now()
-	if _, err := h.a.engine.Reconcile(ctx, sync.ReconcileOptions{}); err != nil {
+	if _, err := h.a.engine.Reconcile(ctx, qsync.ReconcileOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h.recWaitIdle(2 * time.Minute)
@@ -720,7 +720,7 @@ func TestRecReadCost(t *testing.T) {
 	h.jira.ResetRequests()
 	h.gh.ResetLog()
 	start = time.Now()
-	rep, err := h.a.engine.Reconcile(ctx, sync.ReconcileOptions{})
+	rep, err := h.a.engine.Reconcile(ctx, qsync.ReconcileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,7 +811,7 @@ func recRun(t *testing.T, args ...string) string {
 
 // recStoreLinks reads every link straight from the SQLite file (the service
 // is stopped), checking on the way that no job is queued.
-func recStoreLinks(t *testing.T, h *harness) map[string]sync.Link {
+func recStoreLinks(t *testing.T, h *harness) map[string]qsync.Link {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(h.dir, "qase-sync.db")})
@@ -822,9 +822,9 @@ func recStoreLinks(t *testing.T, h *harness) map[string]sync.Link {
 	if depth, err := st.QueueDepth(ctx); err != nil || depth != 0 {
 		t.Fatalf("queue depth %d (%v): jobs left behind", depth, err)
 	}
-	out := map[string]sync.Link{}
+	out := map[string]qsync.Link{}
 	for _, route := range []string{"defects-to-jira", "defects-to-github", "declined-reviews-to-github", "failed-runs-to-github"} {
-		ls, err := st.Links(ctx, route, sync.Key{}, 10000)
+		ls, err := st.Links(ctx, route, qsync.Key{}, 10000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -899,7 +899,7 @@ func TestRecCLIDryRun(t *testing.T) {
 		Checked int            `json:"checked"`
 		Drifted int            `json:"drifted"`
 		ByClass map[string]int `json:"by_class"`
-		Keys    []sync.KeyReport
+		Keys    []qsync.KeyReport
 	}
 	if err := json.Unmarshal([]byte(js), &sum); err != nil {
 		t.Fatalf("json output does not parse: %v\n%s", err, js)
@@ -907,7 +907,7 @@ func TestRecCLIDryRun(t *testing.T) {
 	if sum.Drifted != 4 || sum.ByClass["fields"] != 1 || sum.ByClass["status"] != 1 || sum.ByClass["missing"] != 1 || sum.ByClass["dangling"] != 1 || len(sum.Keys) != 4 {
 		t.Fatalf("json summary = %+v, want 4 drifted keys (fields, status, missing, dangling)", sum)
 	}
-	var fieldOps []sync.Op
+	var fieldOps []qsync.Op
 	for _, k := range sum.Keys {
 		if k.Key == recDefectKey(1).String() {
 			fieldOps = k.Ops
@@ -991,7 +991,7 @@ func TestRecLinksRebuild(t *testing.T) {
 		t.Fatalf("%d links after rebuild, want %d", len(after), len(before))
 	}
 	for k, id := range before {
-		if after[k].Issue.ID != id || after[k].State != sync.LinkLinked {
+		if after[k].Issue.ID != id || after[k].State != qsync.LinkLinked {
 			t.Errorf("link %s after rebuild = %+v, want issue %s", k, after[k].Issue, id)
 		}
 	}
@@ -1049,10 +1049,10 @@ func TestRecLostDatabaseWithoutRebuild(t *testing.T) {
 	recLoseDatabase(t, h)
 	h.start(o)
 	h.recReconcile("defects-to-jira", "defects-to-github")
-	jn := len(h.jira.IssueByLabel(sync.MarkerFor(recDefectKey(1)).Label))
+	jn := len(h.jira.IssueByLabel(qsync.MarkerFor(recDefectKey(1)).Label))
 	var gn int
 	for _, is := range recLiveGitHub(h.gh) {
-		if strings.Contains(is.Body, sync.MarkerFor(recGHDefectKey(1)).ID) {
+		if strings.Contains(is.Body, qsync.MarkerFor(recGHDefectKey(1)).ID) {
 			gn++
 		}
 	}
@@ -1080,7 +1080,7 @@ func TestRecConfiguredProjects(t *testing.T) {
 	recPutDefect(h, "ID", 5, "Only in the API", "normal", "open")
 	h.stop()
 	out := recRun(t, "reconcile", "-c", h.cfg, "--route", "defects-to-jira")
-	if n := len(h.jira.IssueByLabel(sync.MarkerFor(recDefectKey(5)).Label)); n != 1 {
+	if n := len(h.jira.IssueByLabel(qsync.MarkerFor(recDefectKey(5)).Label)); n != 1 {
 		t.Fatalf("reconcile.projects [ID]: missing defect filed %d times, want 1:\n%s", n, out)
 	}
 	if is := recJiraIssue(t, h.jira, recDefectKey(5)); is.Summary != "[ID-5] Only in the API" {
@@ -1096,7 +1096,7 @@ func TestRecScheduled(t *testing.T) {
 	recPutFailedRun(h, 2, "Missed run")
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		if len(h.jira.IssueByLabel(sync.MarkerFor(recDefectKey(9)).Label)) == 1 && len(recLiveGitHub(h.gh)) == 1 {
+		if len(h.jira.IssueByLabel(qsync.MarkerFor(recDefectKey(9)).Label)) == 1 && len(recLiveGitHub(h.gh)) == 1 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -1121,7 +1121,7 @@ func TestRecScheduled(t *testing.T) {
 	if !strings.Contains(h.logs.String(), `"msg":"reconcile pass"`) {
 		t.Fatal("no scheduled reconcile pass was logged")
 	}
-	if n := len(h.jira.IssueByLabel(sync.MarkerFor(recDefectKey(9)).Label)); n != 1 {
+	if n := len(h.jira.IssueByLabel(qsync.MarkerFor(recDefectKey(9)).Label)); n != 1 {
 		t.Fatalf("repeated passes filed %d issues", n)
 	}
 }

@@ -9,14 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // End-to-end tests for test-case reviews and test runs: every review.* and
@@ -125,8 +125,8 @@ func rrLedger(t *testing.T, h *harness, accepted int) {
 	}
 }
 
-func rrKey(route, project string, kind sync.Kind, id int64) sync.Key {
-	return sync.Key{Route: route, EntityRef: sync.EntityRef{Project: project, Kind: kind, ID: id}}
+func rrKey(route, project string, kind qsync.Kind, id int64) qsync.Key {
+	return qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: project, Kind: kind, ID: id}}
 }
 
 // TestRRReviewLifecycle drives every newest-shape review.* payload (and
@@ -169,7 +169,7 @@ func TestRRReviewLifecycle(t *testing.T) {
 	rrState(t, is, "open", "")
 	rrContains(t, "body", is.Body, "**ID-2** was declined by Bob Bar", "Case: ID-25", "Author: Bob Bar",
 		"Approval: unknown", "(https://app.qase.io/review/ID/2)")
-	marker := sync.MarkerFor(rrKey("declined-reviews-to-github", "ID", sync.KindReview, 2))
+	marker := qsync.MarkerFor(rrKey("declined-reviews-to-github", "ID", qsync.KindReview, 2))
 	rrContains(t, "body", is.Body, "<!-- qase-sync:marker "+marker.ID+" -->")
 	for _, l := range []string{"qase", "qase-review", "qase-sync"} {
 		if !hasLabel(is.Labels, l) {
@@ -266,14 +266,14 @@ func TestRRReviewLifecycle(t *testing.T) {
 	}
 	rrLedger(t, h, accepted)
 
-	link, found, err := h.a.store.Link(context.Background(), rrKey("declined-reviews-to-github", "ID", sync.KindReview, 2))
-	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != "1" || link.Tracker != "github" {
+	link, found, err := h.a.store.Link(context.Background(), rrKey("declined-reviews-to-github", "ID", qsync.KindReview, 2))
+	if err != nil || !found || link.State != qsync.LinkLinked || link.Issue.ID != "1" || link.Tracker != "github" {
 		t.Fatalf("link = %+v found=%v err=%v", link, found, err)
 	}
 	// Idempotence: a reconcile pass (verifying against the live issue)
 	// writes nothing.
 	writes = h.gh.WriteCount()
-	if _, err := h.a.engine.Reconcile(context.Background(), sync.ReconcileOptions{}); err != nil {
+	if _, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h.drain()
@@ -342,7 +342,7 @@ func TestRRReviewLegacyLifecycle(t *testing.T) {
 		t.Fatalf("final comments = %+v", is.Comments)
 	}
 	rrLedger(t, h, 9)
-	if _, found, _ := h.a.store.Link(context.Background(), rrKey("declined-reviews-to-github", "DEMO", sync.KindReview, 5)); !found {
+	if _, found, _ := h.a.store.Link(context.Background(), rrKey("declined-reviews-to-github", "DEMO", qsync.KindReview, 5)); !found {
 		t.Fatal("no link for DEMO/review/5")
 	}
 }
@@ -725,9 +725,9 @@ func TestRRCommitThenFailAdopts(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {
 		t.Fatal("adoption was not logged")
 	}
-	k := rrKey("declined-reviews-to-github", "ID", sync.KindReview, 2)
+	k := rrKey("declined-reviews-to-github", "ID", qsync.KindReview, 2)
 	link, found, err := h.a.store.Link(context.Background(), k)
-	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != "1" {
+	if err != nil || !found || link.State != qsync.LinkLinked || link.Issue.ID != "1" {
 		t.Fatalf("link = %+v found=%v err=%v, want linked to #%d", link, found, err, is.Number)
 	}
 	if st := h.eventStatus(); st.Applied != 1 || st.Dead != 0 || st.Pending != 0 {
@@ -743,19 +743,19 @@ func TestRRCommitThenFailAdopts(t *testing.T) {
 // rrFailLinkOnce simulates a crash between "issue created" and "link
 // saved": the first save of a linked link fails.
 type rrFailLinkOnce struct {
-	sync.Store
+	qsync.Store
 	failed atomic.Bool
 }
 
-func (f *rrFailLinkOnce) SaveLink(ctx context.Context, l sync.Link) error {
-	if l.State == sync.LinkLinked && f.failed.CompareAndSwap(false, true) {
+func (f *rrFailLinkOnce) SaveLink(ctx context.Context, l qsync.Link) error {
+	if l.State == qsync.LinkLinked && f.failed.CompareAndSwap(false, true) {
 		return errors.New("simulated crash before the link was saved")
 	}
 	return f.Store.SaveLink(ctx, l)
 }
 
-func (f *rrFailLinkOnce) SaveLinkFenced(ctx context.Context, l sync.Link, j sync.Job) error {
-	if l.State == sync.LinkLinked && f.failed.CompareAndSwap(false, true) {
+func (f *rrFailLinkOnce) SaveLinkFenced(ctx context.Context, l qsync.Link, j qsync.Job) error {
+	if l.State == qsync.LinkLinked && f.failed.CompareAndSwap(false, true) {
 		return errors.New("simulated crash before the link was saved")
 	}
 	return f.Store.SaveLinkFenced(ctx, l, j)
@@ -766,7 +766,7 @@ func (f *rrFailLinkOnce) SaveLinkFenced(ctx context.Context, l sync.Link, j sync
 func TestRRLinkSaveCrashAdopts(t *testing.T) {
 	t.Parallel()
 	var wrapped *rrFailLinkOnce
-	h := newHarness(t, harnessOpts{wrapStore: func(s sync.Store) sync.Store { wrapped = &rrFailLinkOnce{Store: s}; return wrapped }})
+	h := newHarness(t, harnessOpts{wrapStore: func(s qsync.Store) qsync.Store { wrapped = &rrFailLinkOnce{Store: s}; return wrapped }})
 	rrSend(h, "/webhooks/qase", rrCraft(t, "run.completed.json", func(_, p map[string]any) { p["failed"] = 1 }), http.StatusAccepted)
 	h.drain()
 	if !wrapped.failed.Load() {
@@ -776,8 +776,8 @@ func TestRRLinkSaveCrashAdopts(t *testing.T) {
 	if is.Title != "Test run failed: run 2" || h.gh.WriteCount() != 1 {
 		t.Fatalf("issue %q after %d writes, want one create", is.Title, h.gh.WriteCount())
 	}
-	link, found, err := h.a.store.Link(context.Background(), rrKey("failed-runs-to-github", "ID", sync.KindRun, 2))
-	if err != nil || !found || link.State != sync.LinkLinked || link.Issue.ID != "1" {
+	link, found, err := h.a.store.Link(context.Background(), rrKey("failed-runs-to-github", "ID", qsync.KindRun, 2))
+	if err != nil || !found || link.State != qsync.LinkLinked || link.Issue.ID != "1" {
 		t.Fatalf("link = %+v found=%v err=%v", link, found, err)
 	}
 	if !strings.Contains(h.logs.String(), "adopting the issue that carries this key's marker") {
@@ -799,7 +799,7 @@ func TestRRSecondaryRateLimitRetry(t *testing.T) {
 	// Watch the fake's request log and note when each request showed up
 	// (the fake keeps no timestamps); 2ms polling is the precision.
 	var (
-		mu   gosync.Mutex
+		mu   sync.Mutex
 		seen []time.Time
 		stop = make(chan struct{})
 		done = make(chan struct{})
@@ -865,8 +865,8 @@ func TestRRSecondaryRateLimitRetry(t *testing.T) {
 	}
 	rrState(t, rrOnlyIssue(t, h.gh, rrRepo), "open", "")
 	rrLedger(t, h, 1)
-	entries, err := h.a.store.Ledger(context.Background(), rrKey("declined-reviews-to-github", "ID", sync.KindReview, 2), 10)
-	if err != nil || len(entries) != 1 || entries[0].Outcome != sync.OutcomeApplied {
+	entries, err := h.a.store.Ledger(context.Background(), rrKey("declined-reviews-to-github", "ID", qsync.KindReview, 2), 10)
+	if err != nil || len(entries) != 1 || entries[0].Outcome != qsync.OutcomeApplied {
 		t.Fatalf("key ledger = %+v err=%v, want one applied entry", entries, err)
 	}
 }
@@ -938,7 +938,7 @@ func TestRRPlan(t *testing.T) {
 			t.Fatalf("plan json = %+v", po)
 		}
 		op := po.Routes[0].Ops[0]
-		if op.Op.Kind != sync.OpCreate || len(op.Requests) != 1 || op.Requests[0].Method != http.MethodPost || op.Requests[0].Path != "/repos/acme/qa/issues" {
+		if op.Op.Kind != qsync.OpCreate || len(op.Requests) != 1 || op.Requests[0].Method != http.MethodPost || op.Requests[0].Path != "/repos/acme/qa/issues" {
 			t.Fatalf("first op = %+v", op)
 		}
 		var body struct {

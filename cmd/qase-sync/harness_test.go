@@ -10,14 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // The end-to-end harness runs the real application (config loading,
@@ -31,7 +31,7 @@ type harnessOpts struct {
 	extraYAML string // appended to the config (e.g. reconcile:)
 	routes    string // mapping routes; default: the shipped example routes
 	store     string // "" = sqlite in a temp dir, or a postgres DSN
-	wrapStore func(sync.Store) sync.Store
+	wrapStore func(qsync.Store) qsync.Store
 }
 
 type harness struct {
@@ -50,7 +50,7 @@ type harness struct {
 
 // syncBuffer is a goroutine-safe log sink, so tests can assert on logs.
 type syncBuffer struct {
-	mu  gosync.Mutex
+	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
@@ -277,7 +277,7 @@ func (h *harness) drain() {
 	h.t.Fatalf("queue did not drain; logs:\n%s", tail(h.logs.String(), 60))
 }
 
-func (h *harness) eventStatus() sync.EventStatus {
+func (h *harness) eventStatus() qsync.EventStatus {
 	h.t.Helper()
 	st, err := h.a.store.EventStatus(context.Background())
 	if err != nil {
@@ -295,9 +295,9 @@ func tail(s string, n int) string {
 }
 
 // rebuildEngine re-creates the engine after a test swapped the store.
-func rebuildEngine(a *app) *sync.Engine {
+func rebuildEngine(a *app) *qsync.Engine {
 	w := a.cfg.Worker
-	return sync.NewEngine(sync.EngineOptions{
+	return qsync.NewEngine(qsync.EngineOptions{
 		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
 		Logger: a.log, Metrics: a.metrics, Concurrency: w.Concurrency, Lease: w.Lease,
 		MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge, BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,

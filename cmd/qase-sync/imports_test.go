@@ -3,7 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -86,4 +92,86 @@ func split(s string) []string {
 		return nil
 	}
 	return strings.Split(s, ",")
+}
+
+// domainAlias is the one name the domain package (module/sync) is
+// imported under outside its own directory, so that the standard
+// library's sync keeps its name.
+const domainAlias = "qsync"
+
+// TestImportAliases: every Go file outside sync/ imports the domain
+// package as qsync and the standard library's sync under its own name.
+func TestImportAliases(t *testing.T) {
+	// The check itself, on files that break the rule.
+	for src, want := range map[string]string{
+		"package a\nimport \"" + module + "/sync\"\n":        `imports ` + module + `/sync as "": use qsync`,
+		"package a\nimport gosync \"" + module + "/sync\"\n": `imports ` + module + `/sync as "gosync": use qsync`,
+		"package a\nimport gosync \"sync\"\n":                `imports the standard library's sync as "gosync"`,
+	} {
+		probs, n, err := aliasProblems("a.go", src)
+		if err != nil || len(probs) != 1 || !strings.Contains(probs[0], want) {
+			t.Errorf("%q: got %v %v (%d), want %q", src, probs, err, n, want)
+		}
+	}
+	if probs, n, _ := aliasProblems("a.go", "package a\nimport (\n\t\"sync\"\n\tqsync \""+module+"/sync\"\n)\n"); len(probs) != 0 || n != 1 {
+		t.Errorf("a correct file: %v (%d)", probs, n)
+	}
+
+	root := filepath.Join("..", "..")
+	checked := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			if rel == "sync" || d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".") && rel != "." {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		probs, n, err := aliasProblems(path, nil)
+		for _, p := range probs {
+			t.Error(p)
+		}
+		checked += n
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked < 40 {
+		t.Fatalf("only %d imports of the domain package found; is the walk right?", checked)
+	}
+}
+
+// aliasProblems checks the imports of one file (src, or the file at path
+// when src is nil); n counts its imports of the domain package.
+func aliasProblems(path string, src any) (probs []string, n int, err error) {
+	f, err := parser.ParseFile(token.NewFileSet(), path, src, parser.ImportsOnly)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, imp := range f.Imports {
+		p, _ := strconv.Unquote(imp.Path.Value)
+		name := ""
+		if imp.Name != nil {
+			name = imp.Name.Name
+		}
+		switch p {
+		case module + "/sync":
+			n++
+			if name != domainAlias {
+				probs = append(probs, fmt.Sprintf("%s imports %s as %q: use %s %q", path, p, name, domainAlias, p))
+			}
+		case "sync":
+			if name != "" {
+				probs = append(probs, fmt.Sprintf("%s imports the standard library's sync as %q: import it as sync", path, name))
+			}
+		}
+	}
+	return probs, n, nil
 }

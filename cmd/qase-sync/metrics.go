@@ -3,16 +3,16 @@ package main
 import (
 	"context"
 	"strconv"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // metrics is every Prometheus series qase-sync exports. It implements
-// sync.Metrics, the webhook observer and sync.CallObserver.
+// qsync.Metrics, the webhook observer and qsync.CallObserver.
 type metrics struct {
 	received   *prometheus.CounterVec
 	ackLatency prometheus.Histogram
@@ -27,7 +27,7 @@ type metrics struct {
 	reconciles *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, store sync.Store) *metrics {
+func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 	m := &metrics{
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qase_sync_webhook_events_total",
@@ -93,17 +93,17 @@ func (m *metrics) Received(result, reason string) { m.received.WithLabelValues(r
 // AckLatency records the time to acknowledge a delivery.
 func (m *metrics) AckLatency(d time.Duration) { m.ackLatency.Observe(d.Seconds()) }
 
-func (m *metrics) JobDone(route string, o sync.Outcome, d time.Duration) {
+func (m *metrics) JobDone(route string, o qsync.Outcome, d time.Duration) {
 	m.jobs.WithLabelValues(route, string(o)).Inc()
 	m.jobLatency.WithLabelValues(route).Observe(d.Seconds())
 }
 func (m *metrics) JobRetried(route string) { m.retries.WithLabelValues(route).Inc() }
-func (m *metrics) TrackerOps(tracker string, op sync.OpKind) {
+func (m *metrics) TrackerOps(tracker string, op qsync.OpKind) {
 	m.trackerOps.WithLabelValues(tracker, string(op)).Inc()
 }
 func (m *metrics) Drift(route, class string) { m.drift.WithLabelValues(route, class).Inc() }
 
-// Call is a sync.CallObserver.
+// Call is a qsync.CallObserver.
 func (m *metrics) Call(system, op string, status int, d time.Duration) {
 	m.calls.WithLabelValues(system, op, strconv.Itoa(status)).Inc()
 	m.callTime.WithLabelValues(system, op).Observe(d.Seconds())
@@ -118,10 +118,10 @@ func (m *metrics) RateWait(tracker string, d time.Duration) {
 // right across replicas and restarts. Readings are cached briefly: the
 // ledger summary scans the events table, and scrapers may be frequent.
 type storeCollector struct {
-	store            sync.Store
+	store            qsync.Store
 	queue, dead, evs *prometheus.Desc
 
-	mu     gosync.Mutex
+	mu     sync.Mutex
 	at     time.Time
 	cached []prometheus.Metric
 	maxAge time.Duration

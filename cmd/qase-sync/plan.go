@@ -5,14 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/qase-sync/qase-sync/adapters/qase"
+	qsync "github.com/qase-sync/qase-sync/sync"
 	"io"
 	"net/http"
 	"os"
 	"strings"
-	gosync "sync"
-
-	"github.com/qase-sync/qase-sync/adapters/qase"
-	"github.com/qase-sync/qase-sync/sync"
+	"sync"
 )
 
 // planRequest is one HTTP request an adapter would send.
@@ -23,7 +22,7 @@ type planRequest struct {
 }
 
 type planOp struct {
-	Op       sync.Op       `json:"op"`
+	Op       qsync.Op      `json:"op"`
 	Requests []planRequest `json:"requests,omitempty"`
 	Note     string        `json:"note,omitempty"`
 }
@@ -75,7 +74,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// The entity as the event alone describes it (no store, no API read).
 	ev.Seq = 1
-	var st sync.State
+	var st qsync.State
 	st.Fold(ev)
 	ent := st.Entity(ev.Ref)
 	for _, route := range routes {
@@ -104,7 +103,7 @@ func readInput(path string) ([]byte, error) {
 // planRoute runs the route's operations through the real tracker adapter
 // over a recording transport that never leaves the process, so the
 // request bodies shown are exactly the ones that would be sent.
-func (a *app) planRoute(ctx context.Context, route string, ent sync.Entity) (planRoute, error) {
+func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (planRoute, error) {
 	d, err := a.mapper.Desired(route, ent)
 	if err != nil {
 		return planRoute{}, fmt.Errorf("route %s: %w", route, err)
@@ -128,38 +127,38 @@ func (a *app) planRoute(ctx context.Context, route string, ent sync.Entity) (pla
 	// The engine's own planner decides: for a new entity, what filing it
 	// takes (the store vouches: nothing was filed before); otherwise what
 	// an issue linked earlier, with nothing applied yet, would get.
-	k := sync.Key{Route: route, EntityRef: ent.Ref}
-	ref := sync.IssueRef{Project: d.Spec.Project, ID: "1", Key: "LINKED-1"}
-	in := sync.PlanInput{Key: k, Desired: d, Vouched: true, Now: a.clock.Now()}
+	k := qsync.Key{Route: route, EntityRef: ent.Ref}
+	ref := qsync.IssueRef{Project: d.Spec.Project, ID: "1", Key: "LINKED-1"}
+	in := qsync.PlanInput{Key: k, Desired: d, Vouched: true, Now: a.clock.Now()}
 	if !d.Create {
-		in.Linked, in.Link = true, sync.Link{Key: k, State: sync.LinkLinked, Tracker: d.Tracker, Marker: sync.MarkerFor(k), Issue: ref}
+		in.Linked, in.Link = true, qsync.Link{Key: k, State: qsync.LinkLinked, Tracker: d.Tracker, Marker: qsync.MarkerFor(k), Issue: ref}
 	}
-	for _, op := range sync.Decide(in).Ops {
+	for _, op := range qsync.Decide(in).Ops {
 		rec.reset()
 		var err error
 		switch op.Kind {
-		case sync.OpCreate:
-			var is sync.Issue
-			is, err = tr.Create(ctx, *op.Spec, sync.MarkerFor(k))
+		case qsync.OpCreate:
+			var is qsync.Issue
+			is, err = tr.Create(ctx, *op.Spec, qsync.MarkerFor(k))
 			if is.Ref.ID != "" {
 				ref = is.Ref
 			}
-		case sync.OpUpdate:
+		case qsync.OpUpdate:
 			err = tr.Update(ctx, ref, *op.Update)
-		case sync.OpSetStatus:
+		case qsync.OpSetStatus:
 			err = tr.SetStatus(ctx, ref, op.Status, op.Reason)
-		case sync.OpComment:
+		case qsync.OpComment:
 			err = tr.AddComment(ctx, ref, *op.Comment)
 		}
 		po := planOp{Op: op, Requests: rec.requests()}
 		if op.Cond != "" {
 			po.Note = "only " + op.Cond
-		} else if op.Kind == sync.OpSetStatus {
+		} else if op.Kind == qsync.OpSetStatus {
 			po.Note = "skipped at run time when the issue already has this status"
 		}
 		if err != nil {
 			note := "further requests depend on the tracker's live state (e.g. the workflow's transitions)"
-			if op.Kind == sync.OpCreate {
+			if op.Kind == qsync.OpCreate {
 				note = "the tracker's answer decides what follows"
 			}
 			po.Note = strings.TrimPrefix(po.Note+"; "+note, "; ")
@@ -194,16 +193,16 @@ func printPlan(w io.Writer, out planOutput) {
 	}
 }
 
-func describeOp(op sync.Op) string {
+func describeOp(op qsync.Op) string {
 	switch op.Kind {
-	case sync.OpCreate:
+	case qsync.OpCreate:
 		return fmt.Sprintf("create issue in %s: %q", op.Spec.Project, op.Spec.Title)
-	case sync.OpSetStatus:
+	case qsync.OpSetStatus:
 		if op.Reason != "" {
 			return fmt.Sprintf("set status %q (reason %s)", op.Status, op.Reason)
 		}
 		return fmt.Sprintf("set status %q", op.Status)
-	case sync.OpComment:
+	case qsync.OpComment:
 		return fmt.Sprintf("comment %s", op.Comment.ID)
 	}
 	return op.String()
@@ -221,7 +220,7 @@ func short(s string) string {
 // headers (credentials) are never recorded.
 type recorder struct {
 	kind string // tracker type: canned answers decode in its SDK
-	mu   gosync.Mutex
+	mu   sync.Mutex
 	got  []planRequest
 }
 

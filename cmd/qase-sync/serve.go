@@ -7,7 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/qase-sync/qase-sync/adapters/qase"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -49,7 +49,7 @@ func (a *app) serve(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	inbox := sync.NewInbox(sync.InboxOptions{Store: a.store, Mapper: a.mapper, Clock: a.clock, Logger: a.log.WithField("component", "inbox"), Notify: a.engine.Wake})
+	inbox := qsync.NewInbox(qsync.InboxOptions{Store: a.store, Mapper: a.mapper, Clock: a.clock, Logger: a.log.WithField("component", "inbox"), Notify: a.engine.Wake})
 	inboxCtx, stopInbox := context.WithCancel(context.Background())
 	defer stopInbox()
 	inboxDone := make(chan struct{})
@@ -188,16 +188,16 @@ func (a *app) startCron() (*cron.Cron, error) {
 	return c, nil
 }
 
-var reconcileMu gosync.Mutex
+var reconcileMu sync.Mutex
 
 // reconcileNow runs one pass (enqueueing verify jobs for the workers).
-func (a *app) reconcileNow(ctx context.Context) (sync.ReconcileReport, error) {
+func (a *app) reconcileNow(ctx context.Context) (qsync.ReconcileReport, error) {
 	if !reconcileMu.TryLock() {
 		a.metrics.reconciles.WithLabelValues("skipped").Inc()
-		return sync.ReconcileReport{}, errors.New("a reconcile pass is already running")
+		return qsync.ReconcileReport{}, errors.New("a reconcile pass is already running")
 	}
 	defer reconcileMu.Unlock()
-	rep, err := a.engine.Reconcile(ctx, sync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
+	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
 	result := "ok"
 	if err != nil {
 		result = "failed"

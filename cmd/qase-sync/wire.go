@@ -21,7 +21,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	"github.com/qase-sync/qase-sync/config"
 	"github.com/qase-sync/qase-sync/mapping"
-	"github.com/qase-sync/qase-sync/sync"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // appMode says how much of the application a command needs.
@@ -40,12 +40,12 @@ type app struct {
 	cfg      *config.Config
 	mapper   *mapping.Mapping
 	log      *logrus.Entry
-	clock    sync.Clock
-	store    sync.Store
-	trackers map[string]sync.Tracker
-	source   sync.EntitySource
-	engine   *sync.Engine
-	coverage *sync.Coverage
+	clock    qsync.Clock
+	store    qsync.Store
+	trackers map[string]qsync.Tracker
+	source   qsync.EntitySource
+	engine   *qsync.Engine
+	coverage *qsync.Coverage
 	metrics  *metrics
 	registry *prometheus.Registry
 	// env and httpClient are seams for tests.
@@ -63,7 +63,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	if err != nil {
 		return nil, err // already "file:line: field: problem", every one of them
 	}
-	a := &app{cfg: cfg, mapper: mapper, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}}
+	a := &app{cfg: cfg, mapper: mapper, clock: qsync.SystemClock, env: env, httpClient: hc, trackers: map[string]qsync.Tracker{}}
 	a.log = newLogger(cfg.Log, stderr, mode)
 	if mode <= appPlan {
 		return a, nil
@@ -109,8 +109,8 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		a.log.WithError(err).Warn("reading the store's creation time; treating it as new")
 		created = a.clock.Now()
 	}
-	a.coverage = sync.NewCoverage(created, late)
-	a.engine = sync.NewEngine(sync.EngineOptions{
+	a.coverage = qsync.NewCoverage(created, late)
+	a.engine = qsync.NewEngine(qsync.EngineOptions{
 		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
@@ -144,7 +144,7 @@ func newLogger(lc config.Log, out io.Writer, mode appMode) *logrus.Entry {
 	return logrus.NewEntry(l).WithField("service", "qase-sync")
 }
 
-func openStore(ctx context.Context, sc config.Store, log *logrus.Entry) (sync.Store, error) {
+func openStore(ctx context.Context, sc config.Store, log *logrus.Entry) (qsync.Store, error) {
 	switch sc.Driver {
 	case "postgres":
 		st, err := postgres.Open(ctx, postgres.Options{DSN: sc.Postgres.DSN.Reveal(), Logger: log.WithField("component", "store")})
@@ -173,7 +173,7 @@ func (a *app) trackerType(name string) string {
 // buildTracker constructs a tracker adapter. In plan mode credentials are
 // replaced by placeholders (nothing is sent; a GitHub App would fetch a
 // token) and no pacing applies.
-func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracker, error) {
+func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Tracker, error) {
 	var tc *config.Tracker
 	for i := range a.cfg.Trackers {
 		if a.cfg.Trackers[i].Name == name {
@@ -184,11 +184,11 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracke
 		return nil, fmt.Errorf("tracker %q is not configured", name)
 	}
 	log := a.log.WithFields(logrus.Fields{"component": "tracker", "tracker": tc.Name})
-	var observe sync.CallObserver
+	var observe qsync.CallObserver
 	if a.metrics != nil {
 		observe = a.metrics.Call
 	}
-	var tr sync.Tracker
+	var tr qsync.Tracker
 	switch {
 	case tc.DryRun && !plan:
 		tr = dryrun.New(tc.Name, log, a.clock)
@@ -224,9 +224,9 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracke
 	if plan || tc.DryRun || tc.Rate.PerSecond <= 0 {
 		return tr, nil
 	}
-	lim := sync.NewLimiter(sync.PaceOptions{PerSecond: tc.Rate.PerSecond, Burst: tc.Rate.Burst, IssueSpace: issueSpace(tc.Type), Clock: a.clock,
+	lim := qsync.NewLimiter(qsync.PaceOptions{PerSecond: tc.Rate.PerSecond, Burst: tc.Rate.Burst, IssueSpace: issueSpace(tc.Type), Clock: a.clock,
 		OnWait: func(d time.Duration) { a.metrics.RateWait(tc.Name, d) }})
-	return sync.Paced(tr, lim), nil
+	return qsync.Paced(tr, lim), nil
 }
 
 // issueSpace spaces writes to one issue: Jira Cloud limits writes per

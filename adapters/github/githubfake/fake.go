@@ -17,7 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -77,7 +77,7 @@ type Server struct {
 	URL string
 	srv *httptest.Server
 
-	mu            gosync.Mutex
+	mu            sync.Mutex
 	now           time.Time
 	repos         map[string]*repoState
 	requests      []Request

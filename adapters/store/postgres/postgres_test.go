@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -130,7 +130,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	const replicas = 4
 	stores := make([]*Store, replicas)
 	errs := make([]error, replicas)
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	for i := range replicas {
 		wg.Add(1)
 		go func() {

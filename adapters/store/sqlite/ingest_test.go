@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,7 +163,7 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "qs.db")
 	a, b := open(t, path), open(t, path)
 	const batches, per = 30, 10
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	ingest := func(s *Store, prefix string, base int64) {
 		defer wg.Done()
@@ -334,7 +334,7 @@ func TestCloseDuringWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	for g := range 3 {
 		wg.Add(1)
 		go func() {

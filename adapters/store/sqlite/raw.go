@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	gosync "sync"
+	"sync"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -253,7 +253,7 @@ func (s *rawStmt) run(row func(*rawStmt) error, args ...any) (err error) {
 
 func (s *rawStmt) int64(col int) int64 { return lib.Xsqlite3_column_int64(s.c.tls, s.p, int32(col)) }
 
-var pinOnce gosync.Once
+var pinOnce sync.Once
 
 // pinAllocatorPages keeps one block of every small size class of
 // modernc's C allocator alive for the life of the process. The allocator

@@ -30,7 +30,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -56,7 +56,7 @@ type Options struct {
 type Store struct {
 	// wmu serializes the two writer connections of this process: w for
 	// everything, and raw for ingest (see rawConn).
-	wmu      gosync.Mutex
+	wmu      sync.Mutex
 	w        *sql.DB // exactly one connection: the writer
 	raw      *rawConn
 	ckpt     *checkpointer

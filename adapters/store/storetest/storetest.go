@@ -11,7 +11,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -1055,10 +1055,10 @@ func LeaseExclusive(t *testing.T, stores ...qsync.Store) {
 	if err := stores[0].Enqueue(ctx, keys, false, t0); err != nil {
 		t.Fatal(err)
 	}
-	var mu gosync.Mutex
+	var mu sync.Mutex
 	held := map[qsync.Key]string{}
 	done := map[qsync.Key]int{}
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	errs := make(chan error, nWorkers)
 	for w := range nWorkers {
 		wg.Add(1)
@@ -1128,7 +1128,7 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 		res   qsync.AcceptResult
 	}
 	results := make([][]acc, goroutines)
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
 	for g := range goroutines {
 		wg.Add(1)
