@@ -1125,3 +1125,47 @@ func TestRecScheduled(t *testing.T) {
 		t.Fatalf("repeated passes filed %d issues", n)
 	}
 }
+
+// TestRecCLIWhileServing: `qase-sync reconcile` from the CLI while the
+// service runs on the same store, and the service reconciling at the same
+// time: one issue per defect, and the CLI reports what its pass caused for
+// every key, whichever process synced it.
+func TestRecCLIWhileServing(t *testing.T) {
+	h, _ := newRecHarness(t, harnessOpts{})
+	h.waitVouched()
+	const n = 18
+	for id := int64(1); id <= n; id++ {
+		recPutDefect(h, "ID", id, fmt.Sprint("Defect ", id), "major", "open")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{}); err != nil {
+			t.Errorf("service reconcile: %v", err)
+		}
+	}()
+	out := recRun(t, "reconcile", "-c", h.cfg, "--wait", "30s")
+	<-done
+	h.drain()
+	t.Log("\n" + out)
+	for id := int64(1); id <= n; id++ {
+		recJiraIssue(t, h.jira, recDefectKey(id)) // exactly one each
+	}
+	if got := len(h.jira.Issues()); got != n {
+		t.Fatalf("%d Jira issues for %d defects", got, n)
+	}
+	var checked, drifted, dups, failed, applied, noop, retrying, dead int
+	if _, err := fmt.Sscanf(out, "reconcile: checked %d keys, drifted %d, duplicates %d, failed %d", &checked, &drifted, &dups, &failed); err != nil {
+		t.Fatalf("summary line: %v\n%s", err, out)
+	}
+	i := strings.Index(out, "jobs: ")
+	if i < 0 {
+		t.Fatalf("no jobs line:\n%s", out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "jobs: applied %d, no-op %d, retrying %d, dead-lettered %d", &applied, &noop, &retrying, &dead); err != nil {
+		t.Fatalf("jobs line: %v\n%s", err, out)
+	}
+	if checked < n || applied+noop != checked || retrying+dead+failed+dups != 0 || strings.Contains(out, "still queued") {
+		t.Fatalf("the CLI must account for every key of its pass (%d checked), whichever process synced it:\n%s", checked, out)
+	}
+}
