@@ -38,6 +38,35 @@ const findSlack = 10 * time.Minute
 
 const perPage = 100
 
+// mediaTypeJSON is GitHub's stable REST media type.
+const mediaTypeJSON = "application/vnd.github+json"
+
+// stableAccept sends GitHub's stable media type where go-github v60 sends
+// only a preview type (issue reads and lists ask for
+// squirrel-girl-preview, long since folded into the stable API): GitHub's
+// validating API description, and strict proxies, answer those with 406.
+// Every field the adapter reads is in the stable representation.
+type stableAccept struct{ next http.RoundTripper }
+
+func (s stableAccept) RoundTrip(r *http.Request) (*http.Response, error) {
+	if a := r.Header.Get("Accept"); a != "" && !acceptsStable(a) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Accept", mediaTypeJSON)
+	}
+	return s.next.RoundTrip(r)
+}
+
+// acceptsStable reports whether an Accept header names a non-preview type.
+func acceptsStable(accept string) bool {
+	for _, t := range strings.Split(accept, ",") {
+		t, _, _ = strings.Cut(strings.TrimSpace(t), ";")
+		if t != "" && !strings.Contains(t, "-preview") {
+			return true
+		}
+	}
+	return false
+}
+
 // AppAuth authenticates as a GitHub App installation.
 type AppAuth struct {
 	AppID          int64
@@ -114,7 +143,7 @@ func New(opts Options) (*Tracker, error) {
 		}
 		rt = itr
 	}
-	hc := &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: checkRedirect}
+	hc := &http.Client{Transport: stableAccept{rt}, Timeout: timeout, CheckRedirect: checkRedirect}
 	client := gh.NewClient(hc)
 	if opts.Token != "" {
 		client = client.WithAuthToken(opts.Token)
