@@ -28,7 +28,7 @@ func adminHandler(token string, store sync.Store, reconcile func(context.Context
 			http.NotFound(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearer(r.Header.Get("Authorization"))
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 			return
@@ -72,6 +72,17 @@ func adminHandler(token string, store sync.Store, reconcile func(context.Context
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such admin endpoint"})
 		}
 	})
+}
+
+// bearer reads an Authorization header's bearer credentials. The scheme
+// is case-insensitive (RFC 9110 §11.1), so "bearer x" and "BEARER x" work.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	return cred, cred != ""
 }
 
 func respond(w http.ResponseWriter, v any, err error) {
