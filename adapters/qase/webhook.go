@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,11 @@ type HandlerOptions struct {
 	DefaultProject string
 	// AcceptTimeout bounds Acceptor.Accept (default DefaultAcceptTimeout).
 	AcceptTimeout time.Duration
+	// BodyTimeout bounds reading the request body, counted from the
+	// handler's start; a body that stalls longer is answered 408. Set it
+	// below the server's write timeout, or the answer cannot be written
+	// (0: the server's read timeout alone applies).
+	BodyTimeout time.Duration
 	Logger        *logrus.Entry
 	Clock         sync.Clock
 	Metrics       Observer // may be nil
@@ -174,12 +180,23 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed; use POST"})
 		return delivery{result: "method_not_allowed", status: http.StatusMethodNotAllowed}
 	}
+	if h.opts.BodyTimeout > 0 {
+		// Only ever earlier than the server's read deadline; an error
+		// (a writer that cannot set deadlines) leaves the server's.
+		_ = http.NewResponseController(w).SetReadDeadline(now.Add(h.opts.BodyTimeout))
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)})
 			return delivery{result: "too_large", status: http.StatusRequestEntityTooLarge}
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection is unusable after a partial body.
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestTimeout, map[string]string{"error": "request body not received in time"})
+			return delivery{result: "bad_request", reason: "body_timeout", status: http.StatusRequestTimeout}
 		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "could not read request body"})
 		return delivery{result: "bad_request", reason: "read_error", status: http.StatusBadRequest}

@@ -1,11 +1,14 @@
 package qase
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -366,5 +369,38 @@ func TestHandlerAnswersBeforeLogging(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer while the log sink is blocked")
+	}
+}
+
+// A body that stalls is answered 408 before the server's write deadline
+// (with equal read and write timeouts the client would get nothing).
+func TestHandlerStalledBodyGets408(t *testing.T) {
+	inbox := &fakeInbox{}
+	srv := httptest.NewUnstartedServer(NewHandler(HandlerOptions{Acceptor: inbox, Secrets: []string{secretA}, BodyTimeout: 300 * time.Millisecond}))
+	srv.Config.ReadTimeout = 2 * time.Second
+	srv.Config.WriteTimeout = 2 * time.Second
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s: %s\r\nContent-Length: 500\r\n\r\n{\"event_name\":", SecretHeader, secretA)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body after %v: %v", time.Since(start), err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "not received in time") {
+		t.Fatalf("stalled body: %d %s, want 408", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d > 1900*time.Millisecond {
+		t.Errorf("answered after %v, past the write deadline", d)
+	}
+	if len(inbox.stored()) != 0 {
+		t.Error("a partial body reached the inbox")
 	}
 }

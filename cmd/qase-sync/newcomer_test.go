@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"testing"
+	"time"
 )
 
 // The first hour of a newcomer, each trap found on a fresh clone.
@@ -30,6 +31,19 @@ func TestAdminBearerSchemeIsCaseInsensitive(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != c.want {
 			t.Errorf("Authorization %q: %d, want %d", c.auth, resp.StatusCode, c.want)
+		}
+	}
+}
+
+func TestBodyTimeoutLeavesRoomToAnswer(t *testing.T) {
+	for _, c := range []struct{ read, write, want time.Duration }{
+		{15 * time.Second, 15 * time.Second, 13 * time.Second},
+		{5 * time.Second, 15 * time.Second, 5 * time.Second},
+		{15 * time.Second, 2 * time.Second, 1500 * time.Millisecond},
+		{10 * time.Second, 0, 10 * time.Second},
+	} {
+		if got := bodyTimeout(c.read, c.write); got != c.want {
+			t.Errorf("bodyTimeout(%v, %v) = %v, want %v", c.read, c.write, got, c.want)
 		}
 	}
 }

@@ -63,6 +63,7 @@ func (a *app) serve(ctx context.Context) error {
 	hook := qase.NewHandler(qase.HandlerOptions{
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
 		AllowUnsigned: a.cfg.Qase.AllowUnsigned, MaxBody: srv.MaxBodyBytes, DefaultProject: a.cfg.Qase.DefaultProject,
+		BodyTimeout: bodyTimeout(srv.ReadTimeout, srv.WriteTimeout),
 		Logger: a.log.WithField("component", "webhook"), Clock: a.clock, Metrics: a.metrics,
 	})
 	mux := http.NewServeMux()
@@ -195,4 +196,19 @@ func kvFields(kv []any) logrus.Fields {
 		f[fmt.Sprint(kv[i])] = kv[i+1]
 	}
 	return f
+}
+
+// bodyTimeout is how long the webhook waits for a request body: within the
+// read timeout and early enough before the write deadline (which runs from
+// the end of the headers) to still answer 408.
+func bodyTimeout(read, write time.Duration) time.Duration {
+	if write <= 0 {
+		return read
+	}
+	margin := min(2*time.Second, write/4)
+	t := write - margin
+	if read > 0 && read < t {
+		t = read
+	}
+	return t
 }
