@@ -58,9 +58,9 @@ type HandlerOptions struct {
 	// below the server's write timeout, or the answer cannot be written
 	// (0: the server's read timeout alone applies).
 	BodyTimeout time.Duration
-	Logger        *logrus.Entry
-	Clock         sync.Clock
-	Metrics       Observer // may be nil
+	Logger      *logrus.Entry
+	Clock       sync.Clock
+	Metrics     Observer // may be nil
 }
 
 type handler struct {
