@@ -53,6 +53,11 @@ type HandlerOptions struct {
 	DefaultProject string
 	// AcceptTimeout bounds Acceptor.Accept (default DefaultAcceptTimeout).
 	AcceptTimeout time.Duration
+	// KnownEvent tells whether an event of a served kind is one qase-sync
+	// acts on (a known Qase event, or one a route names). Others, such as
+	// an unknown verb or a name that is not valid UTF-8, are acknowledged
+	// 202 ignored and never stored. nil: every event of a served kind is.
+	KnownEvent func(ev sync.Event) bool
 	// BodyTimeout bounds reading the request body, counted from the
 	// handler's start; a body that stalls longer is answered 408. Set it
 	// below the server's write timeout, or the answer cannot be written
@@ -217,6 +222,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		d.ev.Ref.ID = 0 // unauthenticated content is not worth logging as fact
 		return d
 	}
+	if derr == nil || !errors.Is(derr, ErrUnservedKind) {
+		if ev.Name != "" && ev.Ref.Kind.Valid() && h.opts.KnownEvent != nil && !h.opts.KnownEvent(ev) {
+			writeJSON(w, http.StatusAccepted, map[string]string{"status": "ignored", "reason": UnknownEventReason(ev.Name)})
+			d.result, d.reason, d.status = "ignored", "unknown_event", http.StatusAccepted
+			return d
+		}
+	}
 	if derr != nil {
 		if errors.Is(derr, ErrUnservedKind) {
 			writeJSON(w, http.StatusAccepted, map[string]string{"status": "ignored", "reason": derr.Error()})
@@ -248,6 +260,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		d.result, d.status = "accepted", http.StatusAccepted
 	}
 	return d
+}
+
+// UnknownEventReason is the ignored answer's reason for an event name
+// qase-sync does not act on (printable even when the name is not UTF-8).
+func UnknownEventReason(name string) string {
+	return fmt.Sprintf("event %s is not one qase-sync acts on and no route names it", strconv.Quote(truncate(name, 100)))
 }
 
 // authorized compares the presented secret with every candidate in

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // The first hour of a newcomer, each trap found on a fresh clone.
@@ -45,5 +51,83 @@ func TestBodyTimeoutLeavesRoomToAnswer(t *testing.T) {
 		if got := bodyTimeout(c.read, c.write); got != c.want {
 			t.Errorf("bodyTimeout(%v, %v) = %v, want %v", c.read, c.write, got, c.want)
 		}
+	}
+}
+
+// plan says what the webhook would do for every recorded Qase payload and
+// exits 0 (legacy bodies carry no project_code: --project, as the webhook
+// URL /webhooks/qase/CODE); the live webhook agrees on what it ignores.
+func TestPlanAgreesWithWebhookOnEveryTestdataFile(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "qase", "*.json"))
+	if err != nil || len(files) < 78 {
+		t.Fatalf("testdata: %d files, %v", len(files), err)
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		args := []string{"plan", "-c", h.cfg, "--event", f}
+		path := "/webhooks/qase"
+		if strings.Contains(base, ".legacy.") {
+			args = append(args, "--project", "LEG")
+			path += "/LEG"
+		}
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 {
+			t.Errorf("plan %s: exit %d: %s", base, code, errb.String())
+			continue
+		}
+		planIgnores := strings.Contains(out.String(), "the webhook would answer 202 ignored")
+		body, _ := os.ReadFile(f)
+		code, resp := h.post(path, body, testSecret)
+		hookIgnores := code == http.StatusAccepted && strings.Contains(resp, `"ignored"`)
+		if code != http.StatusAccepted && code != http.StatusOK {
+			t.Errorf("webhook %s: %d %s", base, code, resp)
+		}
+		if planIgnores != hookIgnores {
+			t.Errorf("%s: plan ignores=%v, webhook answered %d %s\nplan:\n%s", base, planIgnores, code, resp, out.String())
+		}
+		served := strings.HasPrefix(base, "defect.") || strings.HasPrefix(base, "review.") || strings.HasPrefix(base, "run.")
+		if !served && !planIgnores {
+			t.Errorf("%s: an unserved kind not reported as ignored:\n%s", base, out.String())
+		}
+	}
+	// Without --project a legacy body is what the plain webhook URL refuses.
+	var out, errb bytes.Buffer
+	code := run([]string{"plan", "-c", h.cfg, "--event", filepath.Join("..", "..", "testdata", "qase", "defect.created.legacy.json")}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "would answer 400") || !strings.Contains(errb.String(), "--project") {
+		t.Errorf("legacy body without --project: exit %d, %s", code, errb.String())
+	}
+}
+
+// Unknown verbs of a served kind, and names that are not UTF-8, are
+// acknowledged and ignored by the webhook and by plan; they file nothing.
+func TestUnknownEventsAreIgnored(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, name := range []string{"defect.exploded", "defect.cr\xffeated", "review.teleported", "defect."} {
+		body, _ := json.Marshal(map[string]any{"event_name": name, "project_code": "QA", "timestamp": 1700000000,
+			"payload": map[string]any{"id": 7, "title": "boom"}})
+		if !utf8.ValidString(name) {
+			body = bytes.Replace(body, []byte(`\ufffd`), []byte{0xff}, 1)
+		}
+		code, resp := h.post("/webhooks/qase", body, testSecret)
+		if code != http.StatusAccepted || !strings.Contains(resp, `"ignored"`) {
+			t.Errorf("%q: %d %s, want 202 ignored", name, code, resp)
+		}
+		f := filepath.Join(t.TempDir(), "ev.json")
+		_ = os.WriteFile(f, body, 0o600)
+		var out, errb bytes.Buffer
+		if c := run([]string{"plan", "-c", h.cfg, "--event", f}, &out, &errb); c != 0 || !strings.Contains(out.String(), "202 ignored") || strings.Contains(out.String(), "\nroute ") {
+			t.Errorf("plan %q: exit %d\n%s%s", name, c, out.String(), errb.String())
+		}
+	}
+	// A known verb still files.
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.drain()
+	st := h.eventStatus()
+	if st.Applied+st.Noop+st.Dead != 1 || st.Pending != 0 {
+		t.Errorf("ledger after the ignored events and one defect.created: %+v", st)
+	}
+	if n := len(h.jira.Issues()); n != 1 {
+		t.Errorf("jira has %d issues, want 1 (only the known event files)", n)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -244,4 +246,27 @@ func revealMap(m map[string][]config.Secret) map[string][]string {
 		out[k] = reveal(v)
 	}
 	return out
+}
+
+// knownEvent tells whether qase-sync acts on an event of a served kind: a
+// Qase event it knows, or one a route names in its events list. The
+// webhook acknowledges any other (an unknown verb such as defect.exploded,
+// a garbled name) as 202 ignored, and plan says so.
+func (a *app) knownEvent(ev sync.Event) bool {
+	name := ev.Name
+	if !utf8.ValidString(name) || !strings.HasPrefix(name, string(ev.Ref.Kind)+".") {
+		return false
+	}
+	if slices.Contains(mapping.EventNames[ev.Ref.Kind], name) {
+		return true
+	}
+	// A route names the event when it takes it but not a name no route can
+	// list (routes without an events list take every name of their kind).
+	any := a.mapper.Routes(string(ev.Ref.Kind)+".", ev.Ref.Project, ev.Ref.Kind)
+	for _, r := range a.mapper.Routes(name, ev.Ref.Project, ev.Ref.Kind) {
+		if !slices.Contains(any, r) {
+			return true
+		}
+	}
+	return false
 }
