@@ -64,7 +64,7 @@ func (a *app) serve(ctx context.Context) error {
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
 		AllowUnsigned: a.cfg.Qase.AllowUnsigned, MaxBody: srv.MaxBodyBytes, DefaultProject: a.cfg.Qase.DefaultProject,
 		BodyTimeout: bodyTimeout(srv.ReadTimeout, srv.WriteTimeout), KnownEvent: a.knownEvent,
-		Logger:      a.log.WithField("component", "webhook"), Clock: a.clock, Metrics: a.metrics,
+		Logger: a.log.WithField("component", "webhook"), Clock: a.clock, Metrics: a.metrics,
 	})
 	mux := http.NewServeMux()
 	mux.Handle(srv.WebhookPath, hook)
