@@ -131,3 +131,54 @@ func TestUnknownEventsAreIgnored(t *testing.T) {
 		t.Errorf("jira has %d issues, want 1 (only the known event files)", n)
 	}
 }
+
+func TestEveryCommandHelpExitsZero(t *testing.T) {
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"serve", "--help"}, []string{"Usage: qase-sync serve", "webhook receiver", "-config"}},
+		{[]string{"validate", "-h"}, []string{"Usage: qase-sync validate", "file, line and field"}},
+		{[]string{"plan", "--help"}, []string{"Usage: qase-sync plan", "--project CODE", "-event"}},
+		{[]string{"reconcile", "--help"}, []string{"Usage: qase-sync reconcile", "-dry-run", "-route"}},
+		{[]string{"links", "--help"}, []string{"Usage: qase-sync links rebuild", "markers"}},
+		{[]string{"deadletters", "--help"}, []string{"Usage: qase-sync deadletters", "retry"}},
+		{[]string{"help", "plan"}, []string{"Usage: qase-sync plan"}},
+		{[]string{"--help"}, []string{"qase-sync serve", "COMMAND --help"}},
+	} {
+		var out, errb bytes.Buffer
+		code := run(c.args, &out, &errb)
+		if code != 0 || errb.Len() != 0 {
+			t.Errorf("%v: exit %d, stderr %q", c.args, code, errb.String())
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: help lacks %q:\n%s", c.args, w, out.String())
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"serve", "--no-such-flag"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "serve --help") {
+		t.Errorf("unknown flag: exit %d, %q", code, errb.String())
+	}
+}
+
+func TestValidateJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "-c", filepath.Join("..", "..", "config.example.yaml"), "-o", "json"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var ok validateResult
+	if err := json.Unmarshal(out.Bytes(), &ok); err != nil || !ok.Valid || len(ok.Routes) == 0 || len(ok.Trackers) == 0 {
+		t.Fatalf("valid config: %v %s", err, out.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("server:\n  listen: 5\n  bogus: 1\nqase:\n  secrets: [x]\n"), 0o600)
+	out.Reset()
+	errb.Reset()
+	code := run([]string{"validate", "-c", bad, "-o", "json"}, &out, &errb)
+	var res validateResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out.String())
+	}
+	if code != 1 || res.Valid || len(res.Problems) != 2 || !strings.HasPrefix(res.Problems[0], bad+":2: server.listen") {
+		t.Errorf("invalid config: exit %d, %+v, stderr %q", code, res, errb.String())
+	}
+}
