@@ -46,6 +46,7 @@ type planOutput struct {
 	Dedup   string      `json:"dedup_key"`
 	Routes  []planRoute `json:"routes"`
 	Ignored string      `json:"ignored,omitempty"`
+	Notes   []string    `json:"notes,omitempty"` // what decoding tolerated or skipped
 }
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,8 +73,8 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if def == "" {
 		def = a.cfg.Qase.DefaultProject
 	}
-	ev, err := qase.Decode(body, qase.DecodeOptions{DefaultProject: def}, a.clock.Now())
-	out := planOutput{Event: ev.Name, Entity: ev.Ref.String(), Dedup: ev.DedupKey}
+	ev, notes, err := qase.DecodeNotes(body, qase.DecodeOptions{DefaultProject: def}, a.clock.Now())
+	out := planOutput{Event: ev.Name, Entity: ev.Ref.String(), Dedup: ev.DedupKey, Notes: notes}
 	var routes []string
 	// The webhook's own order of judgement (adapters/qase handler, then
 	// the inbox), so plan and the webhook agree on what is ignored.
@@ -199,6 +200,9 @@ func printPlan(w io.Writer, out planOutput) {
 		fmt.Fprintf(w, "event %s for %s (dedup key %s)\n", out.Event, out.Entity, short(out.Dedup))
 	} else {
 		fmt.Fprintf(w, "event %s (dedup key %s)\n", strconv.Quote(out.Event), short(out.Dedup))
+	}
+	for _, n := range out.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 	if out.Ignored != "" {
 		fmt.Fprintf(w, "  %s\n", out.Ignored)
