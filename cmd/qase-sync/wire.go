@@ -176,7 +176,11 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracke
 	var tr sync.Tracker
 	switch {
 	case tc.DryRun && !plan:
-		tr = dryrun.New(tc.Name, log, a.clock)
+		t, err := a.dryRunTracker(tc.Name, log)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
 	case tc.Type == config.TrackerJira:
 		o := jira.Options{BaseURL: tc.URL, Flavor: tc.Flavor, Email: tc.Email, Token: tc.Token.Reveal(), HTTPClient: hc,
 			Transitions: tc.Transitions, UserField: tc.UserField, Settle: tc.Settle, Logger: log, Observer: observe}
@@ -202,7 +206,11 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (sync.Tracke
 		}
 		tr = t
 	case tc.Type == config.TrackerDryRun:
-		tr = dryrun.New(tc.Name, log, a.clock)
+		t, err := a.dryRunTracker(tc.Name, log)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
 	default:
 		return nil, fmt.Errorf("unknown tracker type %q", tc.Type)
 	}
@@ -269,4 +277,27 @@ func (a *app) knownEvent(ev sync.Event) bool {
 		}
 	}
 	return false
+}
+
+// dryRunTracker keeps a dry-run tracker's issues beside the SQLite file
+// (qase-sync.db → qase-sync.dryrun-jira.json), so that after a restart the
+// store's links still point at issues that exist, as with a real tracker:
+// the demo goes on updating, transitioning and commenting them. Removing
+// the store file alone is safe too (the engine finds the issues by their
+// markers and adopts them); to start over remove both. With PostgreSQL or
+// an in-memory SQLite store the issues live in memory only.
+func (a *app) dryRunTracker(name string, log *logrus.Entry) (*dryrun.Tracker, error) {
+	p := dryRunStatePath(a.cfg.Store, name)
+	if p == "" {
+		return dryrun.New(name, log, a.clock), nil
+	}
+	return dryrun.Open(name, log, a.clock, p)
+}
+
+func dryRunStatePath(sc config.Store, tracker string) string {
+	p := sc.SQLite.Path
+	if sc.Driver == "postgres" || p == "" || strings.Contains(p, ":memory:") || strings.HasPrefix(p, "file:") {
+		return ""
+	}
+	return strings.TrimSuffix(p, ".db") + ".dryrun-" + tracker + ".json"
 }
