@@ -16,13 +16,17 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
+	awk -v on="$$on" -v off="$$off" -v prism="$(PRISM_VERSION)" -v fuzz="$(FUZZTIME)" -v version="$(VERSION)" 'BEGIN {FS = ":.*##"} \
+		/^[a-zA-Z_-]+:.*##/ {d = $$2; gsub(/\$$\(PRISM_VERSION\)/, prism, d); gsub(/\$$\(FUZZTIME\)/, fuzz, d); gsub(/\$$\(VERSION\)/, version, d); \
+		printf "  %s%-10s%s %s\n", on, $$1, off, d}' $(MAKEFILE_LIST)
 
-build: ## Build bin/qase-sync (static, CGO off)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/qase-sync ./cmd/qase-sync
+build: ## Build bin/qase-sync (static, CGO off); add bin/ to PATH or `go install ./cmd/qase-sync`
+	@echo "building bin/qase-sync (a first build downloads modules and compiles SQLite: a few minutes; packages are listed as they compile)" >&2
+	CGO_ENABLED=0 $(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o bin/qase-sync ./cmd/qase-sync
 
-run: ## Run the service with config.example.yaml on :8080 (SQLite, dry-run tracker)
-	$(GO) run ./cmd/qase-sync serve -c $(CONFIG)
+run: build ## Build, then serve CONFIG (default config.example.yaml) on :8080 or QASE_SYNC_LISTEN
+	./bin/qase-sync serve -c $(CONFIG)
 
 tools: $(PRISM) ## Install test tools (Prism $(PRISM_VERSION), from npm, into .tools/)
 
