@@ -567,3 +567,76 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 	}
 	return nil
 }
+
+// Deliveries implements sync.InsightStore.
+func (s *Store) Deliveries(ctx context.Context, k qsync.Key, limit int) ([]qsync.Delivery, error) {
+	rows, err := s.pool.Query(ctx, `SELECT d.event_seq, d.gen, d.status FROM events e
+		JOIN deliveries d ON d.event_seq = e.seq AND d.route = $1
+		WHERE e.project = $2 AND e.kind = $3 AND e.entity_id = $4 ORDER BY e.seq DESC LIMIT $5`,
+		append(keyArgs(k), limitArg(limit))...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+	}
+	defer rows.Close()
+	var out []qsync.Delivery
+	for rows.Next() {
+		var d qsync.Delivery
+		if err := rows.Scan(&d.EventSeq, &d.Gen, &d.Status); err != nil {
+			return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+	}
+	return out, nil
+}
+
+// Overview implements sync.InsightStore.
+func (s *Store) Overview(ctx context.Context, since time.Time) (qsync.Overview, error) {
+	o := qsync.Overview{Outcomes: map[qsync.Outcome]int{}, LastDelivery: map[string]time.Time{}}
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(first_at) FROM jobs`).Scan(&o.QueueDepth, &oldest); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	if oldest != nil {
+		o.OldestPending = oldest.UTC()
+	}
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&o.DeadLetters); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT outcome, count(*) FROM ledger WHERE at >= $1 GROUP BY outcome`, since)
+	if err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	for rows.Next() {
+		var k string
+		var n int
+		if err := rows.Scan(&k, &n); err != nil {
+			rows.Close()
+			return o, fmt.Errorf("postgres: overview: %w", err)
+		}
+		o.Outcomes[qsync.Outcome(k)] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, `SELECT project, max(received_at) FROM events GROUP BY project`)
+	if err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p string
+		var t time.Time
+		if err := rows.Scan(&p, &t); err != nil {
+			return o, fmt.Errorf("postgres: overview: %w", err)
+		}
+		o.LastDelivery[p] = t.UTC()
+	}
+	if err := rows.Err(); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	return o, nil
+}

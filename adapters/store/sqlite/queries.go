@@ -581,3 +581,69 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 	}
 	return nil
 }
+
+// Deliveries implements sync.InsightStore.
+func (s *Store) Deliveries(ctx context.Context, k qsync.Key, limit int) ([]qsync.Delivery, error) {
+	// Through the entity's events (indexed), then each one's delivery on
+	// the route (primary key).
+	rows, err := s.r.QueryContext(ctx, `SELECT d.event_seq, d.gen, d.status FROM events e
+		JOIN deliveries d ON d.event_seq = e.seq AND d.route = ?
+		WHERE e.entity_id = ? AND e.project = ? AND e.kind = ? ORDER BY e.seq DESC LIMIT ?`,
+		k.Route, k.ID, k.Project, string(k.Kind), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+	}
+	defer rows.Close()
+	var out []qsync.Delivery
+	for rows.Next() {
+		var d qsync.Delivery
+		if err := rows.Scan(&d.EventSeq, &d.Gen, &d.Status); err != nil {
+			return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+	}
+	return out, nil
+}
+
+// Overview implements sync.InsightStore.
+func (s *Store) Overview(ctx context.Context, since time.Time) (qsync.Overview, error) {
+	o := qsync.Overview{Outcomes: map[qsync.Outcome]int{}, LastDelivery: map[string]time.Time{}}
+	var oldest sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*), min(first_at) FROM jobs`).Scan(&o.QueueDepth, &oldest); err != nil {
+		return o, fmt.Errorf("sqlite: overview: %w", err)
+	}
+	if oldest.Valid {
+		o.OldestPending = fromUS(oldest.Int64)
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM dead_letters`).Scan(&o.DeadLetters); err != nil {
+		return o, fmt.Errorf("sqlite: overview: %w", err)
+	}
+	scan := func(q string, arg []any, f func(k string, n int64)) error {
+		rows, err := s.r.QueryContext(ctx, q, arg...)
+		if err != nil {
+			return fmt.Errorf("sqlite: overview: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k string
+			var n int64
+			if err := rows.Scan(&k, &n); err != nil {
+				return fmt.Errorf("sqlite: overview: %w", err)
+			}
+			f(k, n)
+		}
+		return rows.Err()
+	}
+	if err := scan(`SELECT outcome, count(*) FROM ledger WHERE at >= ? GROUP BY outcome`, []any{us(since)},
+		func(k string, n int64) { o.Outcomes[qsync.Outcome(k)] = int(n) }); err != nil {
+		return o, err
+	}
+	if err := scan(`SELECT project, max(received_at) FROM events GROUP BY project`, nil,
+		func(k string, n int64) { o.LastDelivery[k] = fromUS(n) }); err != nil {
+		return o, err
+	}
+	return o, nil
+}
