@@ -6,6 +6,7 @@
 //	qase-sync reconcile   -c config.yaml [--route R] [--dry-run] [--output json]
 //	qase-sync links rebuild -c config.yaml [--route R]
 //	qase-sync deadletters list|show|retry|drop [ID] -c config.yaml
+//	qase-sync explain QA-1 | ID/defect/1 -c config.yaml
 //	qase-sync version
 package main
 
@@ -38,6 +39,8 @@ Usage:
   qase-sync reconcile   -c FILE [--route R]... [--dry-run] [--output text|json]
   qase-sync links rebuild -c FILE [--route R]...  restore correlation links from the markers in the trackers
   qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [--output text|json]
+  qase-sync explain     ISSUE-KEY | PROJECT/KIND/ID -c FILE
+                                                why an issue says what it says: changes, requests, rules, events
   qase-sync version
 
 Every command takes -c/--config (default: $QASE_SYNC_CONFIG, else config.yaml);
@@ -63,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdReconcile(ctx, rest, stdout, stderr)
 	case "links":
 		err = cmdLinks(ctx, rest, stdout, stderr)
+	case "explain":
+		err = cmdExplain(ctx, rest, stdout, stderr)
 	case "deadletters", "dead-letters":
 		err = cmdDeadLetters(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
@@ -181,6 +186,11 @@ drift and duplicates. --dry-run shows the drift per key and changes nothing.`,
 
 Restore the correlation links in the store from the markers inside the
 tracker issues (after losing or replacing the database).`,
+	"explain": `Usage: qase-sync explain ISSUE-KEY | PROJECT/KIND/ID -c FILE [-o text|json]
+
+Show the provenance of a tracker issue or a Qase entity, newest first: each
+tracker change, the request that made it, the route and rule behind it, and
+the Qase events that caused it.`,
 	"deadletters": `Usage: qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [-o text|json]
 
 Inspect and act on jobs that failed permanently or exhausted their retries:

@@ -140,6 +140,7 @@ func TestEveryCommandHelpExitsZero(t *testing.T) {
 		{[]string{"reconcile", "--help"}, []string{"Usage: qase-sync reconcile", "-dry-run", "-route"}},
 		{[]string{"links", "--help"}, []string{"Usage: qase-sync links rebuild", "markers"}},
 		{[]string{"deadletters", "--help"}, []string{"Usage: qase-sync deadletters", "retry"}},
+		{[]string{"explain", "--help"}, []string{"Usage: qase-sync explain", "newest first"}},
 		{[]string{"help", "plan"}, []string{"Usage: qase-sync plan"}},
 		{[]string{"--help"}, []string{"qase-sync serve", "COMMAND --help"}},
 	} {

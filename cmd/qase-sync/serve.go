@@ -86,7 +86,7 @@ func (a *app) serve(ctx context.Context) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.clock))
+	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.explain, a.clock))
 
 	hs := &http.Server{
 		Handler:           mux,
