@@ -86,6 +86,7 @@ func (a *app) serve(ctx context.Context) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.Handle(uiPrefix, newStatusUI(a.cfg.Server.AdminToken.Reveal(), a.store, a.clock, a.explain, a.ops, newRedactor(a.cfg), a.log.WithField("component", "status-page")))
 	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.explain, a.clock))
 
 	hs := &http.Server{
@@ -172,7 +173,9 @@ func (a *app) reconcileNow(ctx context.Context) (sync.ReconcileReport, error) {
 		return sync.ReconcileReport{}, errors.New("a reconcile pass is already running")
 	}
 	defer reconcileMu.Unlock()
+	a.ops.reconcileStarted(a.clock.Now())
 	rep, err := a.engine.Reconcile(ctx, sync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
+	a.ops.reconcileFinished(rep, err)
 	result := "ok"
 	if err != nil {
 		result = "failed"

@@ -49,6 +49,7 @@ type app struct {
 	engine   *sync.Engine
 	metrics  *metrics
 	registry *prometheus.Registry
+	ops      *opsState // this process's reconcile passes and drift
 	// env and httpClient are seams for tests.
 	env        func(string) (string, bool)
 	httpClient *http.Client
@@ -64,7 +65,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	if err != nil {
 		return nil, err // already "file:line: field: problem", every one of them
 	}
-	a := &app{cfg: cfg, mapper: cfg.Mapping, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}}
+	a := &app{cfg: cfg, mapper: cfg.Mapping, clock: sync.SystemClock, env: env, httpClient: hc, trackers: map[string]sync.Tracker{}, ops: newOpsState()}
 	a.log = newLogger(cfg.Log, stderr, mode)
 	if mode <= appPlan {
 		return a, nil
@@ -77,6 +78,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry, a.store)
+	a.metrics.onDrift = a.ops.found
 	if mode == appStoreOnly {
 		return a, nil
 	}
