@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -181,5 +182,28 @@ func TestValidateJSON(t *testing.T) {
 	}
 	if code != 1 || res.Valid || len(res.Problems) != 2 || !strings.HasPrefix(res.Problems[0], bad+":2: server.listen") {
 		t.Errorf("invalid config: exit %d, %+v, stderr %q", code, res, errb.String())
+	}
+}
+
+// make help names every target with its variables expanded, and prints no
+// colour codes when its output is not a terminal.
+func TestMakeHelp(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	cmd := exec.Command("make", "--no-print-directory", "help")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("make help: %v", err)
+	}
+	s := string(out)
+	if strings.Contains(s, "$(") || strings.Contains(s, "\x1b[") {
+		t.Errorf("make help prints unexpanded variables or colour codes:\n%q", s)
+	}
+	for _, target := range []string{"build", "run", "test", "tools", "lint", "docker", "fuzz"} {
+		if !strings.Contains(s, "  "+target+" ") {
+			t.Errorf("make help lacks %s:\n%s", target, s)
+		}
 	}
 }
