@@ -36,6 +36,8 @@ type Config struct {
 	Worker    Worker    `yaml:"worker" json:"worker"`
 	Reconcile Reconcile `yaml:"reconcile" json:"reconcile"`
 	Log       Log       `yaml:"log" json:"log"`
+	// Notify lists notification routes (config/notify.go).
+	Notify []Notifier `yaml:"notify,omitempty" json:"notify,omitempty"`
 	// Mapping is the parsed mapping: section (never nil after Load).
 	Mapping *mapping.Mapping `yaml:"-" json:"-"`
 }

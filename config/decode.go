@@ -76,7 +76,7 @@ func (l *loader) secretList(n *yaml.Node, field string) []Secret {
 func (l *loader) decode(root *yaml.Node) *Config {
 	c := &Config{File: l.d.File}
 	l.pos[""] = root
-	top := l.fields(root, "", "server", "qase", "store", "trackers", "worker", "reconcile", "log", "mapping")
+	top := l.fields(root, "", "server", "qase", "store", "trackers", "worker", "reconcile", "log", "mapping", "notify")
 
 	s := l.fields(top["server"], "server", "listen", "webhook_path", "max_body_bytes", "read_header_timeout",
 		"read_timeout", "write_timeout", "idle_timeout", "shutdown_timeout", "shutdown_delay", "admin_token", "admin_token_file")
@@ -156,6 +156,8 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		Routes:   l.d.Strings(r["routes"], "reconcile.routes"),
 		Projects: l.d.Strings(r["projects"], "reconcile.projects"),
 	}
+
+	c.Notify = l.decodeNotify(top["notify"])
 
 	lg := l.fields(top["log"], "log", "level", "format")
 	c.Log = Log{Level: strings.ToLower(l.str(lg, "log", "level", "info")), Format: strings.ToLower(l.str(lg, "log", "format", "json"))}

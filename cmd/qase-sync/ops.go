@@ -155,6 +155,9 @@ func newRedactor(cfg *config.Config) redactor {
 			add(t.App.PrivateKey)
 		}
 	}
+	for _, n := range cfg.Notify {
+		add(n.URL)
+	}
 	// Longest first, so a secret containing another is replaced whole.
 	sort.Slice(ss, func(i, j int) bool { return len(ss[i]) > len(ss[j]) })
 	return redactor{secrets: ss}

@@ -55,6 +55,14 @@ func (a *app) serve(ctx context.Context) error {
 	inboxDone := make(chan struct{})
 	go func() { inbox.Run(inboxCtx); close(inboxDone) }()
 
+	notifyCtx, stopNotify := context.WithCancel(context.Background())
+	defer stopNotify()
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notifyDone)
+		newNotifier(a.cfg.Notify, a.store, a.ops, a.clock, newRedactor(a.cfg), a.log.WithField("component", "notify"), a.httpClient).run(notifyCtx)
+	}()
+
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	defer stopEngine()
 	engineDone := make(chan struct{})
@@ -130,6 +138,8 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	stopInbox()
 	<-inboxDone
+	stopNotify()
+	<-notifyDone
 	stopEngine()
 	select {
 	case <-engineDone:
