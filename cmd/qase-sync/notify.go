@@ -158,7 +158,7 @@ func (n *notifier) check(ctx context.Context) {
 					r.drifting[route] = true
 					mine = append(mine, notification{Kind: config.NotifyDrift, Route: route,
 						Title: "repeated drift on route " + route,
-						Text: fmt.Sprintf("route %s drifted in each of the last %d reconcile passes: something (a person, an automation, a workflow) keeps changing the issues it owns", route, r.cfg.DriftPasses)})
+						Text:  fmt.Sprintf("route %s drifted in each of the last %d reconcile passes: something (a person, an automation, a workflow) keeps changing the issues it owns", route, r.cfg.DriftPasses)})
 				}
 			}
 			for route := range r.drifting {
