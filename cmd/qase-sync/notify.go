@@ -51,7 +51,12 @@ type notifyRoute struct {
 	suppressed int
 	silent     map[string]bool // projects reported silent, until they deliver again
 	drifting   map[string]bool // routes reported drifting, until a pass without drift
+	backlog    []notification  // not delivered (receiver down): sent again at the next check
 }
+
+// maxBacklog bounds what a route keeps while its receiver is down; older
+// messages beyond it are counted as suppressed.
+const maxBacklog = 100
 
 type notifier struct {
 	routes []*notifyRoute
@@ -198,8 +203,11 @@ func (n *notifier) check(ctx context.Context) {
 					Text:  fmt.Sprintf("no webhook from Qase project %s for over %s (%s): is the webhook disabled in Qase?", p, r.cfg.SilentAfter, since)})
 			}
 		}
+		for i := range mine {
+			mine[i].At = now
+		}
+		mine, r.backlog = append(r.backlog, mine...), nil
 		for _, nt := range mine {
-			nt.At = now
 			n.send(ctx, r, nt)
 		}
 	}
@@ -228,7 +236,12 @@ func (n *notifier) send(ctx context.Context, r *notifyRoute, nt notification) {
 	}
 	log := n.log.WithFields(logrus.Fields{"notifier": r.cfg.Name, "kind": nt.Kind})
 	if err := n.post(ctx, r.url, body); err != nil {
-		log.WithError(errors.New(n.red.String(err.Error()))).Warn("notify: not delivered")
+		log.WithError(errors.New(n.red.String(err.Error()))).Warn("notify: not delivered; trying again at the next check")
+		nt.Suppressed, r.suppressed = 0, r.suppressed+nt.Suppressed
+		r.backlog = append(r.backlog, nt)
+		if over := len(r.backlog) - maxBacklog; over > 0 {
+			r.backlog, r.suppressed = r.backlog[over:], r.suppressed+over
+		}
 		return
 	}
 	log.Info("notify: sent")

@@ -227,3 +227,35 @@ func TestNotifySilentProjectAndRepeatedDrift(t *testing.T) {
 		t.Error("a secret reached a notification")
 	}
 }
+
+// A receiver that is down does not lose the message: it is sent again at
+// the next check.
+func TestNotifyRetriesWhenReceiverIsDown(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	recv := newReceiver(t)
+	recv.fail = true
+	clk := &stepClock{t: time.Now()}
+	ops := newOpsState()
+	cfg := []config.Notifier{{Name: "hook", Type: "webhook", URL: config.Secret(recv.URL + "/n"), On: []string{"drift"},
+		PerMinute: 60, Burst: 5, DriftPasses: 1, SilentAfter: time.Hour, Interval: time.Minute}}
+	n := newNotifier(cfg, h.a.store, ops, clk, redactor{}, h.a.log, nil)
+	ops.reconcileStarted(clk.Now())
+	ops.found("defects-to-jira", "status")
+	ops.reconcileStarted(clk.Now())
+	n.check(context.Background())
+	if len(recv.bodies("/n")) != 0 || len(n.routes[0].backlog) != 1 {
+		t.Fatalf("receiver down: got %v, backlog %d", recv.bodies("/n"), len(n.routes[0].backlog))
+	}
+	recv.mu.Lock()
+	recv.fail = false
+	recv.mu.Unlock()
+	clk.add(time.Minute)
+	n.check(context.Background())
+	got := recv.bodies("/n")
+	if len(got) != 1 || !strings.Contains(got[0], `"kind":"drift"`) {
+		t.Fatalf("after the receiver recovered: %v", got)
+	}
+	if !strings.Contains(h.logs.String(), "not delivered; trying again") {
+		t.Error("the failed delivery is not logged")
+	}
+}
