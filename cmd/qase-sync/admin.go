@@ -21,9 +21,10 @@ import (
 //	POST   /admin/deadletters/{id}/retry
 //	DELETE /admin/deadletters/{id}      drop
 //	GET    /admin/events                ledger summary (pending/applied/noop/dead)
+//	GET    /admin/status                what the status page's overview shows, as JSON
 //	GET    /admin/explain?q=QA-1        provenance of an issue or a Qase entity (PROJECT/KIND/ID)
 //	POST   /admin/reconcile             start a reconcile pass now
-func adminHandler(token string, store sync.Store, reconcile func(context.Context) (sync.ReconcileReport, error), explain func(context.Context, string) (explanation, error), clock sync.Clock) http.Handler {
+func adminHandler(token string, store sync.Store, reconcile func(context.Context) (sync.ReconcileReport, error), explain func(context.Context, string) (explanation, error), status func(context.Context) (any, error), clock sync.Clock) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token == "" {
 			http.NotFound(w, r)
@@ -61,6 +62,9 @@ func adminHandler(token string, store sync.Store, reconcile func(context.Context
 			default:
 				writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 			}
+		case path == "status" && r.Method == http.MethodGet:
+			v, err := status(ctx)
+			respond(w, v, err)
 		case path == "explain" && r.Method == http.MethodGet:
 			x, err := explain(ctx, r.URL.Query().Get("q"))
 			if errors.Is(err, errExplainQuery) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"maps"
 	"sort"
 	"strings"
@@ -24,11 +25,11 @@ type opsState struct {
 }
 
 type reconcileRecord struct {
-	At       time.Time
-	Report   sync.ReconcileReport
-	Err      string
-	Drift    map[string]int // class -> count found by the pass's jobs so far
-	Finished bool
+	At       time.Time            `json:"at"`
+	Report   sync.ReconcileReport `json:"report"`
+	Err      string               `json:"error,omitempty"`
+	Drift    map[string]int       `json:"drift_since"` // class -> count found by the pass's jobs so far
+	Finished bool                 `json:"finished"`
 }
 
 func newOpsState() *opsState { return &opsState{drift: map[string]map[string]int{}} }
@@ -168,4 +169,19 @@ func (r redactor) String(s string) string {
 		s = strings.ReplaceAll(s, sec, "[REDACTED]")
 	}
 	return s
+}
+
+// statusReport is GET /admin/status: the status page's overview as JSON.
+type statusReport struct {
+	sync.Overview
+	ThroughputWindow string           `json:"outcomes_window"`
+	LastReconcile    *reconcileRecord `json:"last_reconcile,omitempty"`
+}
+
+func (a *app) statusJSON(ctx context.Context) (any, error) {
+	o, err := a.store.Overview(ctx, a.clock.Now().Add(-time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	return statusReport{Overview: o, ThroughputWindow: "1h", LastReconcile: a.ops.lastReconcile()}, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -137,6 +138,30 @@ func TestStatusPageHTTP(t *testing.T) {
 	}
 	h.drain()
 	onlyIssue(t, h.jira)
+	// The overview as JSON, for scripts; a reconcile pass shows in it.
+	req, _ = http.NewRequest(http.MethodPost, h.url+"/admin/reconcile", nil)
+	req.Header.Set("Authorization", "Bearer test-admin-token")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("reconcile: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	code, st := adminGet(t, h, "/admin/status")
+	var rep struct {
+		QueueDepth    *int                     `json:"queue_depth"`
+		DeadLetters   int                      `json:"dead_letters"`
+		LastDelivery  map[string]string        `json:"last_delivery"`
+		Outcomes      map[string]int           `json:"outcomes"`
+		LastReconcile *struct{ Finished bool } `json:"last_reconcile"`
+	}
+	if code != http.StatusOK || json.Unmarshal(st, &rep) != nil || rep.QueueDepth == nil || rep.DeadLetters != 0 || rep.LastDelivery["ID"] == "" ||
+		rep.Outcomes["dead"] != 1 || rep.LastReconcile == nil || !rep.LastReconcile.Finished {
+		t.Errorf("GET /admin/status: %d %s", code, st)
+	}
+	_, overview2, _ := u.do(http.MethodGet, "/admin/ui/", nil)
+	if !strings.Contains(overview2, "keys,") || strings.Contains(overview2, "No reconcile pass has run") {
+		t.Errorf("overview after a reconcile pass lacks it:\n%s", overview2)
+	}
 	_, ex, _ := u.do(http.MethodGet, "/admin/ui/explain?q=ID/defect/1", nil)
 	if !strings.Contains(ex, "defect.created") || !strings.Contains(ex, "create") {
 		t.Errorf("entity page lacks its provenance:\n%s", ex)
