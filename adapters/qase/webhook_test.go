@@ -404,3 +404,43 @@ func TestHandlerStalledBodyGets408(t *testing.T) {
 		t.Error("a partial body reached the inbox")
 	}
 }
+
+// An event of a served kind that KnownEvent refuses (an unknown verb) is
+// acknowledged as ignored and never stored, even when its payload would
+// not decode (no id); a known one is stored.
+func TestHandlerIgnoresUnknownEvents(t *testing.T) {
+	inbox := &fakeInbox{}
+	known := func(ev sync.Event) bool { return ev.Name == "defect.created" }
+	srv := httptest.NewServer(NewHandler(HandlerOptions{Acceptor: inbox, Secrets: []string{secretA}, KnownEvent: known}))
+	defer srv.Close()
+	post := func(body string, secret string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.Header.Set(SecretHeader, secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, body := range []string{
+		`{"event_name":"defect.exploded","project_code":"P","payload":{"id":1}}`,
+		`{"event_name":"defect.exploded","project_code":"P","payload":{}}`,
+		"{\"event_name\":\"defect.cr\xffated\",\"project_code\":\"P\",\"payload\":{\"id\":1}}",
+	} {
+		code, resp := post(body, secretA)
+		if code != http.StatusAccepted || !strings.Contains(resp, `"ignored"`) || !strings.Contains(resp, "no route names it") {
+			t.Errorf("%q: %d %s", body, code, resp)
+		}
+	}
+	if code, _ := post(`{"event_name":"defect.exploded","project_code":"P","payload":{"id":1}}`, "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("unauthenticated unknown event: %d (authentication comes first)", code)
+	}
+	if code, resp := post(`{"event_name":"defect.created","project_code":"P","payload":{"id":1}}`, secretA); code != http.StatusAccepted || !strings.Contains(resp, "accepted") {
+		t.Errorf("known event: %d %s", code, resp)
+	}
+	if got := inbox.stored(); len(got) != 1 || got[0].Name != "defect.created" {
+		t.Errorf("stored %+v, want only the known event", got)
+	}
+}

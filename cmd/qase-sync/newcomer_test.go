@@ -207,3 +207,25 @@ func TestMakeHelp(t *testing.T) {
 		}
 	}
 }
+
+// make docker sends only the source: no tools, build output or database.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, w := range []string{".tools", "bin", "*.db", "*.db-wal", ".git", ".artifacts", "*.dryrun-*.json"} {
+		if !lines[w] {
+			t.Errorf(".dockerignore lacks %s", w)
+		}
+	}
+	for _, keep := range []string{"cmd", "go.mod", "config.example.yaml", "*.go"} {
+		if lines[keep] {
+			t.Errorf(".dockerignore drops %s, which the image build needs", keep)
+		}
+	}
+}

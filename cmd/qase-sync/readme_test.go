@@ -55,6 +55,9 @@ func TestReadmeTryIt(t *testing.T) {
 			}
 			svc = startMakeRun(t, dir, addr)
 			logFrom = 0
+			if !strings.Contains(svc.out.String(), "a few minutes") {
+				t.Errorf("make run does not say a first build takes minutes:\n%s", tail(svc.out.String(), 10))
+			}
 		case "stop":
 			if svc == nil {
 				t.Fatal("README stops a service that is not running")
