@@ -32,7 +32,7 @@ import (
 const (
 	uiPrefix       = "/admin/ui/"
 	sessionCookie  = "qase_sync_session"
-	loginCSRFCooki = "qase_sync_login"
+	loginCSRFCookie = "qase_sync_login"
 	sessionTTL     = 12 * time.Hour
 )
 
@@ -142,13 +142,13 @@ func (u *statusUI) loginForm(w http.ResponseWriter, r *http.Request) {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
-	http.SetCookie(w, u.cookie(loginCSRFCooki, tok, 600))
+	http.SetCookie(w, u.cookie(loginCSRFCookie, tok, 600))
 	u.render(w, r, http.StatusOK, "login", map[string]any{"LoginCSRF": tok, "Failed": r.URL.Query().Has("failed")})
 }
 
 func (u *statusUI) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	c, err := r.Cookie(loginCSRFCooki)
+	c, err := r.Cookie(loginCSRFCookie)
 	form := r.PostFormValue("csrf")
 	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(form)) != 1 {
 		http.Error(w, "invalid or missing CSRF token; reload the login page", http.StatusForbidden)
@@ -163,7 +163,7 @@ func (u *statusUI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	exp := strconv.FormatInt(u.clock.Now().Add(sessionTTL).Unix(), 10)
 	http.SetCookie(w, u.cookie(sessionCookie, exp+"."+u.mac("session", exp), int(sessionTTL.Seconds())))
-	http.SetCookie(w, u.cookie(loginCSRFCooki, "", -1))
+	http.SetCookie(w, u.cookie(loginCSRFCookie, "", -1))
 	http.Redirect(w, r, uiPrefix, http.StatusSeeOther)
 }
 
