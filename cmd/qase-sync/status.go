@@ -30,10 +30,10 @@ import (
 // session (the login form a double-submit cookie), checked on every POST.
 
 const (
-	uiPrefix       = "/admin/ui/"
-	sessionCookie  = "qase_sync_session"
+	uiPrefix        = "/admin/ui/"
+	sessionCookie   = "qase_sync_session"
 	loginCSRFCookie = "qase_sync_login"
-	sessionTTL     = 12 * time.Hour
+	sessionTTL      = 12 * time.Hour
 )
 
 type statusUI struct {
