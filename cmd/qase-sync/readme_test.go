@@ -413,3 +413,55 @@ func (m *makeRun) waitLog(t *testing.T, from int, want string, d time.Duration) 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestReadmeConsoleExamples runs every `$ qase-sync …` line of the README's
+// console blocks and checks that what the README shows after it is what
+// the command prints: line by line in order, whitespace aside (the README
+// compacts JSON), "…" standing for an elided part.
+func TestReadmeConsoleExamples(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```console\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	ran := 0
+	for _, b := range blocks {
+		lines := strings.Split(strings.TrimRight(b[1], "\n"), "\n")
+		cmdline, ok := strings.CutPrefix(lines[0], "$ qase-sync ")
+		if !ok {
+			continue
+		}
+		args := shellWords(t, cmdline)
+		for i, a := range args {
+			if !strings.HasPrefix(a, "-") && (strings.HasSuffix(a, ".yaml") || strings.HasSuffix(a, ".json")) {
+				args[i] = filepath.Join("..", "..", a)
+			}
+		}
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 {
+			t.Errorf("README runs qase-sync %s: exit %d: %s", cmdline, code, errb.String())
+			continue
+		}
+		ran++
+		squash := func(s string) string { return strings.Join(strings.Fields(s), "") }
+		got := squash(out.String())
+		pos := 0
+		for _, l := range lines[1:] {
+			for _, piece := range strings.Split(l, "…") {
+				p := squash(piece)
+				if p == "" {
+					continue
+				}
+				i := strings.Index(got[pos:], p)
+				if i < 0 {
+					t.Errorf("README shows %q after `qase-sync %s`, but the command prints (from there on):\n%s", strings.TrimSpace(piece), cmdline, out.String())
+					break
+				}
+				pos += i + len(p)
+			}
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no `$ qase-sync` console example found in the README")
+	}
+}
