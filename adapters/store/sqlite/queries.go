@@ -608,7 +608,10 @@ func (s *Store) Deliveries(ctx context.Context, k qsync.Key, limit int) ([]qsync
 	return out, nil
 }
 
-// Overview implements sync.InsightStore.
+// Overview implements sync.InsightStore. The last delivery per project
+// scans the events table (it has no project index: one halved ingest
+// throughput); callers are an operator's page and a once-a-minute
+// notifier check, not the hot path.
 func (s *Store) Overview(ctx context.Context, since time.Time) (qsync.Overview, error) {
 	o := qsync.Overview{Outcomes: map[qsync.Outcome]int{}, LastDelivery: map[string]time.Time{}}
 	var oldest sql.NullInt64
