@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 
 	"github.com/qase-sync/qase-sync/sync"
 )
@@ -46,6 +47,9 @@ type statusUI struct {
 	redact  redactor
 	log     *logrus.Entry
 	tmpl    *template.Template
+	// logins bounds token guesses (all clients together): 10 a minute,
+	// 5 at once.
+	logins *rate.Limiter
 }
 
 func newStatusUI(token string, store sync.Store, clock sync.Clock, explain func(context.Context, string) (explanation, error), ops *opsState, red redactor, log *logrus.Entry) http.Handler {
@@ -54,7 +58,8 @@ func newStatusUI(token string, store sync.Store, clock sync.Clock, explain func(
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
 	u := &statusUI{token: []byte(token), key: key, store: store, clock: clock, explain: explain, ops: ops, redact: red, log: log,
-		tmpl: template.Must(template.New("ui").Funcs(uiFuncs).Parse(uiTemplates))}
+		tmpl:   template.Must(template.New("ui").Funcs(uiFuncs).Parse(uiTemplates)),
+		logins: rate.NewLimiter(rate.Every(6*time.Second), 5)}
 	if token == "" {
 		return http.NotFoundHandler()
 	}
@@ -152,6 +157,11 @@ func (u *statusUI) login(w http.ResponseWriter, r *http.Request) {
 	form := r.PostFormValue("csrf")
 	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(form)) != 1 {
 		http.Error(w, "invalid or missing CSRF token; reload the login page", http.StatusForbidden)
+		return
+	}
+	if !u.logins.AllowN(u.clock.Now(), 1) {
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "too many login attempts; wait a little", http.StatusTooManyRequests)
 		return
 	}
 	got := sha256.Sum256([]byte(r.PostFormValue("token")))

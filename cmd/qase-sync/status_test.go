@@ -163,6 +163,21 @@ func TestStatusPageHTTP(t *testing.T) {
 		t.Errorf("overview after a reconcile pass lacks it:\n%s", overview2)
 	}
 	_, ex, _ := u.do(http.MethodGet, "/admin/ui/explain?q=ID/defect/1", nil)
+	defer func() {
+		// Guessing the token is rate-limited (10/min, burst 5; two
+		// attempts were made above).
+		limited := false
+		for range 6 {
+			_, lp, _ := u.do(http.MethodGet, "/admin/ui/login", nil)
+			if code, _, _ := u.do(http.MethodPost, "/admin/ui/login", url.Values{"token": {"guess"}, "csrf": {csrfOf(t, lp)}}); code == http.StatusTooManyRequests {
+				limited = true
+				break
+			}
+		}
+		if !limited {
+			t.Error("login attempts are not rate-limited")
+		}
+	}()
 	if !strings.Contains(ex, "defect.created") || !strings.Contains(ex, "create") {
 		t.Errorf("entity page lacks its provenance:\n%s", ex)
 	}
