@@ -27,8 +27,14 @@ func adminGet(t *testing.T, h *harness, path string) (int, []byte) {
 // event) and resolved; explain, by issue key and by entity, through the
 // admin API and the CLI, tells each tracker change with its request and
 // rule and the event behind it, newest first.
-func TestExplainThroughServer(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+func TestExplainThroughServer(t *testing.T) { testExplain(t, harnessOpts{}) }
+
+// The same over PostgreSQL (skipped when it is unreachable, unless
+// QASE_SYNC_REQUIRE_POSTGRES=1).
+func TestExplainThroughServerPostgres(t *testing.T) { testExplain(t, harnessOpts{store: pgDatabase(t)}) }
+
+func testExplain(t *testing.T, o harnessOpts) {
+	h := newHarness(t, o)
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	h.deliver("defect.updated.json", http.StatusAccepted)
