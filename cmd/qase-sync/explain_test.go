@@ -31,7 +31,9 @@ func TestExplainThroughServer(t *testing.T) { testExplain(t, harnessOpts{}) }
 
 // The same over PostgreSQL (skipped when it is unreachable, unless
 // QASE_SYNC_REQUIRE_POSTGRES=1).
-func TestExplainThroughServerPostgres(t *testing.T) { testExplain(t, harnessOpts{store: pgDatabase(t)}) }
+func TestExplainThroughServerPostgres(t *testing.T) {
+	testExplain(t, harnessOpts{store: pgDatabase(t)})
+}
 
 func testExplain(t *testing.T, o harnessOpts) {
 	h := newHarness(t, o)
