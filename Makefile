@@ -4,6 +4,10 @@ GO ?= go
 PRISM_VERSION := 5.16.0
 TOOLS := $(CURDIR)/.tools
 PRISM := $(TOOLS)/prism/node_modules/.bin/prism
+# playwright-core drives Debian's chromium in the status page's browser test.
+PLAYWRIGHT_VERSION := 1.65.1
+PLAYWRIGHT := $(TOOLS)/playwright/node_modules/playwright-core/package.json
+CHROMIUM ?= /usr/bin/chromium
 CONFIG ?= config.example.yaml
 # An execution count, not a duration: with a duration, go1.26's fuzz
 # coordinator can fail a clean run with a bare "context deadline exceeded"
@@ -16,15 +20,19 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
+	awk -v on="$$on" -v off="$$off" -v prism="$(PRISM_VERSION)" -v fuzz="$(FUZZTIME)" -v version="$(VERSION)" -v pw="$(PLAYWRIGHT_VERSION)" 'BEGIN {FS = ":.*##"} \
+		/^[a-zA-Z_-]+:.*##/ {d = $$2; gsub(/\$$\(PRISM_VERSION\)/, prism, d); gsub(/\$$\(FUZZTIME\)/, fuzz, d); gsub(/\$$\(VERSION\)/, version, d); gsub(/\$$\(PLAYWRIGHT_VERSION\)/, pw, d); \
+		printf "  %s%-10s%s %s\n", on, $$1, off, d}' $(MAKEFILE_LIST)
 
-build: ## Build bin/qase-sync (static, CGO off)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/qase-sync ./cmd/qase-sync
+build: ## Build bin/qase-sync (static, CGO off); add bin/ to PATH or `go install ./cmd/qase-sync`
+	@echo "building bin/qase-sync (a first build downloads modules and compiles SQLite: a few minutes; packages are listed as they compile)" >&2
+	CGO_ENABLED=0 $(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o bin/qase-sync ./cmd/qase-sync
 
-run: ## Run the service with config.example.yaml on :8080 (SQLite, dry-run tracker)
-	$(GO) run ./cmd/qase-sync serve -c $(CONFIG)
+run: build ## Build, then serve CONFIG (default config.example.yaml) on :8080 or QASE_SYNC_LISTEN
+	./bin/qase-sync serve -c $(CONFIG)
 
-tools: $(PRISM) ## Install test tools (Prism $(PRISM_VERSION), from npm, into .tools/)
+tools: $(PRISM) $(PLAYWRIGHT) $(CHROMIUM) ## Install test tools: Prism $(PRISM_VERSION) and playwright-core $(PLAYWRIGHT_VERSION) from npm into .tools/, Debian's chromium
 
 $(PRISM):
 	@mkdir -p $(TOOLS)/prism
@@ -32,9 +40,21 @@ $(PRISM):
 		npm install --no-audit --no-fund --loglevel=error @stoplight/prism-cli@$(PRISM_VERSION) >/dev/null
 	@test -x $(PRISM)
 
-test: tools ## Run every test (race detector, contract tests against Prism, short fuzzing)
+$(PLAYWRIGHT):
+	@mkdir -p $(TOOLS)/playwright
+	cd $(TOOLS)/playwright && { [ -f package.json ] || npm init -y >/dev/null; } && \
+		npm install --no-audit --no-fund --loglevel=error playwright-core@$(PLAYWRIGHT_VERSION) >/dev/null
+	@test -f $(PLAYWRIGHT)
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the status page's browser test (apt-get)" >&2
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium >/dev/null; \
+		else sudo apt-get install -y --no-install-recommends chromium >/dev/null; fi
+	@test -x $(CHROMIUM)
+
+test: tools ## Run every test (race detector, contract tests against Prism, the status page in Chromium, short fuzzing)
 	$(GO) mod download
-	QASE_SYNC_REQUIRE_PRISM=1 $(GO) test -race -count=1 -timeout 20m ./...
+	QASE_SYNC_REQUIRE_PRISM=1 QASE_SYNC_REQUIRE_BROWSER=1 QASE_SYNC_CHROMIUM=$(CHROMIUM) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
 fuzz: ## Fuzz the webhook decoder, the config and mapping loaders, conditions (FUZZTIME inputs each, default 60000x)
@@ -58,6 +78,6 @@ docker: ## Build the container image qase-sync:$(VERSION)
 	docker build -t qase-sync:$(VERSION) --build-arg VERSION=$(VERSION) .
 
 clean: ## Remove build output and local tools
-	rm -rf bin .tools .bench.out .readcost.out
+	rm -rf bin .tools .bench.out .readcost.out .artifacts
 
 .PHONY: help build run tools test fuzz lint bench docker clean

@@ -36,6 +36,8 @@ type Config struct {
 	Worker    Worker    `yaml:"worker" json:"worker"`
 	Reconcile Reconcile `yaml:"reconcile" json:"reconcile"`
 	Log       Log       `yaml:"log" json:"log"`
+	// Notify lists notification routes (config/notify.go).
+	Notify []Notifier `yaml:"notify,omitempty" json:"notify,omitempty"`
 	// Mapping is the mapping: section as written (after ${VAR}
 	// expansion), nil when absent; package mapping decodes it.
 	Mapping *yaml.Node `yaml:"-" json:"-"`
@@ -380,6 +382,10 @@ func (c *Config) readFiles(dir string) yamlpos.Problems {
 		if t.App != nil {
 			secret(&t.App.PrivateKey, t.App.PrivateKeyFile, f+".app.private_key", "private_key")
 		}
+	}
+	for i := range c.Notify {
+		n := &c.Notify[i]
+		secret(&n.URL, n.URLFile, yamlpos.Elem("notify", i)+".url", "url")
 	}
 	if p := c.Qase.SecretsFile; p != "" {
 		data, err := readLimited(path(p))

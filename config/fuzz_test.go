@@ -18,6 +18,7 @@ func FuzzConfigParse(f *testing.F) {
 		"server: [\n",
 		"a: &a [*a]\n",
 		"qase:\n  secrets: ['${X:-y}', '$${Z}', '${']\n",
+		"qase: {allow_unsigned: true}\nnotify:\n  - {name: n, type: slack, url: 'https://h/x', on: [drift, x], per_minute: -1, silent_after: 1s}\n  - {name: n, type: webhook, url_file: /nonexistent}\n",
 		"trackers:\n  - {name: j, type: jira}\n  - {name: j, type: github, app: {app_id: x}}\n",
 		"mapping:\n  routes:\n    - {name: r, kind: run, tracker: t, project: '{{.vars.x}}', title: '{{', when: '(((a'}\n",
 		"mapping:\n  tables: {t: {_default: ~}}\n  routes:\n    - name: r\n      kind: defect\n      tracker: d\n      project: P\n      title: x\n      comments: [{from: entity, body: '{{.comment.body}}', when: 'comment.author in [\"a\"]'}]\ntrackers: [{name: d, type: dryrun}]\nqase: {allow_unsigned: true}\n",

@@ -56,6 +56,7 @@ func (c *Config) validate() yamlpos.Problems {
 	if c.Worker.LateCommit < 0 {
 		l.errf("worker.late_commit", "must not be negative")
 	}
+	l.validateNotify()
 
 	// qase
 	if len(c.Qase.Secrets) == 0 && len(c.Qase.ProjectSecrets) == 0 && !c.Qase.AllowUnsigned {

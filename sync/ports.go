@@ -105,6 +105,32 @@ type LedgerStore interface {
 	RetryDeadLetter(ctx context.Context, id int64, now time.Time) error
 }
 
+// Delivery is one event's outcome on one route (ledger I1).
+type Delivery struct {
+	EventSeq int64  `json:"event_seq"`
+	Gen      int64  `json:"gen"`    // the key's job generation it was enqueued at
+	Status   string `json:"status"` // pending | applied | noop | dead
+}
+
+// Overview is what an operator's status page shows of the store.
+type Overview struct {
+	QueueDepth    int                  `json:"queue_depth"`
+	OldestPending time.Time            `json:"oldest_pending,omitzero"` // first_at of the oldest unfinished job
+	Outcomes      map[Outcome]int      `json:"outcomes"`                // ledger entries since the asked time
+	LastDelivery  map[string]time.Time `json:"last_delivery"`           // newest received_at per Qase project
+	DeadLetters   int                  `json:"dead_letters"`
+}
+
+// InsightStore answers operators' questions (explain, the status page);
+// read-only.
+type InsightStore interface {
+	// Deliveries lists the key's event deliveries, newest event first.
+	Deliveries(ctx context.Context, k Key, limit int) ([]Delivery, error)
+	// Overview summarizes the queue, the ledger since since, the last
+	// delivery per project and the dead letters.
+	Overview(ctx context.Context, since time.Time) (Overview, error)
+}
+
 // Store is every storage port; sqlite and postgres implement it and pass
 // the same conformance suite (adapters/store/storetest).
 type Store interface {
@@ -113,6 +139,7 @@ type Store interface {
 	SnapshotStore
 	LinkStore
 	LedgerStore
+	InsightStore
 	Ping(ctx context.Context) error
 	// CreatedAt is when this database was created (its first schema
 	// migration): a store younger than the trackers' late-commit window

@@ -2,11 +2,18 @@
 // it would perform and keeps the resulting issues in memory, so the whole
 // engine (links, diffs, comments, reconcile) runs honestly without
 // credentials. It is the default tracker of the example configuration.
+//
+// Opened with a state file (Open), it also keeps its issues across
+// restarts, as a real tracker would: the service's store remembers links
+// to them, and a restarted demo must find them again.
 package dryrun
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +35,73 @@ type Tracker struct {
 	next   int
 	issues map[string]*issue // by id
 	writes int
+	path   string // state file; "" keeps issues in memory only
+}
+
+// stateFile is the persisted form of a tracker's issues.
+type stateFile struct {
+	Tracker string       `json:"tracker"`
+	Next    int          `json:"next"`
+	Issues  []savedIssue `json:"issues"`
+}
+
+type savedIssue struct {
+	qsync.Issue
+	Marker   string         `json:"marker,omitempty"`
+	Comments []qsync.Comment `json:"comments,omitempty"`
+}
+
+// Open returns a dry-run tracker whose issues live in the JSON file at
+// path (created on the first write), loading what an earlier run left.
+func Open(name string, log *logrus.Entry, clock qsync.Clock, path string) (*Tracker, error) {
+	t := New(name, log, clock)
+	t.path = path
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return t, nil
+	case err != nil:
+		return nil, fmt.Errorf("dry-run tracker %s: %w", name, err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("dry-run tracker %s: %s: %w (delete it together with the store file to start over)", name, path, err)
+	}
+	t.next = st.Next
+	for _, si := range st.Issues {
+		is := &issue{Issue: si.Issue, marker: si.Marker, comments: si.Comments}
+		t.issues[is.Ref.ID] = is
+		if n, err := strconv.Atoi(is.Ref.ID); err == nil && n > t.next {
+			t.next = n
+		}
+	}
+	if len(st.Issues) > 0 {
+		t.log.WithFields(logrus.Fields{"issues": len(st.Issues), "file": path}).Info("dry-run tracker: issues of earlier runs loaded")
+	}
+	return t, nil
+}
+
+// save writes the state file (atomically: a temporary file renamed over
+// it). The caller holds mu. A failure is logged: the issues stay in
+// memory for this run, as without a file.
+func (t *Tracker) save() {
+	if t.path == "" {
+		return
+	}
+	st := stateFile{Tracker: t.name, Next: t.next}
+	for _, is := range t.sorted() {
+		st.Issues = append(st.Issues, savedIssue{Issue: is.Issue, Marker: is.marker, Comments: is.comments})
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err == nil {
+		tmp := t.path + ".tmp"
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o600); err == nil {
+			err = os.Rename(tmp, t.path)
+		}
+	}
+	if err != nil {
+		t.log.WithError(err).Error("dry-run tracker: could not save its issues; they will be forgotten at restart")
+	}
 }
 
 type issue struct {
@@ -44,7 +118,9 @@ func New(name string, log *logrus.Entry, clock qsync.Clock) *Tracker {
 	return &Tracker{name: name, log: log.WithField("tracker", name), clock: clock, issues: map[string]*issue{}}
 }
 
+// logOp records a write: logged as it would be sent, and saved.
 func (t *Tracker) logOp(op string, ref qsync.IssueRef, fields logrus.Fields) {
+	t.save()
 	t.writes++
 	t.log.WithFields(fields).WithFields(logrus.Fields{"op": op, "issue": ref.String(), "dry_run": true}).Info("would send")
 }
@@ -294,6 +370,7 @@ func (t *Tracker) Delete(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.issues, id)
+	t.save()
 }
 
 // Edit changes an issue the way a person would, bypassing the log.
@@ -304,6 +381,7 @@ func (t *Tracker) Edit(id string, f func(*qsync.Issue)) {
 	defer t.mu.Unlock()
 	if is, ok := t.issues[id]; ok {
 		f(&is.Issue)
+		t.save()
 	}
 }
 

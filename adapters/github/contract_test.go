@@ -20,9 +20,7 @@ import (
 // operations are.
 func TestContractGitHub(t *testing.T) {
 	srv := prismtest.Start(t, prismtest.Spec("github.trimmed.json"))
-	// No Accept shim: the adapter itself must accept GitHub's JSON type on
-	// calls where go-github sends only a preview type.
-	rec := &prismtest.Recorder{Base: exampleFixer{}}
+	rec := &prismtest.Recorder{Base: exampleFixer{}} // no Accept shim: the adapter sends the stable media type itself
 	tr, err := New(Options{Token: testToken, BaseURL: srv.URL, HTTPClient: &http.Client{Transport: rec}, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)

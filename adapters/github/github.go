@@ -39,6 +39,35 @@ const findSlack = 10 * time.Minute
 
 const perPage = 100
 
+// mediaTypeJSON is GitHub's stable REST media type.
+const mediaTypeJSON = "application/vnd.github+json"
+
+// stableAccept sends GitHub's stable media type where go-github v60 sends
+// only a preview type (issue reads and lists ask for
+// squirrel-girl-preview, long since folded into the stable API): GitHub's
+// validating API description, and strict proxies, answer those with 406.
+// Every field the adapter reads is in the stable representation.
+type stableAccept struct{ next http.RoundTripper }
+
+func (s stableAccept) RoundTrip(r *http.Request) (*http.Response, error) {
+	if a := r.Header.Get("Accept"); a != "" && !acceptsStable(a) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Accept", mediaTypeJSON)
+	}
+	return s.next.RoundTrip(r)
+}
+
+// acceptsStable reports whether an Accept header names a non-preview type.
+func acceptsStable(accept string) bool {
+	for _, t := range strings.Split(accept, ",") {
+		t, _, _ = strings.Cut(strings.TrimSpace(t), ";")
+		if t != "" && !strings.Contains(t, "-preview") {
+			return true
+		}
+	}
+	return false
+}
+
 // AppAuth authenticates as a GitHub App installation.
 type AppAuth struct {
 	AppID          int64
@@ -115,7 +144,7 @@ func New(opts Options) (*Tracker, error) {
 		}
 		rt = itr
 	}
-	hc := &http.Client{Transport: acceptJSON{rt}, Timeout: timeout, CheckRedirect: checkRedirect}
+	hc := &http.Client{Transport: stableAccept{rt}, Timeout: timeout, CheckRedirect: checkRedirect}
 	client := gh.NewClient(hc)
 	if opts.Token != "" {
 		client = client.WithAuthToken(opts.Token)
@@ -137,29 +166,6 @@ func New(opts Options) (*Tracker, error) {
 }
 
 type discard struct{}
-
-// mediaTypeJSON is the media type GitHub documents for REST answers.
-const mediaTypeJSON = "application/vnd.github+json"
-
-// acceptJSON makes every request accept GitHub's JSON media type: go-github
-// v60 sends only an obsolete preview type on issue reads (Issues.Get,
-// ListByRepo, ListComments), which servers that follow the published
-// contract answer with 406.
-type acceptJSON struct{ base http.RoundTripper }
-
-func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
-	acc := req.Header.Get("Accept")
-	if !strings.Contains(acc, mediaTypeJSON) && !strings.Contains(acc, "application/json") &&
-		!strings.Contains(acc, "application/vnd.github.v3+json") {
-		req = req.Clone(req.Context())
-		if acc == "" {
-			req.Header.Set("Accept", mediaTypeJSON)
-		} else {
-			req.Header.Set("Accept", acc+", "+mediaTypeJSON)
-		}
-	}
-	return a.base.RoundTrip(req)
-}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 

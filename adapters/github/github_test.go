@@ -567,3 +567,33 @@ func TestNewValidatesOptions(t *testing.T) {
 		t.Fatalf("GHES base: %v %v", err, tr)
 	}
 }
+
+// GitHub (and a validating mock of its API) answers 406 to a request that
+// accepts only a preview media type; go-github v60's Issues.Get sends
+// exactly that, so the adapter reads issues with the stable type.
+func TestIssueReadSendsStableMediaType(t *testing.T) {
+	h := setup(t)
+	a, err := h.tr.Create(ctx(t), spec("a"), marker(21))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.tr.Get(ctx(t), a.Ref)
+	if err != nil {
+		t.Fatalf("issue read refused: %v", err)
+	}
+	if got.Title != "a" {
+		t.Fatalf("read %+v", got)
+	}
+	reads := 0
+	for _, rq := range h.fake.Requests() {
+		if rq.Method == http.MethodGet && rq.Path == "/repos/"+repo+"/issues/"+a.Ref.ID {
+			reads++
+			if rq.Accept != "application/vnd.github+json" || rq.Status != http.StatusOK {
+				t.Errorf("issue read: Accept %q, status %d", rq.Accept, rq.Status)
+			}
+		}
+	}
+	if reads == 0 {
+		t.Fatal("no issue read reached the fake")
+	}
+}

@@ -26,8 +26,8 @@ import (
 type notFoundMode int
 
 const (
-	nfGone   notFoundMode = iota // the issue is gone: Permanent, wrapping sync.ErrNotFound
-	nfGet                        // Get: plain sync.ErrNotFound (the engine recreates)
+	nfGone   notFoundMode = iota // the issue is gone: Permanent, wrapping qsync.ErrNotFound
+	nfGet                        // Get: plain qsync.ErrNotFound (the engine recreates)
 	nfCreate                     // create/search: wrong project or endpoint: Permanent
 )
 
@@ -65,7 +65,7 @@ func (t *Tracker) call(ctx context.Context, op string, nf notFoundMode, fn func(
 
 // classify turns a failed call into the engine's vocabulary:
 // RetryAfter for rate limits, Permanent for what retrying cannot fix,
-// sync.ErrNotFound for a vanished issue, a plain (retryable) error otherwise.
+// qsync.ErrNotFound for a vanished issue, a plain (retryable) error otherwise.
 // Failures that certainly did not apply the write are also NotApplied:
 // every 4xx answer (429 included; Jira refused the request before acting
 // on it) and connections that were never made (dial, DNS). Timeouts, 5xx
@@ -238,7 +238,7 @@ type CallError struct {
 	Status int // 0: no answer
 	Msg    string
 	cause  error // transport or context error
-	extra  error // e.g. sync.ErrNotFound
+	extra  error // e.g. qsync.ErrNotFound
 }
 
 func (e *CallError) Error() string {
@@ -256,7 +256,7 @@ func (e *CallError) Error() string {
 	return b.String()
 }
 
-// Unwrap exposes the transport cause and sync.ErrNotFound to errors.Is.
+// Unwrap exposes the transport cause and qsync.ErrNotFound to errors.Is.
 func (e *CallError) Unwrap() []error {
 	var errs []error
 	if e.cause != nil {

@@ -1,4 +1,4 @@
-// Package jira implements sync.Tracker for Jira Cloud and Jira Data Center
+// Package jira implements qsync.Tracker for Jira Cloud and Jira Data Center
 // over github.com/andygrunwald/go-jira v1.17.0 (REST v2, wiki markup).
 //
 // Correlation lives in the issue twice: a per-key label (marker.Label, the
@@ -80,7 +80,7 @@ type Options struct {
 	Observer qsync.CallObserver
 }
 
-// Tracker is a Jira site as a sync.Tracker.
+// Tracker is a Jira site as a qsync.Tracker.
 type Tracker struct {
 	client      *jira.Client
 	base        string // without trailing slash
@@ -205,7 +205,7 @@ func New(opts Options) (*Tracker, error) {
 	return t, nil
 }
 
-// FindSettle implements sync.FindSettler: Jira's JQL index lags writes.
+// FindSettle implements qsync.FindSettler: Jira's JQL index lags writes.
 func (t *Tracker) FindSettle() time.Duration { return t.settle }
 
 func (t *Tracker) browseURL(key string) string {

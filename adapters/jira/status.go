@@ -23,7 +23,7 @@ import (
 // Nothing else is tried: Jira cannot show the transitions of a status the
 // issue is not in, so exploring would really move the issue, through
 // closed states too. With no route, no transition is made and the error
-// is a Permanent *sync.UnreachableError naming the available transitions.
+// is a Permanent *qsync.UnreachableError naming the available transitions.
 // reason is sent as the resolution when the final transition's screen has
 // a resolution field; otherwise ignored.
 func (t *Tracker) SetStatus(ctx context.Context, ref qsync.IssueRef, status, reason string) error {

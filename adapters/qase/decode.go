@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,6 +85,12 @@ func Decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, error)
 	return ev, err
 }
 
+// DecodeNotes is Decode plus what was tolerated or skipped, in words (the
+// webhook logs them; plan prints them).
+func DecodeNotes(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []string, error) {
+	return decode(body, opts, now)
+}
+
 // decode is Decode plus notes about what was tolerated (for the log line).
 func decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []string, error) {
 	ev := qsync.Event{ReceivedAt: now, Payload: body}
@@ -109,7 +117,7 @@ func decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []stri
 		if id, ok := toInt64(v); ok {
 			ev.ActorID = id
 		} else {
-			note("team_member_id unreadable")
+			note("team_member_id: %s, skipped", notInteger(v))
 		}
 	}
 
@@ -131,7 +139,7 @@ func decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []stri
 	case !present || rawID == nil:
 		return ev, notes, decodeErr(ErrBadID, "payload.id is missing (required for %s)", name)
 	case !idOK:
-		return ev, notes, decodeErr(ErrBadID, "payload.id %s is not an integer", describe(rawID))
+		return ev, notes, decodeErr(ErrBadID, "payload.id %s", notInteger(rawID))
 	case id <= 0:
 		return ev, notes, decodeErr(ErrBadID, "payload.id %d is not a positive integer", id)
 	}
@@ -342,7 +350,33 @@ func (b *builder) int(key string, v any) {
 		b.attrs[key] = n
 		return
 	}
-	b.note("%s: unexpected %s, skipped", key, jsonType(v))
+	b.note("%s: %s, skipped", key, notInteger(v))
+}
+
+// notInteger says precisely why a value is not a 64-bit integer: out of
+// range (an overflowing counter), fractional, or not a number at all.
+func notInteger(v any) string {
+	var s string
+	switch t := v.(type) {
+	case json.Number:
+		s = string(t)
+	case string:
+		s = strings.TrimSpace(t)
+	case float64:
+		s = strconv.FormatFloat(t, 'g', -1, 64)
+	default:
+		return fmt.Sprintf("%s is not an integer", describe(v))
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange), err == nil && (f >= 1<<63 || f < -(1<<63)):
+		return fmt.Sprintf("%s is out of range for a 64-bit integer", describe(v))
+	case err != nil:
+		return fmt.Sprintf("%s is not an integer", describe(v))
+	case f != math.Trunc(f):
+		return fmt.Sprintf("%s is not an integer (a fraction)", describe(v))
+	}
+	return fmt.Sprintf("%s is not an integer", describe(v))
 }
 
 func (b *builder) time(key string, v any) {

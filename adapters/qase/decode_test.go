@@ -532,3 +532,33 @@ func eqTime(t *testing.T, got, want time.Time) {
 		t.Errorf("time = %v, want %v", got, want)
 	}
 }
+
+// An overflowing counter is not silently dropped under a misleading
+// "unexpected a number": the note says what is wrong with the value.
+func TestDecodeOverflowingNumberNote(t *testing.T) {
+	ev, notes, err := decode([]byte(`{"event_name":"run.completed","project_code":"P","team_member_id":1e400,"payload":{"id":2,"cases":14,"passed":99999999999999999999,"failed":1.5,"blocked":"x"}}`), DecodeOptions{}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(notes, "; ")
+	for _, w := range []string{
+		"passed: 99999999999999999999 is out of range for a 64-bit integer, skipped",
+		"failed: 1.5 is not an integer (a fraction), skipped",
+		`blocked: "x" is not an integer, skipped`,
+		"team_member_id: 1e400 is out of range",
+	} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("notes %q lack %q", joined, w)
+		}
+	}
+	if _, ok := ev.Patch.Attrs["passed"]; ok {
+		t.Error("an out-of-range counter was stored")
+	}
+	if ev.Patch.Attrs["cases"] != int64(14) {
+		t.Errorf("cases = %v", ev.Patch.Attrs["cases"])
+	}
+	_, err = Decode([]byte(`{"event_name":"run.completed","project_code":"P","payload":{"id":18446744073709551616}}`), DecodeOptions{}, testNow)
+	if err == nil || !strings.Contains(err.Error(), "payload.id 18446744073709551616 is out of range for a 64-bit integer") {
+		t.Errorf("overflowing id: %v", err)
+	}
+}

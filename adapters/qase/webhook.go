@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -52,9 +53,19 @@ type HandlerOptions struct {
 	DefaultProject string
 	// AcceptTimeout bounds Acceptor.Accept (default DefaultAcceptTimeout).
 	AcceptTimeout time.Duration
-	Logger        *logrus.Entry
-	Clock         qsync.Clock
-	Metrics       Observer // may be nil
+	// KnownEvent tells whether an event of a served kind is one qase-sync
+	// acts on (a known Qase event, or one a route names). Others, such as
+	// an unknown verb or a name that is not valid UTF-8, are acknowledged
+	// 202 ignored and never stored. nil: every event of a served kind is.
+	KnownEvent func(ev qsync.Event) bool
+	// BodyTimeout bounds reading the request body, counted from the
+	// handler's start; a body that stalls longer is answered 408. Set it
+	// below the server's write timeout, or the answer cannot be written
+	// (0: the server's read timeout alone applies).
+	BodyTimeout time.Duration
+	Logger      *logrus.Entry
+	Clock       qsync.Clock
+	Metrics     Observer // may be nil
 }
 
 type handler struct {
@@ -174,12 +185,23 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed; use POST"})
 		return delivery{result: "method_not_allowed", status: http.StatusMethodNotAllowed}
 	}
+	if h.opts.BodyTimeout > 0 {
+		// Only ever earlier than the server's read deadline; an error
+		// (a writer that cannot set deadlines) leaves the server's.
+		_ = http.NewResponseController(w).SetReadDeadline(now.Add(h.opts.BodyTimeout))
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)})
 			return delivery{result: "too_large", status: http.StatusRequestEntityTooLarge}
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection is unusable after a partial body.
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestTimeout, map[string]string{"error": "request body not received in time"})
+			return delivery{result: "bad_request", reason: "body_timeout", status: http.StatusRequestTimeout}
 		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "could not read request body"})
 		return delivery{result: "bad_request", reason: "read_error", status: http.StatusBadRequest}
@@ -199,6 +221,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		d.result, d.status = "unauthorized", http.StatusUnauthorized
 		d.ev.Ref.ID = 0 // unauthenticated content is not worth logging as fact
 		return d
+	}
+	if derr == nil || !errors.Is(derr, ErrUnservedKind) {
+		if ev.Name != "" && ev.Ref.Kind.Valid() && h.opts.KnownEvent != nil && !h.opts.KnownEvent(ev) {
+			writeJSON(w, http.StatusAccepted, map[string]string{"status": "ignored", "reason": UnknownEventReason(ev.Name)})
+			d.result, d.reason, d.status = "ignored", "unknown_event", http.StatusAccepted
+			return d
+		}
 	}
 	if derr != nil {
 		if errors.Is(derr, ErrUnservedKind) {
@@ -231,6 +260,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) d
 		d.result, d.status = "accepted", http.StatusAccepted
 	}
 	return d
+}
+
+// UnknownEventReason is the ignored answer's reason for an event name
+// qase-sync does not act on (printable even when the name is not UTF-8).
+func UnknownEventReason(name string) string {
+	return fmt.Sprintf("event %s is not one qase-sync acts on and no route names it", strconv.Quote(truncate(name, 100)))
 }
 
 // authorized compares the presented secret with every candidate in

@@ -1,11 +1,14 @@
 package qase
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -366,5 +369,78 @@ func TestHandlerAnswersBeforeLogging(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer while the log sink is blocked")
+	}
+}
+
+// A body that stalls is answered 408 before the server's write deadline
+// (with equal read and write timeouts the client would get nothing).
+func TestHandlerStalledBodyGets408(t *testing.T) {
+	inbox := &fakeInbox{}
+	srv := httptest.NewUnstartedServer(NewHandler(HandlerOptions{Acceptor: inbox, Secrets: []string{secretA}, BodyTimeout: 300 * time.Millisecond}))
+	srv.Config.ReadTimeout = 2 * time.Second
+	srv.Config.WriteTimeout = 2 * time.Second
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s: %s\r\nContent-Length: 500\r\n\r\n{\"event_name\":", SecretHeader, secretA)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body after %v: %v", time.Since(start), err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "not received in time") {
+		t.Fatalf("stalled body: %d %s, want 408", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d > 1900*time.Millisecond {
+		t.Errorf("answered after %v, past the write deadline", d)
+	}
+	if len(inbox.stored()) != 0 {
+		t.Error("a partial body reached the inbox")
+	}
+}
+
+// An event of a served kind that KnownEvent refuses (an unknown verb) is
+// acknowledged as ignored and never stored, even when its payload would
+// not decode (no id); a known one is stored.
+func TestHandlerIgnoresUnknownEvents(t *testing.T) {
+	inbox := &fakeInbox{}
+	known := func(ev qsync.Event) bool { return ev.Name == "defect.created" }
+	srv := httptest.NewServer(NewHandler(HandlerOptions{Acceptor: inbox, Secrets: []string{secretA}, KnownEvent: known}))
+	defer srv.Close()
+	post := func(body string, secret string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.Header.Set(SecretHeader, secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, body := range []string{
+		`{"event_name":"defect.exploded","project_code":"P","payload":{"id":1}}`,
+		`{"event_name":"defect.exploded","project_code":"P","payload":{}}`,
+		"{\"event_name\":\"defect.cr\xffated\",\"project_code\":\"P\",\"payload\":{\"id\":1}}",
+	} {
+		code, resp := post(body, secretA)
+		if code != http.StatusAccepted || !strings.Contains(resp, `"ignored"`) || !strings.Contains(resp, "no route names it") {
+			t.Errorf("%q: %d %s", body, code, resp)
+		}
+	}
+	if code, _ := post(`{"event_name":"defect.exploded","project_code":"P","payload":{"id":1}}`, "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("unauthenticated unknown event: %d (authentication comes first)", code)
+	}
+	if code, resp := post(`{"event_name":"defect.created","project_code":"P","payload":{"id":1}}`, secretA); code != http.StatusAccepted || !strings.Contains(resp, "accepted") {
+		t.Errorf("known event: %d %s", code, resp)
+	}
+	if got := inbox.stored(); len(got) != 1 || got[0].Name != "defect.created" {
+		t.Errorf("stored %+v, want only the known event", got)
 	}
 }

@@ -21,14 +21,16 @@ import (
 //	POST   /admin/deadletters/{id}/retry
 //	DELETE /admin/deadletters/{id}      drop
 //	GET    /admin/events                ledger summary (pending/applied/noop/dead)
+//	GET    /admin/status                what the status page's overview shows, as JSON
+//	GET    /admin/explain?q=QA-1        provenance of an issue or a Qase entity (PROJECT/KIND/ID)
 //	POST   /admin/reconcile             start a reconcile pass now
-func adminHandler(token string, store qsync.Store, reconcile func(context.Context) (qsync.ReconcileReport, error), clock qsync.Clock) http.Handler {
+func adminHandler(token string, store qsync.Store, reconcile func(context.Context) (qsync.ReconcileReport, error), explain func(context.Context, string) (explanation, error), status func(context.Context) (any, error), clock qsync.Clock) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token == "" {
 			http.NotFound(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearer(r.Header.Get("Authorization"))
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 			return
@@ -60,6 +62,16 @@ func adminHandler(token string, store qsync.Store, reconcile func(context.Contex
 			default:
 				writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 			}
+		case path == "status" && r.Method == http.MethodGet:
+			v, err := status(ctx)
+			respond(w, v, err)
+		case path == "explain" && r.Method == http.MethodGet:
+			x, err := explain(ctx, r.URL.Query().Get("q"))
+			if errors.Is(err, errExplainQuery) {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			respond(w, x, err)
 		case path == "events" && r.Method == http.MethodGet:
 			st, err := store.EventStatus(ctx)
 			respond(w, st, err)
@@ -72,6 +84,17 @@ func adminHandler(token string, store qsync.Store, reconcile func(context.Contex
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such admin endpoint"})
 		}
 	})
+}
+
+// bearer reads an Authorization header's bearer credentials. The scheme
+// is case-insensitive (RFC 9110 §11.1), so "bearer x" and "BEARER x" work.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	return cred, cred != ""
 }
 
 func respond(w http.ResponseWriter, v any, err error) {

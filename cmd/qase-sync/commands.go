@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -23,6 +24,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	a, err := loadApp(c.config, stderr, appValidate)
+	if c.output == "json" {
+		return validateJSON(stdout, c.config, a, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -30,6 +34,44 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "note: %s\n", n)
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d trackers, %d routes: %s)\n", c.config, len(a.cfg.Trackers), len(a.mapper.RouteNames()), strings.Join(a.mapper.RouteNames(), ", "))
+	return nil
+}
+
+// validateResult is what validate -o json prints.
+type validateResult struct {
+	File     string   `json:"file"`
+	Valid    bool     `json:"valid"`
+	Problems []string `json:"problems,omitempty"` // "file:line: field: problem"
+	Trackers []string `json:"trackers,omitempty"`
+	Routes   []string `json:"routes,omitempty"`
+}
+
+// errInvalid ends validate -o json with exit status 1 after the JSON has
+// said everything (nothing more is printed).
+var errInvalid = errors.New("configuration is not valid")
+
+func validateJSON(stdout io.Writer, file string, a *app, err error) error {
+	res := validateResult{File: file, Valid: err == nil}
+	if err != nil {
+		for _, l := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				res.Problems = append(res.Problems, l)
+			}
+		}
+	} else {
+		for _, t := range a.cfg.Trackers {
+			res.Trackers = append(res.Trackers, t.Name)
+		}
+		res.Routes = a.mapper.RouteNames()
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if werr := enc.Encode(res); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return errInvalid
+	}
 	return nil
 }
 

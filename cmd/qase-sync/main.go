@@ -6,6 +6,7 @@
 //	qase-sync reconcile   -c config.yaml [--route R] [--dry-run] [--output json]
 //	qase-sync links rebuild -c config.yaml [--route R]
 //	qase-sync deadletters list|show|retry|drop [ID] -c config.yaml
+//	qase-sync explain QA-1 | ID/defect/1 -c config.yaml
 //	qase-sync version
 package main
 
@@ -17,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -32,13 +34,17 @@ const usage = `qase-sync mirrors Qase test-management events into Jira and GitHu
 Usage:
   qase-sync serve       -c FILE                 run the webhook receiver, workers and scheduled reconciler
   qase-sync validate    -c FILE                 check the configuration and mapping tables
-  qase-sync plan        -c FILE --event FILE    show the tracker operations an event would cause (sends nothing)
+  qase-sync plan        -c FILE --event FILE [--project CODE]
+                                                show what the webhook would do with an event (sends nothing)
   qase-sync reconcile   -c FILE [--route R]... [--dry-run] [--output text|json]
   qase-sync links rebuild -c FILE [--route R]...  restore correlation links from the markers in the trackers
   qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [--output text|json]
+  qase-sync explain     ISSUE-KEY | PROJECT/KIND/ID -c FILE
+                                                why an issue says what it says: changes, requests, rules, events
   qase-sync version
 
-Every command takes -c/--config (default: $QASE_SYNC_CONFIG, else config.yaml).
+Every command takes -c/--config (default: $QASE_SYNC_CONFIG, else config.yaml);
+'qase-sync COMMAND --help' describes a command.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,19 +66,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdReconcile(ctx, rest, stdout, stderr)
 	case "links":
 		err = cmdLinks(ctx, rest, stdout, stderr)
+	case "explain":
+		err = cmdExplain(ctx, rest, stdout, stderr)
 	case "deadletters", "dead-letters":
 		err = cmdDeadLetters(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "qase-sync", version)
 	case "help", "-h", "--help":
+		if len(rest) > 0 && commandDocs[rest[0]] != "" {
+			fmt.Fprintln(stdout, commandDocs[rest[0]])
+			break
+		}
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "qase-sync: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+	var help *helpRequest
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &help):
+		fmt.Fprint(stdout, help.text)
+		return 0
+	case errors.Is(err, errInvalid):
+		return 1 // already reported on stdout
 	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, "qase-sync:", err)
@@ -92,7 +110,9 @@ type commonFlags struct {
 
 func newFlagSet(name string, stderr io.Writer, c *commonFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// parseFlags reports errors (with a pointer to --help) and help itself.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	def := os.Getenv("QASE_SYNC_CONFIG")
 	if def == "" {
 		def = "config.yaml"
@@ -116,7 +136,10 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, &helpRequest{text: commandHelp(fs)}
+			}
+			return nil, fmt.Errorf("%w: %v (run 'qase-sync %s --help')", errUsage, err, fs.Name())
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -125,4 +148,67 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// helpRequest is an explicit -h/--help: the command's help goes to stdout
+// and the exit status is 0.
+type helpRequest struct{ text string }
+
+func (h *helpRequest) Error() string { return "help requested" }
+
+// commandDocs describe each command for its --help.
+var commandDocs = map[string]string{
+	"serve": `Usage: qase-sync serve -c FILE
+
+Run the service: the Qase webhook receiver (server.listen, server.webhook_path),
+the workers that converge tracker issues, the scheduled reconciler, /healthz,
+/readyz, /metrics and, with server.admin_token, the admin API and status page
+under /admin/. SIGINT/SIGTERM shut it down gracefully.
+Environment: QASE_SYNC_CONFIG (default config file), and whatever the
+configuration expands, e.g. ${QASE_SYNC_LISTEN:-:8080} in config.example.yaml.`,
+	"validate": `Usage: qase-sync validate -c FILE [-o text|json]
+
+Check the configuration and mapping tables without starting anything. Every
+problem is reported with file, line and field; exit status 1 if there is any.`,
+	"plan": `Usage: qase-sync plan -c FILE --event FILE [--project CODE] [-o text|json]
+
+Show what one Qase webhook body would do, sending nothing: whether the webhook
+would ignore it, which routes take it, the desired issue, and the exact
+tracker requests (the real adapters over a recording transport; no secret is
+printed). Bodies without project_code (older Qase webhooks, delivered to
+/webhooks/qase/CODE) need --project CODE.`,
+	"reconcile": `Usage: qase-sync reconcile -c FILE [--route R]... [--dry-run] [-o text|json]
+
+Run one reconcile pass now: enumerate entities (Qase API lists and stored
+links), compare each tracker issue with what the mapping wants, and repair
+drift and duplicates. --dry-run shows the drift per key and changes nothing.`,
+	"links": `Usage: qase-sync links rebuild -c FILE [--route R]...
+
+Restore the correlation links in the store from the markers inside the
+tracker issues (after losing or replacing the database).`,
+	"explain": `Usage: qase-sync explain ISSUE-KEY | PROJECT/KIND/ID -c FILE [-o text|json]
+
+Show the provenance of a tracker issue or a Qase entity, newest first: each
+tracker change, the request that made it, the route and rule behind it, and
+the Qase events that caused it.`,
+	"deadletters": `Usage: qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [-o text|json]
+
+Inspect and act on jobs that failed permanently or exhausted their retries:
+list them, show one (reason and the failed request, without secrets), requeue
+it for the running service (retry) or discard it (drop).`,
+}
+
+func commandHelp(fs *flag.FlagSet) string {
+	var b strings.Builder
+	doc := commandDocs[fs.Name()]
+	if doc == "" {
+		doc = "Usage: qase-sync " + fs.Name()
+	}
+	b.WriteString(doc)
+	b.WriteString("\n\nFlags:\n")
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	return b.String()
 }

@@ -25,6 +25,7 @@ type metrics struct {
 	rateWaits  *prometheus.CounterVec
 	drift      *prometheus.CounterVec
 	reconciles *prometheus.CounterVec
+	onDrift    func(route, class string) // the status page's tally; may be nil
 }
 
 func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
@@ -101,7 +102,12 @@ func (m *metrics) JobRetried(route string) { m.retries.WithLabelValues(route).In
 func (m *metrics) TrackerOps(tracker string, op qsync.OpKind) {
 	m.trackerOps.WithLabelValues(tracker, string(op)).Inc()
 }
-func (m *metrics) Drift(route, class string) { m.drift.WithLabelValues(route, class).Inc() }
+func (m *metrics) Drift(route, class string) {
+	m.drift.WithLabelValues(route, class).Inc()
+	if m.onDrift != nil {
+		m.onDrift(route, class)
+	}
+}
 
 // Call is a qsync.CallObserver.
 func (m *metrics) Call(system, op string, status int, d time.Duration) {

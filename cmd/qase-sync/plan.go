@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/qase-sync/qase-sync/adapters/qase"
 	qsync "github.com/qase-sync/qase-sync/sync"
 	"io"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -42,13 +45,15 @@ type planOutput struct {
 	Dedup   string      `json:"dedup_key"`
 	Routes  []planRoute `json:"routes"`
 	Ignored string      `json:"ignored,omitempty"`
+	Notes   []string    `json:"notes,omitempty"` // what decoding tolerated or skipped
 }
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c commonFlags
-	var eventFile string
+	var eventFile, project string
 	fs := newFlagSet("plan", stderr, &c)
 	fs.StringVar(&eventFile, "event", "", "Qase webhook body (JSON file, - for stdin)")
+	fs.StringVar(&project, "project", "", "Qase project code for bodies without project_code (as the webhook URL /webhooks/qase/CODE gives it)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -63,14 +68,37 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	ev, err := qase.Decode(body, qase.DecodeOptions{DefaultProject: a.cfg.Qase.DefaultProject}, a.clock.Now())
-	if err != nil {
-		return fmt.Errorf("%s: %w", eventFile, err)
+	def := strings.TrimSpace(project)
+	if def == "" {
+		def = a.cfg.Qase.DefaultProject
 	}
-	out := planOutput{Event: ev.Name, Entity: ev.Ref.String(), Dedup: ev.DedupKey}
-	routes := a.mapper.Routes(ev.Name, ev.Ref.Project, ev.Ref.Kind)
-	if !ev.Ref.Kind.Valid() || len(routes) == 0 {
-		out.Ignored = "no route takes this event; the webhook would answer 202 ignored"
+	ev, notes, err := qase.DecodeNotes(body, qase.DecodeOptions{DefaultProject: def}, a.clock.Now())
+	out := planOutput{Event: ev.Name, Entity: ev.Ref.String(), Dedup: ev.DedupKey, Notes: notes}
+	var routes []string
+	// The webhook's own order of judgement (adapters/qase handler, then
+	// the inbox), so plan and the webhook agree on what is ignored.
+	switch {
+	case err != nil && errors.Is(err, qase.ErrUnservedKind):
+		out.Entity, out.Ignored = "", "the webhook would answer 202 ignored: "+err.Error()
+	case ev.Name != "" && ev.Ref.Kind.Valid() && !a.knownEvent(ev):
+		out.Ignored = "the webhook would answer 202 ignored: " + qase.UnknownEventReason(ev.Name)
+	case err != nil:
+		hint := ""
+		if errors.Is(err, qase.ErrMissingProject) {
+			hint = " (a body without project_code: pass --project CODE, as POSTing to /webhooks/qase/CODE does)"
+		}
+		return fmt.Errorf("%s: the webhook would answer 400: %w%s", eventFile, err, hint)
+	default:
+		routes = a.mapper.Routes(ev.Name, ev.Ref.Project, ev.Ref.Kind)
+		switch {
+		case len(routes) > 0:
+		case a.servesKind(ev.Ref.Project, ev.Ref.Kind):
+			// As the inbox does: the event may describe the entity (only
+			// run.started carries a run's title).
+			out.Ignored = "no route triggers on this event; the webhook would answer 202 accepted and keep it as context for later syncs of this entity (no job)"
+		default:
+			out.Ignored = "no route takes this event; the webhook would answer 202 ignored"
+		}
 	}
 	// The entity as the event alone describes it (no store, no API read).
 	ev.Seq = 1
@@ -169,7 +197,14 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 }
 
 func printPlan(w io.Writer, out planOutput) {
-	fmt.Fprintf(w, "event %s for %s (dedup key %s)\n", out.Event, out.Entity, short(out.Dedup))
+	if out.Entity != "" {
+		fmt.Fprintf(w, "event %s for %s (dedup key %s)\n", out.Event, out.Entity, short(out.Dedup))
+	} else {
+		fmt.Fprintf(w, "event %s (dedup key %s)\n", strconv.Quote(out.Event), short(out.Dedup))
+	}
+	for _, n := range out.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	if out.Ignored != "" {
 		fmt.Fprintf(w, "  %s\n", out.Ignored)
 	}
@@ -273,4 +308,16 @@ func (r *recorder) requests() []planRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]planRequest(nil), r.got...)
+}
+
+// servesKind mirrors the inbox: whether any route takes entities of this
+// kind and project, whatever its event list.
+func (a *app) servesKind(project string, kind qsync.Kind) bool {
+	for _, name := range a.mapper.RouteNames() {
+		ri, ok := a.mapper.RouteInfo(name)
+		if ok && ri.Kind == kind && (len(ri.Projects) == 0 || slices.Contains(ri.Projects, project)) {
+			return true
+		}
+	}
+	return false
 }

@@ -55,6 +55,14 @@ func (a *app) serve(ctx context.Context) error {
 	inboxDone := make(chan struct{})
 	go func() { inbox.Run(inboxCtx); close(inboxDone) }()
 
+	notifyCtx, stopNotify := context.WithCancel(context.Background())
+	defer stopNotify()
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notifyDone)
+		newNotifier(a.cfg.Notify, a.store, a.ops, a.clock, newRedactor(a.cfg), a.log.WithField("component", "notify"), a.httpClient).run(notifyCtx)
+	}()
+
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	defer stopEngine()
 	engineDone := make(chan struct{})
@@ -64,6 +72,7 @@ func (a *app) serve(ctx context.Context) error {
 	hook := qase.NewHandler(qase.HandlerOptions{
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
 		AllowUnsigned: a.cfg.Qase.AllowUnsigned, MaxBody: srv.MaxBodyBytes, DefaultProject: a.cfg.Qase.DefaultProject,
+		BodyTimeout: bodyTimeout(srv.ReadTimeout, srv.WriteTimeout), KnownEvent: a.knownEvent,
 		Logger: a.log.WithField("component", "webhook"), Clock: a.clock, Metrics: a.metrics,
 	})
 	mux := http.NewServeMux()
@@ -86,7 +95,8 @@ func (a *app) serve(ctx context.Context) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.clock))
+	mux.Handle(uiPrefix, newStatusUI(a.cfg.Server.AdminToken.Reveal(), a.store, a.clock, a.explain, a.ops, newRedactor(a.cfg), a.log.WithField("component", "status-page")))
+	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.explain, a.statusJSON, a.clock))
 
 	hs := &http.Server{
 		Handler:           mux,
@@ -129,6 +139,8 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	stopInbox()
 	<-inboxDone
+	stopNotify()
+	<-notifyDone
 	stopEngine()
 	select {
 	case <-engineDone:
@@ -197,7 +209,9 @@ func (a *app) reconcileNow(ctx context.Context) (qsync.ReconcileReport, error) {
 		return qsync.ReconcileReport{}, errors.New("a reconcile pass is already running")
 	}
 	defer reconcileMu.Unlock()
+	a.ops.reconcileStarted(a.clock.Now())
 	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
+	a.ops.reconcileFinished(rep, err)
 	result := "ok"
 	if err != nil {
 		result = "failed"
@@ -221,4 +235,19 @@ func kvFields(kv []any) logrus.Fields {
 		f[fmt.Sprint(kv[i])] = kv[i+1]
 	}
 	return f
+}
+
+// bodyTimeout is how long the webhook waits for a request body: within the
+// read timeout and early enough before the write deadline (which runs from
+// the end of the headers) to still answer 408.
+func bodyTimeout(read, write time.Duration) time.Duration {
+	if write <= 0 {
+		return read
+	}
+	margin := min(2*time.Second, write/4)
+	t := write - margin
+	if read > 0 && read < t {
+		t = read
+	}
+	return t
 }

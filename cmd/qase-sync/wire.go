@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,6 +50,7 @@ type app struct {
 	coverage *qsync.Coverage
 	metrics  *metrics
 	registry *prometheus.Registry
+	ops      *opsState // this process's reconcile passes and drift
 	// env and httpClient are seams for tests.
 	env        func(string) (string, bool)
 	httpClient *http.Client
@@ -63,7 +66,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	if err != nil {
 		return nil, err // already "file:line: field: problem", every one of them
 	}
-	a := &app{cfg: cfg, mapper: mapper, clock: qsync.SystemClock, env: env, httpClient: hc, trackers: map[string]qsync.Tracker{}}
+	a := &app{cfg: cfg, mapper: mapper, clock: qsync.SystemClock, env: env, httpClient: hc, trackers: map[string]qsync.Tracker{}, ops: newOpsState()}
 	a.log = newLogger(cfg.Log, stderr, mode)
 	if mode <= appPlan {
 		return a, nil
@@ -76,6 +79,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry, a.store)
+	a.metrics.onDrift = a.ops.found
 	if mode == appStoreOnly {
 		return a, nil
 	}
@@ -191,7 +195,11 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Track
 	var tr qsync.Tracker
 	switch {
 	case tc.DryRun && !plan:
-		tr = dryrun.New(tc.Name, log, a.clock)
+		t, err := a.dryRunTracker(tc.Name, log)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
 	case tc.Type == config.TrackerJira:
 		o := jira.Options{BaseURL: tc.URL, Flavor: tc.Flavor, Email: tc.Email, Token: tc.Token.Reveal(), HTTPClient: hc,
 			Transitions: tc.Transitions, UserField: tc.UserField, Settle: tc.Settle, Logger: log, Observer: observe}
@@ -217,7 +225,11 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Track
 		}
 		tr = t
 	case tc.Type == config.TrackerDryRun:
-		tr = dryrun.New(tc.Name, log, a.clock)
+		t, err := a.dryRunTracker(tc.Name, log)
+		if err != nil {
+			return nil, err
+		}
+		tr = t
 	default:
 		return nil, fmt.Errorf("unknown tracker type %q", tc.Type)
 	}
@@ -261,4 +273,50 @@ func revealMap(m map[string][]config.Secret) map[string][]string {
 		out[k] = reveal(v)
 	}
 	return out
+}
+
+// knownEvent tells whether qase-sync acts on an event of a served kind: a
+// Qase event it knows, or one a route names in its events list. The
+// webhook acknowledges any other (an unknown verb such as defect.exploded,
+// a garbled name) as 202 ignored, and plan says so.
+func (a *app) knownEvent(ev qsync.Event) bool {
+	name := ev.Name
+	if !utf8.ValidString(name) || !strings.HasPrefix(name, string(ev.Ref.Kind)+".") {
+		return false
+	}
+	if slices.Contains(mapping.EventNames[ev.Ref.Kind], name) {
+		return true
+	}
+	// A route names the event when it takes it but not a name no route can
+	// list (routes without an events list take every name of their kind).
+	any := a.mapper.Routes(string(ev.Ref.Kind)+".", ev.Ref.Project, ev.Ref.Kind)
+	for _, r := range a.mapper.Routes(name, ev.Ref.Project, ev.Ref.Kind) {
+		if !slices.Contains(any, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// dryRunTracker keeps a dry-run tracker's issues beside the SQLite file
+// (qase-sync.db → qase-sync.dryrun-jira.json), so that after a restart the
+// store's links still point at issues that exist, as with a real tracker:
+// the demo goes on updating, transitioning and commenting them. Removing
+// the store file alone is safe too (the engine finds the issues by their
+// markers and adopts them); to start over remove both. With PostgreSQL or
+// an in-memory SQLite store the issues live in memory only.
+func (a *app) dryRunTracker(name string, log *logrus.Entry) (*dryrun.Tracker, error) {
+	p := dryRunStatePath(a.cfg.Store, name)
+	if p == "" {
+		return dryrun.New(name, log, a.clock), nil
+	}
+	return dryrun.Open(name, log, a.clock, p)
+}
+
+func dryRunStatePath(sc config.Store, tracker string) string {
+	p := sc.SQLite.Path
+	if sc.Driver == "postgres" || p == "" || strings.Contains(p, ":memory:") || strings.HasPrefix(p, "file:") {
+		return ""
+	}
+	return strings.TrimSuffix(p, ".db") + ".dryrun-" + tracker + ".json"
 }

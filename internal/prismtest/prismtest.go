@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -127,10 +126,6 @@ type Exchange struct {
 // and the request-side contract violations Prism reported.
 type Recorder struct {
 	Base http.RoundTripper
-	// AcceptShim appends ", application/json" to Accept headers that name
-	// only obsolete GitHub preview media types, which Prism answers with 406
-	// (GitHub itself ignores unknown previews).
-	AcceptShim bool
 
 	mu        sync.Mutex
 	exchanges []Exchange
@@ -143,12 +138,6 @@ func (r *Recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		body, _ = io.ReadAll(req.Body)
 		req.Body.Close()
 		req.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	if r.AcceptShim {
-		if a := req.Header.Get("Accept"); strings.Contains(a, "preview") && !strings.Contains(a, "application/json") {
-			req = req.Clone(req.Context())
-			req.Header.Set("Accept", a+", application/json")
-		}
 	}
 	base := r.Base
 	if base == nil {

@@ -358,6 +358,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, raw []byte) int 
 }
 
 func (s *Server) route(r *http.Request, raw []byte) (*response, *apiError) {
+	if !acceptable(r.Header.Get("Accept")) {
+		return nil, errf(http.StatusNotAcceptable, "Unsupported 'Accept' header: %q. Must accept 'application/json'.", r.Header.Get("Accept"))
+	}
 	// Split the escaped path so label names may contain "/".
 	var parts []string
 	for _, p := range strings.Split(strings.Trim(r.URL.EscapedPath(), "/"), "/") {
@@ -899,4 +902,21 @@ func (s *Server) commentJSON(is *IssueState, c CommentState) map[string]any {
 		"html_url":   fmt.Sprintf("https://github.example/%s/issues/%d#issuecomment-%d", is.Repo, is.Number, c.ID),
 		"issue_url":  fmt.Sprintf("%srepos/%s/issues/%d", s.URL, is.Repo, is.Number),
 	}
+}
+
+// acceptable is GitHub's content negotiation as a validating mock applies
+// it: a request must accept a stable JSON type (a preview type alone, as
+// go-github v60's Issues.Get sends, is refused with 406).
+func acceptable(accept string) bool {
+	if accept == "" {
+		return true
+	}
+	for _, t := range strings.Split(accept, ",") {
+		t, _, _ = strings.Cut(strings.TrimSpace(t), ";")
+		switch strings.ToLower(strings.TrimSpace(t)) {
+		case "application/json", "application/vnd.github+json", "application/vnd.github.v3+json", "*/*", "application/*":
+			return true
+		}
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-// Package postgres implements sync.Store on PostgreSQL (pgx v5, pgxpool),
+// Package postgres implements qsync.Store on PostgreSQL (pgx v5, pgxpool),
 // for running several qase-sync replicas against one database.
 //
 // Replica safety:
@@ -46,7 +46,7 @@ type Options struct {
 	Logger *logrus.Entry
 }
 
-// Store is a sync.Store backed by PostgreSQL.
+// Store is a qsync.Store backed by PostgreSQL.
 type Store struct {
 	pool *pgxpool.Pool
 	log  *logrus.Entry
@@ -160,7 +160,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// CreatedAt implements sync.Store: when the first migration was applied.
+// CreatedAt implements qsync.Store: when the first migration was applied.
 func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
 	var at time.Time
 	if err := s.pool.QueryRow(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&at); err != nil {

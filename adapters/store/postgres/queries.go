@@ -74,7 +74,7 @@ SELECT seq, false FROM ins
 UNION ALL
 SELECT seq, true FROM events WHERE dedup_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)`
 
-// AcceptEvents implements sync.InboxStore: one transaction, one round
+// AcceptEvents implements qsync.InboxStore: one transaction, one round
 // trip for the whole batch (pipelined).
 func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.Time) ([]qsync.AcceptResult, error) {
 	if len(in) == 0 {
@@ -115,7 +115,7 @@ func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.T
 	return res, nil
 }
 
-// Enqueue implements sync.JobStore.
+// Enqueue implements qsync.JobStore.
 func (s *Store) Enqueue(ctx context.Context, keys []qsync.Key, verify bool, now time.Time) error {
 	if len(keys) == 0 {
 		return nil
@@ -164,7 +164,7 @@ func scanJob(row pgx.Row) (qsync.Job, error) {
 	return j, err
 }
 
-// Lease implements sync.JobStore. SKIP LOCKED lets concurrent leasers pass
+// Lease implements qsync.JobStore. SKIP LOCKED lets concurrent leasers pass
 // over rows another transaction is taking; the row re-check under the lock
 // drops rows whose lease was just set by someone else. Each job's fencing
 // token is the call's random prefix plus its row number in the call.
@@ -217,7 +217,7 @@ func holds(ctx context.Context, tx pgx.Tx, job qsync.Job) (gen int64, err error)
 	return gen, err
 }
 
-// Renew implements sync.JobStore. A lease that expired but was not taken
+// Renew implements qsync.JobStore. A lease that expired but was not taken
 // over is still held by its token, so Renew (like Complete and Retry)
 // succeeds on it: nobody else can have written meanwhile.
 func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
@@ -231,7 +231,7 @@ func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error
 	return nil
 }
 
-// Complete implements sync.JobStore.
+// Complete implements qsync.JobStore.
 func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
 	switch outcome {
 	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
@@ -285,7 +285,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outco
 	return nil
 }
 
-// Retry implements sync.JobStore.
+// Retry implements qsync.JobStore.
 func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr string, charge bool, now time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET attempts = attempts + CASE WHEN $8 THEN 1 ELSE 0 END,
 		last_error = $6, due_at = $7, lease_owner = NULL, lease_until = NULL, lease_token = NULL
@@ -300,7 +300,7 @@ func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr
 	return nil
 }
 
-// Release implements sync.JobStore: lease_owner is the owner every token
+// Release implements qsync.JobStore: lease_owner is the owner every token
 // of the job's lease was issued to.
 func (s *Store) Release(ctx context.Context, owner string) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
@@ -310,7 +310,7 @@ func (s *Store) Release(ctx context.Context, owner string) error {
 	return nil
 }
 
-// QueueDepth implements sync.JobStore.
+// QueueDepth implements qsync.JobStore.
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	var n int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM jobs`).Scan(&n); err != nil {
@@ -319,7 +319,7 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Snapshot implements sync.SnapshotStore.
+// Snapshot implements qsync.SnapshotStore.
 func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapshot, error) {
 	snap := qsync.Snapshot{Ref: ref}
 	var state []byte
@@ -337,7 +337,7 @@ func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapsh
 	return snap, nil
 }
 
-// EventsAfter implements sync.SnapshotStore.
+// EventsAfter implements qsync.SnapshotStore.
 func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
 		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq LIMIT $5`,
@@ -366,7 +366,7 @@ func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int6
 	return evs, nil
 }
 
-// SaveSnapshot implements sync.SnapshotStore.
+// SaveSnapshot implements qsync.SnapshotStore.
 func (s *Store) SaveSnapshot(ctx context.Context, snap qsync.Snapshot, prevSeq int64) (bool, error) {
 	state, err := json.Marshal(snap.State)
 	if err != nil {
@@ -411,7 +411,7 @@ func scanLink(row pgx.Row) (qsync.Link, error) {
 	return l, nil
 }
 
-// Link implements sync.LinkStore.
+// Link implements qsync.LinkStore.
 func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error) {
 	l, err := scanLink(s.pool.QueryRow(ctx, `SELECT `+linkCols+` FROM links
 		WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4`, keyArgs(k)...))
@@ -444,7 +444,7 @@ func saveLinkArgs(l qsync.Link) ([]any, error) {
 		l.IntentAt, l.CreatedAt, l.UpdatedAt}, nil
 }
 
-// SaveLink implements sync.LinkStore.
+// SaveLink implements qsync.LinkStore.
 func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 	args, err := saveLinkArgs(l)
 	if err == nil {
@@ -456,7 +456,7 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 	return nil
 }
 
-// SaveLinkFenced implements sync.LinkStore: the job row stays locked from
+// SaveLinkFenced implements qsync.LinkStore: the job row stays locked from
 // the token check to the commit, so no Lease can take it in between.
 func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job) error {
 	if l.Key != job.Key {
@@ -478,7 +478,7 @@ func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job)
 	return nil
 }
 
-// DeleteLink implements sync.LinkStore.
+// DeleteLink implements qsync.LinkStore.
 func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM links WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4`,
 		keyArgs(k)...); err != nil {
@@ -487,7 +487,7 @@ func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	return nil
 }
 
-// Links implements sync.LinkStore: keyset pagination in bytewise key order
+// Links implements qsync.LinkStore: keyset pagination in bytewise key order
 // (the key columns use the C collation).
 func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit int) ([]qsync.Link, error) {
 	q := `SELECT ` + linkCols + ` FROM links WHERE true`
@@ -515,7 +515,7 @@ func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit 
 	return ls, nil
 }
 
-// Ledger implements sync.LedgerStore (newest first).
+// Ledger implements qsync.LedgerStore (newest first).
 func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.LedgerEntry, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, at, gen, outcome, ops, drift, detail, issue, request FROM ledger
 		WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4 ORDER BY id DESC LIMIT $5`,
@@ -546,7 +546,7 @@ func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.Led
 	return es, nil
 }
 
-// EventStatus implements sync.LedgerStore. Each event is ranked by its
+// EventStatus implements qsync.LedgerStore. Each event is ranked by its
 // deliveries (pending > dead > applied > noop; none = noop).
 func (s *Store) EventStatus(ctx context.Context) (qsync.EventStatus, error) {
 	var st qsync.EventStatus
@@ -572,7 +572,7 @@ func scanDead(row pgx.Row) (qsync.DeadLetter, error) {
 	return d, err
 }
 
-// DeadLetters implements sync.LedgerStore (newest first).
+// DeadLetters implements qsync.LedgerStore (newest first).
 func (s *Store) DeadLetters(ctx context.Context, limit int) ([]qsync.DeadLetter, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+deadCols+` FROM dead_letters ORDER BY id DESC LIMIT $1`, limitArg(limit))
 	if err != nil {
@@ -585,7 +585,7 @@ func (s *Store) DeadLetters(ctx context.Context, limit int) ([]qsync.DeadLetter,
 	return ds, nil
 }
 
-// DeadLetter implements sync.LedgerStore.
+// DeadLetter implements qsync.LedgerStore.
 func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, bool, error) {
 	d, err := scanDead(s.pool.QueryRow(ctx, `SELECT `+deadCols+` FROM dead_letters WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -597,7 +597,7 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, boo
 	return d, true, nil
 }
 
-// DropDeadLetter implements sync.LedgerStore.
+// DropDeadLetter implements qsync.LedgerStore.
 func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM dead_letters WHERE id = $1`, id)
 	if err != nil {
@@ -609,7 +609,7 @@ func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
 	return nil
 }
 
-// RetryDeadLetter implements sync.LedgerStore.
+// RetryDeadLetter implements qsync.LedgerStore.
 func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var k qsync.Key
@@ -639,4 +639,77 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 		return fmt.Errorf("postgres: retry dead letter %d: %w", id, err)
 	}
 	return nil
+}
+
+// Deliveries implements qsync.InsightStore.
+func (s *Store) Deliveries(ctx context.Context, k qsync.Key, limit int) ([]qsync.Delivery, error) {
+	rows, err := s.pool.Query(ctx, `SELECT d.event_seq, d.gen, d.status FROM events e
+		JOIN deliveries d ON d.event_seq = e.seq AND d.route = $1
+		WHERE e.project = $2 AND e.kind = $3 AND e.entity_id = $4 ORDER BY e.seq DESC LIMIT $5`,
+		append(keyArgs(k), limitArg(limit))...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+	}
+	defer rows.Close()
+	var out []qsync.Delivery
+	for rows.Next() {
+		var d qsync.Delivery
+		if err := rows.Scan(&d.EventSeq, &d.Gen, &d.Status); err != nil {
+			return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: deliveries %s: %w", k, err)
+	}
+	return out, nil
+}
+
+// Overview implements qsync.InsightStore.
+func (s *Store) Overview(ctx context.Context, since time.Time) (qsync.Overview, error) {
+	o := qsync.Overview{Outcomes: map[qsync.Outcome]int{}, LastDelivery: map[string]time.Time{}}
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(first_at) FROM jobs`).Scan(&o.QueueDepth, &oldest); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	if oldest != nil {
+		o.OldestPending = oldest.UTC()
+	}
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&o.DeadLetters); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT outcome, count(*) FROM ledger WHERE at >= $1 GROUP BY outcome`, since)
+	if err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	for rows.Next() {
+		var k string
+		var n int
+		if err := rows.Scan(&k, &n); err != nil {
+			rows.Close()
+			return o, fmt.Errorf("postgres: overview: %w", err)
+		}
+		o.Outcomes[qsync.Outcome(k)] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, `SELECT project, max(received_at) FROM events GROUP BY project`)
+	if err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p string
+		var t time.Time
+		if err := rows.Scan(&p, &t); err != nil {
+			return o, fmt.Errorf("postgres: overview: %w", err)
+		}
+		o.LastDelivery[p] = t.UTC()
+	}
+	if err := rows.Err(); err != nil {
+		return o, fmt.Errorf("postgres: overview: %w", err)
+	}
+	return o, nil
 }

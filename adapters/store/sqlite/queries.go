@@ -56,7 +56,7 @@ func uniqueRoutes(rs []string) []string {
 	return out
 }
 
-// AcceptEvents implements sync.InboxStore. The batch is written on the
+// AcceptEvents implements qsync.InboxStore. The batch is written on the
 // ingest connection (see rawConn and writeBatch).
 func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.Time) ([]qsync.AcceptResult, error) {
 	if len(in) == 0 {
@@ -83,7 +83,7 @@ func (s *Store) AcceptEvents(ctx context.Context, in []qsync.Inbound, now time.T
 	return res, nil
 }
 
-// Enqueue implements sync.JobStore.
+// Enqueue implements qsync.JobStore.
 func (s *Store) Enqueue(ctx context.Context, keys []qsync.Key, verify bool, now time.Time) error {
 	if len(keys) == 0 {
 		return nil
@@ -132,7 +132,7 @@ func scanJob(sc interface{ Scan(...any) error }) (qsync.Job, error) {
 	return j, err
 }
 
-// Lease implements sync.JobStore. The single writer connection makes the
+// Lease implements qsync.JobStore. The single writer connection makes the
 // select-and-mark atomic with respect to every other caller. Each job's
 // fencing token is the call's random prefix plus the job's rowid.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
@@ -194,7 +194,7 @@ func holds(ctx context.Context, tx *sql.Tx, job qsync.Job) (gen int64, err error
 	return gen, err
 }
 
-// Renew implements sync.JobStore. A lease that expired but was not taken
+// Renew implements qsync.JobStore. A lease that expired but was not taken
 // over is still held by its token, so Renew (like Complete and Retry)
 // succeeds on it: nobody else can have written meanwhile.
 func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
@@ -210,7 +210,7 @@ func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error
 	return nil
 }
 
-// Complete implements sync.JobStore.
+// Complete implements qsync.JobStore.
 func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
 	switch outcome {
 	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
@@ -271,7 +271,7 @@ func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outco
 	return nil
 }
 
-// Retry implements sync.JobStore.
+// Retry implements qsync.JobStore.
 func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr string, charge bool, now time.Time) error {
 	res, err := s.exec(ctx, `UPDATE jobs SET attempts = attempts + ?, last_error = ?, due_at = ?,
 		lease_owner = NULL, lease_until = NULL, lease_token = NULL WHERE `+leaseWhere,
@@ -287,7 +287,7 @@ func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr
 	return nil
 }
 
-// Release implements sync.JobStore: lease_owner is the owner every token
+// Release implements qsync.JobStore: lease_owner is the owner every token
 // of the job's lease was issued to.
 func (s *Store) Release(ctx context.Context, owner string) error {
 	if _, err := s.exec(ctx, `UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
@@ -297,7 +297,7 @@ func (s *Store) Release(ctx context.Context, owner string) error {
 	return nil
 }
 
-// QueueDepth implements sync.JobStore.
+// QueueDepth implements qsync.JobStore.
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	var n int
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM jobs`).Scan(&n); err != nil {
@@ -306,7 +306,7 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Snapshot implements sync.SnapshotStore.
+// Snapshot implements qsync.SnapshotStore.
 func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapshot, error) {
 	snap := qsync.Snapshot{Ref: ref}
 	var state []byte
@@ -324,7 +324,7 @@ func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapsh
 	return snap, nil
 }
 
-// EventsAfter implements sync.SnapshotStore.
+// EventsAfter implements qsync.SnapshotStore.
 func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
 		FROM events WHERE project = ? AND kind = ? AND entity_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
@@ -356,7 +356,7 @@ func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int6
 	return evs, nil
 }
 
-// SaveSnapshot implements sync.SnapshotStore.
+// SaveSnapshot implements qsync.SnapshotStore.
 func (s *Store) SaveSnapshot(ctx context.Context, snap qsync.Snapshot, prevSeq int64) (bool, error) {
 	state, err := json.Marshal(snap.State)
 	if err != nil {
@@ -405,7 +405,7 @@ func scanLink(sc interface{ Scan(...any) error }) (qsync.Link, error) {
 	return l, nil
 }
 
-// Link implements sync.LinkStore.
+// Link implements qsync.LinkStore.
 func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error) {
 	l, err := scanLink(s.r.QueryRowContext(ctx, `SELECT `+linkCols+` FROM links WHERE `+keyWhere, keyArgs(k)...))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -437,7 +437,7 @@ func saveLinkArgs(l qsync.Link) ([]any, error) {
 		us(l.IntentAt), us(l.CreatedAt), us(l.UpdatedAt)}, nil
 }
 
-// SaveLink implements sync.LinkStore.
+// SaveLink implements qsync.LinkStore.
 func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 	args, err := saveLinkArgs(l)
 	if err == nil {
@@ -449,7 +449,7 @@ func (s *Store) SaveLink(ctx context.Context, l qsync.Link) error {
 	return nil
 }
 
-// SaveLinkFenced implements sync.LinkStore: the token check and the write
+// SaveLinkFenced implements qsync.LinkStore: the token check and the write
 // share one write transaction, so no Lease can come between them.
 func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job) error {
 	if l.Key != job.Key {
@@ -471,7 +471,7 @@ func (s *Store) SaveLinkFenced(ctx context.Context, l qsync.Link, job qsync.Job)
 	return nil
 }
 
-// DeleteLink implements sync.LinkStore.
+// DeleteLink implements qsync.LinkStore.
 func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	if _, err := s.exec(ctx, `DELETE FROM links WHERE `+keyWhere, keyArgs(k)...); err != nil {
 		return fmt.Errorf("sqlite: delete link %s: %w", k, err)
@@ -479,7 +479,7 @@ func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	return nil
 }
 
-// Links implements sync.LinkStore: keyset pagination in key order (bytewise).
+// Links implements qsync.LinkStore: keyset pagination in key order (bytewise).
 func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit int) ([]qsync.Link, error) {
 	q := `SELECT ` + linkCols + ` FROM links WHERE 1 = 1`
 	var args []any
@@ -512,7 +512,7 @@ func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit 
 	return ls, nil
 }
 
-// Ledger implements sync.LedgerStore (newest first).
+// Ledger implements qsync.LedgerStore (newest first).
 func (s *Store) Ledger(ctx context.Context, k qsync.Key, limit int) ([]qsync.LedgerEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id, at, gen, outcome, ops, drift, detail, issue, request
 		FROM ledger WHERE `+keyWhere+` ORDER BY id DESC LIMIT ?`, append(keyArgs(k), limitArg(limit))...)
@@ -553,7 +553,7 @@ const eventStatusSQL = `SELECT
 	FROM (SELECT COALESCE(MAX(CASE d.status WHEN 'pending' THEN 3 WHEN 'dead' THEN 2 WHEN 'applied' THEN 1 ELSE 0 END), 0) AS r
 		FROM events e LEFT JOIN deliveries d ON d.event_seq = e.seq GROUP BY e.seq) AS ranked`
 
-// EventStatus implements sync.LedgerStore.
+// EventStatus implements qsync.LedgerStore.
 func (s *Store) EventStatus(ctx context.Context) (qsync.EventStatus, error) {
 	var st qsync.EventStatus
 	if err := s.r.QueryRowContext(ctx, eventStatusSQL).Scan(&st.Pending, &st.Dead, &st.Applied, &st.Noop); err != nil {
@@ -573,7 +573,7 @@ func scanDead(sc interface{ Scan(...any) error }) (qsync.DeadLetter, error) {
 	return d, err
 }
 
-// DeadLetters implements sync.LedgerStore (newest first).
+// DeadLetters implements qsync.LedgerStore (newest first).
 func (s *Store) DeadLetters(ctx context.Context, limit int) ([]qsync.DeadLetter, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+deadCols+` FROM dead_letters ORDER BY id DESC LIMIT ?`, limitArg(limit))
 	if err != nil {
@@ -594,7 +594,7 @@ func (s *Store) DeadLetters(ctx context.Context, limit int) ([]qsync.DeadLetter,
 	return ds, nil
 }
 
-// DeadLetter implements sync.LedgerStore.
+// DeadLetter implements qsync.LedgerStore.
 func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, bool, error) {
 	d, err := scanDead(s.r.QueryRowContext(ctx, `SELECT `+deadCols+` FROM dead_letters WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -606,7 +606,7 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (qsync.DeadLetter, boo
 	return d, true, nil
 }
 
-// DropDeadLetter implements sync.LedgerStore.
+// DropDeadLetter implements qsync.LedgerStore.
 func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
 	res, err := s.exec(ctx, `DELETE FROM dead_letters WHERE id = ?`, id)
 	if err != nil {
@@ -620,7 +620,7 @@ func (s *Store) DropDeadLetter(ctx context.Context, id int64) error {
 	return nil
 }
 
-// RetryDeadLetter implements sync.LedgerStore.
+// RetryDeadLetter implements qsync.LedgerStore.
 func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var k qsync.Key
@@ -649,4 +649,73 @@ func (s *Store) RetryDeadLetter(ctx context.Context, id int64, now time.Time) er
 		return fmt.Errorf("sqlite: retry dead letter %d: %w", id, err)
 	}
 	return nil
+}
+
+// Deliveries implements qsync.InsightStore.
+func (s *Store) Deliveries(ctx context.Context, k qsync.Key, limit int) ([]qsync.Delivery, error) {
+	// Through the entity's events (indexed), then each one's delivery on
+	// the route (primary key).
+	rows, err := s.r.QueryContext(ctx, `SELECT d.event_seq, d.gen, d.status FROM events e
+		JOIN deliveries d ON d.event_seq = e.seq AND d.route = ?
+		WHERE e.entity_id = ? AND e.project = ? AND e.kind = ? ORDER BY e.seq DESC LIMIT ?`,
+		k.Route, k.ID, k.Project, string(k.Kind), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+	}
+	defer rows.Close()
+	var out []qsync.Delivery
+	for rows.Next() {
+		var d qsync.Delivery
+		if err := rows.Scan(&d.EventSeq, &d.Gen, &d.Status); err != nil {
+			return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: deliveries %s: %w", k, err)
+	}
+	return out, nil
+}
+
+// Overview implements qsync.InsightStore. The last delivery per project
+// scans the events table (it has no project index: one halved ingest
+// throughput); callers are an operator's page and a once-a-minute
+// notifier check, not the hot path.
+func (s *Store) Overview(ctx context.Context, since time.Time) (qsync.Overview, error) {
+	o := qsync.Overview{Outcomes: map[qsync.Outcome]int{}, LastDelivery: map[string]time.Time{}}
+	var oldest sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*), min(first_at) FROM jobs`).Scan(&o.QueueDepth, &oldest); err != nil {
+		return o, fmt.Errorf("sqlite: overview: %w", err)
+	}
+	if oldest.Valid {
+		o.OldestPending = fromUS(oldest.Int64)
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM dead_letters`).Scan(&o.DeadLetters); err != nil {
+		return o, fmt.Errorf("sqlite: overview: %w", err)
+	}
+	scan := func(q string, arg []any, f func(k string, n int64)) error {
+		rows, err := s.r.QueryContext(ctx, q, arg...)
+		if err != nil {
+			return fmt.Errorf("sqlite: overview: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k string
+			var n int64
+			if err := rows.Scan(&k, &n); err != nil {
+				return fmt.Errorf("sqlite: overview: %w", err)
+			}
+			f(k, n)
+		}
+		return rows.Err()
+	}
+	if err := scan(`SELECT outcome, count(*) FROM ledger WHERE at >= ? GROUP BY outcome`, []any{us(since)},
+		func(k string, n int64) { o.Outcomes[qsync.Outcome(k)] = int(n) }); err != nil {
+		return o, err
+	}
+	if err := scan(`SELECT project, max(received_at) FROM events GROUP BY project`, nil,
+		func(k string, n int64) { o.LastDelivery[k] = fromUS(n) }); err != nil {
+		return o, err
+	}
+	return o, nil
 }

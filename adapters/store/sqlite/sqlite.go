@@ -1,4 +1,4 @@
-// Package sqlite implements sync.Store on a SQLite file (modernc.org/sqlite,
+// Package sqlite implements qsync.Store on a SQLite file (modernc.org/sqlite,
 // pure Go). It is the default store: one process, no server.
 //
 // SQLite admits one writer at a time. Writes go through two dedicated
@@ -52,7 +52,7 @@ type Options struct {
 	Logger *logrus.Entry
 }
 
-// Store is a sync.Store backed by SQLite.
+// Store is a qsync.Store backed by SQLite.
 type Store struct {
 	// wmu serializes the two writer connections of this process: w for
 	// everything, and raw for ingest (see rawConn).
@@ -256,7 +256,7 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// CreatedAt implements sync.Store: when the first migration was applied.
+// CreatedAt implements qsync.Store: when the first migration was applied.
 func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
 	var at int64
 	if err := s.r.QueryRowContext(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&at); err != nil {

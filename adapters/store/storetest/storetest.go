@@ -1,4 +1,4 @@
-// Package storetest is the conformance suite every sync.Store backend must
+// Package storetest is the conformance suite every qsync.Store backend must
 // pass. A backend's test calls Run with a function that opens a fresh,
 // empty store per subtest.
 package storetest
@@ -67,6 +67,8 @@ func Run(t *testing.T, open Opener) {
 		{"LinksPagination", testLinksPagination},
 		{"Ledger", testLedger},
 		{"LedgerDrift", testLedgerDrift},
+		{"Deliveries", testDeliveries},
+		{"Overview", testOverview},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
@@ -1610,5 +1612,79 @@ func testLedgerDrift(t *testing.T, s qsync.Store) {
 	}
 	if !reflect.DeepEqual(es[2].Ops, []string{"update"}) {
 		t.Errorf("ops = %#v", es[2].Ops)
+	}
+}
+
+func testDeliveries(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k, other := key("r", 1), key("q", 1)
+	e1, e2, e3 := event("d1", ref(1)), event("d2", ref(1)), event("d3", ref(2))
+	accept(t, s, t0, in(e1, "r", "q"), in(e3, "r"))
+	j := leaseOne2(t, s, t0, k)
+	accept(t, s, at(time.Second), in(e2, "r")) // arrives during the sync: gen 2
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(2*time.Second))
+	ds, err := s.Deliveries(ctx, k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[0].EventSeq <= ds[1].EventSeq {
+		t.Fatalf("Deliveries = %+v, want the key's two events, newest first", ds)
+	}
+	if ds[1].Status != "applied" || ds[1].Gen != 1 || ds[0].Status != "pending" || ds[0].Gen != 2 {
+		t.Errorf("Deliveries = %+v, want gen 1 applied and gen 2 pending", ds)
+	}
+	if ds, _ := s.Deliveries(ctx, k, 1); len(ds) != 1 {
+		t.Errorf("Deliveries(limit 1) = %+v", ds)
+	}
+	if ds, _ := s.Deliveries(ctx, other, 0); len(ds) != 1 || ds[0].Status != "pending" {
+		t.Errorf("Deliveries(other route) = %+v", ds)
+	}
+	if ds, _ := s.Deliveries(ctx, key("r", 9), 0); len(ds) != 0 {
+		t.Errorf("Deliveries(unknown) = %+v", ds)
+	}
+}
+
+// leaseOne2 leases until it holds k's job, completing nothing else.
+func leaseOne2(t *testing.T, s qsync.Store, now time.Time, k qsync.Key) qsync.Job {
+	t.Helper()
+	for _, j := range lease(t, s, "w", 10, now) {
+		if j.Key == k {
+			return j
+		}
+	}
+	t.Fatalf("no job for %s", k)
+	return qsync.Job{}
+}
+
+func testOverview(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	o, err := s.Overview(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.QueueDepth != 0 || !o.OldestPending.IsZero() || o.DeadLetters != 0 || len(o.Outcomes) != 0 || len(o.LastDelivery) != 0 {
+		t.Fatalf("empty store overview = %+v", o)
+	}
+	a, b := event("o1", ref(1)), event("o2", qsync.EntityRef{Project: "OTH", Kind: qsync.KindDefect, ID: 1})
+	b.ReceivedAt = at(time.Minute)
+	accept(t, s, t0, in(a, "r"))
+	accept(t, s, at(time.Minute), in(b, "r"))
+	for _, j := range lease(t, s, "w", 10, at(time.Minute)) {
+		if j.Key.Project == "PRJ" {
+			complete(t, s, j, qsync.OutcomeDead, qsync.LedgerEntry{Detail: "422"}, at(2*time.Minute))
+		}
+	}
+	o, err = s.Overview(ctx, at(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.QueueDepth != 1 || o.DeadLetters != 1 || o.Outcomes[qsync.OutcomeDead] != 1 || len(o.Outcomes) != 1 {
+		t.Errorf("overview = %+v", o)
+	}
+	wantTime(t, "OldestPending", o.OldestPending, at(time.Minute))
+	wantTime(t, "LastDelivery[PRJ]", o.LastDelivery["PRJ"], t0)
+	wantTime(t, "LastDelivery[OTH]", o.LastDelivery["OTH"], at(time.Minute))
+	if o, _ := s.Overview(ctx, at(time.Hour)); len(o.Outcomes) != 0 {
+		t.Errorf("outcomes since a later time = %+v", o.Outcomes)
 	}
 }
