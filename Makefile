@@ -48,8 +48,9 @@ $(PLAYWRIGHT):
 
 $(CHROMIUM):
 	@echo "installing Debian's chromium for the status page's browser test (apt-get)" >&2
-	@if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium >/dev/null; \
-		else sudo apt-get install -y --no-install-recommends chromium >/dev/null; fi
+	@sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ $$sudo apt-get update >/dev/null && $$sudo apt-get install -y --no-install-recommends chromium >/dev/null; }
 	@test -x $(CHROMIUM)
 
 test: tools ## Run every test (race detector, contract tests against Prism, the status page in Chromium, short fuzzing)

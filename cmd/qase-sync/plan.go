@@ -179,9 +179,7 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 			err = tr.AddComment(ctx, ref, *op.Comment)
 		}
 		po := planOp{Op: op, Requests: rec.requests()}
-		if op.Cond != "" {
-			po.Note = "only " + op.Cond
-		} else if op.Kind == qsync.OpSetStatus {
+		if op.Kind == qsync.OpSetStatus {
 			po.Note = "skipped at run time when the issue already has this status"
 		}
 		if err != nil {
