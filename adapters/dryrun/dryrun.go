@@ -47,7 +47,7 @@ type stateFile struct {
 
 type savedIssue struct {
 	qsync.Issue
-	Marker   string         `json:"marker,omitempty"`
+	Marker   string          `json:"marker,omitempty"`
 	Comments []qsync.Comment `json:"comments,omitempty"`
 }
 
