@@ -114,8 +114,10 @@ func TestConcurrentReconcilesFileOneIssuePerKey(t *testing.T) {
 // A job's lease is renewed while it waits on a slow tracker, so no other
 // worker takes the key; and a worker that lost its lease writes nothing.
 func TestLeaseRenewedWhileTrackerIsSlow(t *testing.T) {
-	b := setup(t, func(o *qsync.EngineOptions) { o.Lease = 90 * time.Millisecond })
-	b.tracker.slow = 400 * time.Millisecond
+	// The call outlasts the lease three times over; the late-commit window
+	// covers it, as worker.late_commit covers the client's timeout.
+	b := setup(t, func(o *qsync.EngineOptions) { o.Lease = 300 * time.Millisecond; o.LateCommit = 3 * time.Second })
+	b.tracker.slow = time.Second
 	b.tracker.fault = func(op string) fault {
 		if op == "create" {
 			return faultSlow
@@ -142,8 +144,8 @@ func TestLeaseRenewedWhileTrackerIsSlow(t *testing.T) {
 	cancel()
 	wg.Wait()
 	b.oneIssue(1)
-	if c := b.tracker.writes["create"]; c != 1 {
-		t.Fatalf("%d create calls, want 1: the key was taken over while its lease should have been renewed", c)
+	if c, f := b.tracker.writes["create"], b.tracker.reads["find"]; c != 1 || f != 0 {
+		t.Fatalf("%d create calls and %d marker searches, want 1 and 0: the key was taken over while its lease should have been renewed", c, f)
 	}
 	led, err := b.store.Ledger(context.Background(), key(1), 10)
 	if err != nil || len(led) != 1 || led[0].Outcome != qsync.OutcomeApplied {
