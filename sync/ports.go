@@ -242,3 +242,16 @@ type Acceptor interface {
 // CallObserver is told about every outbound API call, for metrics. status
 // is the HTTP status, 0 for a transport failure.
 type CallObserver func(system, op string, status int, d time.Duration)
+
+// StatusCommenter is implemented by trackers that can post a comment in
+// the request that changes the status (Jira: a comment on the transition's
+// screen), so that a status change and the comment that explains it cost
+// one write. The engine uses it when a plan's status change is directly
+// followed by a comment.
+type StatusCommenter interface {
+	// SetStatusWithComment does what SetStatus does and posts c, stamped
+	// as AddComment stamps it: in the status request where the tracker
+	// allows, else as a separate comment. nil: both happened. An
+	// *UnreachableError means nothing was written, the comment included.
+	SetStatusWithComment(ctx context.Context, ref IssueRef, status, reason string, c Comment) error
+}

@@ -425,6 +425,9 @@ type bundle struct {
 	opts    qsync.EngineOptions
 	stop    context.CancelFunc
 	log     *logrus.Entry
+	// as, when set, is how the engine sees the tracker (an optional
+	// capability added).
+	as func(*memTracker) qsync.Tracker
 }
 
 func quietLog() *logrus.Entry {
@@ -504,6 +507,9 @@ func (b *bundle) build() {
 	o := b.opts
 	o.Store, o.Coverage = st, b.cov
 	o.Trackers = map[string]qsync.Tracker{"mem": b.tracker}
+	if b.as != nil {
+		o.Trackers["mem"] = b.as(b.tracker)
+	}
 	b.engine = qsync.NewEngine(o)
 	b.inbox = qsync.NewInbox(qsync.InboxOptions{Store: st, Mapper: memMapper{}, Logger: b.log, Notify: b.engine.Wake, Busy: func() bool { return false }})
 	ctx, cancel := context.WithCancel(context.Background())
