@@ -192,6 +192,11 @@ type Update struct {
 	Fields       map[string]string `json:"fields,omitempty"`
 	AddLabels    []string          `json:"add_labels,omitempty"`
 	RemoveLabels []string          `json:"remove_labels,omitempty"`
+	// Marker is the key's marker, for trackers that keep part of it in
+	// text an update rewrites (GitHub's body stamp), so they need not read
+	// it from the issue. Set by the engine when it executes an update,
+	// never planned; zero: not known.
+	Marker Marker `json:"-"`
 }
 
 // Empty reports whether u changes nothing.

@@ -64,6 +64,7 @@ type memTracker struct {
 	slow        time.Duration
 	unreachable map[string]bool // "From>To" edges the workflow lacks
 	noProperty  atomic.Bool     // creates fail to store the property (best effort, as Jira's PUT)
+	updMarkers  []qsync.Marker  // the marker each update named
 	pending     gosync.WaitGroup
 }
 
@@ -212,6 +213,7 @@ func (t *memTracker) write(op string, ref qsync.IssueRef, fn func(is *memIssue) 
 
 func (t *memTracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	return t.write("update", ref, func(is *memIssue) error {
+		t.updMarkers = append(t.updMarkers, u.Marker)
 		if u.Title != nil {
 			is.Title = *u.Title
 		}

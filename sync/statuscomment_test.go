@@ -128,3 +128,23 @@ func TestStatusCommentUnreachable(t *testing.T) {
 		t.Fatalf("applied %+v: want the status blocked, nothing pending", l.Applied)
 	}
 }
+
+// An executed update names the key's marker, so a tracker that keeps part
+// of the marker in the text it rewrites need not read it first.
+func TestUpdateNamesTheMarker(t *testing.T) {
+	b := setup(t)
+	b.openDefect(1, "x", time.Now())
+	b.drain()
+	b.qase.set(1, map[string]any{"title": "y", "status": "open"})
+	b.deliver("defect.updated", 1, time.Now(), nil)
+	b.drain()
+	b.tracker.mu.Lock()
+	got := slices.Clone(b.tracker.updMarkers)
+	b.tracker.mu.Unlock()
+	if len(got) != 1 || got[0] != qsync.MarkerFor(key(1)) {
+		t.Fatalf("updates named markers %+v, want one naming %+v", got, qsync.MarkerFor(key(1)))
+	}
+	if is := b.oneIssue(1); is.Title != "[QA-1] y" {
+		t.Fatalf("title %q", is.Title)
+	}
+}

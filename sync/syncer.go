@@ -374,7 +374,9 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 			// edit, a missed event or a changed mapping.
 			x.log.WithFields(logrus.Fields{"issue": x.link.Issue.String(), "changes": op.Changes}).Info("reverting tracker-side edits of synced fields")
 		}
-		if err := x.tr.Update(ctx, x.link.Issue, *op.Update); err != nil {
+		u := *op.Update
+		u.Marker = x.marker
+		if err := x.tr.Update(ctx, x.link.Issue, u); err != nil {
 			return false, fmt.Errorf("update %s: %w", x.link.Issue, err)
 		}
 		x.link.Applied.applyUpdate(*op.Update)
