@@ -87,6 +87,7 @@ func (a *app) serve(ctx context.Context) error {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.clock))
+	mux.Handle("/debug/pprof/", pprofHandler(a.cfg.Server.AdminToken.Reveal()))
 
 	hs := &http.Server{
 		Handler:           mux,
