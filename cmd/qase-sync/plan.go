@@ -150,7 +150,9 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 				ref = is.Ref
 			}
 		case qsync.OpUpdate:
-			err = tr.Update(ctx, ref, *op.Update)
+			u := *op.Update
+			u.Marker = qsync.MarkerFor(k) // as the engine executes it
+			err = tr.Update(ctx, ref, u)
 		case qsync.OpSetStatus:
 			err = tr.SetStatus(ctx, ref, op.Status, op.Reason)
 		case qsync.OpComment:
