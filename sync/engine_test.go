@@ -155,7 +155,9 @@ func TestLeaseRenewedWhileTrackerIsSlow(t *testing.T) {
 
 // Waiting for rate tokens is not a failed attempt.
 func TestRateLimitWaitIsNotChargedAsAttempt(t *testing.T) {
-	b := setup(t, func(o *qsync.EngineOptions) { o.JobTimeout = 30 * time.Millisecond; o.MaxAttempts = 2 })
+	// The job's time runs out while it waits for a rate token (the bucket
+	// refills in 1000 s), well after the reads before the create.
+	b := setup(t, func(o *qsync.EngineOptions) { o.JobTimeout = 300 * time.Millisecond; o.MaxAttempts = 2 })
 	lim := qsync.NewLimiter(qsync.PaceOptions{PerSecond: 0.001, Burst: 1})
 	_ = lim.Wait(context.Background(), "", false) // the bucket is empty now
 	o := b.opts

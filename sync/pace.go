@@ -180,6 +180,22 @@ func (p *paced) SetStatus(ctx context.Context, ref IssueRef, status, reason stri
 	return p.t.SetStatus(ctx, ref, status, reason)
 }
 
+// SetStatusWithComment implements StatusCommenter for every paced
+// tracker: through the tracker's own when it has one, else as SetStatus
+// and AddComment in turn (an UnreachableError still writes nothing).
+func (p *paced) SetStatusWithComment(ctx context.Context, ref IssueRef, status, reason string, c Comment) error {
+	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
+		return err
+	}
+	if sc, ok := p.t.(StatusCommenter); ok {
+		return sc.SetStatusWithComment(ctx, ref, status, reason, c)
+	}
+	if err := p.t.SetStatus(ctx, ref, status, reason); err != nil {
+		return err
+	}
+	return p.AddComment(ctx, ref, c)
+}
+
 func (p *paced) AddComment(ctx context.Context, ref IssueRef, c Comment) error {
 	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
 		return err

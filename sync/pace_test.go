@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -46,5 +48,47 @@ func TestLimiterBucketSpacingAndPriority(t *testing.T) {
 	}
 	if w := l.reserve("", true); w != 0 {
 		t.Fatalf("create waited %s", w)
+	}
+}
+
+// calls records which tracker methods ran.
+type callsTracker struct {
+	Tracker // nil: only the methods below may be called
+	calls   []string
+}
+
+func (c *callsTracker) SetStatus(context.Context, IssueRef, string, string) error {
+	c.calls = append(c.calls, "set_status")
+	return nil
+}
+
+func (c *callsTracker) AddComment(context.Context, IssueRef, Comment) error {
+	c.calls = append(c.calls, "comment")
+	return nil
+}
+
+type callsCommenter struct{ *callsTracker }
+
+func (c callsCommenter) SetStatusWithComment(context.Context, IssueRef, string, string, Comment) error {
+	c.calls = append(c.calls, "status_comment")
+	return nil
+}
+
+// A paced tracker offers SetStatusWithComment: the tracker's own when it
+// has one, else SetStatus then AddComment.
+func TestPacedStatusCommenter(t *testing.T) {
+	l := NewLimiter(PaceOptions{PerSecond: 1000, Burst: 10})
+	ctx := context.Background()
+	plain := &callsTracker{}
+	sc, ok := Paced(plain, l).(StatusCommenter)
+	if !ok {
+		t.Fatal("a paced tracker is no StatusCommenter")
+	}
+	if err := sc.SetStatusWithComment(ctx, IssueRef{ID: "1"}, "Done", "", Comment{ID: "c"}); err != nil || !slices.Equal(plain.calls, []string{"set_status", "comment"}) {
+		t.Fatalf("plain tracker: %v, calls %v", err, plain.calls)
+	}
+	own := callsCommenter{&callsTracker{}}
+	if err := Paced(own, l).(StatusCommenter).SetStatusWithComment(ctx, IssueRef{ID: "1"}, "Done", "", Comment{ID: "c"}); err != nil || !slices.Equal(own.calls, []string{"status_comment"}) {
+		t.Fatalf("commenter: %v, calls %v", err, own.calls)
 	}
 }

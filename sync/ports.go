@@ -219,6 +219,11 @@ type Update struct {
 	Fields       map[string]string `json:"fields,omitempty"`
 	AddLabels    []string          `json:"add_labels,omitempty"`
 	RemoveLabels []string          `json:"remove_labels,omitempty"`
+	// Marker is the key's marker, for trackers that keep part of it in
+	// text an update rewrites (GitHub's body stamp), so they need not read
+	// it from the issue. Set by the engine when it executes an update,
+	// never planned; zero: not known.
+	Marker Marker `json:"-"`
 }
 
 // Empty reports whether u changes nothing.
@@ -269,3 +274,16 @@ type Acceptor interface {
 // CallObserver is told about every outbound API call, for metrics. status
 // is the HTTP status, 0 for a transport failure.
 type CallObserver func(system, op string, status int, d time.Duration)
+
+// StatusCommenter is implemented by trackers that can post a comment in
+// the request that changes the status (Jira: a comment on the transition's
+// screen), so that a status change and the comment that explains it cost
+// one write. The engine uses it when a plan's status change is directly
+// followed by a comment.
+type StatusCommenter interface {
+	// SetStatusWithComment does what SetStatus does and posts c, stamped
+	// as AddComment stamps it: in the status request where the tracker
+	// allows, else as a separate comment. nil: both happened. An
+	// *UnreachableError means nothing was written, the comment included.
+	SetStatusWithComment(ctx context.Context, ref IssueRef, status, reason string, c Comment) error
+}

@@ -64,6 +64,7 @@ type memTracker struct {
 	slow        time.Duration
 	unreachable map[string]bool // "From>To" edges the workflow lacks
 	noProperty  atomic.Bool     // creates fail to store the property (best effort, as Jira's PUT)
+	updMarkers  []qsync.Marker  // the marker each update named
 	pending     gosync.WaitGroup
 }
 
@@ -212,6 +213,7 @@ func (t *memTracker) write(op string, ref qsync.IssueRef, fn func(is *memIssue) 
 
 func (t *memTracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	return t.write("update", ref, func(is *memIssue) error {
+		t.updMarkers = append(t.updMarkers, u.Marker)
 		if u.Title != nil {
 			is.Title = *u.Title
 		}
@@ -425,6 +427,9 @@ type bundle struct {
 	opts    qsync.EngineOptions
 	stop    context.CancelFunc
 	log     *logrus.Entry
+	// as, when set, is how the engine sees the tracker (an optional
+	// capability added).
+	as func(*memTracker) qsync.Tracker
 }
 
 func quietLog() *logrus.Entry {
@@ -504,6 +509,9 @@ func (b *bundle) build() {
 	o := b.opts
 	o.Store, o.Coverage = st, b.cov
 	o.Trackers = map[string]qsync.Tracker{"mem": b.tracker}
+	if b.as != nil {
+		o.Trackers["mem"] = b.as(b.tracker)
+	}
 	b.engine = qsync.NewEngine(o)
 	b.inbox = qsync.NewInbox(qsync.InboxOptions{Store: st, Mapper: memMapper{}, Logger: b.log, Notify: b.engine.Wake, Busy: func() bool { return false }})
 	ctx, cancel := context.WithCancel(context.Background())

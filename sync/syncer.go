@@ -275,20 +275,43 @@ func (x *executor) save(ctx context.Context) error {
 }
 
 func (x *executor) run(ctx context.Context, p Plan) error {
-	for _, op := range p.Ops {
-		ran, err := x.do(ctx, op)
-		if err != nil {
-			return err
-		}
-		if !ran {
-			continue
-		}
+	ran := func(op Op) {
 		x.res.Ops = append(x.res.Ops, op)
 		if op.Kind != OpForget && op.Kind != OpFollow {
 			x.res.Outcome = OutcomeApplied
 		}
 		if tracked(op.Kind) {
 			x.e.o.Metrics.TrackerOps(x.d.Tracker, op.Kind)
+		}
+	}
+	for i := 0; i < len(p.Ops); i++ {
+		op := p.Ops[i]
+		if op.Kind == OpSetStatus && i+1 < len(p.Ops) && p.Ops[i+1].Kind == OpComment {
+			// A status change followed by its comment: one request where
+			// the tracker can carry both.
+			if sc, ok := x.tr.(StatusCommenter); ok {
+				statusRan, both, err := x.statusWithComment(ctx, sc, op, *p.Ops[i+1].Comment)
+				if err != nil {
+					return err
+				}
+				if both {
+					ran(op)
+					ran(p.Ops[i+1])
+					i++
+					continue
+				}
+				if statusRan {
+					ran(op)
+				}
+				continue // the comment op runs on its own
+			}
+		}
+		did, err := x.do(ctx, op)
+		if err != nil {
+			return err
+		}
+		if did {
+			ran(op)
 		}
 	}
 	x.res.Detail = joinNote(x.res.Detail, p.Note)
@@ -351,7 +374,9 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 			// edit, a missed event or a changed mapping.
 			x.log.WithFields(logrus.Fields{"issue": x.link.Issue.String(), "changes": op.Changes}).Info("reverting tracker-side edits of synced fields")
 		}
-		if err := x.tr.Update(ctx, x.link.Issue, *op.Update); err != nil {
+		u := *op.Update
+		u.Marker = x.marker
+		if err := x.tr.Update(ctx, x.link.Issue, u); err != nil {
 			return false, fmt.Errorf("update %s: %w", x.link.Issue, err)
 		}
 		x.link.Applied.applyUpdate(*op.Update)
@@ -367,17 +392,7 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		err := x.tr.SetStatus(ctx, x.link.Issue, op.Status, op.Reason)
 		var ue *UnreachableError
 		if errors.As(err, &ue) {
-			// Reported once: the link remembers, and later syncs leave the
-			// status alone until the wanted or the actual status changes.
-			from := ue.From
-			if from == "" {
-				from = x.link.Applied.Status
-			}
-			x.link.Applied.Blocked = &Blocked{From: from, To: op.Status}
-			x.link.Applied.Status = from
-			x.res.Detail = joinNote(x.res.Detail, ue.Error())
-			x.log.WithError(ue).WithField("issue", x.link.Issue.String()).Error("status unreachable; no transition made")
-			return false, x.save(ctx)
+			return false, x.blocked(ctx, op, ue)
 		}
 		if err != nil {
 			return false, fmt.Errorf("set status of %s to %q: %w", x.link.Issue, op.Status, err)
@@ -390,6 +405,55 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		return true, x.closeDuplicate(ctx, op)
 	}
 	return false, fmt.Errorf("unknown op %q", op.Kind)
+}
+
+// blocked records that op's status is unreachable from where the issue
+// is. Reported once: the link remembers, and later syncs leave the status
+// alone until the wanted or the actual status changes.
+func (x *executor) blocked(ctx context.Context, op Op, ue *UnreachableError) error {
+	from := ue.From
+	if from == "" {
+		from = x.link.Applied.Status
+	}
+	x.link.Applied.Blocked = &Blocked{From: from, To: op.Status}
+	x.link.Applied.Status = from
+	x.res.Detail = joinNote(x.res.Detail, ue.Error())
+	x.log.WithError(ue).WithField("issue", x.link.Issue.String()).Error("status unreachable; no transition made")
+	return x.save(ctx)
+}
+
+// statusWithComment runs a set_status op and the comment op that follows
+// it in one tracker call, keeping the comment's exactly-once protocol: the
+// id is recorded as pending before the call. both=false leaves the
+// comment to its own op: a retry whose comment may have been posted
+// already (it is looked up there), a status the condition skips, or an
+// unreachable status (then nothing was written).
+func (x *executor) statusWithComment(ctx context.Context, sc StatusCommenter, op Op, c Comment) (statusRan, both bool, err error) {
+	a := &x.link.Applied
+	if op.Cond == CondUnlessCreatedSo && strings.EqualFold(a.Status, op.Status) {
+		return false, false, nil
+	}
+	if slices.Contains(a.Pending, c.ID) || a.Unverified {
+		ran, err := x.do(ctx, op)
+		return ran, false, err
+	}
+	a.Pending = append(a.Pending, c.ID)
+	if err := x.save(ctx); err != nil {
+		return false, false, err
+	}
+	err = sc.SetStatusWithComment(ctx, x.link.Issue, op.Status, op.Reason, c)
+	var ue *UnreachableError
+	if errors.As(err, &ue) {
+		a.Pending = slices.DeleteFunc(a.Pending, func(s string) bool { return s == c.ID })
+		return false, false, x.blocked(ctx, op, ue)
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("set status of %s to %q with comment %s: %w", x.link.Issue, op.Status, c.ID, err)
+	}
+	a.Status, a.Reason, a.Blocked = op.Status, op.Reason, nil
+	a.Pending = slices.DeleteFunc(a.Pending, func(s string) bool { return s == c.ID })
+	a.Comments = append(a.Comments, c.ID)
+	return true, true, x.save(ctx)
 }
 
 // create follows the crash-safe protocol: intent first (fenced: a worker

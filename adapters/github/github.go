@@ -387,9 +387,12 @@ func (t *Tracker) get(ctx context.Context, ref qsync.IssueRef, op string) (*gh.I
 }
 
 // Update applies title, body and assignees in one PATCH, then label
-// changes. The body keeps the issue's marker stamp, which costs one read
-// because qsync.Update does not carry the marker. Priority, Components and
-// Fields are ignored: GitHub has no such fields.
+// changes (one POST for the labels added, one DELETE per label removed:
+// GitHub's PATCH can only replace the whole label set, which would drop
+// labels people added). A new body carries the marker stamp of u.Marker,
+// or, when the update does not name the marker, the stamp the issue has
+// (one read). Priority, Components and Fields are ignored: GitHub has no
+// such fields.
 func (t *Tracker) Update(ctx context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	owner, repo, n, err := target(ref)
 	if err != nil {
@@ -408,14 +411,17 @@ func (t *Tracker) Update(ctx context.Context, ref qsync.IssueRef, u qsync.Update
 			req.Title = &title
 		}
 		if u.Body != nil {
-			cur, _, err := t.get(ctx, ref, "get")
-			if err != nil {
-				if errors.Is(err, qsync.ErrNotFound) {
-					return qsync.Permanent(err)
+			id := u.Marker.ID
+			if id == "" {
+				cur, _, err := t.get(ctx, ref, "get")
+				if err != nil {
+					if errors.Is(err, qsync.ErrNotFound) {
+						return qsync.Permanent(err)
+					}
+					return err
 				}
-				return err
+				_, id = splitBody(cur.GetBody())
 			}
-			_, id := splitBody(cur.GetBody())
 			stamp := ""
 			if id != "" {
 				stamp = markerComment(id)

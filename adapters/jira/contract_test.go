@@ -1,7 +1,10 @@
 package jira
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,11 +27,11 @@ func TestContract(t *testing.T) {
 
 	for _, flavor := range []string{FlavorCloud, FlavorDataCenter} {
 		t.Run(flavor, func(t *testing.T) {
-			rec := &prismtest.Recorder{}
+			rec := &prismtest.Recorder{Base: transitionsFixer{}}
 			tr := newTracker(t, srv.URL, func(o *Options) {
 				o.Flavor = flavor
 				o.HTTPClient = &http.Client{Transport: rec}
-				o.Transitions = map[string][]string{"closed": {"In Progress"}}
+				o.Transitions = map[string][]string{"done": {"In Progress"}}
 				if flavor == FlavorDataCenter {
 					o.Email = ""
 				}
@@ -56,6 +59,11 @@ func TestContract(t *testing.T) {
 			logTolerated(t, "mark", err)
 			err = tr.SetStatus(ctx, ref, "Closed", "Fixed")
 			logTolerated(t, "set status", err)
+			err = tr.SetStatusWithComment(ctx, ref, "Closed", "Fixed", qsync.Comment{ID: "c-0", Body: "closing"})
+			logTolerated(t, "set status with comment", err)
+			// A via-path hop, then a look at the transitions from there.
+			err = tr.SetStatus(ctx, ref, "Done", "")
+			logTolerated(t, "set status via a path", err)
 			err = tr.AddComment(ctx, ref, qsync.Comment{ID: "c-1", Body: "*hello*"})
 			logTolerated(t, "comment", err)
 			_, err = tr.HasComment(ctx, ref, "c-1")
@@ -86,6 +94,15 @@ func TestContract(t *testing.T) {
 					t.Errorf("contract test never sent %s (sent %v)", w, seen)
 				}
 			}
+			var rode bool
+			for _, ex := range rec.Exchanges() {
+				if ex.Method == "POST" && strings.HasSuffix(ex.Path, "/transitions") && strings.Contains(ex.Body, `"update":{"comment":[{"add":{"body":"closing`) {
+					rode = true
+				}
+			}
+			if !rode {
+				t.Error("no transition carrying a comment reached the mock")
+			}
 		})
 	}
 }
@@ -106,4 +123,51 @@ func logTolerated(t *testing.T, what string, err error) {
 	if err != nil {
 		t.Logf("%s: %v (tolerated: Prism answers with static examples)", what, err)
 	}
+}
+
+// transitionsFixer forwards to Prism. Prism keeps no state, and its
+// example of an issue read has no transitions: for the read SetStatus
+// makes (the status with transitions expanded), after Prism has validated
+// the request, it answers with Prism's own transitions example for the
+// issue, adding the comment field to the transitions that have a screen
+// (as Jira's transition screens do), and the status "To Do".
+type transitionsFixer struct{}
+
+func (transitionsFixer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.RawQuery, "expand=transitions") ||
+		strings.HasSuffix(req.URL.Path, "/transitions") || resp.StatusCode >= 300 {
+		return resp, err
+	}
+	resp.Body.Close()
+	treq := req.Clone(req.Context())
+	treq.URL.Path += "/transitions"
+	treq.URL.RawQuery = "expand=transitions.fields"
+	tresp, err := http.DefaultTransport.RoundTrip(treq)
+	if err != nil {
+		return nil, err
+	}
+	defer tresp.Body.Close()
+	var trs struct {
+		Transitions []map[string]any `json:"transitions"`
+	}
+	if err := json.NewDecoder(tresp.Body).Decode(&trs); err != nil {
+		return nil, err
+	}
+	for _, tr := range trs.Transitions {
+		if screen, _ := tr["hasScreen"].(bool); screen {
+			fields, _ := tr["fields"].(map[string]any)
+			if fields == nil {
+				fields = map[string]any{}
+			}
+			fields["comment"] = map[string]any{"required": false, "name": "Comment", "operations": []string{"add"}}
+			tr["fields"] = fields
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"id": "10000", "key": "ED-24",
+		"fields": map[string]any{"status": map[string]string{"name": "To Do"}}, "transitions": trs.Transitions})
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
 }

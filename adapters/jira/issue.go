@@ -14,11 +14,14 @@ import (
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// Create files the issue with the marker label and the shared label, then
-// stores the marker in the issue property. A failed property write does
-// not fail the create (the label is the lookup key), but the issue comes
-// back without MarkerID until Mark completes it. It does not transition:
-// the engine calls SetStatus.
+// Create files the issue in one request carrying the whole marker: the
+// marker label and the shared label, and the marker property (the create
+// body's "properties"). Jira answers a create with the id and key only, so
+// nothing is read back: the issue returned is what was sent, with
+// MarkerID set when the request carried every part of the marker, and no
+// Status (the workflow decides where a new issue starts; the engine asks
+// SetStatus, which reads it, only when the spec names a status). It does
+// not transition.
 func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Marker) (qsync.Issue, error) {
 	if spec.Project == "" {
 		return qsync.Issue{}, qsync.Permanentf("jira create: spec has no project")
@@ -31,76 +34,86 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 	if err != nil {
 		return qsync.Issue{}, err
 	}
-	fields := &jira.IssueFields{
-		Project:     jira.Project{Key: spec.Project},
-		Type:        jira.IssueType{Name: typ},
-		Summary:     Title(spec.Title),
-		Description: spec.Body,
-		Labels:      t.createLabels(spec.Labels, m),
-		Unknowns:    custom,
+	fields := map[string]any{
+		"project":   map[string]string{"key": spec.Project},
+		"issuetype": map[string]string{"name": typ},
+		"summary":   Title(spec.Title),
+		"labels":    t.createLabels(spec.Labels, m),
+	}
+	if spec.Body != "" {
+		fields["description"] = spec.Body
 	}
 	if spec.Priority != "" {
-		fields.Priority = &jira.Priority{Name: spec.Priority}
+		fields["priority"] = map[string]string{"name": spec.Priority}
 	}
 	assignee := ""
 	if len(spec.Assignees) > 0 {
 		assignee = spec.Assignees[0] // Jira has one assignee
 	}
 	if assignee != "" {
-		// Not via jira.User: go-jira would also send its "Password" field.
-		if fields.Unknowns == nil {
-			fields.Unknowns = map[string]any{}
+		fields["assignee"] = map[string]string{t.userField: assignee}
+	}
+	if len(spec.Components) > 0 {
+		cs := make([]map[string]string, 0, len(spec.Components))
+		for _, c := range spec.Components {
+			cs = append(cs, map[string]string{"name": c})
 		}
-		fields.Unknowns["assignee"] = map[string]string{t.userField: assignee}
+		fields["components"] = cs
 	}
-	for _, c := range spec.Components {
-		fields.Components = append(fields.Components, &jira.Component{Name: c})
+	maps.Copy(fields, custom)
+	props := []entityProperty{}
+	if m.ID != "" {
+		props = append(props, entityProperty{Key: PropertyKey, Value: markerProperty{Marker: m.ID}})
 	}
+	req := createRequest{Fields: fields, Properties: props}
 
-	var created *jira.Issue
+	var created createdIssue
 	err = t.call(ctx, "create", nfCreate, func(ctx context.Context) (*jira.Response, error) {
-		var resp *jira.Response
-		var err error
-		created, resp, err = t.client.Issue.CreateWithContext(ctx, &jira.Issue{Fields: fields})
-		return resp, err
+		return t.do(ctx, "POST", "rest/api/2/issue", req, &created)
 	})
 	if err != nil {
 		return qsync.Issue{}, err
 	}
-	if created == nil || created.ID == "" {
+	if created.ID == "" {
 		// Committed, but we cannot address it: let the engine look it up.
 		return qsync.Issue{}, fmt.Errorf("jira create: answer carries no issue id")
 	}
 	t.remember(created.ID)
-	ref := qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)}
-	log := t.log.WithField("issue", ref.String())
-
-	propErr := t.putMarker(ctx, created.ID, m)
-	if propErr != nil {
-		// The issue exists and its marker label finds it; without the
-		// property it is incompletely marked, so it is reported without
-		// MarkerID and the engine completes it with Mark.
-		log.WithError(propErr).Warn("could not store the marker property; the issue is found by its marker label and needs Mark")
+	labels := fields["labels"].([]string)
+	is := qsync.Issue{
+		Ref:   qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)},
+		Title: Title(spec.Title), Body: spec.Body, Labels: labels, Priority: spec.Priority,
+		Components: spec.Components, Fields: spec.Fields, CreatedAt: t.now(),
 	}
-
-	is, err := t.Get(ctx, ref)
-	if err != nil {
-		// The issue exists; a failed read-back must not look like a failed
-		// create. Answer with what was sent.
-		log.WithError(err).Warn("could not read the created issue back")
-		is = qsync.Issue{
-			Ref: ref, Title: fields.Summary, Body: spec.Body, Labels: fields.Labels,
-			Priority: spec.Priority, Components: spec.Components, Fields: spec.Fields,
-			CreatedAt: t.now(),
-		}
-		if propErr == nil {
-			is.MarkerID = m.ID // both labels went with the create
-		}
-		if assignee != "" {
-			is.Assignees = []string{assignee}
-		}
+	if assignee != "" {
+		is.Assignees = []string{assignee}
 	}
+	// The marker as the read path judges it (markerOf), applied to what the
+	// request carried.
+	sent := rawIssue{Properties: map[string]json.RawMessage{}}
+	for _, p := range props {
+		b, _ := json.Marshal(p.Value)
+		sent.Properties[p.Key] = b
+	}
+	is.MarkerID = t.markerOf(sent, labels)
 	return is, nil
+}
+
+// createRequest is the create-issue body: fields plus the entity
+// properties Jira stores with the new issue.
+type createRequest struct {
+	Fields     map[string]any   `json:"fields"`
+	Properties []entityProperty `json:"properties,omitempty"`
+}
+
+type entityProperty struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+type createdIssue struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
 }
 
 // Mark stamps m on an existing issue as Create does: the shared label and

@@ -161,8 +161,14 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 	if !d.Create {
 		in.Linked, in.Link = true, qsync.Link{Key: k, State: qsync.LinkLinked, Tracker: d.Tracker, Marker: qsync.MarkerFor(k), Issue: ref}
 	}
-	for _, op := range qsync.Decide(in).Ops {
+	_, commenter := tr.(qsync.StatusCommenter)
+	ops := qsync.Decide(in).Ops
+	for i, op := range ops {
 		rec.reset()
+		// A status change directly followed by a comment is executed as one
+		// call where the tracker can carry both (sync.StatusCommenter).
+		paired := commenter && ((op.Kind == qsync.OpSetStatus && i+1 < len(ops) && ops[i+1].Kind == qsync.OpComment) ||
+			(op.Kind == qsync.OpComment && i > 0 && ops[i-1].Kind == qsync.OpSetStatus))
 		var err error
 		switch op.Kind {
 		case qsync.OpCreate:
@@ -172,7 +178,9 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 				ref = is.Ref
 			}
 		case qsync.OpUpdate:
-			err = tr.Update(ctx, ref, *op.Update)
+			u := *op.Update
+			u.Marker = qsync.MarkerFor(k) // as the engine executes it
+			err = tr.Update(ctx, ref, u)
 		case qsync.OpSetStatus:
 			err = tr.SetStatus(ctx, ref, op.Status, op.Reason)
 		case qsync.OpComment:
@@ -186,6 +194,13 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 			note := "further requests depend on the tracker's live state (e.g. the workflow's transitions)"
 			if op.Kind == qsync.OpCreate {
 				note = "the tracker's answer decides what follows"
+			}
+			po.Note = strings.TrimPrefix(po.Note+"; "+note, "; ")
+		}
+		if paired {
+			note := "the comment below rides on the transition's request where its screen takes a comment"
+			if op.Kind == qsync.OpComment {
+				note = "sent with the transition above where its screen takes a comment; as shown here otherwise"
 			}
 			po.Note = strings.TrimPrefix(po.Note+"; "+note, "; ")
 		}

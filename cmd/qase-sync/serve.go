@@ -97,6 +97,7 @@ func (a *app) serve(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	mux.Handle(uiPrefix, newStatusUI(a.cfg.Server.AdminToken.Reveal(), a.store, a.clock, a.explain, a.ops, newRedactor(a.cfg), a.log.WithField("component", "status-page")))
 	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.explain, a.statusJSON, a.clock))
+	mux.Handle("/debug/pprof/", pprofHandler(a.cfg.Server.AdminToken.Reveal()))
 
 	hs := &http.Server{
 		Handler:           mux,

@@ -33,8 +33,10 @@ type Transition struct {
 	// other than To (a global transition).
 	From []string
 	To   string
-	// Resolution: the transition screen has a resolution field; taking the
-	// transition sets the resolution (to the one sent, default "Done").
+	// Resolution: the transition has a screen with a resolution field
+	// (and, as every Jira transition screen, the comment field); taking
+	// the transition sets the resolution (to the one sent, default
+	// "Done"). A transition without a screen takes neither.
 	Resolution bool
 	// ClearResolution: taking the transition clears the resolution.
 	ClearResolution bool
@@ -966,6 +968,8 @@ func (s *Server) transitionsJSON(is *IssueState, withFields bool) []map[string]a
 			if t.Resolution {
 				fields["resolution"] = map[string]any{"required": false, "name": "Resolution",
 					"allowedValues": []map[string]string{{"name": "Done"}, {"name": "Fixed"}, {"name": "Won't Do"}, {"name": "Duplicate"}}}
+				fields["comment"] = map[string]any{"required": false, "name": "Comment", "operations": []string{"add", "edit", "remove"},
+					"schema": map[string]string{"type": "comments-page", "system": "comment"}}
 			}
 			tj["fields"] = fields
 		}
@@ -989,8 +993,9 @@ func (s *Server) doTransition(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b struct {
-		Transition *ref                       `json:"transition"`
-		Fields     map[string]json.RawMessage `json:"fields"`
+		Transition *ref                                    `json:"transition"`
+		Fields     map[string]json.RawMessage              `json:"fields"`
+		Update     map[string][]map[string]json.RawMessage `json:"update"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&b); err != nil || b.Transition == nil || b.Transition.ID == "" {
 		jiraError(w, http.StatusBadRequest, []string{"Missing 'transition' identifier"}, nil)
@@ -1019,6 +1024,28 @@ func (s *Server) doTransition(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		resolution = v.Name
+	}
+	var comments []string
+	for k, ops := range b.Update {
+		if k != "comment" || !tr.Resolution {
+			jiraError(w, http.StatusBadRequest, nil, map[string]string{k: "Field '" + k + "' cannot be set. It is not on the appropriate screen, or unknown."})
+			return
+		}
+		for _, op := range ops {
+			var c struct {
+				Body json.RawMessage `json:"body"`
+			}
+			var body string
+			raw, ok := op["add"]
+			if len(op) != 1 || !ok || json.Unmarshal(raw, &c) != nil || json.Unmarshal(c.Body, &body) != nil || strings.TrimSpace(body) == "" {
+				jiraError(w, http.StatusBadRequest, nil, map[string]string{"comment": "Comment body must be a non-empty string (REST v2 takes wiki markup)"})
+				return
+			}
+			comments = append(comments, body)
+		}
+	}
+	for _, body := range comments {
+		s.addComment(is, body)
 	}
 	is.Status = tr.To
 	switch {
