@@ -643,8 +643,8 @@ func TestRecDuplicatesOnFilteredRoute(t *testing.T) {
 	d, _ := h.gh.Issue(recRepo, dup)
 	if d.State != "closed" || rep.Duplicates != 1 {
 		if strings.Contains(h.logs.String(), "has no status for deleted entities to close duplicates with") {
-			t.Fatalf("duplicate of a failed-run issue left %s (report %+v): resolveDuplicates renders the closing "+
-				"spec from a bare {status: deleted} entity, so the route's when: (failed > 0) skips it", d.State, rep)
+			t.Fatalf("duplicate of a failed-run issue left %s (report %+v): the closing spec was rendered "+
+				"from a bare {status: deleted} entity, so the route's when: (failed > 0) skips it", d.State, rep)
 		}
 		t.Fatalf("duplicate %s, report %+v", d.State, rep)
 	}
@@ -838,14 +838,10 @@ func recStoreLinks(t *testing.T, h *harness) map[string]qsync.Link {
 // TestRecCLIDryRun: `reconcile --dry-run` prints every drifted key with
 // from → to and changes nothing; `--output json` parses.
 //
-// The CLI runs with the service stopped. A one-shot reconcile enqueues
-// verify jobs in the shared store and processes them itself
-// (RunUntilIdle); a running service would lease some of them without the
-// CLI's primed caches (a read per key there) and the CLI's summary would
-// miss them. In this test both would also share one lease owner (same
-// host:pid), which real separate processes never do. A dry run enqueues
-// nothing and only reads, so it works beside the service (SQLite WAL
-// readers, busy_timeout), which the last step shows.
+// The CLI runs with the service stopped (TestRecCLIWhileServing covers a
+// reconcile beside a running service). A dry run enqueues nothing and only
+// reads, so it works beside the service (SQLite WAL readers,
+// busy_timeout), which the last step shows.
 func TestRecCLIDryRun(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
 	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
