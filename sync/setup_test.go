@@ -147,7 +147,7 @@ func (t *memTracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Mar
 		t.next++
 		id := strconv.Itoa(t.next)
 		is := &memIssue{Issue: qsync.Issue{Ref: qsync.IssueRef{Project: spec.Project, ID: id, Key: spec.Project + "-" + id},
-			Title: spec.Title, Body: spec.Body, Priority: spec.Priority, Status: "To Do", CreatedAt: time.Now()},
+			IssueFields: qsync.IssueFields{Title: spec.Title, Body: spec.Body, Priority: spec.Priority, Status: "To Do"}, CreatedAt: time.Now()},
 			comments: map[string]string{}, history: []string{"To Do"}}
 		is.Labels = append(slices.Clone(spec.Labels), qsync.DefaultSharedLabel, m.Label)
 		if !t.noProperty.Load() {
@@ -212,21 +212,7 @@ func (t *memTracker) write(op string, ref qsync.IssueRef, fn func(is *memIssue) 
 
 func (t *memTracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	return t.write("update", ref, func(is *memIssue) error {
-		if u.Title != nil {
-			is.Title = *u.Title
-		}
-		if u.Body != nil {
-			is.Body = *u.Body
-		}
-		if u.Priority != nil {
-			is.Priority = *u.Priority
-		}
-		for _, l := range u.AddLabels {
-			if !slices.Contains(is.Labels, l) {
-				is.Labels = append(is.Labels, l)
-			}
-		}
-		is.Labels = slices.DeleteFunc(is.Labels, func(l string) bool { return slices.Contains(u.RemoveLabels, l) })
+		u.ApplyTo(&is.IssueFields)
 		return nil
 	})
 }
@@ -282,11 +268,7 @@ func (t *memTracker) List(_ context.Context, _ string) ([]qsync.Issue, error) {
 
 func (t *memTracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
 	return t.write("mark", ref, func(is *memIssue) error {
-		for _, l := range []string{qsync.DefaultSharedLabel, m.Label} {
-			if !slices.Contains(is.Labels, l) {
-				is.Labels = append(is.Labels, l)
-			}
-		}
+		is.Labels = qsync.EditLabels(is.Labels, []string{qsync.DefaultSharedLabel, m.Label}, nil)
 		is.property = m.ID
 		return nil
 	})
@@ -405,7 +387,7 @@ func (memMapper) Desired(_ string, e qsync.Entity) (qsync.Desired, error) {
 		d.Unknown = append(d.Unknown, "status")
 	}
 	d.Create = !e.Deleted && status != "resolved"
-	d.Spec = qsync.IssueSpec{Project: project, Title: fmt.Sprintf("[%s-%d] %s", project, e.Ref.ID, title), Labels: []string{"qase"}, Status: st}
+	d.Spec = qsync.IssueSpec{Project: project, IssueFields: qsync.IssueFields{Title: fmt.Sprintf("[%s-%d] %s", project, e.Ref.ID, title), Labels: []string{"qase"}, Status: st}}
 	if e.Deleted {
 		d.Spec.Comments = []qsync.Comment{{ID: route + ":deleted", Body: "deleted in Qase"}}
 	}

@@ -56,11 +56,11 @@ func (t *Tracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Marker
 	t.next++
 	id := strconv.Itoa(t.next)
 	is := &issue{marker: m.ID, Issue: qsync.Issue{
-		Ref:   qsync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
-		Title: spec.Title, Body: spec.Body, Labels: append([]string(nil), spec.Labels...), Priority: spec.Priority,
-		Assignees: spec.Assignees, Components: spec.Components, Fields: spec.Fields, Status: "open",
-		MarkerID: m.ID, CreatedAt: t.clock.Now(),
+		Ref:         qsync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
+		IssueFields: spec.IssueFields.Clone(),
+		MarkerID:    m.ID, CreatedAt: t.clock.Now(),
 	}}
+	is.Status, is.Reason = "open", ""
 	t.issues[id] = is
 	t.logOp("create", is.Ref, logrus.Fields{"project": spec.Project, "type": spec.Type, "title": spec.Title, "labels": spec.Labels, "priority": spec.Priority, "marker": m.ID})
 	return is.Issue, nil
@@ -135,42 +135,7 @@ func (t *Tracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) 
 	if !ok {
 		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
-	if u.Title != nil {
-		is.Title = *u.Title
-	}
-	if u.Body != nil {
-		is.Body = *u.Body
-	}
-	if u.Priority != nil {
-		is.Priority = *u.Priority
-	}
-	if u.Assignees != nil {
-		is.Assignees = *u.Assignees
-	}
-	if u.Components != nil {
-		is.Components = *u.Components
-	}
-	for k, v := range u.Fields {
-		if is.Fields == nil {
-			is.Fields = map[string]string{}
-		}
-		is.Fields[k] = v
-	}
-	labels := map[string]bool{}
-	for _, l := range is.Labels {
-		labels[l] = true
-	}
-	for _, l := range u.AddLabels {
-		labels[l] = true
-	}
-	for _, l := range u.RemoveLabels {
-		delete(labels, l)
-	}
-	is.Labels = is.Labels[:0]
-	for l := range labels {
-		is.Labels = append(is.Labels, l)
-	}
-	sort.Strings(is.Labels)
+	u.ApplyTo(&is.IssueFields)
 	t.logOp("update", ref, logrus.Fields{"update": u})
 	return nil
 }

@@ -23,7 +23,7 @@ func TestMark(t *testing.T) {
 	m := qsync.MarkerFor(qsync.Key{Route: "bugs", EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1}})
 
 	// An issue a person filed: no marker, not found by it.
-	human := tr.Add(qsync.Issue{Ref: qsync.IssueRef{Project: "OPS"}, Title: "by hand"})
+	human := tr.Add(qsync.Issue{Ref: qsync.IssueRef{Project: "OPS"}, IssueFields: qsync.IssueFields{Title: "by hand"}})
 	if found, _ := tr.Find(ctx, "OPS", m, human.CreatedAt); len(found) != 0 {
 		t.Fatalf("unmarked issue found: %+v", found)
 	}
@@ -50,7 +50,7 @@ func TestMark(t *testing.T) {
 
 	// A created issue whose marker a person damaged is found but reports
 	// no MarkerID until Mark completes it.
-	is, err := tr.Create(ctx, qsync.IssueSpec{Project: "OPS", Title: "t"}, m)
+	is, err := tr.Create(ctx, qsync.IssueSpec{Project: "OPS", IssueFields: qsync.IssueFields{Title: "t"}}, m)
 	if err != nil || is.MarkerID != m.ID {
 		t.Fatalf("create: %+v, %v", is, err)
 	}

@@ -583,11 +583,10 @@ func (t *Tracker) convert(project string, is *gh.Issue) qsync.Issue {
 			Key:     fmt.Sprintf("%s#%d", project, is.GetNumber()),
 			URL:     is.GetHTMLURL(),
 		},
-		Title:     is.GetTitle(),
-		Body:      body,
-		Status:    is.GetState(),
-		Reason:    is.GetStateReason(),
-		Labels:    labels,
+		IssueFields: qsync.IssueFields{
+			Title: is.GetTitle(), Body: body, Labels: labels,
+			Status: is.GetState(), Reason: is.GetStateReason(),
+		},
 		MarkerID:  t.markerOf(marker, is.Labels),
 		CreatedAt: is.GetCreatedAt().Time,
 	}

@@ -105,7 +105,7 @@ func marker(id int64) qsync.Marker {
 }
 
 func spec(title string) qsync.IssueSpec {
-	return qsync.IssueSpec{Project: repo, Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}
+	return qsync.IssueSpec{Project: repo, IssueFields: qsync.IssueFields{Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}}
 }
 
 func ctx(t *testing.T) context.Context {

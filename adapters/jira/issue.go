@@ -89,8 +89,10 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 		// create. Answer with what was sent.
 		log.WithError(err).Warn("could not read the created issue back")
 		is = qsync.Issue{
-			Ref: ref, Title: fields.Summary, Body: spec.Body, Labels: fields.Labels,
-			Priority: spec.Priority, Components: spec.Components, Fields: spec.Fields,
+			Ref: ref, IssueFields: qsync.IssueFields{
+				Title: fields.Summary, Body: spec.Body, Labels: fields.Labels,
+				Priority: spec.Priority, Components: spec.Components, Fields: spec.Fields,
+			},
 			CreatedAt: t.now(),
 		}
 		if propErr == nil {

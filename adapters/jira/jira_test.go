@@ -64,11 +64,12 @@ func marker(route string, id int64) qsync.Marker {
 
 func baseSpec() qsync.IssueSpec {
 	return qsync.IssueSpec{
-		Project: "OPS", Type: "Bug", Title: "Login fails\non Safari",
-		Body:   "h3. Steps\n* open {{/login}}",
-		Labels: []string{"qase", "needs triage"}, Priority: "High",
-		Assignees: []string{"acc-1"}, Components: []string{"web"},
-		Fields: map[string]string{"customfield_10010": "plain text", "customfield_10020": `{"value":"red"}`},
+		Project: "OPS", Type: "Bug", IssueFields: qsync.IssueFields{
+			Title: "Login fails\non Safari", Body: "h3. Steps\n* open {{/login}}",
+			Labels: []string{"qase", "needs triage"}, Priority: "High",
+			Assignees: []string{"acc-1"}, Components: []string{"web"},
+			Fields: map[string]string{"customfield_10010": "plain text", "customfield_10020": `{"value":"red"}`},
+		},
 	}
 }
 

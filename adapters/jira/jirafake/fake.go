@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Transition is one workflow transition.
@@ -890,9 +892,10 @@ func (s *Server) editIssue(w http.ResponseWriter, r *http.Request) {
 						errs["labels"] = fmt.Sprintf("The label '%s' contains spaces which is invalid.", l)
 						continue
 					}
-					next.Labels = removeLabel(next.Labels, l)
 					if verb == "add" {
-						next.Labels = append(next.Labels, l)
+						next.Labels = qsync.EditLabels(next.Labels, []string{l}, nil)
+					} else {
+						next.Labels = qsync.EditLabels(next.Labels, nil, []string{l})
 					}
 				case "set":
 					var ls []string
@@ -914,16 +917,6 @@ func (s *Server) editIssue(w http.ResponseWriter, r *http.Request) {
 	next.Updated = s.now()
 	*is = next
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func removeLabel(ls []string, l string) []string {
-	out := ls[:0:0]
-	for _, x := range ls {
-		if x != l {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func (s *Server) deleteIssue(w http.ResponseWriter, r *http.Request) {

@@ -881,9 +881,11 @@ func sampleLink(k qsync.Key) qsync.Link {
 		Marker:  qsync.MarkerFor(k),
 		Issue:   qsync.IssueRef{Project: "OPS", ID: "10042", Key: "OPS-42", URL: "https://x.atlassian.net/browse/OPS-42"},
 		Applied: qsync.Applied{
-			Title: "T", Body: "B", Labels: []string{"qase", "bug"}, Priority: "High",
-			Assignees: []string{"acc-1"}, Components: []string{"api"},
-			Fields: map[string]string{"customfield_1": "v"}, Status: "Open", Reason: "Done",
+			IssueFields: qsync.IssueFields{
+				Title: "T", Body: "B", Labels: []string{"qase", "bug"}, Priority: "High",
+				Assignees: []string{"acc-1"}, Components: []string{"api"},
+				Fields: map[string]string{"customfield_1": "v"}, Status: "Open", Reason: "Done",
+			},
 			Comments: []string{"c1"}, Pending: []string{"c2"},
 		},
 		Fingerprint: "fp1",
