@@ -100,14 +100,14 @@ func faultInjector(jira *jirafake.Server, gh *githubfake.Server, every time.Dura
 	faults := []func(){
 		func() { jira.CommitThenFail(1) },
 		func() { gh.CommitThenFail(1) },
-		func() { jira.FailNext(2, http.StatusTooManyRequests, map[string]string{"Retry-After": "1"}) },
+		func() { jira.FailNext(2, http.StatusTooManyRequests, http.Header{"Retry-After": {"1"}}, "") },
 		func() { gh.FailNext(2, http.StatusInternalServerError, nil, `{"message":"Server Error"}`) },
 		func() { jira.Delay(400 * time.Millisecond) }, // a hang, shorter than the client timeout
-		func() { jira.FailNext(2, http.StatusInternalServerError, nil) },
+		func() { jira.FailNext(2, http.StatusInternalServerError, nil, "") },
 		func() { gh.TooManyRequests(2, time.Second) },
 		func() { jira.CommitThenDrop(1) },
 		func() { gh.SecondaryRateLimit(1, time.Second) },
-		func() { jira.FailNext(1, http.StatusBadGateway, nil) },
+		func() { jira.FailNext(1, http.StatusBadGateway, nil, "") },
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})

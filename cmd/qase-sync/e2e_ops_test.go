@@ -370,7 +370,7 @@ func TestOpsMetrics(t *testing.T) {
 	}
 	h.drain()
 	// One permanent failure, so the dead-letter series have something to count.
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.post("/webhooks/qase", opsEvent("defect.created", "ID", 1700000000, map[string]any{"id": 77, "title": "Rejected", "severity": "major"}), testSecret)
 	h.drain()
 
@@ -432,7 +432,7 @@ func TestOpsDeadLetters(t *testing.T) {
 	}
 	// Two defects, each rejected by Jira with a 400 on create (permanent).
 	for _, id := range []int{41, 42} {
-		h.jira.FailNext(1, http.StatusBadRequest, nil)
+		h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 		body := opsEvent("defect.created", "ID", 1700000000+int64(id), map[string]any{"id": id, "title": fmt.Sprintf("Broken %d", id), "severity": "major"})
 		if code, resp := h.post("/webhooks/qase", body, testSecret); code != http.StatusAccepted {
 			t.Fatalf("deliver %d: %d %s", id, code, resp)
@@ -540,7 +540,7 @@ func TestOpsDeadLetters(t *testing.T) {
 		t.Fatalf("ledger after retry/drop = %+v", st)
 	}
 	// Admin API retry and drop of a third failure.
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.post("/webhooks/qase", opsEvent("defect.created", "ID", 1700000043, map[string]any{"id": 43, "title": "Broken 43"}), testSecret)
 	h.drain()
 	dl, err := h.a.store.DeadLetters(ctx, 10)
@@ -836,7 +836,7 @@ func TestOpsSlowLoris(t *testing.T) {
 // qase_sync_events), not dead forever.
 func TestOpsDeadLetterRetryLedger(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	dls, err := h.a.store.DeadLetters(context.Background(), 10)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qase-sync/qase-sync/internal/fault"
 )
 
 // IssueState is an issue as the fake stores it.
@@ -60,21 +63,18 @@ type Request struct {
 	Status        int
 }
 
-type fault struct {
-	status int
-	header http.Header
-	body   string
-}
-
 type repoState struct {
 	next   int
 	issues map[int]*IssueState
 }
 
-// Server is the fake. All methods are safe for concurrent use.
+// Server is the fake. All methods are safe for concurrent use. Faults are
+// injected through the embedded TrackerInjector (FailNext, Delay,
+// CommitThenFail, CommitThenDrop) and the GitHub-shaped helpers below.
 type Server struct {
 	// URL is the API base with a trailing slash (go-github's BaseURL).
 	URL string
+	fault.TrackerInjector
 	srv *httptest.Server
 
 	mu            sync.Mutex
@@ -82,8 +82,6 @@ type Server struct {
 	repos         map[string]*repoState
 	requests      []Request
 	writes        int
-	faults        []fault
-	commitFail    int
 	nextCommentID int64
 }
 
@@ -145,15 +143,6 @@ func (s *Server) ResetLog() {
 	s.mu.Unlock()
 }
 
-// FailNext answers the next n requests with status, headers and body.
-func (s *Server) FailNext(n, status int, headers http.Header, body string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.faults = append(s.faults, fault{status: status, header: headers.Clone(), body: body})
-	}
-}
-
 // SecondaryRateLimit answers the next n requests as GitHub does when a
 // secondary rate limit is hit: 403 with Retry-After.
 func (s *Server) SecondaryRateLimit(n int, retryAfter time.Duration) {
@@ -170,14 +159,6 @@ func (s *Server) TooManyRequests(n int, retryAfter time.Duration) {
 	h.Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
 	h.Set("Content-Type", "application/json")
 	s.FailNext(n, http.StatusTooManyRequests, h, `{"message":"API rate limit exceeded"}`)
-}
-
-// CommitThenFail makes the next n issue creates store the issue and then
-// answer 502, like a gateway timing out after GitHub committed.
-func (s *Server) CommitThenFail(n int) {
-	s.mu.Lock()
-	s.commitFail += n
-	s.mu.Unlock()
 }
 
 // Issues returns copies of the repository's issues (deleted ones
@@ -289,6 +270,9 @@ type apiError struct {
 	errors  []map[string]string
 }
 
+// errHangup: close the connection without an answer.
+var errHangup = errf(http.StatusBadGateway, "Server Error")
+
 func errf(status int, format string, args ...any) *apiError {
 	return &apiError{status: status, message: fmt.Sprintf(format, args...)}
 }
@@ -306,6 +290,9 @@ type response struct {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	raw, _ := io.ReadAll(r.Body)
+	if !s.Wait(r.Context()) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(raw),
@@ -320,20 +307,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 // handle answers one request; the caller holds mu.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, raw []byte) int {
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		for k, vs := range f.header {
-			w.Header()[k] = vs
-		}
+	if f, ok := s.Next(); ok {
+		maps.Copy(w.Header(), f.Header)
 		if w.Header().Get("Content-Type") == "" {
 			w.Header().Set("Content-Type", "application/json")
 		}
-		w.WriteHeader(f.status)
-		_, _ = io.WriteString(w, f.body)
-		return f.status
+		if f.Body == "" {
+			f.Body = `{"message":"` + http.StatusText(f.Status) + `"}`
+		}
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body)
+		return f.Status
 	}
 	resp, aerr := s.route(r, raw)
+	if aerr == errHangup && fault.Hangup(w) {
+		return 0 // no answer
+	}
 	if aerr != nil {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(aerr.status)
@@ -544,9 +533,11 @@ func (s *Server) createIssue(repo string, raw []byte) (*response, *apiError) {
 	is.CreatedAt = s.tick()
 	is.UpdatedAt = is.CreatedAt
 	r.issues[is.Number] = is
-	if s.commitFail > 0 {
-		s.commitFail--
+	switch s.AfterCommit() {
+	case fault.Fail: // a gateway timing out after GitHub committed
 		return nil, errf(http.StatusBadGateway, "Server Error")
+	case fault.Drop:
+		return nil, errHangup
 	}
 	return &response{status: http.StatusCreated, body: s.issueJSON(is)}, nil
 }

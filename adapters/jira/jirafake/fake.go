@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -24,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qase-sync/qase-sync/internal/fault"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -109,14 +111,11 @@ type Request struct {
 	Status int
 }
 
-type fault struct {
-	status  int
-	headers map[string]string
-}
-
-// Server is the fake Jira.
+// Server is the fake Jira. Faults are injected through the embedded
+// TrackerInjector (FailNext, Delay, CommitThenFail, CommitThenDrop).
 type Server struct {
 	URL string
+	fault.TrackerInjector
 
 	srv *httptest.Server
 	mux *http.ServeMux
@@ -133,10 +132,6 @@ type Server struct {
 	workflow    []Transition
 	requests    []Request
 	reqNo       int // requests served, never reset (SearchLag)
-	faults      []fault
-	commitFail  int
-	commitDrop  int
-	delay       time.Duration
 	lag         bool
 	lagWindow   int
 	pageCap     int
@@ -196,39 +191,6 @@ func (s *Server) SetCommentEmbedLimit(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.embedCap = max(n, 0)
-}
-
-// FailNext makes the next n requests answer status with the given headers
-// and a Jira error body, without touching state.
-func (s *Server) FailNext(n, status int, headers map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.faults = append(s.faults, fault{status: status, headers: headers})
-	}
-}
-
-// CommitThenFail makes the next n create requests store the issue but
-// answer 500: "committed, but the answer says otherwise".
-func (s *Server) CommitThenFail(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.commitFail += n
-}
-
-// CommitThenDrop makes the next n create requests store the issue and then
-// close the connection without answering: "committed, answer lost".
-func (s *Server) CommitThenDrop(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.commitDrop += n
-}
-
-// Delay makes every request wait d before it is handled.
-func (s *Server) Delay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
 }
 
 // SearchLag simulates Jira's index lag: searches do not see an issue until
@@ -484,15 +446,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 
-	s.mu.Lock()
-	delay := s.delay
-	s.mu.Unlock()
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
-		}
+	if !s.Wait(r.Context()) {
+		return
 	}
 
 	s.mu.Lock()
@@ -505,13 +460,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() { s.requests[idx].Status = sw.status }()
 
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		for k, v := range f.headers {
-			sw.Header().Set(k, v)
+	if f, ok := s.Next(); ok {
+		maps.Copy(sw.Header(), f.Header)
+		if f.Body != "" {
+			sw.WriteHeader(f.Status)
+			_, _ = io.WriteString(sw, f.Body)
+			return
 		}
-		jiraError(sw, f.status, []string{"injected failure"}, nil)
+		jiraError(sw, f.Status, []string{"injected failure"}, nil)
 		return
 	}
 	s.mux.ServeHTTP(sw, r)
@@ -739,19 +695,13 @@ func (s *Server) createIssue(w http.ResponseWriter, r *http.Request) {
 		is.Properties[p.Key] = p.Value
 	}
 	s.store(is)
-	if s.commitDrop > 0 {
-		s.commitDrop--
-		sw := w.(*statusWriter)
-		if hj, ok := sw.ResponseWriter.(http.Hijacker); ok {
+	switch s.AfterCommit() {
+	case fault.Drop:
+		if sw := w.(*statusWriter); fault.Hangup(sw.ResponseWriter) {
 			sw.status = 0 // no answer
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
+			return
 		}
-	}
-	if s.commitFail > 0 {
-		s.commitFail--
+	case fault.Fail:
 		jiraError(w, http.StatusInternalServerError, []string{"Internal server error"}, nil)
 		return
 	}
