@@ -71,6 +71,18 @@ func newMemTracker() *memTracker {
 	return &memTracker{writes: map[string]int{}, reads: map[string]int{}, unreachable: map[string]bool{}, late: 60 * time.Millisecond, slow: 300 * time.Millisecond}
 }
 
+// firstCreate is a fault plan: the first create meets f, every other call
+// succeeds.
+func firstCreate(f fault) func(op string) fault {
+	var done atomic.Bool
+	return func(op string) fault {
+		if op == "create" && done.CompareAndSwap(false, true) {
+			return f
+		}
+		return faultNone
+	}
+}
+
 var errTimeout = errors.New("context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
 
 // call applies the fault for op: do runs the write (nil for reads).
@@ -162,15 +174,20 @@ func (t *memTracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Mar
 }
 
 func (t *memTracker) Find(_ context.Context, _ string, m qsync.Marker, _ time.Time) ([]qsync.Issue, error) {
-	t.count(t.reads, "find")
-	if err := t.call("find", nil); err != nil {
+	return t.labelled("find", m.Label)
+}
+
+// labelled is a read (op) of the issues carrying label.
+func (t *memTracker) labelled(op, label string) ([]qsync.Issue, error) {
+	t.count(t.reads, op)
+	if err := t.call(op, nil); err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []qsync.Issue
 	for _, is := range t.issues {
-		if slices.Contains(is.Labels, m.Label) {
+		if slices.Contains(is.Labels, label) {
 			out = append(out, is.view())
 		}
 	}
@@ -251,19 +268,7 @@ func (t *memTracker) HasComment(_ context.Context, ref qsync.IssueRef, id string
 }
 
 func (t *memTracker) List(_ context.Context, _ string) ([]qsync.Issue, error) {
-	t.count(t.reads, "list")
-	if err := t.call("list", nil); err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []qsync.Issue
-	for _, is := range t.issues {
-		if slices.Contains(is.Labels, qsync.DefaultSharedLabel) {
-			out = append(out, is.view())
-		}
-	}
-	return out, nil
+	return t.labelled("list", qsync.DefaultSharedLabel)
 }
 
 func (t *memTracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {

@@ -131,22 +131,30 @@ func (t *Tracker) Get(_ context.Context, ref qsync.IssueRef) (qsync.Issue, error
 func (t *Tracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+	is, err := t.lookup(ref)
+	if err != nil {
+		return err
 	}
 	u.ApplyTo(&is.IssueFields)
 	t.logOp("update", ref, logrus.Fields{"update": u})
 	return nil
 }
 
+// lookup finds the issue a write is for; the caller holds mu.
+func (t *Tracker) lookup(ref qsync.IssueRef) (*issue, error) {
+	if is, ok := t.issues[ref.ID]; ok {
+		return is, nil
+	}
+	return nil, qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+}
+
 // SetStatus implements qsync.Tracker.
 func (t *Tracker) SetStatus(_ context.Context, ref qsync.IssueRef, status, reason string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+	is, err := t.lookup(ref)
+	if err != nil {
+		return err
 	}
 	if is.Status == status && is.Reason == reason {
 		return nil
@@ -160,9 +168,9 @@ func (t *Tracker) SetStatus(_ context.Context, ref qsync.IssueRef, status, reaso
 func (t *Tracker) AddComment(_ context.Context, ref qsync.IssueRef, c qsync.Comment) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+	is, err := t.lookup(ref)
+	if err != nil {
+		return err
 	}
 	is.comments = append(is.comments, c)
 	is.CommentIDs = append(is.CommentIDs, c.ID)
@@ -192,9 +200,9 @@ func (t *Tracker) HasComment(_ context.Context, ref qsync.IssueRef, id string) (
 func (t *Tracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+	is, err := t.lookup(ref)
+	if err != nil {
+		return err
 	}
 	if m.ID == "" {
 		return qsync.Permanentf("dry-run mark %s: empty marker", ref)

@@ -84,6 +84,25 @@ func mustCreate(t *testing.T, tr *Tracker, spec qsync.IssueSpec, m qsync.Marker)
 	return is
 }
 
+// closeThroughReview closes an issue in a workflow whose first transition
+// leads astray, so exploration alone would fail: the configured path must
+// be taken.
+func closeThroughReview(t *testing.T, tr *Tracker, f *jirafake.Server) {
+	f.SetWorkflow("Open", []jirafake.Transition{
+		{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
+		{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
+		{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
+		{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
+	})
+	is := mustCreate(t, tr, baseSpec(), marker("defects", 7))
+	if err := tr.SetStatus(context.Background(), is.Ref, "Closed", "Done"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
+		t.Fatalf("status = %q/%q", st.Status, st.Resolution)
+	}
+}
+
 func TestAdapterBehaviours(t *testing.T) {
 	ctx := context.Background()
 	m := marker("defects", 7)
@@ -293,39 +312,10 @@ func TestAdapterBehaviours(t *testing.T) {
 		}},
 		{"status via configured path", func(o *Options) {
 			o.Transitions = map[string][]string{"closed": {"In Review", "Approved"}}
-		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("Open", []jirafake.Transition{
-				// The first transition leads astray: exploration alone would fail.
-				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
-				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
-				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
-				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
-			})
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
-				t.Fatal(err)
-			}
-			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
-				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
-			}
-		}},
+		}, closeThroughReview},
 		{"status via a path of transition names", func(o *Options) {
 			o.Transitions = map[string][]string{"Closed": {"review", "Approve"}}
-		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("Open", []jirafake.Transition{
-				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
-				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
-				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
-				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
-			})
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
-				t.Fatal(err)
-			}
-			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
-				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
-			}
-		}},
+		}, closeThroughReview},
 		{"status unreachable is permanent, names the choices and moves nothing", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
 			f.SetWorkflow("Open", []jirafake.Transition{
 				{ID: "1", Name: "Start", From: []string{"Open"}, To: "Doing"},

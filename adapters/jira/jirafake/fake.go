@@ -163,52 +163,38 @@ func New() *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
-// SetWorkflow replaces the workflow; new issues start in initial.
-func (s *Server) SetWorkflow(initial string, trs []Transition) {
+func (s *Server) locked(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.initial = initial
-	s.workflow = append([]Transition(nil), trs...)
+	f()
+}
+
+// SetWorkflow replaces the workflow; new issues start in initial.
+func (s *Server) SetWorkflow(initial string, trs []Transition) {
+	s.locked(func() {
+		s.initial = initial
+		s.workflow = append([]Transition(nil), trs...)
+	})
 }
 
 // SetNow sets the clock used for created/updated times.
-func (s *Server) SetNow(now func() time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.now = now
-}
+func (s *Server) SetNow(now func() time.Time) { s.locked(func() { s.now = now }) }
 
 // SetPageCap caps maxResults of searches and comment lists (default 100).
-func (s *Server) SetPageCap(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pageCap = max(n, 1)
-}
+func (s *Server) SetPageCap(n int) { s.locked(func() { s.pageCap = max(n, 1) }) }
 
 // SetCommentEmbedLimit caps the comments embedded in issue reads
 // (default 20); the rest must be paged from /comment, as on Jira.
-func (s *Server) SetCommentEmbedLimit(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.embedCap = max(n, 0)
-}
+func (s *Server) SetCommentEmbedLimit(n int) { s.locked(func() { s.embedCap = max(n, 0) }) }
 
 // SearchLag simulates Jira's index lag: searches do not see an issue until
 // more than the lag window (default 1) further requests have been served
 // after its create, unless the search names it in reconcileIssues.
-func (s *Server) SearchLag(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lag = on
-}
+func (s *Server) SearchLag(on bool) { s.locked(func() { s.lag = on }) }
 
 // SetLagWindow sets how many requests after its create an issue stays
 // hidden from search while SearchLag is on.
-func (s *Server) SetLagWindow(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lagWindow = max(n, 0)
-}
+func (s *Server) SetLagWindow(n int) { s.locked(func() { s.lagWindow = max(n, 0) }) }
 
 // Requests returns the request log.
 func (s *Server) Requests() []Request {
@@ -220,11 +206,7 @@ func (s *Server) Requests() []Request {
 }
 
 // ResetRequests clears the request log.
-func (s *Server) ResetRequests() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = nil
-}
+func (s *Server) ResetRequests() { s.locked(func() { s.requests = nil }) }
 
 // WriteCount counts logged requests that may change state: everything but
 // GETs and searches (a search is a POST but reads).
