@@ -88,7 +88,7 @@ func (m *Mapping) compileTemplate(src string, markup Markup, vars map[string]str
 	}
 	out := &tmpl{src: src, t: t, refs: templateRefs(t.Tree.Root)}
 	out.static, out.isStatic = staticValue(t.Tree.Root, vars)
-	rewriteActions(t.Tree, t.Tree.Root)
+	rewriteActions(t.Tree)
 	return out, 0, nil
 }
 
@@ -144,31 +144,15 @@ func walkBranch(b *parse.BranchNode, fn func(parse.Node)) {
 // (an attribute, a lookup, a printf) is escaped on output, while the
 // template's literal text is left alone and values are never re-parsed.
 // It also turns absent values into "" instead of "<no value>".
-func rewriteActions(tree *parse.Tree, n parse.Node) {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			rewriteActions(tree, c)
-		}
-	case *parse.ActionNode:
-		if len(n.Pipe.Decl) > 0 {
+func rewriteActions(tree *parse.Tree) {
+	walkTemplate(tree.Root, func(n parse.Node) {
+		a, ok := n.(*parse.ActionNode)
+		if !ok || len(a.Pipe.Decl) > 0 {
 			return // {{$x := ...}} prints nothing
 		}
-		id := parse.NewIdentifier("_out").SetTree(tree).SetPos(n.Pos)
-		n.Pipe.Cmds = append(n.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: n.Pos, Args: []parse.Node{id}})
-	case *parse.IfNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	case *parse.RangeNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	case *parse.WithNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	}
+		id := parse.NewIdentifier("_out").SetTree(tree).SetPos(a.Pos)
+		a.Pipe.Cmds = append(a.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: a.Pos, Args: []parse.Node{id}})
+	})
 }
 
 // staticValue evaluates a template made only of text and {{.vars.x}}.

@@ -216,13 +216,7 @@ func opsGet(url, token string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := opsClient.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return opsDo(req)
 }
 
 // opsPost delivers a webhook body; code 0 means no answer (transport error).
@@ -230,6 +224,12 @@ func opsPost(url string, body []byte) (int, string) {
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Qase-Secret", testSecret)
+	return opsDo(req)
+}
+
+// opsDo sends req and returns the status and body; code 0 means no answer
+// (transport error), the body then says why.
+func opsDo(req *http.Request) (int, string) {
 	resp, err := opsClient.Do(req)
 	if err != nil {
 		return 0, err.Error()

@@ -154,6 +154,17 @@ func (h *harness) recLink(k qsync.Key) qsync.Link {
 // recWrites is the number of write requests both trackers received so far.
 func (h *harness) recWrites() (jira, github int) { return h.jira.WriteCount(), h.gh.WriteCount() }
 
+// recQuietPass runs a reconcile pass and fails unless it wrote nothing to
+// either tracker (invariant I4); after names the pass before it.
+func (h *harness) recQuietPass(after string) {
+	h.t.Helper()
+	j0, g0 := h.recWrites()
+	h.recReconcile()
+	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
+		h.t.Fatalf("pass %s wrote jira %d, github %d", after, j1-j0, g1-g0)
+	}
+}
+
 func (h *harness) recRestart(o harnessOpts) {
 	h.t.Helper()
 	h.stop()
@@ -413,11 +424,7 @@ func TestRecFieldDrift(t *testing.T) {
 		t.Fatalf("revert logged %d times, want 2 (one per tracker)", n)
 	}
 	// Converged again: the next pass writes nothing.
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the revert wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the revert")
 }
 
 // TestRecMappingChange: restarting with a new title template updates every
@@ -475,11 +482,7 @@ func TestRecOrphan(t *testing.T) {
 		t.Fatalf("orphan run: %s/%s comments %q", run.State, run.StateReason, recGHComments(run))
 	}
 	// Deleted stays deleted: nothing more to do.
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the orphan fix wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the orphan fix")
 }
 
 // TestRecDanglingLink: a deleted tracker issue is filed again; a moved Jira
@@ -532,11 +535,7 @@ func TestRecDanglingLink(t *testing.T) {
 	if !strings.Contains(logs, "linked issue is gone; re-filing") || !strings.Contains(logs, "issue moved; following") {
 		t.Fatal("dangling/moved repairs were not logged")
 	}
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the repair wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the repair")
 }
 
 // TestRecTransferredGitHubIssue: a GitHub issue transferred to another

@@ -437,6 +437,34 @@ func decodeIssueRequest(raw []byte) (issueRequest, *apiError) {
 	return req, nil
 }
 
+// applyTo writes the fields the request sets (title, body, labels,
+// assignees) over is, as a create or an edit does, and validates the
+// result.
+func (req issueRequest) applyTo(is *IssueState) *apiError {
+	var aerr *apiError
+	if req.Title != nil {
+		if is.Title, aerr = titleOf(req.Title); aerr != nil {
+			return aerr
+		}
+	}
+	if req.Body != nil {
+		is.Body = *req.Body
+	}
+	if req.Labels != nil {
+		names, aerr := labelNames(*req.Labels)
+		if aerr != nil {
+			return aerr
+		}
+		is.Labels = addUnique(nil, names)
+	}
+	if req.Assignees != nil {
+		is.Assignees = addUnique(nil, *req.Assignees)
+	} else if req.Assignee != nil && *req.Assignee != "" {
+		is.Assignees = []string{*req.Assignee}
+	}
+	return validText(is)
+}
+
 func titleOf(raw *json.RawMessage) (string, *apiError) {
 	var v any
 	if err := json.Unmarshal(*raw, &v); err != nil {
@@ -506,25 +534,7 @@ func (s *Server) createIssue(repo string, raw []byte) (*response, *apiError) {
 		return nil, invalid("Issue", "title", "missing_field")
 	}
 	is := &IssueState{Repo: repo, State: "open"}
-	if is.Title, aerr = titleOf(req.Title); aerr != nil {
-		return nil, aerr
-	}
-	if req.Body != nil {
-		is.Body = *req.Body
-	}
-	if req.Labels != nil {
-		names, aerr := labelNames(*req.Labels)
-		if aerr != nil {
-			return nil, aerr
-		}
-		is.Labels = addUnique(nil, names)
-	}
-	if req.Assignees != nil {
-		is.Assignees = addUnique(nil, *req.Assignees)
-	} else if req.Assignee != nil && *req.Assignee != "" {
-		is.Assignees = []string{*req.Assignee}
-	}
-	if aerr := validText(is); aerr != nil {
+	if aerr := req.applyTo(is); aerr != nil {
 		return nil, aerr
 	}
 	r := s.repo(repo)
@@ -548,23 +558,8 @@ func (s *Server) editIssue(is *IssueState, raw []byte) (*response, *apiError) {
 		return nil, aerr
 	}
 	next := is.clone()
-	if req.Title != nil {
-		if next.Title, aerr = titleOf(req.Title); aerr != nil {
-			return nil, aerr
-		}
-	}
-	if req.Body != nil {
-		next.Body = *req.Body
-	}
-	if req.Labels != nil {
-		names, aerr := labelNames(*req.Labels)
-		if aerr != nil {
-			return nil, aerr
-		}
-		next.Labels = addUnique(nil, names)
-	}
-	if req.Assignees != nil {
-		next.Assignees = addUnique(nil, *req.Assignees)
+	if aerr := req.applyTo(&next); aerr != nil {
+		return nil, aerr
 	}
 	if req.State != nil {
 		switch *req.State {
@@ -579,9 +574,6 @@ func (s *Server) editIssue(is *IssueState, raw []byte) (*response, *apiError) {
 		default:
 			return nil, invalid("Issue", "state_reason", "invalid")
 		}
-	}
-	if aerr := validText(&next); aerr != nil {
-		return nil, aerr
 	}
 	now := s.tick()
 	if req.State != nil {

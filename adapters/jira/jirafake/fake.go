@@ -1069,6 +1069,22 @@ func (s *Server) hits(jql string, reconcile []int64) ([]*IssueState, error) {
 	return out, nil
 }
 
+// page renders the search hits of one page, from start, with the page size
+// Jira would use (maxResults, default 50, capped); end is where it stops.
+func (s *Server) page(all []*IssueState, start int, maxResults *int, props []string) (issues []map[string]any, limit, end int) {
+	limit = 50
+	if maxResults != nil {
+		limit = *maxResults
+	}
+	limit = min(max(limit, 1), s.pageCap)
+	end = min(start+limit, len(all))
+	issues = []map[string]any{}
+	for _, is := range all[min(start, len(all)):end] {
+		issues = append(issues, s.issueJSON(is, props))
+	}
+	return issues, limit, end
+}
+
 func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
 	var b struct {
 		JQL             string   `json:"jql"`
@@ -1101,16 +1117,7 @@ func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
 		}
 		start = n
 	}
-	limit := 50
-	if b.MaxResults != nil {
-		limit = *b.MaxResults
-	}
-	limit = min(max(limit, 1), s.pageCap)
-	end := min(start+limit, len(all))
-	issues := []map[string]any{}
-	for _, is := range all[min(start, len(all)):end] {
-		issues = append(issues, s.issueJSON(is, b.Properties))
-	}
+	issues, _, end := s.page(all, start, b.MaxResults, b.Properties)
 	out := map[string]any{"issues": issues, "isLast": end >= len(all)}
 	if end < len(all) {
 		out["nextPageToken"] = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
@@ -1135,16 +1142,7 @@ func (s *Server) searchDC(w http.ResponseWriter, r *http.Request) {
 		jiraError(w, http.StatusBadRequest, []string{err.Error()}, nil)
 		return
 	}
-	limit := 50
-	if b.MaxResults != nil {
-		limit = *b.MaxResults
-	}
-	limit = min(max(limit, 1), s.pageCap)
 	start := max(b.StartAt, 0)
-	end := min(start+limit, len(all))
-	issues := []map[string]any{}
-	for _, is := range all[min(start, len(all)):end] {
-		issues = append(issues, s.issueJSON(is, b.Properties))
-	}
+	issues, limit, _ := s.page(all, start, b.MaxResults, b.Properties)
 	writeJSON(w, http.StatusOK, map[string]any{"startAt": start, "maxResults": limit, "total": len(all), "issues": issues})
 }
