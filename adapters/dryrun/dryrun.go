@@ -129,53 +129,46 @@ func (t *Tracker) Get(_ context.Context, ref qsync.IssueRef) (qsync.Issue, error
 
 // Update implements qsync.Tracker.
 func (t *Tracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, err := t.lookup(ref)
-	if err != nil {
-		return err
-	}
-	u.ApplyTo(&is.IssueFields)
-	t.logOp("update", ref, logrus.Fields{"update": u})
-	return nil
+	return t.write(ref, "update", logrus.Fields{"update": u}, func(is *issue) (bool, error) {
+		u.ApplyTo(&is.IssueFields)
+		return true, nil
+	})
 }
 
-// lookup finds the issue a write is for; the caller holds mu.
-func (t *Tracker) lookup(ref qsync.IssueRef) (*issue, error) {
-	if is, ok := t.issues[ref.ID]; ok {
-		return is, nil
+// write runs do on the issue a write is for and logs op with fields when
+// do reports a change.
+func (t *Tracker) write(ref qsync.IssueRef, op string, fields logrus.Fields, do func(is *issue) (bool, error)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	is, ok := t.issues[ref.ID]
+	if !ok {
+		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
-	return nil, qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
+	changed, err := do(is)
+	if changed && err == nil {
+		t.logOp(op, ref, fields)
+	}
+	return err
 }
 
 // SetStatus implements qsync.Tracker.
 func (t *Tracker) SetStatus(_ context.Context, ref qsync.IssueRef, status, reason string) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, err := t.lookup(ref)
-	if err != nil {
-		return err
-	}
-	if is.Status == status && is.Reason == reason {
-		return nil
-	}
-	is.Status, is.Reason = status, reason
-	t.logOp("set_status", ref, logrus.Fields{"status": status, "reason": reason})
-	return nil
+	return t.write(ref, "set_status", logrus.Fields{"status": status, "reason": reason}, func(is *issue) (bool, error) {
+		if is.Status == status && is.Reason == reason {
+			return false, nil
+		}
+		is.Status, is.Reason = status, reason
+		return true, nil
+	})
 }
 
 // AddComment implements qsync.Tracker.
 func (t *Tracker) AddComment(_ context.Context, ref qsync.IssueRef, c qsync.Comment) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, err := t.lookup(ref)
-	if err != nil {
-		return err
-	}
-	is.comments = append(is.comments, c)
-	is.CommentIDs = append(is.CommentIDs, c.ID)
-	t.logOp("comment", ref, logrus.Fields{"comment_id": c.ID, "body": c.Body})
-	return nil
+	return t.write(ref, "comment", logrus.Fields{"comment_id": c.ID, "body": c.Body}, func(is *issue) (bool, error) {
+		is.comments = append(is.comments, c)
+		is.CommentIDs = append(is.CommentIDs, c.ID)
+		return true, nil
+	})
 }
 
 // HasComment implements qsync.Tracker.
@@ -198,21 +191,16 @@ func (t *Tracker) HasComment(_ context.Context, ref qsync.IssueRef, id string) (
 // (the issue is then found by m and reports MarkerID). Marking an issue
 // that already carries m completely is no write.
 func (t *Tracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, err := t.lookup(ref)
-	if err != nil {
-		return err
-	}
-	if m.ID == "" {
-		return qsync.Permanentf("dry-run mark %s: empty marker", ref)
-	}
-	if is.marker == m.ID && is.MarkerID == m.ID {
-		return nil
-	}
-	is.marker, is.MarkerID = m.ID, m.ID
-	t.logOp("mark", ref, logrus.Fields{"marker": m.ID})
-	return nil
+	return t.write(ref, "mark", logrus.Fields{"marker": m.ID}, func(is *issue) (bool, error) {
+		if m.ID == "" {
+			return false, qsync.Permanentf("dry-run mark %s: empty marker", ref)
+		}
+		if is.marker == m.ID && is.MarkerID == m.ID {
+			return false, nil
+		}
+		is.marker, is.MarkerID = m.ID, m.ID
+		return true, nil
+	})
 }
 
 // Add stores an issue as a person would file it, without a marker (tests
