@@ -58,6 +58,15 @@ func setup(t *testing.T, mod func(*Options)) (*Tracker, *jirafake.Server) {
 	return newTracker(t, f.URL, mod), f
 }
 
+// hungTracker is a tracker with a 50 ms timeout against a Jira that
+// answers after 2 s.
+func hungTracker(t *testing.T) *Tracker {
+	f := jirafake.New()
+	t.Cleanup(f.Close)
+	f.Delay(2 * time.Second)
+	return newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+}
+
 func marker(route string, id int64) qsync.Marker {
 	return qsync.MarkerFor(qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: id}})
 }
@@ -666,10 +675,7 @@ func TestErrorClassification(t *testing.T) {
 	}
 
 	t.Run("timeout", func(t *testing.T) {
-		f := jirafake.New()
-		defer f.Close()
-		f.Delay(2 * time.Second)
-		tr := newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+		tr := hungTracker(t)
 		err := runOp(tr, "get")
 		if err == nil || qsync.IsPermanent(err) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("timeout err = %v", err)
@@ -879,10 +885,7 @@ func TestNotApplied(t *testing.T) {
 		}
 	})
 	t.Run("real timeout", func(t *testing.T) {
-		f := jirafake.New()
-		defer f.Close()
-		f.Delay(2 * time.Second)
-		tr := newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+		tr := hungTracker(t)
 		if err := runOp(tr, "create"); err == nil || qsync.IsNotApplied(err) {
 			t.Fatalf("err = %v, want ambiguous", err)
 		}

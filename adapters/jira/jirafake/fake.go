@@ -1085,26 +1085,42 @@ func (s *Server) page(all []*IssueState, start int, maxResults *int, props []str
 	return issues, limit, end
 }
 
-func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		JQL             string   `json:"jql"`
-		NextPageToken   string   `json:"nextPageToken"`
-		MaxResults      *int     `json:"maxResults"`
-		Fields          []string `json:"fields"`
-		Properties      []string `json:"properties"`
-		ReconcileIssues []int64  `json:"reconcileIssues"`
-	}
+// searchBody is a search request, Cloud's (nextPageToken,
+// reconcileIssues) or Data Center's (startAt).
+type searchBody struct {
+	JQL             string   `json:"jql"`
+	NextPageToken   string   `json:"nextPageToken"`
+	StartAt         int      `json:"startAt"`
+	MaxResults      *int     `json:"maxResults"`
+	Fields          []string `json:"fields"`
+	Properties      []string `json:"properties"`
+	ReconcileIssues []int64  `json:"reconcileIssues"`
+}
+
+// searched decodes a search and runs its JQL; false when it has answered
+// with an error.
+func (s *Server) searched(w http.ResponseWriter, r *http.Request, cloud bool) (b searchBody, all []*IssueState, ok bool) {
 	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
 		jiraError(w, http.StatusBadRequest, []string{"Invalid request payload: " + err.Error()}, nil)
-		return
+		return b, nil, false
 	}
-	if len(b.Properties) > 5 || len(b.ReconcileIssues) > 50 {
+	if !cloud {
+		b.ReconcileIssues = nil // Data Center has no such parameter
+	} else if len(b.Properties) > 5 || len(b.ReconcileIssues) > 50 {
 		jiraError(w, http.StatusBadRequest, []string{"Too many properties (5) or reconcileIssues (50)."}, nil)
-		return
+		return b, nil, false
 	}
 	all, err := s.hits(b.JQL, b.ReconcileIssues)
 	if err != nil {
 		jiraError(w, http.StatusBadRequest, []string{err.Error()}, nil)
+		return b, nil, false
+	}
+	return b, all, true
+}
+
+func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
+	b, all, ok := s.searched(w, r, true)
+	if !ok {
 		return
 	}
 	start := 0
@@ -1126,20 +1142,8 @@ func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) searchDC(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		JQL        string   `json:"jql"`
-		StartAt    int      `json:"startAt"`
-		MaxResults *int     `json:"maxResults"`
-		Fields     []string `json:"fields"`
-		Properties []string `json:"properties"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
-		jiraError(w, http.StatusBadRequest, []string{"Invalid request payload: " + err.Error()}, nil)
-		return
-	}
-	all, err := s.hits(b.JQL, nil)
-	if err != nil {
-		jiraError(w, http.StatusBadRequest, []string{err.Error()}, nil)
+	b, all, ok := s.searched(w, r, false)
+	if !ok {
 		return
 	}
 	start := max(b.StartAt, 0)
