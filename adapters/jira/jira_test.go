@@ -58,6 +58,19 @@ func setup(t *testing.T, mod func(*Options)) (*Tracker, *jirafake.Server) {
 	return newTracker(t, f.URL, mod), f
 }
 
+// backFromWontDo moves a new issue to Won't Do (with reason) in the Won't
+// Do workflow, then asks for To Do, with the request log cleared between.
+func backFromWontDo(t *testing.T, tr *Tracker, f *jirafake.Server, reason string) (qsync.Issue, error) {
+	t.Helper()
+	f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
+	is := mustCreate(t, tr, baseSpec(), marker("defects", 7))
+	if err := tr.SetStatus(context.Background(), is.Ref, "Won't Do", reason); err != nil {
+		t.Fatal(err)
+	}
+	f.ResetRequests()
+	return is, tr.SetStatus(context.Background(), is.Ref, "To Do", "")
+}
+
 // hungTracker is a tracker with a 50 ms timeout against a Jira that
 // answers after 2 s.
 func hungTracker(t *testing.T) *Tracker {
@@ -345,13 +358,7 @@ func TestAdapterBehaviours(t *testing.T) {
 			}
 		}},
 		{"status: To Do from Won't Do is unreachable, nothing is walked", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", "Won't Do"); err != nil {
-				t.Fatal(err)
-			}
-			f.ResetRequests()
-			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			is, err := backFromWontDo(t, tr, f, "Won't Do")
 			var ue *qsync.UnreachableError
 			if !errors.As(err, &ue) || !qsync.IsPermanent(err) {
 				t.Fatalf("err = %v, want a permanent UnreachableError", err)
@@ -369,13 +376,7 @@ func TestAdapterBehaviours(t *testing.T) {
 		{"status: a via-path whose first hop is unavailable is not taken", func(o *Options) {
 			o.Transitions = map[string][]string{"to do": {"Done"}}
 		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", ""); err != nil {
-				t.Fatal(err)
-			}
-			f.ResetRequests()
-			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			_, err := backFromWontDo(t, tr, f, "")
 			var ue *qsync.UnreachableError
 			if !errors.As(err, &ue) || !strings.Contains(ue.Detail, `"Done"`) {
 				t.Fatalf("err = %v, want UnreachableError naming the path", err)

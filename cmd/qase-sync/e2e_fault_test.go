@@ -136,6 +136,18 @@ func faultKey(route string, kind qsync.Kind, id int) qsync.Key {
 }
 
 // ghIssuesFor returns the (not deleted) GitHub issues stamped with the key's marker.
+// oneGHIssue is the key's one GitHub issue; it reports an error and
+// false when there is not exactly one.
+func oneGHIssue(t *testing.T, gh *githubfake.Server, k qsync.Key) (githubfake.IssueState, bool) {
+	t.Helper()
+	found := ghIssuesFor(gh, k)
+	if len(found) != 1 {
+		t.Errorf("%s has %d github issues, want 1", k, len(found))
+		return githubfake.IssueState{}, false
+	}
+	return found[0], true
+}
+
 func ghIssuesFor(gh *githubfake.Server, k qsync.Key) []githubfake.IssueState {
 	var out []githubfake.IssueState
 	stamp := "<!-- qase-sync:marker " + qsync.MarkerFor(k).ID + " -->"
@@ -377,12 +389,10 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Errorf("github has %d issues, want %d", ghLive, nReviews+nRuns)
 	}
 	for j := 1; j <= nReviews; j++ {
-		found := ghIssuesFor(gh, reviewKey(j))
-		if len(found) != 1 {
-			t.Errorf("review %d has %d github issues", j, len(found))
+		is, ok := oneGHIssue(t, gh, reviewKey(j))
+		if !ok {
 			continue
 		}
-		is := found[0]
 		wantState, wantReason, wantComments := "open", "", 2
 		if j%2 == 1 {
 			wantState, wantReason, wantComments = "closed", "completed", 3
@@ -405,12 +415,10 @@ func TestFaultStreamWithKills(t *testing.T) {
 		}
 	}
 	for k := 1; k <= nRuns; k++ {
-		found := ghIssuesFor(gh, runKey(k))
-		if len(found) != 1 {
-			t.Errorf("run %d has %d github issues", k, len(found))
+		is, ok := oneGHIssue(t, gh, runKey(k))
+		if !ok {
 			continue
 		}
-		is := found[0]
 		wantState, wantComments := "open", 0
 		if k%2 == 0 {
 			wantState, wantComments = "closed", 1
