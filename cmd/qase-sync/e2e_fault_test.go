@@ -370,7 +370,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 			wantStatus, wantComments = "Done", 1
 		}
 		if is.Status != wantStatus || len(is.Comments) != wantComments {
-			t.Errorf("defect %d: status %q with %d comments, want %q with %d (%q)", i, is.Status, len(is.Comments), wantStatus, wantComments, commentBodies(is))
+			t.Errorf("defect %d: status %q with %d comments, want %q with %d (%q)", i, is.Status, len(is.Comments), wantStatus, wantComments, commentBodies(is.Comments))
 		}
 		if wantComments == 1 && !strings.Contains(is.Comments[0].Body, "resolved in Qase") {
 			t.Errorf("defect %d comment %q", i, is.Comments[0].Body)
@@ -400,10 +400,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		if is.State != wantState || (wantReason != "" && is.StateReason != wantReason) {
 			t.Errorf("review %d: state %s/%s, want %s/%s", j, is.State, is.StateReason, wantState, wantReason)
 		}
-		var bodies []string
-		for _, c := range is.Comments {
-			bodies = append(bodies, c.Body)
-		}
+		bodies := commentBodies(is.Comments)
 		if len(is.Comments) != wantComments {
 			t.Errorf("review %d has %d comments, want %d: %q", j, len(is.Comments), wantComments, bodies)
 		}

@@ -217,14 +217,6 @@ func recLiveGitHub(f *githubfake.Server) []githubfake.IssueState {
 	return out
 }
 
-func recGHComments(is githubfake.IssueState) []string {
-	var out []string
-	for _, c := range is.Comments {
-		out = append(out, c.Body)
-	}
-	return out
-}
-
 // TestRecIdempotentBothTrackers: once converged, a reconcile pass right
 // after another writes nothing to Jira or GitHub.
 func TestRecIdempotentBothTrackers(t *testing.T) {
@@ -257,7 +249,7 @@ func TestRecIdempotentBothTrackers(t *testing.T) {
 		t.Fatalf("defect 2 status %q, want In Progress", is.Status)
 	}
 	if is := recJiraIssue(t, h.jira, recDefectKey(3)); is.Status != "Done" || len(is.Comments) != 1 {
-		t.Fatalf("defect 3: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("defect 3: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 	if is := recGHIssue(t, h.gh, recGHDefectKey(2)); is.State != "closed" || is.StateReason != "not_planned" {
 		t.Fatalf("GHD-2: %s/%s, want closed/not_planned", is.State, is.StateReason)
@@ -327,7 +319,7 @@ func TestRecStatusDriftJira(t *testing.T) {
 		h.recReconcile("defects-to-jira")
 		is := recJiraIssue(t, h.jira, recDefectKey(1))
 		if is.Status != st.jira || is.Resolution != st.resolution || len(is.Comments) != st.comments {
-			t.Fatalf("qase %s: jira status %q resolution %q comments %q, want %q %q %d", st.qase, is.Status, is.Resolution, commentBodies(is), st.jira, st.resolution, st.comments)
+			t.Fatalf("qase %s: jira status %q resolution %q comments %q, want %q %q %d", st.qase, is.Status, is.Resolution, commentBodies(is.Comments), st.jira, st.resolution, st.comments)
 		}
 		if n := recJiraTransitions(h.jira) - before; n != 1 {
 			t.Fatalf("qase %s: %d transitions posted, want 1", st.qase, n)
@@ -472,14 +464,14 @@ func TestRecOrphan(t *testing.T) {
 
 	is := recJiraIssue(t, h.jira, recDefectKey(1))
 	if is.Status != "Done" || len(is.Comments) != 1 || !strings.Contains(is.Comments[0].Body, "deleted in Qase") {
-		t.Fatalf("orphan defect: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("orphan defect: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 	if other := recJiraIssue(t, h.jira, recDefectKey(2)); other.Status != "To Do" || len(other.Comments) != 0 {
-		t.Fatalf("untouched defect changed: %q %q", other.Status, commentBodies(other))
+		t.Fatalf("untouched defect changed: %q %q", other.Status, commentBodies(other.Comments))
 	}
 	run := recGHIssue(t, h.gh, recRunKey(1))
 	if run.State != "closed" || run.StateReason != "not_planned" || len(run.Comments) != 1 || !strings.Contains(run.Comments[0].Body, "deleted in Qase") {
-		t.Fatalf("orphan run: %s/%s comments %q", run.State, run.StateReason, recGHComments(run))
+		t.Fatalf("orphan run: %s/%s comments %q", run.State, run.StateReason, commentBodies(run.Comments))
 	}
 	// Deleted stays deleted: nothing more to do.
 	h.recQuietPass("after the orphan fix")
@@ -596,22 +588,22 @@ func TestRecDuplicates(t *testing.T) {
 	}
 	d, _ := h.jira.Issue(dup.ID)
 	if d.Status != "Done" || len(d.Comments) != 1 || !strings.Contains(d.Comments[0].Body, "Duplicate of "+kept.Key) {
-		t.Fatalf("jira duplicate: status %q comments %q", d.Status, commentBodies(d))
+		t.Fatalf("jira duplicate: status %q comments %q", d.Status, commentBodies(d.Comments))
 	}
 	k, _ := h.jira.Issue(kept.ID)
 	if k.Status != "To Do" || len(k.Comments) != 0 || k.Summary != kept.Summary {
-		t.Fatalf("kept jira issue touched: %q %q", k.Status, commentBodies(k))
+		t.Fatalf("kept jira issue touched: %q %q", k.Status, commentBodies(k.Comments))
 	}
 	if l := h.recLink(recDefectKey(1)); l.Issue.ID != kept.ID {
 		t.Fatalf("link moved to %s", l.Issue)
 	}
 	dg, _ := h.gh.Issue(recRepo, dupGH)
 	if dg.State != "closed" || len(dg.Comments) != 1 || !strings.Contains(dg.Comments[0].Body, fmt.Sprintf("Duplicate of %s#%d", recRepo, keptGH.Number)) {
-		t.Fatalf("github duplicate: %s/%s comments %q", dg.State, dg.StateReason, recGHComments(dg))
+		t.Fatalf("github duplicate: %s/%s comments %q", dg.State, dg.StateReason, commentBodies(dg.Comments))
 	}
 	kg, _ := h.gh.Issue(recRepo, keptGH.Number)
 	if kg.State != "open" || len(kg.Comments) != 0 {
-		t.Fatalf("kept github issue touched: %s %q", kg.State, recGHComments(kg))
+		t.Fatalf("kept github issue touched: %s %q", kg.State, commentBodies(kg.Comments))
 	}
 	if l := h.recLink(recGHDefectKey(1)); l.Issue.ID != fmt.Sprint(keptGH.Number) {
 		t.Fatalf("github link moved to %s", l.Issue)
@@ -648,7 +640,7 @@ func TestRecDuplicatesOnFilteredRoute(t *testing.T) {
 		t.Fatalf("duplicate %s, report %+v", d.State, rep)
 	}
 	if len(d.Comments) != 1 || !strings.Contains(d.Comments[0].Body, fmt.Sprintf("Duplicate of %s#%d", recRepo, kept.Number)) {
-		t.Fatalf("duplicate comments %q", recGHComments(d))
+		t.Fatalf("duplicate comments %q", commentBodies(d.Comments))
 	}
 }
 
@@ -1017,7 +1009,7 @@ func TestRecLinksRebuildKeepsComments(t *testing.T) {
 	h.recReconcile("defects-to-jira")
 	is := recJiraIssue(t, h.jira, recDefectKey(1))
 	if is.Status != "Done" || len(is.Comments) != 1 {
-		t.Fatalf("before the loss: %q %q", is.Status, commentBodies(is))
+		t.Fatalf("before the loss: %q %q", is.Status, commentBodies(is.Comments))
 	}
 	recLoseDatabase(t, h)
 	if out := recRun(t, "links", "rebuild", "-c", h.cfg); !strings.Contains(out, "restored 1 links") {
@@ -1167,4 +1159,18 @@ func TestRecCLIWhileServing(t *testing.T) {
 	if checked < n || applied+noop != checked || retrying+dead+failed+dups != 0 || strings.Contains(out, "still queued") {
 		t.Fatalf("the CLI must account for every key of its pass (%d checked), whichever process synced it:\n%s", checked, out)
 	}
+}
+
+// commentBodies lists the bodies of comments of either fake tracker.
+func commentBodies[C jirafake.CommentState | githubfake.CommentState](cs []C) []string {
+	var out []string
+	for _, c := range cs {
+		switch c := any(c).(type) {
+		case jirafake.CommentState:
+			out = append(out, c.Body)
+		case githubfake.CommentState:
+			out = append(out, c.Body)
+		}
+	}
+	return out
 }

@@ -221,15 +221,23 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 	}
 }
 
+// unmigrated opens a new database file without the store, for a test to
+// write it as an older release did; path is where it lives.
+func unmigrated(t *testing.T) (db *sql.DB, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "qs.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, path
+}
+
 // A database written before migration 2 keeps its events, their
 // duplicates are still recognized, and new events get larger seqs.
 func TestMigrationDedupPerEntityKeepsEvents(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "qs.db")
-	old, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := unmigrated(t)
 	init, err := migrationFS.ReadFile("migrations/0001_init.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -363,11 +371,7 @@ func TestCloseDuringWrites(t *testing.T) {
 // no token: no call can write through it, and Release(owner) frees it.
 func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "qs.db")
-	old, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := unmigrated(t)
 	seed := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`}
 	for i, name := range []string{"0001_init.sql", "0002_events_dedup_per_entity.sql"} {
 		b, err := migrationFS.ReadFile("migrations/" + name)
