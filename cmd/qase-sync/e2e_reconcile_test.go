@@ -176,6 +176,20 @@ func recPutDefect(h *harness, project string, id int64, title, severity, status 
 	h.qase.PutDefect(project, map[string]any{"id": id, "title": title, "actual_result": "Actual " + title, "severity": severity, "status": status})
 }
 
+// recDefect is a Qase defect of project ID for recSeed.
+type recDefect struct{ title, severity, status string }
+
+// recSeed puts the defects into Qase project ID (ids from 1), and failed
+// run 1 "Nightly", and syncs them with a reconcile pass.
+func (h *harness) recSeed(defects ...recDefect) {
+	h.t.Helper()
+	for i, d := range defects {
+		recPutDefect(h, "ID", int64(i+1), d.title, d.severity, d.status)
+	}
+	recPutFailedRun(h, 1, "Nightly")
+	h.recReconcile()
+}
+
 func recPutFailedRun(h *harness, id int64, title string) {
 	h.qase.PutRun("ID", map[string]any{"id": id, "title": title, "status_text": "failed", "elapsed_time": 65000,
 		"stats": map[string]any{"total": 10, "statuses": map[string]any{"passed": 7, "failed": 3}}})
@@ -369,9 +383,7 @@ func TestRecStatusDriftGitHub(t *testing.T) {
 // survive.
 func TestRecFieldDrift(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"})
 	orig := recJiraIssue(t, h.jira, recDefectKey(1))
 	run := recGHIssue(t, h.gh, recRunKey(1))
 
@@ -453,10 +465,7 @@ func TestRecMappingChange(t *testing.T) {
 // route says for deletes.
 func TestRecOrphan(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutDefect(h, "ID", 2, "Stays", "normal", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"}, recDefect{"Stays", "normal", "open"})
 
 	h.qase.Delete("ID", qsync.KindDefect, 1)
 	h.qase.Delete("ID", qsync.KindRun, 1)
@@ -482,10 +491,7 @@ func TestRecOrphan(t *testing.T) {
 func TestRecDanglingLink(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
 	h.gh.AddIssue(recRepo, githubfake.IssueState{Title: "filed by a human"}) // unmarked: never touched
-	recPutDefect(h, "ID", 1, "Deleted in Jira", "normal", "open")
-	recPutDefect(h, "ID", 2, "Moved in Jira", "normal", "in_progress")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Deleted in Jira", "normal", "open"}, recDefect{"Moved in Jira", "normal", "in_progress"})
 	gone := recJiraIssue(t, h.jira, recDefectKey(1))
 	moved := recJiraIssue(t, h.jira, recDefectKey(2))
 	oldRun := recGHIssue(t, h.gh, recRunKey(1))
@@ -839,10 +845,7 @@ func recStoreLinks(t *testing.T, h *harness) map[string]qsync.Link {
 // readers, busy_timeout), which the last step shows.
 func TestRecCLIDryRun(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutDefect(h, "ID", 2, "Slow search", "minor", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"}, recDefect{"Slow search", "minor", "open"})
 	d1 := recJiraIssue(t, h.jira, recDefectKey(1))
 	h.stop()
 

@@ -19,16 +19,13 @@ import (
 func openRawT(t *testing.T) *rawConn {
 	t.Helper()
 	c, err := openRaw("file:"+filepath.Join(t.TempDir(), "raw.db"), "PRAGMA journal_mode = WAL")
-	if err != nil {
-		t.Fatalf("openRaw: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return storetest.Opened(t, rawCloser{c}, err).rawConn
 }
+
+// rawCloser is a rawConn with the Close method storetest.Opened wants.
+type rawCloser struct{ *rawConn }
+
+func (c rawCloser) Close() error { return c.close() }
 
 func rawCount(t *testing.T, c *rawConn, query string, args ...any) int64 {
 	t.Helper()
