@@ -99,25 +99,17 @@ func walkTemplate(n parse.Node, fn func(parse.Node)) {
 	fn(n)
 	switch n := n.(type) {
 	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			walkTemplate(c, fn)
+		if n != nil {
+			walkEach(n.Nodes, fn)
 		}
 	case *parse.ActionNode:
 		walkTemplate(n.Pipe, fn)
 	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walkTemplate(c, fn)
+		if n != nil {
+			walkEach(n.Cmds, fn)
 		}
 	case *parse.CommandNode:
-		for _, a := range n.Args {
-			walkTemplate(a, fn)
-		}
+		walkEach(n.Args, fn)
 	case *parse.IfNode:
 		walkBranch(&n.BranchNode, fn)
 	case *parse.RangeNode:
@@ -126,6 +118,12 @@ func walkTemplate(n parse.Node, fn func(parse.Node)) {
 		walkBranch(&n.BranchNode, fn)
 	case *parse.TemplateNode:
 		walkTemplate(n.Pipe, fn)
+	}
+}
+
+func walkEach[N parse.Node](ns []N, fn func(parse.Node)) {
+	for _, n := range ns {
+		walkTemplate(n, fn)
 	}
 }
 
