@@ -123,7 +123,11 @@ type Entity struct {
 // IssueFields are the fields of a tracker issue that qase-sync writes. The
 // issue a route wants (IssueSpec), the issue as read back (Issue) and what
 // was last written (Applied) all embed them; without a JSON tag of their own
-// they flatten, so the JSON of each is as it was when each spelled them out.
+// they flatten, so specs (plan output, fingerprints) and issues encode as
+// before and stored Applied baselines decode as before (an Applied without
+// a title now writes "title":"", which decodes the same).
+// Update (ports.go) names the same fields as pointers: nil leaves a field
+// alone; Update.ApplyTo writes one onto IssueFields.
 type IssueFields struct {
 	Title      string            `json:"title"`                // summary
 	Body       string            `json:"body,omitempty"`       // description, tracker markup
