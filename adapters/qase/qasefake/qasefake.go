@@ -162,8 +162,9 @@ func (s *Server) ResetRequests() {
 }
 
 // RateLimitNext answers the next n requests with 429. retryAfter > 0 is
-// sent as Retry-After (whole seconds, rounded up) plus X-RateLimit-Reset;
-// retryAfter == 0 sends neither header.
+// sent as Retry-After (whole seconds, rounded up) plus X-RateLimit-Reset
+// (reckoned from now); retryAfter == 0 sends neither header. The replies
+// queue up behind faults injected before, as FailNext's do.
 func (s *Server) RateLimitNext(n int, retryAfter time.Duration) {
 	h := http.Header{"X-Ratelimit-Remaining": {"0"}}
 	if retryAfter > 0 {
