@@ -448,25 +448,16 @@ func index(x, k any) (any, bool) {
 	return nil, false
 }
 
+// num is v as a float64 if v is a number.
 func num(v any) (float64, bool) {
-	switch t := v.(type) {
-	case float64:
-		return t, true
-	case float32:
-		return float64(t), true
-	case int:
-		return float64(t), true
-	case int64:
-		return float64(t), true
-	case int32:
-		return float64(t), true
-	case uint64:
-		return float64(t), true
-	case uint:
-		return float64(t), true
+	switch v.(type) {
+	case float64, float32, int, int64, int32, uint64, uint:
+		return reflect.ValueOf(v).Convert(float64Type).Float(), true
 	}
 	return 0, false
 }
+
+var float64Type = reflect.TypeFor[float64]()
 
 func equal(a, b any) bool {
 	a, b = condValue(a), condValue(b)

@@ -210,19 +210,22 @@ func (m *Mapping) render(r *route, e qsync.Entity, data map[string]any) (qsync.I
 	}
 	for i, c := range r.comments {
 		cfield := fmt.Sprintf("comments[%d]", i)
-		if !c.fromEntity {
+		// text is the comment for data, "" when its condition leaves it
+		// out or it renders empty; field names what failed.
+		text := func(data map[string]any) (body, field string, err error) {
 			ok, err := evalCond(c.when, data)
+			if err != nil || !ok {
+				return "", cfield + ".when", err
+			}
+			body, err = c.body.execute(data)
+			return strings.TrimSpace(body), cfield + ".body", err
+		}
+		if !c.fromEntity {
+			body, field, err := text(data)
 			if err != nil {
-				return wrap(cfield+".when", err)
+				return wrap(field, err)
 			}
-			if !ok {
-				continue
-			}
-			body, err := c.body.execute(data)
-			if err != nil {
-				return wrap(cfield+".body", err)
-			}
-			if body = strings.TrimSpace(body); body != "" {
+			if body != "" {
 				s.Comments = append(s.Comments, qsync.Comment{ID: r.name + ":" + c.id, Body: capText(r.trackerType, body)})
 			}
 			continue
@@ -230,18 +233,11 @@ func (m *Mapping) render(r *route, e qsync.Entity, data map[string]any) (qsync.I
 		for _, ec := range e.Comments {
 			cd := maps.Clone(data)
 			cd["comment"] = commentData(ec)
-			ok, err := evalCond(c.when, cd)
+			body, field, err := text(cd)
 			if err != nil {
-				return wrap(cfield+".when", err)
+				return wrap(field, err)
 			}
-			if !ok {
-				continue
-			}
-			body, err := c.body.execute(cd)
-			if err != nil {
-				return wrap(cfield+".body", err)
-			}
-			if body = strings.TrimSpace(body); body != "" {
+			if body != "" {
 				s.Comments = append(s.Comments, qsync.Comment{ID: ec.ID, Author: ec.Author, Body: capText(r.trackerType, body), At: ec.At})
 			}
 		}

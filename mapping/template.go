@@ -88,7 +88,7 @@ func (m *Mapping) compileTemplate(src string, markup Markup, vars map[string]str
 	}
 	out := &tmpl{src: src, t: t, refs: templateRefs(t.Tree.Root)}
 	out.static, out.isStatic = staticValue(t.Tree.Root, vars)
-	rewriteActions(t.Tree, t.Tree.Root)
+	rewriteActions(t.Tree)
 	return out, 0, nil
 }
 
@@ -99,25 +99,17 @@ func walkTemplate(n parse.Node, fn func(parse.Node)) {
 	fn(n)
 	switch n := n.(type) {
 	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			walkTemplate(c, fn)
+		if n != nil {
+			walkEach(n.Nodes, fn)
 		}
 	case *parse.ActionNode:
 		walkTemplate(n.Pipe, fn)
 	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walkTemplate(c, fn)
+		if n != nil {
+			walkEach(n.Cmds, fn)
 		}
 	case *parse.CommandNode:
-		for _, a := range n.Args {
-			walkTemplate(a, fn)
-		}
+		walkEach(n.Args, fn)
 	case *parse.IfNode:
 		walkBranch(&n.BranchNode, fn)
 	case *parse.RangeNode:
@@ -126,6 +118,12 @@ func walkTemplate(n parse.Node, fn func(parse.Node)) {
 		walkBranch(&n.BranchNode, fn)
 	case *parse.TemplateNode:
 		walkTemplate(n.Pipe, fn)
+	}
+}
+
+func walkEach[N parse.Node](ns []N, fn func(parse.Node)) {
+	for _, n := range ns {
+		walkTemplate(n, fn)
 	}
 }
 
@@ -144,31 +142,15 @@ func walkBranch(b *parse.BranchNode, fn func(parse.Node)) {
 // (an attribute, a lookup, a printf) is escaped on output, while the
 // template's literal text is left alone and values are never re-parsed.
 // It also turns absent values into "" instead of "<no value>".
-func rewriteActions(tree *parse.Tree, n parse.Node) {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			rewriteActions(tree, c)
-		}
-	case *parse.ActionNode:
-		if len(n.Pipe.Decl) > 0 {
+func rewriteActions(tree *parse.Tree) {
+	walkTemplate(tree.Root, func(n parse.Node) {
+		a, ok := n.(*parse.ActionNode)
+		if !ok || len(a.Pipe.Decl) > 0 {
 			return // {{$x := ...}} prints nothing
 		}
-		id := parse.NewIdentifier("_out").SetTree(tree).SetPos(n.Pos)
-		n.Pipe.Cmds = append(n.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: n.Pos, Args: []parse.Node{id}})
-	case *parse.IfNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	case *parse.RangeNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	case *parse.WithNode:
-		rewriteActions(tree, n.List)
-		rewriteActions(tree, n.ElseList)
-	}
+		id := parse.NewIdentifier("_out").SetTree(tree).SetPos(a.Pos)
+		a.Pipe.Cmds = append(a.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: a.Pos, Args: []parse.Node{id}})
+	})
 }
 
 // staticValue evaluates a template made only of text and {{.vars.x}}.

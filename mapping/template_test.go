@@ -30,47 +30,41 @@ func defect(attrs map[string]any) qsync.Entity {
 
 const hostile = "{{.secret}} *bold* [link|http://x] <!-- qase-sync:marker x --> @everyone _em_ {html}<script>x</script>\n# heading\n- item\nh1. Big\n\\ back"
 
-func TestEscapingJira(t *testing.T) {
-	m := oneRoute(t, "jira", "    body: |\n      *Result:* {{.actual_result}}\n")
-	d, err := m.Desired("r", defect(map[string]any{"title": "T", "actual_result": hostile, "secret": "TOPSECRET"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := d.Spec.Body
-	if !strings.HasPrefix(b, "*Result:* ") {
-		t.Errorf("author's literal markup must stay: %q", b)
-	}
-	for _, bad := range []string{"TOPSECRET", " {{", " *bold*", " [link", " {html}", "\n# heading", "\n- item", "\nh1.", "\\ back"} {
-		if strings.Contains(b, bad) {
-			t.Errorf("jira body contains %q unescaped:\n%s", bad, b)
-		}
-	}
-	for _, want := range []string{`\{\{.secret\}\}`, `\*bold\*`, `\[link\|http://x\]`, `\_em\_`, `\{html\}`, "\n\\# heading", "\n\\- item", "\n&#104;1. Big", "&#92; back"} {
-		if !strings.Contains(b, want) {
-			t.Errorf("jira body lacks %q:\n%s", want, b)
-		}
-	}
-}
-
-func TestEscapingGitHub(t *testing.T) {
-	m := oneRoute(t, "github", "    body: |\n      **Result:** {{.actual_result}}\n")
-	d, err := m.Desired("r", defect(map[string]any{"title": "T", "actual_result": hostile, "secret": "TOPSECRET"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := d.Spec.Body
-	if !strings.HasPrefix(b, "**Result:** ") {
-		t.Errorf("author's literal markup must stay: %q", b)
-	}
-	for _, bad := range []string{"TOPSECRET", "<!--", "<script", "@everyone", " *bold*", " [link", "\n# heading", "\n- item"} {
-		if strings.Contains(b, bad) {
-			t.Errorf("github body contains %q unescaped:\n%s", bad, b)
-		}
-	}
-	for _, want := range []string{"{{.secret}}", `\*bold\*`, `\[link\|http://x\]`, "&lt;!-- qase-sync:marker x --&gt;", "@&#8203;everyone", `\_em\_`, "\n\\# heading", "\n\\- item", `\\ back`} {
-		if !strings.Contains(b, want) {
-			t.Errorf("github body lacks %q:\n%s", want, b)
-		}
+// TestEscaping: values are escaped for the tracker's markup, the template
+// author's literal markup is kept.
+func TestEscaping(t *testing.T) {
+	for _, tc := range []struct {
+		tracker, prefix string
+		bad, want       []string
+	}{
+		{"jira", "*Result:* ",
+			[]string{"TOPSECRET", " {{", " *bold*", " [link", " {html}", "\n# heading", "\n- item", "\nh1.", "\\ back"},
+			[]string{`\{\{.secret\}\}`, `\*bold\*`, `\[link\|http://x\]`, `\_em\_`, `\{html\}`, "\n\\# heading", "\n\\- item", "\n&#104;1. Big", "&#92; back"}},
+		{"github", "**Result:** ",
+			[]string{"TOPSECRET", "<!--", "<script", "@everyone", " *bold*", " [link", "\n# heading", "\n- item"},
+			[]string{"{{.secret}}", `\*bold\*`, `\[link\|http://x\]`, "&lt;!-- qase-sync:marker x --&gt;", "@&#8203;everyone", `\_em\_`, "\n\\# heading", "\n\\- item", `\\ back`}},
+	} {
+		t.Run(tc.tracker, func(t *testing.T) {
+			m := oneRoute(t, tc.tracker, "    body: |\n      "+tc.prefix+"{{.actual_result}}\n")
+			d, err := m.Desired("r", defect(map[string]any{"title": "T", "actual_result": hostile, "secret": "TOPSECRET"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := d.Spec.Body
+			if !strings.HasPrefix(b, tc.prefix) {
+				t.Errorf("author's literal markup must stay: %q", b)
+			}
+			for _, bad := range tc.bad {
+				if strings.Contains(b, bad) {
+					t.Errorf("body contains %q unescaped:\n%s", bad, b)
+				}
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(b, want) {
+					t.Errorf("body lacks %q:\n%s", want, b)
+				}
+			}
+		})
 	}
 }
 

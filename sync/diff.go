@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -73,24 +75,29 @@ func (o Op) String() string {
 	return string(o.Kind)
 }
 
-// AppliedFromSpec is the baseline right after creating an issue from spec.
+// AppliedFromSpec is the baseline right after creating an issue from spec
+// (its status is set by an operation of its own).
 func AppliedFromSpec(spec IssueSpec) Applied {
-	return Applied{
-		Title: spec.Title, Body: spec.Body, Labels: sortedSet(spec.Labels), Priority: spec.Priority,
-		Assignees: sortedSet(spec.Assignees), Components: sortedSet(spec.Components),
-		Fields: copyFields(spec.Fields),
-	}
+	f := spec.canonical()
+	f.Status, f.Reason = "", ""
+	return Applied{IssueFields: f}
 }
 
 // BaselineFromIssue is the baseline when comparing with the live issue
 // (reconcile): live field values, with our bookkeeping kept.
 func BaselineFromIssue(is Issue, applied Applied) Applied {
 	return Applied{
-		Title: is.Title, Body: is.Body, Labels: sortedSet(is.Labels), Priority: is.Priority,
-		Assignees: sortedSet(is.Assignees), Components: sortedSet(is.Components),
-		Fields: copyFields(is.Fields), Status: is.Status, Reason: is.Reason,
-		Comments: mergeIDs(applied.Comments, is.CommentIDs), Pending: applied.Pending, Unverified: applied.Unverified,
+		IssueFields: is.canonical(),
+		Comments:    mergeIDs(applied.Comments, is.CommentIDs), Pending: applied.Pending, Unverified: applied.Unverified,
 	}
+}
+
+// canonical is f with its lists as sorted sets and its custom fields
+// copied, the form a baseline keeps.
+func (f IssueFields) canonical() IssueFields {
+	f.Labels, f.Assignees, f.Components = sortedSet(f.Labels), sortedSet(f.Assignees), sortedSet(f.Components)
+	f.Fields = copyFields(f.Fields)
+	return f
 }
 
 // mergeIDs is the union of two id lists, in first-seen order.
@@ -258,45 +265,65 @@ func copyFields(m map[string]string) map[string]string {
 	return out
 }
 
-// applyUpdate records a successful update in the baseline.
-func (a *Applied) applyUpdate(u Update) {
-	if u.Title != nil {
-		a.Title = *u.Title
+// ApplyTo writes u over f as a tracker applies an update: a field u sets
+// replaces f's, a custom field u sets to "" is cleared and the others are
+// merged by id, and labels change as EditLabels says. Lists u sets are
+// copied, never shared. The baseline of the next diff (Applied), the
+// dry-run tracker and the in-memory stand-ins of trackers all apply
+// updates through it.
+func (u Update) ApplyTo(f *IssueFields) {
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
 	}
-	if u.Body != nil {
-		a.Body = *u.Body
-	}
-	if u.Priority != nil {
-		a.Priority = *u.Priority
-	}
+	set(&f.Title, u.Title)
+	set(&f.Body, u.Body)
+	set(&f.Priority, u.Priority)
 	if u.Assignees != nil {
-		a.Assignees = sortedSet(*u.Assignees)
+		f.Assignees = slices.Clone(*u.Assignees)
 	}
 	if u.Components != nil {
-		a.Components = sortedSet(*u.Components)
+		f.Components = slices.Clone(*u.Components)
 	}
 	for k, v := range u.Fields {
-		if a.Fields == nil {
-			a.Fields = map[string]string{}
+		if v == "" {
+			delete(f.Fields, k)
+			continue
 		}
-		a.Fields[k] = v
+		if f.Fields == nil {
+			f.Fields = map[string]string{}
+		}
+		f.Fields[k] = v
 	}
 	if len(u.AddLabels)+len(u.RemoveLabels) > 0 {
-		set := toSet(a.Labels)
-		for _, l := range u.AddLabels {
-			set[l] = true
-		}
-		for _, l := range u.RemoveLabels {
-			delete(set, l)
-		}
-		a.Labels = sortedSet(keys(set))
+		f.Labels = EditLabels(f.Labels, u.AddLabels, u.RemoveLabels)
 	}
 }
 
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+// EditLabels returns labels without those in remove and with those in
+// add that it lacks appended, in order, as Jira's label add and remove
+// operations leave an issue's labels: the labels kept keep their order, no
+// label appears twice and none is empty. A label in both lists ends up
+// removed. labels itself is not changed.
+func EditLabels(labels, add, remove []string) []string {
+	out := make([]string, 0, len(labels)+len(add))
+	for _, l := range slices.Concat(labels, add) {
+		if l != "" && !slices.Contains(out, l) && !slices.Contains(remove, l) {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
+}
+
+// Clone returns a copy of f that shares no list or map with it.
+func (f IssueFields) Clone() IssueFields {
+	f.Labels = slices.Clone(f.Labels)
+	f.Assignees = slices.Clone(f.Assignees)
+	f.Components = slices.Clone(f.Components)
+	f.Fields = maps.Clone(f.Fields)
+	return f
 }

@@ -187,14 +187,7 @@ func TestLateCommitGivesNoSecondIssue(t *testing.T) {
 		t.Run(fmt.Sprint("fault", f), func(t *testing.T) {
 			b := setup(t)
 			b.tracker.late = 100 * time.Millisecond // inside the 150ms window
-			first := true
-			b.tracker.fault = func(op string) fault {
-				if op == "create" && first {
-					first = false
-					return f
-				}
-				return faultNone
-			}
+			b.tracker.fault = firstCreate(f)
 			b.openDefect(1, "late", time.Now())
 			b.drain()
 			is := b.oneIssue(1)
@@ -209,14 +202,7 @@ func TestLateCommitGivesNoSecondIssue(t *testing.T) {
 // once, without waiting out the late-commit window.
 func TestRefusedCreateRetriesAtOnce(t *testing.T) {
 	b := setup(t, func(o *qsync.EngineOptions) { o.LateCommit = time.Hour })
-	first := true
-	b.tracker.fault = func(op string) fault {
-		if op == "create" && first {
-			first = false
-			return faultRefuse
-		}
-		return faultNone
-	}
+	b.tracker.fault = firstCreate(faultRefuse)
 	b.openDefect(1, "x", time.Now())
 	b.drain()
 	b.oneIssue(1)
@@ -227,14 +213,7 @@ func TestRefusedCreateRetriesAtOnce(t *testing.T) {
 func TestAdoptedIssueIsMarked(t *testing.T) {
 	b := setup(t)
 	b.tracker.noProperty.Store(true) // the create stores labels but not the property
-	first := true
-	b.tracker.fault = func(op string) fault {
-		if op == "create" && first {
-			first = false
-			return faultAfter
-		}
-		return faultNone
-	}
+	b.tracker.fault = firstCreate(faultAfter)
 	for id := int64(1); id <= 3; id++ {
 		b.openDefect(id, "x", time.Now())
 	}

@@ -3,6 +3,7 @@ package sync
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -81,6 +82,19 @@ type notAppliedError struct{ err error }
 
 func (e notAppliedError) Error() string   { return e.err.Error() }
 func (e notAppliedError) Unwrap() []error { return []error{e.err, ErrNotApplied} }
+
+// NeverConnected reports a transport failure before any byte of the
+// request left: the dial failed (refused, unreachable, dial timeout) or
+// the host name did not resolve. Such a call changed nothing; adapters
+// mark it NotApplied.
+func NeverConnected(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
 
 // NotApplied wraps err as certainly not carried out by the tracker.
 func NotApplied(err error) error {

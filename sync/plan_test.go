@@ -11,7 +11,7 @@ func TestDecide(t *testing.T) {
 	k := Key{Route: "r", EntityRef: EntityRef{Project: "QA", Kind: KindDefect, ID: 7}}
 	m := MarkerFor(k)
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	spec := IssueSpec{Project: "QA", Title: "T", Body: "B", Labels: []string{"a"}, Status: "To Do"}
+	spec := IssueSpec{Project: "QA", IssueFields: IssueFields{Title: "T", Body: "B", Labels: []string{"a"}, Status: "To Do"}}
 	want := Desired{Route: "r", Tracker: "jira", Create: true, Spec: spec}
 	noCreate := want
 	noCreate.Create = false
@@ -19,19 +19,19 @@ func TestDecide(t *testing.T) {
 	applied.Status = "To Do"
 	linked := Link{Key: k, State: LinkLinked, Tracker: "jira", Marker: m, Issue: IssueRef{Project: "QA", ID: "100", Key: "QA-1"}, Applied: applied, UpdatedAt: t0}
 	creating := Link{Key: k, State: LinkCreating, Tracker: "jira", Marker: m, IntentAt: t0}
-	live := Issue{Ref: linked.Issue, Title: "T", Body: "B", Labels: []string{"a", "qase-sync", m.Label}, Status: "To Do", MarkerID: m.ID, CreatedAt: t0}
+	live := Issue{Ref: linked.Issue, IssueFields: IssueFields{Title: "T", Body: "B", Labels: []string{"a", "qase-sync", m.Label}, Status: "To Do"}, MarkerID: m.ID, CreatedAt: t0}
 	edited := live
 	edited.Title = "edited by a person"
 	unmarkedLive := live
 	unmarkedLive.MarkerID = ""
 	movedLive := live
 	movedLive.Ref = IssueRef{Project: "OPS", ID: "100", Key: "OPS-9"}
-	found := Issue{Ref: IssueRef{Project: "QA", ID: "200", Key: "QA-2"}, Title: "T", Body: "B", Labels: []string{"a", "qase-sync", m.Label}, Status: "To Do", MarkerID: m.ID, CreatedAt: t0}
+	found := Issue{Ref: IssueRef{Project: "QA", ID: "200", Key: "QA-2"}, IssueFields: IssueFields{Title: "T", Body: "B", Labels: []string{"a", "qase-sync", m.Label}, Status: "To Do"}, MarkerID: m.ID, CreatedAt: t0}
 	foundUnmarked := found
 	foundUnmarked.MarkerID = ""
 	later := found
 	later.Ref, later.CreatedAt = IssueRef{Project: "QA", ID: "300", Key: "QA-3"}, t0.Add(time.Hour)
-	closing := &Desired{Route: "r", Tracker: "jira", Spec: IssueSpec{Status: "Done", Reason: "Duplicate"}}
+	closing := &Desired{Route: "r", Tracker: "jira", Spec: IssueSpec{IssueFields: IssueFields{Status: "Done", Reason: "Duplicate"}}}
 	stripped := linked
 	stripped.Applied.Labels = []string{"a", "qase-sync", m.Label} // a baseline that once took the marker labels in
 	blocked := linked
@@ -122,7 +122,7 @@ func TestDecide(t *testing.T) {
 func TestDecideAmbiguousCreateWaitsUntilWindowEnds(t *testing.T) {
 	k := Key{Route: "r", EntityRef: EntityRef{Project: "QA", Kind: KindDefect, ID: 1}}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	in := PlanInput{Key: k, Desired: Desired{Create: true, Spec: IssueSpec{Title: "x"}}, Linked: true,
+	in := PlanInput{Key: k, Desired: Desired{Create: true, Spec: IssueSpec{IssueFields: IssueFields{Title: "x"}}}, Linked: true,
 		Link: Link{Key: k, State: LinkCreating, IntentAt: t0}, SearchedAt: t0.Add(31 * time.Second), Now: t0.Add(31 * time.Second), LateCommit: time.Minute}
 	p := Decide(in)
 	if p.Wait != 29*time.Second || len(p.Ops) != 0 {

@@ -72,6 +72,18 @@ func newMemTracker() *memTracker {
 	return &memTracker{writes: map[string]int{}, reads: map[string]int{}, unreachable: map[string]bool{}, late: 60 * time.Millisecond, slow: 300 * time.Millisecond}
 }
 
+// firstCreate is a fault plan: the first create meets f, every other call
+// succeeds.
+func firstCreate(f fault) func(op string) fault {
+	var done atomic.Bool
+	return func(op string) fault {
+		if op == "create" && done.CompareAndSwap(false, true) {
+			return f
+		}
+		return faultNone
+	}
+}
+
 var errTimeout = errors.New("context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
 
 // call applies the fault for op: do runs the write (nil for reads).
@@ -148,7 +160,7 @@ func (t *memTracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Mar
 		t.next++
 		id := strconv.Itoa(t.next)
 		is := &memIssue{Issue: qsync.Issue{Ref: qsync.IssueRef{Project: spec.Project, ID: id, Key: spec.Project + "-" + id},
-			Title: spec.Title, Body: spec.Body, Priority: spec.Priority, Status: "To Do", CreatedAt: time.Now()},
+			IssueFields: qsync.IssueFields{Title: spec.Title, Body: spec.Body, Priority: spec.Priority, Status: "To Do"}, CreatedAt: time.Now()},
 			comments: map[string]string{}, history: []string{"To Do"}}
 		is.Labels = append(slices.Clone(spec.Labels), qsync.DefaultSharedLabel, m.Label)
 		if !t.noProperty.Load() {
@@ -163,15 +175,20 @@ func (t *memTracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Mar
 }
 
 func (t *memTracker) Find(_ context.Context, _ string, m qsync.Marker, _ time.Time) ([]qsync.Issue, error) {
-	t.count(t.reads, "find")
-	if err := t.call("find", nil); err != nil {
+	return t.labelled("find", m.Label)
+}
+
+// labelled is a read (op) of the issues carrying label.
+func (t *memTracker) labelled(op, label string) ([]qsync.Issue, error) {
+	t.count(t.reads, op)
+	if err := t.call(op, nil); err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []qsync.Issue
 	for _, is := range t.issues {
-		if slices.Contains(is.Labels, m.Label) {
+		if slices.Contains(is.Labels, label) {
 			out = append(out, is.view())
 		}
 	}
@@ -214,21 +231,7 @@ func (t *memTracker) write(op string, ref qsync.IssueRef, fn func(is *memIssue) 
 func (t *memTracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
 	return t.write("update", ref, func(is *memIssue) error {
 		t.updMarkers = append(t.updMarkers, u.Marker)
-		if u.Title != nil {
-			is.Title = *u.Title
-		}
-		if u.Body != nil {
-			is.Body = *u.Body
-		}
-		if u.Priority != nil {
-			is.Priority = *u.Priority
-		}
-		for _, l := range u.AddLabels {
-			if !slices.Contains(is.Labels, l) {
-				is.Labels = append(is.Labels, l)
-			}
-		}
-		is.Labels = slices.DeleteFunc(is.Labels, func(l string) bool { return slices.Contains(u.RemoveLabels, l) })
+		u.ApplyTo(&is.IssueFields)
 		return nil
 	})
 }
@@ -267,28 +270,12 @@ func (t *memTracker) HasComment(_ context.Context, ref qsync.IssueRef, id string
 }
 
 func (t *memTracker) List(_ context.Context, _ string) ([]qsync.Issue, error) {
-	t.count(t.reads, "list")
-	if err := t.call("list", nil); err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []qsync.Issue
-	for _, is := range t.issues {
-		if slices.Contains(is.Labels, qsync.DefaultSharedLabel) {
-			out = append(out, is.view())
-		}
-	}
-	return out, nil
+	return t.labelled("list", qsync.DefaultSharedLabel)
 }
 
 func (t *memTracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
 	return t.write("mark", ref, func(is *memIssue) error {
-		for _, l := range []string{qsync.DefaultSharedLabel, m.Label} {
-			if !slices.Contains(is.Labels, l) {
-				is.Labels = append(is.Labels, l)
-			}
-		}
+		is.Labels = qsync.EditLabels(is.Labels, []string{qsync.DefaultSharedLabel, m.Label}, nil)
 		is.property = m.ID
 		return nil
 	})
@@ -407,7 +394,7 @@ func (memMapper) Desired(_ string, e qsync.Entity) (qsync.Desired, error) {
 		d.Unknown = append(d.Unknown, "status")
 	}
 	d.Create = !e.Deleted && status != "resolved"
-	d.Spec = qsync.IssueSpec{Project: project, Title: fmt.Sprintf("[%s-%d] %s", project, e.Ref.ID, title), Labels: []string{"qase"}, Status: st}
+	d.Spec = qsync.IssueSpec{Project: project, IssueFields: qsync.IssueFields{Title: fmt.Sprintf("[%s-%d] %s", project, e.Ref.ID, title), Labels: []string{"qase"}, Status: st}}
 	if e.Deleted {
 		d.Spec.Comments = []qsync.Comment{{ID: route + ":deleted", Body: "deleted in Qase"}}
 	}

@@ -379,7 +379,7 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		if err := x.tr.Update(ctx, x.link.Issue, u); err != nil {
 			return false, fmt.Errorf("update %s: %w", x.link.Issue, err)
 		}
-		x.link.Applied.applyUpdate(*op.Update)
+		op.Update.ApplyTo(&x.link.Applied.IssueFields)
 		if x.d.Spec.Owns("labels") && !slices.Contains(x.d.Unknown, "labels") {
 			// The labels managed now are exactly the desired ones.
 			x.link.Applied.Labels = sortedSet(x.d.Spec.Labels)

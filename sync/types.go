@@ -120,11 +120,15 @@ type Entity struct {
 	Complete bool `json:"complete,omitempty"`
 }
 
-// IssueSpec is the tracker issue a route wants for an entity. Values are in
-// the target tracker's vocabulary (mapping tables translate).
-type IssueSpec struct {
-	Project    string            `json:"project"`              // Jira project key, GitHub owner/repo
-	Type       string            `json:"type,omitempty"`       // Jira issue type
+// IssueFields are the fields of a tracker issue that qase-sync writes. The
+// issue a route wants (IssueSpec), the issue as read back (Issue) and what
+// was last written (Applied) all embed them; without a JSON tag of their own
+// they flatten, so specs (plan output, fingerprints) and issues encode as
+// before and stored Applied baselines decode as before (an Applied without
+// a title now writes "title":"", which decodes the same).
+// Update (ports.go) names the same fields as pointers: nil leaves a field
+// alone; Update.ApplyTo writes one onto IssueFields.
+type IssueFields struct {
 	Title      string            `json:"title"`                // summary
 	Body       string            `json:"body,omitempty"`       // description, tracker markup
 	Labels     []string          `json:"labels,omitempty"`     // managed labels
@@ -134,7 +138,15 @@ type IssueSpec struct {
 	Fields     map[string]string `json:"fields,omitempty"`     // Jira custom fields by id
 	Status     string            `json:"status,omitempty"`     // Jira status name; GitHub open|closed
 	Reason     string            `json:"reason,omitempty"`     // GitHub state_reason; Jira resolution
-	Comments   []Comment         `json:"comments,omitempty"`
+}
+
+// IssueSpec is the tracker issue a route wants for an entity. Values are in
+// the target tracker's vocabulary (mapping tables translate).
+type IssueSpec struct {
+	Project string `json:"project"`        // Jira project key, GitHub owner/repo
+	Type    string `json:"type,omitempty"` // Jira issue type
+	IssueFields
+	Comments []Comment `json:"comments,omitempty"`
 	// CreateOnly names fields written on create and never again
 	// (ownership policy): title, body, labels, priority, assignees,
 	// components, status, fields.<id>.
@@ -179,16 +191,8 @@ type Marker struct {
 
 // Issue is a tracker issue as read back.
 type Issue struct {
-	Ref        IssueRef          `json:"ref"`
-	Title      string            `json:"title"`
-	Body       string            `json:"body,omitempty"`
-	Labels     []string          `json:"labels,omitempty"`
-	Priority   string            `json:"priority,omitempty"`
-	Assignees  []string          `json:"assignees,omitempty"`
-	Components []string          `json:"components,omitempty"`
-	Fields     map[string]string `json:"fields,omitempty"`
-	Status     string            `json:"status,omitempty"`
-	Reason     string            `json:"reason,omitempty"`
+	Ref IssueRef `json:"ref"`
+	IssueFields
 	// MarkerID is the marker the issue carries, set by the adapter only
 	// when every part of it is there (Jira: entity property, marker and
 	// shared labels; GitHub: hidden body comment, marker and shared
@@ -228,15 +232,7 @@ const (
 // Applied is what was last written to the tracker for a key: the baseline
 // the next diff starts from.
 type Applied struct {
-	Title      string            `json:"title,omitempty"`
-	Body       string            `json:"body,omitempty"`
-	Labels     []string          `json:"labels,omitempty"`
-	Priority   string            `json:"priority,omitempty"`
-	Assignees  []string          `json:"assignees,omitempty"`
-	Components []string          `json:"components,omitempty"`
-	Fields     map[string]string `json:"fields,omitempty"`
-	Status     string            `json:"status,omitempty"`
-	Reason     string            `json:"reason,omitempty"`
+	IssueFields
 	// Comments are the ids of comments posted; Pending the ids whose post
 	// was attempted but not confirmed (look before re-posting).
 	Comments []string `json:"comments,omitempty"`

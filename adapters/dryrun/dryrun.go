@@ -132,11 +132,11 @@ func (t *Tracker) Create(_ context.Context, spec qsync.IssueSpec, m qsync.Marker
 	t.next++
 	id := strconv.Itoa(t.next)
 	is := &issue{marker: m.ID, Issue: qsync.Issue{
-		Ref:   qsync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
-		Title: spec.Title, Body: spec.Body, Labels: append([]string(nil), spec.Labels...), Priority: spec.Priority,
-		Assignees: spec.Assignees, Components: spec.Components, Fields: spec.Fields, Status: "open",
-		MarkerID: m.ID, CreatedAt: t.clock.Now(),
+		Ref:         qsync.IssueRef{Project: spec.Project, ID: id, Key: fmt.Sprintf("%s-%s", keyPrefix(spec.Project), id), URL: "dryrun://" + t.name + "/" + id},
+		IssueFields: spec.IssueFields.Clone(),
+		MarkerID:    m.ID, CreatedAt: t.clock.Now(),
 	}}
+	is.Status, is.Reason = "open", ""
 	t.issues[id] = is
 	t.logOp("create", is.Ref, logrus.Fields{"project": spec.Project, "type": spec.Type, "title": spec.Title, "labels": spec.Labels, "priority": spec.Priority, "marker": m.ID})
 	return is.Issue, nil
@@ -205,80 +205,46 @@ func (t *Tracker) Get(_ context.Context, ref qsync.IssueRef) (qsync.Issue, error
 
 // Update implements qsync.Tracker.
 func (t *Tracker) Update(_ context.Context, ref qsync.IssueRef, u qsync.Update) error {
+	return t.write(ref, "update", logrus.Fields{"update": u}, func(is *issue) (bool, error) {
+		u.ApplyTo(&is.IssueFields)
+		return true, nil
+	})
+}
+
+// write runs do on the issue a write is for and logs op with fields when
+// do reports a change.
+func (t *Tracker) write(ref qsync.IssueRef, op string, fields logrus.Fields, do func(is *issue) (bool, error)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	is, ok := t.issues[ref.ID]
 	if !ok {
 		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
 	}
-	if u.Title != nil {
-		is.Title = *u.Title
+	changed, err := do(is)
+	if changed && err == nil {
+		t.logOp(op, ref, fields)
 	}
-	if u.Body != nil {
-		is.Body = *u.Body
-	}
-	if u.Priority != nil {
-		is.Priority = *u.Priority
-	}
-	if u.Assignees != nil {
-		is.Assignees = *u.Assignees
-	}
-	if u.Components != nil {
-		is.Components = *u.Components
-	}
-	for k, v := range u.Fields {
-		if is.Fields == nil {
-			is.Fields = map[string]string{}
-		}
-		is.Fields[k] = v
-	}
-	labels := map[string]bool{}
-	for _, l := range is.Labels {
-		labels[l] = true
-	}
-	for _, l := range u.AddLabels {
-		labels[l] = true
-	}
-	for _, l := range u.RemoveLabels {
-		delete(labels, l)
-	}
-	is.Labels = is.Labels[:0]
-	for l := range labels {
-		is.Labels = append(is.Labels, l)
-	}
-	sort.Strings(is.Labels)
-	t.logOp("update", ref, logrus.Fields{"update": u})
-	return nil
+	return err
 }
 
 // SetStatus implements qsync.Tracker.
 func (t *Tracker) SetStatus(_ context.Context, ref qsync.IssueRef, status, reason string) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
-	}
-	if is.Status == status && is.Reason == reason {
-		return nil
-	}
-	is.Status, is.Reason = status, reason
-	t.logOp("set_status", ref, logrus.Fields{"status": status, "reason": reason})
-	return nil
+	return t.write(ref, "set_status", logrus.Fields{"status": status, "reason": reason}, func(is *issue) (bool, error) {
+		if is.Status == status && is.Reason == reason {
+			return false, nil
+		}
+		is.Status, is.Reason = status, reason
+		return true, nil
+	})
 }
 
 // AddComment implements qsync.Tracker.
 func (t *Tracker) AddComment(_ context.Context, ref qsync.IssueRef, c qsync.Comment) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
-	}
-	is.comments = append(is.comments, c)
-	is.CommentIDs = append(is.CommentIDs, c.ID)
-	t.logOp("comment", ref, logrus.Fields{"comment_id": c.ID, "body": c.Body})
-	return nil
+	return t.write(ref, "comment", logrus.Fields{"comment_id": c.ID, "body": c.Body}, func(is *issue) (bool, error) {
+		is.comments = append(is.comments, c)
+		is.CommentIDs = append(is.CommentIDs, c.ID)
+		return true, nil
+	})
 }
 
 // HasComment implements qsync.Tracker.
@@ -301,21 +267,16 @@ func (t *Tracker) HasComment(_ context.Context, ref qsync.IssueRef, id string) (
 // (the issue is then found by m and reports MarkerID). Marking an issue
 // that already carries m completely is no write.
 func (t *Tracker) Mark(_ context.Context, ref qsync.IssueRef, m qsync.Marker) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	is, ok := t.issues[ref.ID]
-	if !ok {
-		return qsync.Permanent(fmt.Errorf("issue %s: %w", ref, qsync.ErrNotFound))
-	}
-	if m.ID == "" {
-		return qsync.Permanentf("dry-run mark %s: empty marker", ref)
-	}
-	if is.marker == m.ID && is.MarkerID == m.ID {
-		return nil
-	}
-	is.marker, is.MarkerID = m.ID, m.ID
-	t.logOp("mark", ref, logrus.Fields{"marker": m.ID})
-	return nil
+	return t.write(ref, "mark", logrus.Fields{"marker": m.ID}, func(is *issue) (bool, error) {
+		if m.ID == "" {
+			return false, qsync.Permanentf("dry-run mark %s: empty marker", ref)
+		}
+		if is.marker == m.ID && is.MarkerID == m.ID {
+			return false, nil
+		}
+		is.marker, is.MarkerID = m.ID, m.ID
+		return true, nil
+	})
 }
 
 // Add stores an issue as a person would file it, without a marker (tests

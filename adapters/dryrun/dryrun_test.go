@@ -30,7 +30,7 @@ func TestOpenKeepsIssuesAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	is, err := first.Create(ctx, qsync.IssueSpec{Project: "QA", Title: "t", Labels: []string{"a"}}, m)
+	is, err := first.Create(ctx, qsync.IssueSpec{Project: "QA", IssueFields: qsync.IssueFields{Title: "t", Labels: []string{"a"}}}, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestOpenKeepsIssuesAcrossRestarts(t *testing.T) {
 	if found, _ := again.Find(ctx, "QA", m, time.Time{}); len(found) != 1 || found[0].Ref.ID != is.Ref.ID {
 		t.Errorf("marker search after restart: %+v", found)
 	}
-	next, _ := again.Create(ctx, qsync.IssueSpec{Project: "QA", Title: "u"}, qsync.Marker{ID: "other"})
+	next, _ := again.Create(ctx, qsync.IssueSpec{Project: "QA", IssueFields: qsync.IssueFields{Title: "u"}}, qsync.Marker{ID: "other"})
 	if next.Ref.ID == is.Ref.ID {
 		t.Errorf("numbering restarted: %s", next.Ref.ID)
 	}
@@ -85,7 +85,7 @@ func TestMark(t *testing.T) {
 	m := qsync.MarkerFor(qsync.Key{Route: "bugs", EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1}})
 
 	// An issue a person filed: no marker, not found by it.
-	human := tr.Add(qsync.Issue{Ref: qsync.IssueRef{Project: "OPS"}, Title: "by hand"})
+	human := tr.Add(qsync.Issue{Ref: qsync.IssueRef{Project: "OPS"}, IssueFields: qsync.IssueFields{Title: "by hand"}})
 	if found, _ := tr.Find(ctx, "OPS", m, human.CreatedAt); len(found) != 0 {
 		t.Fatalf("unmarked issue found: %+v", found)
 	}
@@ -112,7 +112,7 @@ func TestMark(t *testing.T) {
 
 	// A created issue whose marker a person damaged is found but reports
 	// no MarkerID until Mark completes it.
-	is, err := tr.Create(ctx, qsync.IssueSpec{Project: "OPS", Title: "t"}, m)
+	is, err := tr.Create(ctx, qsync.IssueSpec{Project: "OPS", IssueFields: qsync.IssueFields{Title: "t"}}, m)
 	if err != nil || is.MarkerID != m.ID {
 		t.Fatalf("create: %+v, %v", is, err)
 	}

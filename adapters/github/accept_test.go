@@ -10,10 +10,7 @@ import (
 // on issue reads; the adapter must accept GitHub's JSON type.
 func TestIssueReadsAcceptJSON(t *testing.T) {
 	h := setup(t)
-	is, err := h.tr.Create(ctx(t), spec("x"), marker(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	is := h.create(t, spec("x"), marker(1))
 	h.fake.ResetLog()
 	if _, err := h.tr.Get(ctx(t), is.Ref); err != nil {
 		t.Fatal(err)

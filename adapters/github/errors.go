@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -68,31 +67,20 @@ func classify(c call, err error) error {
 
 // notApplied reports whether the failed call certainly changed nothing.
 func notApplied(err error) bool {
-	var (
-		rle *gh.RateLimitError
-		are *gh.AbuseRateLimitError
-		ere *gh.ErrorResponse
-		ghi *ghinstallation.HTTPError
-	)
-	switch {
-	case errors.As(err, &rle), errors.As(err, &are), errors.As(err, &ghi):
+	if is[*gh.RateLimitError](err) || is[*gh.AbuseRateLimitError](err) || is[*ghinstallation.HTTPError](err) {
 		return true
-	case errors.As(err, &ere):
+	}
+	var ere *gh.ErrorResponse
+	if errors.As(err, &ere) {
 		return ere.Response != nil && ere.Response.StatusCode >= 400 && ere.Response.StatusCode < 500
 	}
-	return neverConnected(err)
+	return qsync.NeverConnected(err)
 }
 
-// neverConnected reports a transport failure before any byte of the
-// request left: the dial failed (refused, unreachable, dial timeout) or
-// the host name did not resolve.
-func neverConnected(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
+// is reports whether err has an error of type T in its chain.
+func is[T error](err error) bool {
+	var t T
+	return errors.As(err, &t)
 }
 
 func classifyFailure(c call, err error) error {

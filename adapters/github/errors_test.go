@@ -204,15 +204,21 @@ func TestTimeoutsAndConnectionErrorsRetry(t *testing.T) {
 	}
 }
 
-// TestClassifyDirect covers inputs a server cannot easily produce.
-func TestClassifyDirect(t *testing.T) {
-	req, _ := http.NewRequest("GET", "https://api.github.com/repos/a/b/issues/1", nil)
-	resp := func(status int, h http.Header) *http.Response {
+// responder makes answers to a request (method) for issue a/b#1, as
+// go-github hands them to the classification.
+func responder(method string) func(status int, h http.Header) *http.Response {
+	req, _ := http.NewRequest(method, "https://api.github.com/repos/a/b/issues/1", nil)
+	return func(status int, h http.Header) *http.Response {
 		if h == nil {
 			h = http.Header{}
 		}
 		return &http.Response{StatusCode: status, Header: h, Request: req}
 	}
+}
+
+// TestClassifyDirect covers inputs a server cannot easily produce.
+func TestClassifyDirect(t *testing.T) {
+	resp := responder("GET")
 	c := call{op: "get", project: "a/b", number: 1}
 	cases := []struct {
 		name string

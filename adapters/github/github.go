@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -277,31 +278,13 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 // a person removed comes back without MarkerID, for Mark to complete). It stops once the issues are older than since (less a
 // slack); zero since scans everything.
 func (t *Tracker) Find(ctx context.Context, project string, m qsync.Marker, since time.Time) ([]qsync.Issue, error) {
-	owner, repo, err := splitProject(project)
-	if err != nil {
-		return nil, err
-	}
 	stamp := markerComment(m.ID)
 	var cutoff time.Time
 	if !since.IsZero() {
 		cutoff = since.Add(-findSlack)
 	}
-	opts := &gh.IssueListByRepoOptions{
-		Labels: []string{t.label}, State: "all", Sort: "created", Direction: "desc",
-		ListOptions: gh.ListOptions{PerPage: perPage},
-	}
 	var found []qsync.Issue
-	for page := 1; page != 0; {
-		opts.Page = page
-		var batch []*gh.Issue
-		var resp *gh.Response
-		err := t.do(ctx, call{op: "find", project: project, read: true}, func(ctx context.Context) (r *gh.Response, err error) {
-			batch, resp, err = t.client.Issues.ListByRepo(ctx, owner, repo, opts)
-			return resp, err
-		})
-		if err != nil {
-			return nil, err
-		}
+	err := t.pages(ctx, "find", project, "desc", func(batch []*gh.Issue) bool {
 		older := false
 		for _, is := range batch {
 			if !cutoff.IsZero() && is.GetCreatedAt().Time.Before(cutoff) {
@@ -312,50 +295,64 @@ func (t *Tracker) Find(ctx context.Context, project string, m qsync.Marker, sinc
 			}
 			found = append(found, t.convert(project, is))
 		}
-		if older || len(batch) == 0 {
-			break
-		}
-		page = nextPage(resp, page)
+		return !older && len(batch) > 0
+	})
+	if err != nil {
+		return nil, err
 	}
 	// Oldest first: the engine adopts the oldest and treats the rest as
 	// duplicates.
-	for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
-		found[i], found[j] = found[j], found[i]
-	}
+	slices.Reverse(found)
 	return found, nil
 }
 
 // List returns every issue carrying the shared label, oldest first.
 // Ascending order keeps paging stable while new issues are created.
 func (t *Tracker) List(ctx context.Context, project string) ([]qsync.Issue, error) {
-	owner, repo, err := splitProject(project)
-	if err != nil {
-		return nil, err
-	}
-	opts := &gh.IssueListByRepoOptions{
-		Labels: []string{t.label}, State: "all", Sort: "created", Direction: "asc",
-		ListOptions: gh.ListOptions{PerPage: perPage},
-	}
 	var out []qsync.Issue
-	for page := 1; page != 0; {
-		opts.Page = page
-		var batch []*gh.Issue
-		var resp *gh.Response
-		err := t.do(ctx, call{op: "list", project: project, read: true}, func(ctx context.Context) (r *gh.Response, err error) {
-			batch, resp, err = t.client.Issues.ListByRepo(ctx, owner, repo, opts)
-			return resp, err
-		})
-		if err != nil {
-			return nil, err
-		}
+	err := t.pages(ctx, "list", project, "asc", func(batch []*gh.Issue) bool {
 		for _, is := range batch {
 			if !is.IsPullRequest() {
 				out = append(out, t.convert(project, is))
 			}
 		}
-		page = nextPage(resp, page)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// pages reads the issues carrying the shared label page by page, sorted by
+// creation in direction (asc, desc), handing each page to visit until it
+// returns false or the pages end.
+func (t *Tracker) pages(ctx context.Context, op, project, direction string, visit func([]*gh.Issue) bool) error {
+	owner, repo, err := splitProject(project)
+	if err != nil {
+		return err
+	}
+	opts := &gh.IssueListByRepoOptions{
+		Labels: []string{t.label}, State: "all", Sort: "created", Direction: direction,
+		ListOptions: gh.ListOptions{PerPage: perPage},
+	}
+	for page := 1; page != 0; {
+		opts.Page = page
+		var batch []*gh.Issue
+		var resp *gh.Response
+		err := t.do(ctx, call{op: op, project: project, read: true}, func(ctx context.Context) (r *gh.Response, err error) {
+			batch, resp, err = t.client.Issues.ListByRepo(ctx, owner, repo, opts)
+			return resp, err
+		})
+		if err != nil {
+			return err
+		}
+		if !visit(batch) {
+			return nil
+		}
+		page = nextPage(resp, page)
+	}
+	return nil
 }
 
 // Get reads one issue; qsync.ErrNotFound when it was deleted (404/410). A
@@ -595,11 +592,10 @@ func (t *Tracker) convert(project string, is *gh.Issue) qsync.Issue {
 			Key:     fmt.Sprintf("%s#%d", project, is.GetNumber()),
 			URL:     is.GetHTMLURL(),
 		},
-		Title:     is.GetTitle(),
-		Body:      body,
-		Status:    is.GetState(),
-		Reason:    is.GetStateReason(),
-		Labels:    labels,
+		IssueFields: qsync.IssueFields{
+			Title: is.GetTitle(), Body: body, Labels: labels,
+			Status: is.GetState(), Reason: is.GetStateReason(),
+		},
 		MarkerID:  t.markerOf(marker, is.Labels),
 		CreatedAt: is.GetCreatedAt().Time,
 	}

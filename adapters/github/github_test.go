@@ -65,6 +65,17 @@ func (h *harness) resetCalls() {
 	h.mu.Unlock()
 }
 
+// create files an issue through the tracker, failing the test if it
+// cannot.
+func (h *harness) create(t *testing.T, s qsync.IssueSpec, m qsync.Marker) qsync.Issue {
+	t.Helper()
+	is, err := h.tr.Create(ctx(t), s, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
 func setup(t *testing.T, mods ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{fake: githubfake.New(), logs: &bytes.Buffer{}}
@@ -105,7 +116,7 @@ func marker(id int64) qsync.Marker {
 }
 
 func spec(title string) qsync.IssueSpec {
-	return qsync.IssueSpec{Project: repo, Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}
+	return qsync.IssueSpec{Project: repo, IssueFields: qsync.IssueFields{Title: title, Body: "Steps:\n1. open\n2. crash", Labels: []string{"bug", "severity:major"}}}
 }
 
 func ctx(t *testing.T) context.Context {
@@ -240,10 +251,7 @@ func TestFindStopsAtSinceAndSkipsPullRequests(t *testing.T) {
 func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 	h := setup(t)
 	m := marker(3)
-	is, err := h.tr.Create(ctx(t), spec("old title"), m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	is := h.create(t, spec("old title"), m)
 	title, body, as := "new title", "new body", []string{"carol"}
 	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Title: &title, Body: &body, Assignees: &as}); err != nil {
 		t.Fatal(err)
@@ -316,10 +324,7 @@ func TestUpdateKeepsMarkerAndManagesLabels(t *testing.T) {
 
 func TestUpdateBodyWithoutMarkerStillWrites(t *testing.T) {
 	h := setup(t)
-	is, err := h.tr.Create(ctx(t), spec("t"), marker(4))
-	if err != nil {
-		t.Fatal(err)
-	}
+	is := h.create(t, spec("t"), marker(4))
 	h.fake.EditIssue(repo, 1, func(s *githubfake.IssueState) { s.Body = "a human rewrote this" })
 	body := "desired"
 	if err := h.tr.Update(ctx(t), is.Ref, qsync.Update{Body: &body}); err != nil {
@@ -332,10 +337,7 @@ func TestUpdateBodyWithoutMarkerStillWrites(t *testing.T) {
 
 func TestSetStatus(t *testing.T) {
 	h := setup(t)
-	is, err := h.tr.Create(ctx(t), spec("t"), marker(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	is := h.create(t, spec("t"), marker(5))
 	steps := []struct {
 		status, reason  string
 		wantSt, wantWhy string
@@ -369,10 +371,7 @@ func TestSetStatus(t *testing.T) {
 
 func TestCommentsAreStampedAndFoundAcrossPages(t *testing.T) {
 	h := setup(t)
-	is, err := h.tr.Create(ctx(t), spec("t"), marker(6))
-	if err != nil {
-		t.Fatal(err)
-	}
+	is := h.create(t, spec("t"), marker(6))
 	h.fake.EditIssue(repo, 1, func(s *githubfake.IssueState) {
 		for i := 0; i < 120; i++ {
 			s.Comments = append(s.Comments, githubfake.CommentState{ID: int64(i + 1), Body: "human chatter"})

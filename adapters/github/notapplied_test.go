@@ -22,14 +22,10 @@ import (
 // refusals, connections never made); 5xx, timeouts and connections lost
 // after sending stay ambiguous.
 func TestNotApplied(t *testing.T) {
-	req, _ := http.NewRequest("PATCH", "https://api.github.com/repos/a/b/issues/1", nil)
-	resp := func(status int, h http.Header) *http.Response {
-		if h == nil {
-			h = http.Header{}
-		}
-		return &http.Response{StatusCode: status, Header: h, Request: req}
+	resp := responder("PATCH")
+	urlErr := func(err error) error {
+		return &url.Error{Op: "Patch", URL: "https://api.github.com/repos/a/b/issues/1", Err: err}
 	}
-	urlErr := func(err error) error { return &url.Error{Op: "Patch", URL: req.URL.String(), Err: err} }
 	c := call{op: "edit", project: "a/b", number: 1, notFound: true}
 	cases := []struct {
 		name       string

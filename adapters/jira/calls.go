@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -72,22 +71,10 @@ func (t *Tracker) call(ctx context.Context, op string, nf notFoundMode, fn func(
 // and connections lost after sending stay ambiguous.
 func (t *Tracker) classify(parent context.Context, op string, hr *http.Response, err error, nf notFoundMode) error {
 	out := t.classifyFailure(parent, op, hr, err, nf)
-	if (hr != nil && hr.StatusCode >= 400 && hr.StatusCode < 500) || (hr == nil && neverConnected(err)) {
+	if (hr != nil && hr.StatusCode >= 400 && hr.StatusCode < 500) || (hr == nil && qsync.NeverConnected(err)) {
 		return qsync.NotApplied(out)
 	}
 	return out
-}
-
-// neverConnected reports a transport failure before any byte of the
-// request left: the dial failed (refused, unreachable, dial timeout) or
-// the host name did not resolve.
-func neverConnected(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
 }
 
 func (t *Tracker) classifyFailure(parent context.Context, op string, hr *http.Response, err error, nf notFoundMode) error {

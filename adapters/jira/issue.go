@@ -81,9 +81,10 @@ func (t *Tracker) Create(ctx context.Context, spec qsync.IssueSpec, m qsync.Mark
 	t.remember(created.ID)
 	labels := fields["labels"].([]string)
 	is := qsync.Issue{
-		Ref:   qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)},
-		Title: Title(spec.Title), Body: spec.Body, Labels: labels, Priority: spec.Priority,
-		Components: spec.Components, Fields: spec.Fields, CreatedAt: t.now(),
+		Ref: qsync.IssueRef{Project: spec.Project, ID: created.ID, Key: created.Key, URL: t.browseURL(created.Key)},
+		IssueFields: qsync.IssueFields{Title: Title(spec.Title), Body: spec.Body, Labels: labels, Priority: spec.Priority,
+			Components: spec.Components, Fields: spec.Fields},
+		CreatedAt: t.now(),
 	}
 	if assignee != "" {
 		is.Assignees = []string{assignee}
@@ -337,55 +338,57 @@ type searchResponse struct {
 // nextPageToken (go-jira's SearchV2JQL cannot page and its Search hits the
 // removed /search); Data Center: the classic POST /search with startAt.
 func (t *Tracker) search(ctx context.Context, jql string) ([]qsync.Issue, error) {
-	var out []qsync.Issue
+	post := func(ctx context.Context, path string, req, res any) error {
+		return t.call(ctx, "search", nfCreate, func(ctx context.Context) (*jira.Response, error) {
+			return t.do(ctx, "POST", path, req, res)
+		})
+	}
+	// next reads one page and tells whether another follows.
+	var next func(ctx context.Context) (issues []rawIssue, more bool, err error)
 	if t.flavor == FlavorDataCenter {
 		req := searchRequest{JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey}}
-		for page := 0; ; page++ {
+		next = func(ctx context.Context) ([]rawIssue, bool, error) {
 			var res searchResponse
-			err := t.call(ctx, "search", nfCreate, func(ctx context.Context) (*jira.Response, error) {
-				return t.do(ctx, "POST", "rest/api/2/search", req, &res)
-			})
-			if err != nil {
-				return nil, err
-			}
-			for _, r := range res.Issues {
-				out = append(out, t.toIssue(r))
+			if err := post(ctx, "rest/api/2/search", req, &res); err != nil {
+				return nil, false, err
 			}
 			req.StartAt += len(res.Issues)
-			if len(res.Issues) == 0 || req.StartAt >= res.Total {
-				return out, nil
+			return res.Issues, len(res.Issues) > 0 && req.StartAt < res.Total, nil
+		}
+	} else {
+		req := searchJQLRequest{
+			JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey},
+			ReconcileIssues: t.recentIDs(),
+		}
+		next = func(ctx context.Context) ([]rawIssue, bool, error) {
+			var res searchJQLResponse
+			if err := post(ctx, "rest/api/2/search/jql", req, &res); err != nil {
+				return nil, false, err
 			}
-			if page > 10000 {
-				return nil, fmt.Errorf("jira search: paging does not end")
-			}
+			more := !res.IsLast && res.NextPageToken != "" && res.NextPageToken != req.NextPageToken
+			req.NextPageToken = res.NextPageToken
+			return res.Issues, more, nil
 		}
 	}
-	req := searchJQLRequest{
-		JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey},
-		ReconcileIssues: t.recentIDs(),
-	}
+	var out []qsync.Issue
 	seen := map[string]bool{}
 	for page := 0; ; page++ {
-		var res searchJQLResponse
-		err := t.call(ctx, "search", nfCreate, func(ctx context.Context) (*jira.Response, error) {
-			return t.do(ctx, "POST", "rest/api/2/search/jql", req, &res)
-		})
+		issues, more, err := next(ctx)
 		if err != nil {
 			return nil, err
 		}
-		for _, r := range res.Issues {
+		for _, r := range issues {
 			if !seen[r.ID] {
 				seen[r.ID] = true
 				out = append(out, t.toIssue(r))
 			}
 		}
-		if res.IsLast || res.NextPageToken == "" || res.NextPageToken == req.NextPageToken {
+		if !more {
 			return out, nil
 		}
 		if page > 10000 {
 			return nil, fmt.Errorf("jira search: paging does not end")
 		}
-		req.NextPageToken = res.NextPageToken
 	}
 }
 

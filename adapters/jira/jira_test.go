@@ -58,17 +58,40 @@ func setup(t *testing.T, mod func(*Options)) (*Tracker, *jirafake.Server) {
 	return newTracker(t, f.URL, mod), f
 }
 
+// backFromWontDo moves a new issue to Won't Do (with reason) in the Won't
+// Do workflow, then asks for To Do, with the request log cleared between.
+func backFromWontDo(t *testing.T, tr *Tracker, f *jirafake.Server, reason string) (qsync.Issue, error) {
+	t.Helper()
+	f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
+	is := mustCreate(t, tr, baseSpec(), marker("defects", 7))
+	if err := tr.SetStatus(context.Background(), is.Ref, "Won't Do", reason); err != nil {
+		t.Fatal(err)
+	}
+	f.ResetRequests()
+	return is, tr.SetStatus(context.Background(), is.Ref, "To Do", "")
+}
+
+// hungTracker is a tracker with a 50 ms timeout against a Jira that
+// answers after 2 s.
+func hungTracker(t *testing.T) *Tracker {
+	f := jirafake.New()
+	t.Cleanup(f.Close)
+	f.Delay(2 * time.Second)
+	return newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+}
+
 func marker(route string, id int64) qsync.Marker {
 	return qsync.MarkerFor(qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: id}})
 }
 
 func baseSpec() qsync.IssueSpec {
 	return qsync.IssueSpec{
-		Project: "OPS", Type: "Bug", Title: "Login fails\non Safari",
-		Body:   "h3. Steps\n* open {{/login}}",
-		Labels: []string{"qase", "needs triage"}, Priority: "High",
-		Assignees: []string{"acc-1"}, Components: []string{"web"},
-		Fields: map[string]string{"customfield_10010": "plain text", "customfield_10020": `{"value":"red"}`},
+		Project: "OPS", Type: "Bug", IssueFields: qsync.IssueFields{
+			Title: "Login fails\non Safari", Body: "h3. Steps\n* open {{/login}}",
+			Labels: []string{"qase", "needs triage"}, Priority: "High",
+			Assignees: []string{"acc-1"}, Components: []string{"web"},
+			Fields: map[string]string{"customfield_10010": "plain text", "customfield_10020": `{"value":"red"}`},
+		},
 	}
 }
 
@@ -81,6 +104,25 @@ func mustCreate(t *testing.T, tr *Tracker, spec qsync.IssueSpec, m qsync.Marker)
 		t.Fatalf("create: %v", err)
 	}
 	return is
+}
+
+// closeThroughReview closes an issue in a workflow whose first transition
+// leads astray, so exploration alone would fail: the configured path must
+// be taken.
+func closeThroughReview(t *testing.T, tr *Tracker, f *jirafake.Server) {
+	f.SetWorkflow("Open", []jirafake.Transition{
+		{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
+		{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
+		{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
+		{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
+	})
+	is := mustCreate(t, tr, baseSpec(), marker("defects", 7))
+	if err := tr.SetStatus(context.Background(), is.Ref, "Closed", "Done"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
+		t.Fatalf("status = %q/%q", st.Status, st.Resolution)
+	}
 }
 
 func TestAdapterBehaviours(t *testing.T) {
@@ -322,39 +364,10 @@ func TestAdapterBehaviours(t *testing.T) {
 		}},
 		{"status via configured path", func(o *Options) {
 			o.Transitions = map[string][]string{"closed": {"In Review", "Approved"}}
-		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("Open", []jirafake.Transition{
-				// The first transition leads astray: exploration alone would fail.
-				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
-				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
-				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
-				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
-			})
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
-				t.Fatal(err)
-			}
-			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
-				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
-			}
-		}},
+		}, closeThroughReview},
 		{"status via a path of transition names", func(o *Options) {
 			o.Transitions = map[string][]string{"Closed": {"review", "Approve"}}
-		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("Open", []jirafake.Transition{
-				{ID: "1", Name: "Park", From: []string{"Open"}, To: "Parked"},
-				{ID: "2", Name: "Review", From: []string{"Open"}, To: "In Review"},
-				{ID: "3", Name: "Approve", From: []string{"In Review"}, To: "Approved"},
-				{ID: "4", Name: "Close", From: []string{"Approved"}, To: "Closed", Resolution: true},
-			})
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Closed", "Done"); err != nil {
-				t.Fatal(err)
-			}
-			if st, _ := f.Issue(is.Ref.ID); st.Status != "Closed" || st.Resolution != "Done" {
-				t.Fatalf("status = %q/%q", st.Status, st.Resolution)
-			}
-		}},
+		}, closeThroughReview},
 		{"status unreachable is permanent, names the choices and moves nothing", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
 			f.SetWorkflow("Open", []jirafake.Transition{
 				{ID: "1", Name: "Start", From: []string{"Open"}, To: "Doing"},
@@ -375,13 +388,7 @@ func TestAdapterBehaviours(t *testing.T) {
 			}
 		}},
 		{"status: To Do from Won't Do is unreachable, nothing is walked", nil, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", "Won't Do"); err != nil {
-				t.Fatal(err)
-			}
-			f.ResetRequests()
-			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			is, err := backFromWontDo(t, tr, f, "Won't Do")
 			var ue *qsync.UnreachableError
 			if !errors.As(err, &ue) || !qsync.IsPermanent(err) {
 				t.Fatalf("err = %v, want a permanent UnreachableError", err)
@@ -399,13 +406,7 @@ func TestAdapterBehaviours(t *testing.T) {
 		{"status: a via-path whose first hop is unavailable is not taken", func(o *Options) {
 			o.Transitions = map[string][]string{"to do": {"Done"}}
 		}, func(t *testing.T, tr *Tracker, f *jirafake.Server) {
-			f.SetWorkflow("To Do", jirafake.WontDoWorkflow())
-			is := mustCreate(t, tr, baseSpec(), m)
-			if err := tr.SetStatus(ctx, is.Ref, "Won't Do", ""); err != nil {
-				t.Fatal(err)
-			}
-			f.ResetRequests()
-			err := tr.SetStatus(ctx, is.Ref, "To Do", "")
+			_, err := backFromWontDo(t, tr, f, "")
 			var ue *qsync.UnreachableError
 			if !errors.As(err, &ue) || !strings.Contains(ue.Detail, `"Done"`) {
 				t.Fatalf("err = %v, want UnreachableError naming the path", err)
@@ -705,10 +706,7 @@ func TestErrorClassification(t *testing.T) {
 	}
 
 	t.Run("timeout", func(t *testing.T) {
-		f := jirafake.New()
-		defer f.Close()
-		f.Delay(2 * time.Second)
-		tr := newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+		tr := hungTracker(t)
 		err := runOp(tr, "get")
 		if err == nil || qsync.IsPermanent(err) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("timeout err = %v", err)
@@ -822,26 +820,30 @@ func TestTextHelpers(t *testing.T) {
 func TestNotApplied(t *testing.T) {
 	for _, tc := range []struct {
 		status     int
-		headers    map[string]string
+		retryAfter string
 		notApplied bool
 	}{
-		{429, map[string]string{"Retry-After": "9"}, true},
-		{403, map[string]string{"Retry-After": "3"}, true},
-		{400, nil, true},
-		{401, nil, true},
-		{404, nil, true},
-		{408, nil, true},
-		{409, nil, true},
-		{422, nil, true},
-		{500, nil, false},
-		{502, nil, false},
-		{503, map[string]string{"Retry-After": "5"}, false},
+		{429, "9", true},
+		{403, "3", true},
+		{400, "", true},
+		{401, "", true},
+		{404, "", true},
+		{408, "", true},
+		{409, "", true},
+		{422, "", true},
+		{500, "", false},
+		{502, "", false},
+		{503, "5", false},
 	} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			f := jirafake.New()
 			defer f.Close()
 			tr := newTracker(t, f.URL, nil)
-			f.FailNext(1, tc.status, tc.headers)
+			var h http.Header
+			if tc.retryAfter != "" {
+				h = http.Header{"Retry-After": {tc.retryAfter}}
+			}
+			f.FailNext(1, tc.status, h, "")
 			err := runOp(tr, "update")
 			if err == nil {
 				t.Fatal("no error")
@@ -849,7 +851,7 @@ func TestNotApplied(t *testing.T) {
 			if got := qsync.IsNotApplied(err); got != tc.notApplied {
 				t.Errorf("IsNotApplied = %v, want %v (%v)", got, tc.notApplied, err)
 			}
-			if _, ok := tc.headers["Retry-After"]; ok {
+			if tc.retryAfter != "" {
 				if w, ok := qsync.RetryWait(err); !ok || w <= 0 || qsync.IsPermanent(err) {
 					t.Errorf("lost the wait: %v", err)
 				}
@@ -914,10 +916,7 @@ func TestNotApplied(t *testing.T) {
 		}
 	})
 	t.Run("real timeout", func(t *testing.T) {
-		f := jirafake.New()
-		defer f.Close()
-		f.Delay(2 * time.Second)
-		tr := newTracker(t, f.URL, func(o *Options) { o.Timeout = 50 * time.Millisecond })
+		tr := hungTracker(t)
 		if err := runOp(tr, "create"); err == nil || qsync.IsNotApplied(err) {
 			t.Fatalf("err = %v, want ambiguous", err)
 		}

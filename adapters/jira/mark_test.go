@@ -130,9 +130,7 @@ func TestMarkStampsWhatIsMissing(t *testing.T) {
 // property, the marker label derived from it and the shared label are all
 // on the issue.
 func TestMarkerIDOnlyWhenComplete(t *testing.T) {
-	ctx := context.Background()
-	m := marker("defects", 31)
-	other := marker("defects", 32)
+	ctx, m, other := context.Background(), marker("defects", 31), marker("defects", 32)
 	tests := []struct {
 		name string
 		seed jirafake.IssueState

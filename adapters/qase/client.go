@@ -513,19 +513,7 @@ type attrSetter struct {
 }
 
 func (a attrSetter) str(dst, src string) bool {
-	v, ok := a.m[src]
-	if !ok {
-		return false
-	}
-	if v == nil {
-		a.out[dst] = nil
-		return true
-	}
-	if s, ok := v.(string); ok {
-		a.out[dst] = s
-		return true
-	}
-	return false
+	return a.set(dst, src, func(v any) (any, bool) { s, ok := v.(string); return s, ok })
 }
 
 func (a attrSetter) int(dst, src string) bool {
@@ -537,18 +525,23 @@ func (a attrSetter) int(dst, src string) bool {
 }
 
 func (a attrSetter) nullableInt(dst, src string) {
-	v, ok := a.m[src]
-	if !ok {
-		return
-	}
-	if v == nil {
-		a.out[dst] = nil
-		return
-	}
-	a.int(dst, src)
+	a.set(dst, src, func(v any) (any, bool) { return toInt64(v) })
 }
 
 func (a attrSetter) time(dst, src string) bool {
+	return a.set(dst, src, func(v any) (any, bool) {
+		s, ok := v.(string)
+		if !ok || s == "" {
+			return nil, false
+		}
+		return normalizeTime(s), true
+	})
+}
+
+// set copies field src to attribute dst through conv: null becomes an
+// explicit nil, an absent field or a value conv refuses is left out. It
+// reports whether dst was set.
+func (a attrSetter) set(dst, src string, conv func(any) (any, bool)) bool {
 	v, ok := a.m[src]
 	if !ok {
 		return false
@@ -557,8 +550,8 @@ func (a attrSetter) time(dst, src string) bool {
 		a.out[dst] = nil
 		return true
 	}
-	if s, ok := v.(string); ok && s != "" {
-		a.out[dst] = normalizeTime(s)
+	if x, ok := conv(v); ok {
+		a.out[dst] = x
 		return true
 	}
 	return false

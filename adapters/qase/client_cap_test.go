@@ -12,13 +12,7 @@ import (
 // The API caps offset at 100000; the cap is lowered here (client and fake
 // alike) so the split-by-status path runs on a few hundred entities.
 func TestListSplitsByStatusAtTheOffsetCap(t *testing.T) {
-	old := maxOffset
-	maxOffset = 200
-	t.Cleanup(func() { maxOffset = old })
-
-	fake := qasefake.New("tok")
-	defer fake.Close()
-	fake.SetOffsetCap(200)
+	fake := capped(t, 200)
 	statuses := []string{"open", "in_progress", "resolved", "invalid"}
 	for i := 1; i <= 420; i++ { // 420 > cap+limit: one scan cannot reach them all
 		fake.PutDefect("P", map[string]any{"id": i, "status": statuses[i%4]})
@@ -54,14 +48,19 @@ func TestListSplitsByStatusAtTheOffsetCap(t *testing.T) {
 	}
 }
 
-func TestListReportsTruncation(t *testing.T) {
+// capped lowers the offset cap of client and fake alike to n for one test.
+func capped(t *testing.T, n int) *qasefake.Server {
 	old := maxOffset
-	maxOffset = 100
+	maxOffset = n
 	t.Cleanup(func() { maxOffset = old })
-
 	fake := qasefake.New("tok")
-	defer fake.Close()
-	fake.SetOffsetCap(100)
+	t.Cleanup(fake.Close)
+	fake.SetOffsetCap(n)
+	return fake
+}
+
+func TestListReportsTruncation(t *testing.T) {
+	fake := capped(t, 100)
 	for i := 1; i <= 350; i++ { // all one status: splitting cannot help
 		fake.PutDefect("P", map[string]any{"id": i, "status": "open"})
 	}

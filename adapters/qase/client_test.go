@@ -217,7 +217,7 @@ func TestErrorClassification(t *testing.T) {
 	})
 	t.Run("5xx is retryable", func(t *testing.T) {
 		fake, c, _ := setup(t)
-		fake.FailNext(1, 502)
+		fake.FailNext(1, 502, nil, "")
 		_, _, err := c.Fetch(context.Background(), ref)
 		if err == nil || qsync.IsPermanent(err) {
 			t.Errorf("err = %v, want retryable", err)
@@ -229,7 +229,7 @@ func TestErrorClassification(t *testing.T) {
 	for _, status := range []int{400, 401, 402, 403, 422} {
 		t.Run(fmt.Sprintf("%d is permanent", status), func(t *testing.T) {
 			fake, c, _ := setup(t)
-			fake.FailNext(1, status)
+			fake.FailNext(1, status, nil, "")
 			_, _, err := c.Fetch(context.Background(), ref)
 			var apiErr *qase.APIError
 			if !qsync.IsPermanent(err) || !errors.As(err, &apiErr) || apiErr.Status != status {
@@ -381,7 +381,7 @@ func TestClientTokenNeverInErrors(t *testing.T) {
 	fake.AddProject("DEMO")
 	var errs []error
 	for _, status := range []int{400, 401, 403, 404, 422, 500, 503} {
-		fake.FailNext(1, status)
+		fake.FailNext(1, status, nil, "")
 		_, _, err := c.Fetch(context.Background(), qsync.EntityRef{Project: "DEMO", Kind: qsync.KindDefect, ID: 1})
 		errs = append(errs, err)
 	}

@@ -331,23 +331,18 @@ type builder struct {
 	note  func(string, ...any)
 }
 
-func (b *builder) str(key string, v any) {
-	if v == nil {
-		return
-	}
-	if s, ok := toString(v); ok {
-		b.attrs[key] = s
-		return
-	}
-	b.note("%s: unexpected %s, skipped", key, jsonType(v))
-}
+func (b *builder) str(key string, v any) { put(b, key, v, toString) }
 
-func (b *builder) int(key string, v any) {
+func (b *builder) int(key string, v any) { put(b, key, v, toInt64) }
+
+// put stores conv(v) under key; a nil v is absent, and a value conv
+// refuses is noted and skipped.
+func put[T any](b *builder, key string, v any, conv func(any) (T, bool)) {
 	if v == nil {
 		return
 	}
-	if n, ok := toInt64(v); ok {
-		b.attrs[key] = n
+	if x, ok := conv(v); ok {
+		b.attrs[key] = x
 		return
 	}
 	b.note("%s: %s, skipped", key, notInteger(v))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -16,6 +17,15 @@ import (
 
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
+
+// flagsThenApp parses a command's flags (fs, with the common ones in c)
+// and loads the app its configuration names.
+func flagsThenApp(fs *flag.FlagSet, c *commonFlags, args []string, stderr io.Writer, mode appMode) (*app, error) {
+	if _, err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	return loadApp(c.config, stderr, mode)
+}
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	var c commonFlags
@@ -124,10 +134,7 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&routes, "route", "only this route (repeatable)")
 	fs.BoolVar(&dry, "dry-run", false, "show the drift per key and change nothing")
 	fs.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for keys a running service is syncing")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	a, err := loadApp(c.config, stderr, appCLI)
+	a, err := flagsThenApp(fs, &c, args, stderr, appCLI)
 	if err != nil {
 		return err
 	}

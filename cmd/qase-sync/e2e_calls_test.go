@@ -56,7 +56,7 @@ func TestJiraLifecycleCalls(t *testing.T) {
 	if is.Summary != "[ID-1] Login fails on Safari" || is.Status != "Done" {
 		t.Errorf("issue = %q / %q, want the new title and Done", is.Summary, is.Status)
 	}
-	if got := commentBodies(is); len(got) != 1 || !strings.Contains(got[0], "resolved in Qase") {
+	if got := commentBodies(is.Comments); len(got) != 1 || !strings.Contains(got[0], "resolved in Qase") {
 		t.Errorf("comments = %q, want the resolve comment once", got)
 	}
 	if _, ok := is.Properties["qase-sync"]; !ok {

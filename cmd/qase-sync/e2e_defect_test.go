@@ -26,14 +26,6 @@ func onlyIssue(t *testing.T, f *jirafake.Server) jirafake.IssueState {
 	return issues[0]
 }
 
-func commentBodies(is jirafake.IssueState) []string {
-	var out []string
-	for _, c := range is.Comments {
-		out = append(out, c.Body)
-	}
-	return out
-}
-
 // TestDefectLifecycleToJira drives every defect.* payload (newest shape)
 // through the real HTTP server into the fake Jira and checks the issue.
 func TestDefectLifecycleToJira(t *testing.T) {
@@ -78,7 +70,7 @@ func TestDefectLifecycleToJira(t *testing.T) {
 	if is.Status != "Done" {
 		t.Fatalf("status after resolve = %q, want Done", is.Status)
 	}
-	if got := commentBodies(is); len(got) != 1 || !strings.Contains(got[0], "resolved in Qase") {
+	if got := commentBodies(is.Comments); len(got) != 1 || !strings.Contains(got[0], "resolved in Qase") {
 		t.Fatalf("comments after resolve = %q", got)
 	}
 
@@ -86,7 +78,7 @@ func TestDefectLifecycleToJira(t *testing.T) {
 	h.drain()
 	is = onlyIssue(t, h.jira)
 	if is.Status != "Done" || len(is.Comments) != 2 || !strings.Contains(is.Comments[1].Body, "deleted in Qase") {
-		t.Fatalf("after delete: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("after delete: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 
 	// Ledger: four distinct accepted events, each ended applied or no-op.
@@ -95,14 +87,7 @@ func TestDefectLifecycleToJira(t *testing.T) {
 		t.Fatalf("event ledger = %+v, want 4 finished events", st)
 	}
 	// Idempotence: a reconcile pass writes nothing.
-	writes = h.jira.WriteCount()
-	if _, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h.drain()
-	if w := h.jira.WriteCount(); w != writes {
-		t.Fatalf("reconcile after convergence wrote %d times", w-writes)
-	}
+	h.recQuietPass("after convergence")
 }
 
 // TestLegacyDefectPayloads: S21 envelopes (event, no project_code, same
@@ -120,7 +105,7 @@ func TestLegacyDefectPayloads(t *testing.T) {
 	h.drain()
 	is = onlyIssue(t, h.jira)
 	if is.Status != "Done" || len(is.Comments) != 2 {
-		t.Fatalf("legacy final state: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("legacy final state: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 	// Without a project anywhere the delivery is refused with a reason.
 	code, body := h.post("/webhooks/qase", mustRead(t, "defect.created.legacy.json"), testSecret)

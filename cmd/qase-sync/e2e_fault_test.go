@@ -100,14 +100,14 @@ func faultInjector(jira *jirafake.Server, gh *githubfake.Server, every time.Dura
 	faults := []func(){
 		func() { jira.CommitThenFail(1) },
 		func() { gh.CommitThenFail(1) },
-		func() { jira.FailNext(2, http.StatusTooManyRequests, map[string]string{"Retry-After": "1"}) },
+		func() { jira.FailNext(2, http.StatusTooManyRequests, http.Header{"Retry-After": {"1"}}, "") },
 		func() { gh.FailNext(2, http.StatusInternalServerError, nil, `{"message":"Server Error"}`) },
 		func() { jira.Delay(400 * time.Millisecond) }, // a hang, shorter than the client timeout
-		func() { jira.FailNext(2, http.StatusInternalServerError, nil) },
+		func() { jira.FailNext(2, http.StatusInternalServerError, nil, "") },
 		func() { gh.TooManyRequests(2, time.Second) },
 		func() { jira.CommitThenDrop(1) },
 		func() { gh.SecondaryRateLimit(1, time.Second) },
-		func() { jira.FailNext(1, http.StatusBadGateway, nil) },
+		func() { jira.FailNext(1, http.StatusBadGateway, nil, "") },
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
@@ -136,6 +136,18 @@ func faultKey(route string, kind qsync.Kind, id int) qsync.Key {
 }
 
 // ghIssuesFor returns the (not deleted) GitHub issues stamped with the key's marker.
+// oneGHIssue is the key's one GitHub issue; it reports an error and
+// false when there is not exactly one.
+func oneGHIssue(t *testing.T, gh *githubfake.Server, k qsync.Key) (githubfake.IssueState, bool) {
+	t.Helper()
+	found := ghIssuesFor(gh, k)
+	if len(found) != 1 {
+		t.Errorf("%s has %d github issues, want 1", k, len(found))
+		return githubfake.IssueState{}, false
+	}
+	return found[0], true
+}
+
 func ghIssuesFor(gh *githubfake.Server, k qsync.Key) []githubfake.IssueState {
 	var out []githubfake.IssueState
 	stamp := "<!-- qase-sync:marker " + qsync.MarkerFor(k).ID + " -->"
@@ -358,7 +370,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 			wantStatus, wantComments = "Done", 1
 		}
 		if is.Status != wantStatus || len(is.Comments) != wantComments {
-			t.Errorf("defect %d: status %q with %d comments, want %q with %d (%q)", i, is.Status, len(is.Comments), wantStatus, wantComments, commentBodies(is))
+			t.Errorf("defect %d: status %q with %d comments, want %q with %d (%q)", i, is.Status, len(is.Comments), wantStatus, wantComments, commentBodies(is.Comments))
 		}
 		if wantComments == 1 && !strings.Contains(is.Comments[0].Body, "resolved in Qase") {
 			t.Errorf("defect %d comment %q", i, is.Comments[0].Body)
@@ -377,12 +389,10 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Errorf("github has %d issues, want %d", ghLive, nReviews+nRuns)
 	}
 	for j := 1; j <= nReviews; j++ {
-		found := ghIssuesFor(gh, reviewKey(j))
-		if len(found) != 1 {
-			t.Errorf("review %d has %d github issues", j, len(found))
+		is, ok := oneGHIssue(t, gh, reviewKey(j))
+		if !ok {
 			continue
 		}
-		is := found[0]
 		wantState, wantReason, wantComments := "open", "", 2
 		if j%2 == 1 {
 			wantState, wantReason, wantComments = "closed", "completed", 3
@@ -390,10 +400,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		if is.State != wantState || (wantReason != "" && is.StateReason != wantReason) {
 			t.Errorf("review %d: state %s/%s, want %s/%s", j, is.State, is.StateReason, wantState, wantReason)
 		}
-		var bodies []string
-		for _, c := range is.Comments {
-			bodies = append(bodies, c.Body)
-		}
+		bodies := commentBodies(is.Comments)
 		if len(is.Comments) != wantComments {
 			t.Errorf("review %d has %d comments, want %d: %q", j, len(is.Comments), wantComments, bodies)
 		}
@@ -405,12 +412,10 @@ func TestFaultStreamWithKills(t *testing.T) {
 		}
 	}
 	for k := 1; k <= nRuns; k++ {
-		found := ghIssuesFor(gh, runKey(k))
-		if len(found) != 1 {
-			t.Errorf("run %d has %d github issues", k, len(found))
+		is, ok := oneGHIssue(t, gh, runKey(k))
+		if !ok {
 			continue
 		}
-		is := found[0]
 		wantState, wantComments := "open", 0
 		if k%2 == 0 {
 			wantState, wantComments = "closed", 1

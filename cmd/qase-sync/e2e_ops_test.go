@@ -147,6 +147,18 @@ type opsProc struct {
 	exited chan struct{}
 }
 
+// startOps starts qase-sync on a free port against fresh fakes, configured
+// by c with its directory, listen address and tracker URLs filled in.
+func startOps(t *testing.T, c opsConfig) (p *opsProc, addr string, jira *jirafake.Server) {
+	t.Helper()
+	jira = jirafake.New()
+	t.Cleanup(jira.Close)
+	gh := newGitHubFake(t)
+	addr = freeAddr(t)
+	c.dir, c.listen, c.jiraURL, c.ghURL = t.TempDir(), addr, jira.URL, gh.URL
+	return startBinary(t, c.write(t), "http://"+addr, &syncBuffer{}), addr, jira
+}
+
 // startBinary starts `qase-sync serve -c cfg` and waits until /readyz says
 // ready. logs collects stdout and stderr across restarts.
 func startBinary(t *testing.T, cfg, url string, logs *syncBuffer) *opsProc {
@@ -216,13 +228,7 @@ func opsGet(url, token string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := opsClient.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return opsDo(req)
 }
 
 // opsPost delivers a webhook body; code 0 means no answer (transport error).
@@ -230,6 +236,12 @@ func opsPost(url string, body []byte) (int, string) {
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Qase-Secret", testSecret)
+	return opsDo(req)
+}
+
+// opsDo sends req and returns the status and body; code 0 means no answer
+// (transport error), the body then says why.
+func opsDo(req *http.Request) (int, string) {
 	resp, err := opsClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
@@ -370,7 +382,7 @@ func TestOpsMetrics(t *testing.T) {
 	}
 	h.drain()
 	// One permanent failure, so the dead-letter series have something to count.
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.post("/webhooks/qase", opsEvent("defect.created", "ID", 1700000000, map[string]any{"id": 77, "title": "Rejected", "severity": "major"}), testSecret)
 	h.drain()
 
@@ -432,7 +444,7 @@ func TestOpsDeadLetters(t *testing.T) {
 	}
 	// Two defects, each rejected by Jira with a 400 on create (permanent).
 	for _, id := range []int{41, 42} {
-		h.jira.FailNext(1, http.StatusBadRequest, nil)
+		h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 		body := opsEvent("defect.created", "ID", 1700000000+int64(id), map[string]any{"id": id, "title": fmt.Sprintf("Broken %d", id), "severity": "major"})
 		if code, resp := h.post("/webhooks/qase", body, testSecret); code != http.StatusAccepted {
 			t.Fatalf("deliver %d: %d %s", id, code, resp)
@@ -540,7 +552,7 @@ func TestOpsDeadLetters(t *testing.T) {
 		t.Fatalf("ledger after retry/drop = %+v", st)
 	}
 	// Admin API retry and drop of a third failure.
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.post("/webhooks/qase", opsEvent("defect.created", "ID", 1700000043, map[string]any{"id": 43, "title": "Broken 43"}), testSecret)
 	h.drain()
 	dl, err := h.a.store.DeadLetters(ctx, 10)
@@ -736,14 +748,7 @@ func pollReadyz(addr string, d time.Duration) []string {
 // while before the listener goes away, so a load balancer stops routing
 // to the instance before its connections are refused.
 func TestOpsReadyzFailsBeforeExit(t *testing.T) {
-	jira := jirafake.New()
-	t.Cleanup(jira.Close)
-	gh := newGitHubFake(t)
-	addr := freeAddr(t)
-	url := "http://" + addr
-	cfg := opsConfig{dir: t.TempDir(), listen: addr, jiraURL: jira.URL, ghURL: gh.URL}.write(t)
-	logs := &syncBuffer{}
-	p := startBinary(t, cfg, url, logs)
+	p, addr, _ := startOps(t, opsConfig{})
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -776,15 +781,8 @@ func waitLedger(t *testing.T, url string, ok func(qsync.EventStatus) bool, d tim
 // TestOpsSlowLoris: a client that trickles its headers is cut off by
 // server.read_header_timeout, and the service keeps answering.
 func TestOpsSlowLoris(t *testing.T) {
-	jira := jirafake.New()
-	t.Cleanup(jira.Close)
-	gh := newGitHubFake(t)
-	addr := freeAddr(t)
-	url := "http://" + addr
-	cfg := opsConfig{dir: t.TempDir(), listen: addr, jiraURL: jira.URL, ghURL: gh.URL, readHeader: time.Second}.write(t)
-	logs := &syncBuffer{}
-	startBinary(t, cfg, url, logs)
-
+	p, addr, _ := startOps(t, opsConfig{readHeader: time.Second})
+	url := p.url
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -836,7 +834,7 @@ func TestOpsSlowLoris(t *testing.T) {
 // qase_sync_events), not dead forever.
 func TestOpsDeadLetterRetryLedger(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	dls, err := h.a.store.DeadLetters(context.Background(), 10)
@@ -864,14 +862,8 @@ func TestOpsDeadLetterRetryLedger(t *testing.T) {
 // worker), a hang is cut at job_timeout and counts as an attempt, and the
 // job ends dead-lettered after max_attempts instead of looping.
 func TestOpsJobOverLeaseDeadLetters(t *testing.T) {
-	jira := jirafake.New()
-	t.Cleanup(jira.Close)
-	gh := newGitHubFake(t)
-	addr := freeAddr(t)
-	url := "http://" + addr
-	cfg := opsConfig{dir: t.TempDir(), listen: addr, jiraURL: jira.URL, ghURL: gh.URL, lease: time.Second, jobTimeout: 1500 * time.Millisecond, maxAttempts: 2}.write(t)
-	logs := &syncBuffer{}
-	startBinary(t, cfg, url, logs)
+	p, _, jira := startOps(t, opsConfig{lease: time.Second, jobTimeout: 1500 * time.Millisecond, maxAttempts: 2})
+	url, logs := p.url, p.logs
 	jira.Delay(3 * time.Second) // every Jira call hangs past the 1 s lease and the 1.5 s job timeout
 	if code, body := opsPost(url+"/webhooks/qase", mustRead(t, "defect.created.json")); code != http.StatusAccepted {
 		t.Fatalf("deliver: %d %s", code, body)

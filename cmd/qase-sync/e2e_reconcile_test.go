@@ -154,6 +154,17 @@ func (h *harness) recLink(k qsync.Key) qsync.Link {
 // recWrites is the number of write requests both trackers received so far.
 func (h *harness) recWrites() (jira, github int) { return h.jira.WriteCount(), h.gh.WriteCount() }
 
+// recQuietPass runs a reconcile pass and fails unless it wrote nothing to
+// either tracker (invariant I4); after names the pass before it.
+func (h *harness) recQuietPass(after string) {
+	h.t.Helper()
+	j0, g0 := h.recWrites()
+	h.recReconcile()
+	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
+		h.t.Fatalf("pass %s wrote jira %d, github %d", after, j1-j0, g1-g0)
+	}
+}
+
 func (h *harness) recRestart(o harnessOpts) {
 	h.t.Helper()
 	h.stop()
@@ -163,6 +174,20 @@ func (h *harness) recRestart(o harnessOpts) {
 
 func recPutDefect(h *harness, project string, id int64, title, severity, status string) {
 	h.qase.PutDefect(project, map[string]any{"id": id, "title": title, "actual_result": "Actual " + title, "severity": severity, "status": status})
+}
+
+// recDefect is a Qase defect of project ID for recSeed.
+type recDefect struct{ title, severity, status string }
+
+// recSeed puts the defects into Qase project ID (ids from 1), and failed
+// run 1 "Nightly", and syncs them with a reconcile pass.
+func (h *harness) recSeed(defects ...recDefect) {
+	h.t.Helper()
+	for i, d := range defects {
+		recPutDefect(h, "ID", int64(i+1), d.title, d.severity, d.status)
+	}
+	recPutFailedRun(h, 1, "Nightly")
+	h.recReconcile()
 }
 
 func recPutFailedRun(h *harness, id int64, title string) {
@@ -206,14 +231,6 @@ func recLiveGitHub(f *githubfake.Server) []githubfake.IssueState {
 	return out
 }
 
-func recGHComments(is githubfake.IssueState) []string {
-	var out []string
-	for _, c := range is.Comments {
-		out = append(out, c.Body)
-	}
-	return out
-}
-
 // TestRecIdempotentBothTrackers: once converged, a reconcile pass right
 // after another writes nothing to Jira or GitHub.
 func TestRecIdempotentBothTrackers(t *testing.T) {
@@ -246,7 +263,7 @@ func TestRecIdempotentBothTrackers(t *testing.T) {
 		t.Fatalf("defect 2 status %q, want In Progress", is.Status)
 	}
 	if is := recJiraIssue(t, h.jira, recDefectKey(3)); is.Status != "Done" || len(is.Comments) != 1 {
-		t.Fatalf("defect 3: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("defect 3: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 	if is := recGHIssue(t, h.gh, recGHDefectKey(2)); is.State != "closed" || is.StateReason != "not_planned" {
 		t.Fatalf("GHD-2: %s/%s, want closed/not_planned", is.State, is.StateReason)
@@ -316,7 +333,7 @@ func TestRecStatusDriftJira(t *testing.T) {
 		h.recReconcile("defects-to-jira")
 		is := recJiraIssue(t, h.jira, recDefectKey(1))
 		if is.Status != st.jira || is.Resolution != st.resolution || len(is.Comments) != st.comments {
-			t.Fatalf("qase %s: jira status %q resolution %q comments %q, want %q %q %d", st.qase, is.Status, is.Resolution, commentBodies(is), st.jira, st.resolution, st.comments)
+			t.Fatalf("qase %s: jira status %q resolution %q comments %q, want %q %q %d", st.qase, is.Status, is.Resolution, commentBodies(is.Comments), st.jira, st.resolution, st.comments)
 		}
 		if n := recJiraTransitions(h.jira) - before; n != 1 {
 			t.Fatalf("qase %s: %d transitions posted, want 1", st.qase, n)
@@ -366,9 +383,7 @@ func TestRecStatusDriftGitHub(t *testing.T) {
 // survive.
 func TestRecFieldDrift(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"})
 	orig := recJiraIssue(t, h.jira, recDefectKey(1))
 	run := recGHIssue(t, h.gh, recRunKey(1))
 
@@ -413,11 +428,7 @@ func TestRecFieldDrift(t *testing.T) {
 		t.Fatalf("revert logged %d times, want 2 (one per tracker)", n)
 	}
 	// Converged again: the next pass writes nothing.
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the revert wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the revert")
 }
 
 // TestRecMappingChange: restarting with a new title template updates every
@@ -454,10 +465,7 @@ func TestRecMappingChange(t *testing.T) {
 // route says for deletes.
 func TestRecOrphan(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutDefect(h, "ID", 2, "Stays", "normal", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"}, recDefect{"Stays", "normal", "open"})
 
 	h.qase.Delete("ID", qsync.KindDefect, 1)
 	h.qase.Delete("ID", qsync.KindRun, 1)
@@ -465,21 +473,17 @@ func TestRecOrphan(t *testing.T) {
 
 	is := recJiraIssue(t, h.jira, recDefectKey(1))
 	if is.Status != "Done" || len(is.Comments) != 1 || !strings.Contains(is.Comments[0].Body, "deleted in Qase") {
-		t.Fatalf("orphan defect: status %q comments %q", is.Status, commentBodies(is))
+		t.Fatalf("orphan defect: status %q comments %q", is.Status, commentBodies(is.Comments))
 	}
 	if other := recJiraIssue(t, h.jira, recDefectKey(2)); other.Status != "To Do" || len(other.Comments) != 0 {
-		t.Fatalf("untouched defect changed: %q %q", other.Status, commentBodies(other))
+		t.Fatalf("untouched defect changed: %q %q", other.Status, commentBodies(other.Comments))
 	}
 	run := recGHIssue(t, h.gh, recRunKey(1))
 	if run.State != "closed" || run.StateReason != "not_planned" || len(run.Comments) != 1 || !strings.Contains(run.Comments[0].Body, "deleted in Qase") {
-		t.Fatalf("orphan run: %s/%s comments %q", run.State, run.StateReason, recGHComments(run))
+		t.Fatalf("orphan run: %s/%s comments %q", run.State, run.StateReason, commentBodies(run.Comments))
 	}
 	// Deleted stays deleted: nothing more to do.
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the orphan fix wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the orphan fix")
 }
 
 // TestRecDanglingLink: a deleted tracker issue is filed again; a moved Jira
@@ -487,10 +491,7 @@ func TestRecOrphan(t *testing.T) {
 func TestRecDanglingLink(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
 	h.gh.AddIssue(recRepo, githubfake.IssueState{Title: "filed by a human"}) // unmarked: never touched
-	recPutDefect(h, "ID", 1, "Deleted in Jira", "normal", "open")
-	recPutDefect(h, "ID", 2, "Moved in Jira", "normal", "in_progress")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Deleted in Jira", "normal", "open"}, recDefect{"Moved in Jira", "normal", "in_progress"})
 	gone := recJiraIssue(t, h.jira, recDefectKey(1))
 	moved := recJiraIssue(t, h.jira, recDefectKey(2))
 	oldRun := recGHIssue(t, h.gh, recRunKey(1))
@@ -532,11 +533,7 @@ func TestRecDanglingLink(t *testing.T) {
 	if !strings.Contains(logs, "linked issue is gone; re-filing") || !strings.Contains(logs, "issue moved; following") {
 		t.Fatal("dangling/moved repairs were not logged")
 	}
-	j0, g0 := h.recWrites()
-	h.recReconcile()
-	if j1, g1 := h.recWrites(); j1 != j0 || g1 != g0 {
-		t.Fatalf("pass after the repair wrote jira %d, github %d", j1-j0, g1-g0)
-	}
+	h.recQuietPass("after the repair")
 }
 
 // TestRecTransferredGitHubIssue: a GitHub issue transferred to another
@@ -597,22 +594,22 @@ func TestRecDuplicates(t *testing.T) {
 	}
 	d, _ := h.jira.Issue(dup.ID)
 	if d.Status != "Done" || len(d.Comments) != 1 || !strings.Contains(d.Comments[0].Body, "Duplicate of "+kept.Key) {
-		t.Fatalf("jira duplicate: status %q comments %q", d.Status, commentBodies(d))
+		t.Fatalf("jira duplicate: status %q comments %q", d.Status, commentBodies(d.Comments))
 	}
 	k, _ := h.jira.Issue(kept.ID)
 	if k.Status != "To Do" || len(k.Comments) != 0 || k.Summary != kept.Summary {
-		t.Fatalf("kept jira issue touched: %q %q", k.Status, commentBodies(k))
+		t.Fatalf("kept jira issue touched: %q %q", k.Status, commentBodies(k.Comments))
 	}
 	if l := h.recLink(recDefectKey(1)); l.Issue.ID != kept.ID {
 		t.Fatalf("link moved to %s", l.Issue)
 	}
 	dg, _ := h.gh.Issue(recRepo, dupGH)
 	if dg.State != "closed" || len(dg.Comments) != 1 || !strings.Contains(dg.Comments[0].Body, fmt.Sprintf("Duplicate of %s#%d", recRepo, keptGH.Number)) {
-		t.Fatalf("github duplicate: %s/%s comments %q", dg.State, dg.StateReason, recGHComments(dg))
+		t.Fatalf("github duplicate: %s/%s comments %q", dg.State, dg.StateReason, commentBodies(dg.Comments))
 	}
 	kg, _ := h.gh.Issue(recRepo, keptGH.Number)
 	if kg.State != "open" || len(kg.Comments) != 0 {
-		t.Fatalf("kept github issue touched: %s %q", kg.State, recGHComments(kg))
+		t.Fatalf("kept github issue touched: %s %q", kg.State, commentBodies(kg.Comments))
 	}
 	if l := h.recLink(recGHDefectKey(1)); l.Issue.ID != fmt.Sprint(keptGH.Number) {
 		t.Fatalf("github link moved to %s", l.Issue)
@@ -649,7 +646,7 @@ func TestRecDuplicatesOnFilteredRoute(t *testing.T) {
 		t.Fatalf("duplicate %s, report %+v", d.State, rep)
 	}
 	if len(d.Comments) != 1 || !strings.Contains(d.Comments[0].Body, fmt.Sprintf("Duplicate of %s#%d", recRepo, kept.Number)) {
-		t.Fatalf("duplicate comments %q", recGHComments(d))
+		t.Fatalf("duplicate comments %q", commentBodies(d.Comments))
 	}
 }
 
@@ -844,10 +841,7 @@ func recStoreLinks(t *testing.T, h *harness) map[string]qsync.Link {
 // busy_timeout), which the last step shows.
 func TestRecCLIDryRun(t *testing.T) {
 	h, _ := newRecHarness(t, harnessOpts{})
-	recPutDefect(h, "ID", 1, "Login fails", "critical", "open")
-	recPutDefect(h, "ID", 2, "Slow search", "minor", "open")
-	recPutFailedRun(h, 1, "Nightly")
-	h.recReconcile()
+	h.recSeed(recDefect{"Login fails", "critical", "open"}, recDefect{"Slow search", "minor", "open"})
 	d1 := recJiraIssue(t, h.jira, recDefectKey(1))
 	h.stop()
 
@@ -1014,7 +1008,7 @@ func TestRecLinksRebuildKeepsComments(t *testing.T) {
 	h.recReconcile("defects-to-jira")
 	is := recJiraIssue(t, h.jira, recDefectKey(1))
 	if is.Status != "Done" || len(is.Comments) != 1 {
-		t.Fatalf("before the loss: %q %q", is.Status, commentBodies(is))
+		t.Fatalf("before the loss: %q %q", is.Status, commentBodies(is.Comments))
 	}
 	recLoseDatabase(t, h)
 	if out := recRun(t, "links", "rebuild", "-c", h.cfg); !strings.Contains(out, "restored 1 links") {
@@ -1164,4 +1158,18 @@ func TestRecCLIWhileServing(t *testing.T) {
 	if checked < n || applied+noop != checked || retrying+dead+failed+dups != 0 || strings.Contains(out, "still queued") {
 		t.Fatalf("the CLI must account for every key of its pass (%d checked), whichever process synced it:\n%s", checked, out)
 	}
+}
+
+// commentBodies lists the bodies of comments of either fake tracker.
+func commentBodies[C jirafake.CommentState | githubfake.CommentState](cs []C) []string {
+	var out []string
+	for _, c := range cs {
+		switch c := any(c).(type) {
+		case jirafake.CommentState:
+			out = append(out, c.Body)
+		case githubfake.CommentState:
+			out = append(out, c.Body)
+		}
+	}
+	return out
 }

@@ -29,57 +29,36 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		reg.MustRegister(c)
+		return c
+	}
+	histogram := func(name, help string, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: prometheus.DefBuckets}, labels)
+		reg.MustRegister(h)
+		return h
+	}
 	m := &metrics{
-		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_webhook_events_total",
-			Help: "Webhook deliveries by result (accepted, duplicate, ignored, rejected) and reason.",
-		}, []string{"result", "reason"}),
+		received: counter("qase_sync_webhook_events_total",
+			"Webhook deliveries by result (accepted, duplicate, ignored, rejected) and reason.", "result", "reason"),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "qase_sync_webhook_ack_seconds",
 			Help:    "Time from request to acknowledgement (event durably stored).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
-		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_jobs_total",
-			Help: "Finished sync jobs by route and outcome (applied, noop, dead).",
-		}, []string{"route", "outcome"}),
-		jobLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "qase_sync_job_seconds",
-			Help:    "Duration of one sync of a key.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"route"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_job_retries_total",
-			Help: "Sync attempts that failed and were scheduled again.",
-		}, []string{"route"}),
-		trackerOps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_tracker_operations_total",
-			Help: "Tracker operations applied, by tracker and operation.",
-		}, []string{"tracker", "op"}),
-		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_api_calls_total",
-			Help: "Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).",
-		}, []string{"system", "op", "status"}),
-		callTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "qase_sync_api_call_seconds",
-			Help:    "Outbound API call latency.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"system", "op"}),
-		rateWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_rate_limit_wait_seconds_total",
-			Help: "Time spent waiting for the pacing limiter, by tracker.",
-		}, []string{"tracker"}),
-		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_reconcile_drift_total",
-			Help: "Drift found (and repaired unless dry-run) by route and class.",
-		}, []string{"route", "class"}),
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qase_sync_reconcile_runs_total",
-			Help: "Reconcile passes by result (ok, failed, skipped).",
-		}, []string{"result"}),
+		jobs:       counter("qase_sync_jobs_total", "Finished sync jobs by route and outcome (applied, noop, dead).", "route", "outcome"),
+		jobLatency: histogram("qase_sync_job_seconds", "Duration of one sync of a key.", "route"),
+		retries:    counter("qase_sync_job_retries_total", "Sync attempts that failed and were scheduled again.", "route"),
+		trackerOps: counter("qase_sync_tracker_operations_total", "Tracker operations applied, by tracker and operation.", "tracker", "op"),
+		calls: counter("qase_sync_api_calls_total",
+			"Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).", "system", "op", "status"),
+		callTime:   histogram("qase_sync_api_call_seconds", "Outbound API call latency.", "system", "op"),
+		rateWaits:  counter("qase_sync_rate_limit_wait_seconds_total", "Time spent waiting for the pacing limiter, by tracker.", "tracker"),
+		drift:      counter("qase_sync_reconcile_drift_total", "Drift found (and repaired unless dry-run) by route and class.", "route", "class"),
+		reconciles: counter("qase_sync_reconcile_runs_total", "Reconcile passes by result (ok, failed, skipped).", "result"),
 	}
-	reg.MustRegister(m.received, m.ackLatency, m.jobs, m.jobLatency, m.retries, m.trackerOps,
-		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles)
+	reg.MustRegister(m.ackLatency)
 	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
 		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
 		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),

@@ -87,7 +87,7 @@ func TestNotifyDeadLettersThroughServer(t *testing.T) {
     interval: 50ms
 `, recv.URL, recv.URL)
 	h := newHarness(t, harnessOpts{extraYAML: extra})
-	h.jira.FailNext(3, http.StatusBadRequest, nil)
+	h.jira.FailNext(3, http.StatusBadRequest, nil, "")
 	for id := 1; id <= 3; id++ {
 		if code, resp := h.post("/webhooks/qase", defectBody(id), testSecret); code != http.StatusAccepted {
 			t.Fatalf("deliver %d: %d %s", id, code, resp)

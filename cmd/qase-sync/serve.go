@@ -21,11 +21,7 @@ import (
 
 func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var c commonFlags
-	fs := newFlagSet("serve", stderr, &c)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	a, err := loadApp(c.config, stderr, appServe)
+	a, err := flagsThenApp(newFlagSet("serve", stderr, &c), &c, args, stderr, appServe)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func browserTools(t *testing.T) (node, chromium, playwright string) {
 func TestStatusPageBrowser(t *testing.T) {
 	node, chromium, playwright := browserTools(t)
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	dls, err := h.a.store.DeadLetters(context.Background(), 10)

@@ -61,7 +61,7 @@ func csrfOf(t *testing.T, page string) string {
 // The browser test (status_browser_test.go) clicks through the same.
 func TestStatusPageHTTP(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil)
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
 	h.deliver("defect.created.json", http.StatusAccepted)
 	h.drain()
 	dls, _ := h.a.store.DeadLetters(context.Background(), 10)

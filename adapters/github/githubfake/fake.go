@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qase-sync/qase-sync/internal/fault"
 )
 
 // IssueState is an issue as the fake stores it.
@@ -60,21 +63,18 @@ type Request struct {
 	Status        int
 }
 
-type fault struct {
-	status int
-	header http.Header
-	body   string
-}
-
 type repoState struct {
 	next   int
 	issues map[int]*IssueState
 }
 
-// Server is the fake. All methods are safe for concurrent use.
+// Server is the fake. All methods are safe for concurrent use. Faults are
+// injected through the embedded TrackerInjector (FailNext, Delay,
+// CommitThenFail, CommitThenDrop) and the GitHub-shaped helpers below.
 type Server struct {
 	// URL is the API base with a trailing slash (go-github's BaseURL).
 	URL string
+	fault.TrackerInjector
 	srv *httptest.Server
 
 	mu            sync.Mutex
@@ -82,8 +82,6 @@ type Server struct {
 	repos         map[string]*repoState
 	requests      []Request
 	writes        int
-	faults        []fault
-	commitFail    int
 	nextCommentID int64
 }
 
@@ -145,15 +143,6 @@ func (s *Server) ResetLog() {
 	s.mu.Unlock()
 }
 
-// FailNext answers the next n requests with status, headers and body.
-func (s *Server) FailNext(n, status int, headers http.Header, body string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.faults = append(s.faults, fault{status: status, header: headers.Clone(), body: body})
-	}
-}
-
 // SecondaryRateLimit answers the next n requests as GitHub does when a
 // secondary rate limit is hit: 403 with Retry-After.
 func (s *Server) SecondaryRateLimit(n int, retryAfter time.Duration) {
@@ -170,14 +159,6 @@ func (s *Server) TooManyRequests(n int, retryAfter time.Duration) {
 	h.Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
 	h.Set("Content-Type", "application/json")
 	s.FailNext(n, http.StatusTooManyRequests, h, `{"message":"API rate limit exceeded"}`)
-}
-
-// CommitThenFail makes the next n issue creates store the issue and then
-// answer 502, like a gateway timing out after GitHub committed.
-func (s *Server) CommitThenFail(n int) {
-	s.mu.Lock()
-	s.commitFail += n
-	s.mu.Unlock()
 }
 
 // Issues returns copies of the repository's issues (deleted ones
@@ -289,6 +270,9 @@ type apiError struct {
 	errors  []map[string]string
 }
 
+// errHangup: close the connection without an answer.
+var errHangup = errf(http.StatusBadGateway, "Server Error")
+
 func errf(status int, format string, args ...any) *apiError {
 	return &apiError{status: status, message: fmt.Sprintf(format, args...)}
 }
@@ -306,6 +290,9 @@ type response struct {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	raw, _ := io.ReadAll(r.Body)
+	if !s.Wait(r.Context()) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(raw),
@@ -320,20 +307,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 // handle answers one request; the caller holds mu.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, raw []byte) int {
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		for k, vs := range f.header {
-			w.Header()[k] = vs
-		}
+	if f, ok := s.Next(); ok {
+		maps.Copy(w.Header(), f.Header)
 		if w.Header().Get("Content-Type") == "" {
 			w.Header().Set("Content-Type", "application/json")
 		}
-		w.WriteHeader(f.status)
-		_, _ = io.WriteString(w, f.body)
-		return f.status
+		if f.Body == "" {
+			f.Body = `{"message":"` + http.StatusText(f.Status) + `"}`
+		}
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body)
+		return f.Status
 	}
 	resp, aerr := s.route(r, raw)
+	if aerr == errHangup && fault.Hangup(w) {
+		return 0 // no answer
+	}
 	if aerr != nil {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(aerr.status)
@@ -451,6 +440,34 @@ func decodeIssueRequest(raw []byte) (issueRequest, *apiError) {
 	return req, nil
 }
 
+// applyTo writes the fields the request sets (title, body, labels,
+// assignees) over is, as a create or an edit does, and validates the
+// result.
+func (req issueRequest) applyTo(is *IssueState) *apiError {
+	var aerr *apiError
+	if req.Title != nil {
+		if is.Title, aerr = titleOf(req.Title); aerr != nil {
+			return aerr
+		}
+	}
+	if req.Body != nil {
+		is.Body = *req.Body
+	}
+	if req.Labels != nil {
+		names, aerr := labelNames(*req.Labels)
+		if aerr != nil {
+			return aerr
+		}
+		is.Labels = addUnique(nil, names)
+	}
+	if req.Assignees != nil {
+		is.Assignees = addUnique(nil, *req.Assignees)
+	} else if req.Assignee != nil && *req.Assignee != "" {
+		is.Assignees = []string{*req.Assignee}
+	}
+	return validText(is)
+}
+
 func titleOf(raw *json.RawMessage) (string, *apiError) {
 	var v any
 	if err := json.Unmarshal(*raw, &v); err != nil {
@@ -520,25 +537,7 @@ func (s *Server) createIssue(repo string, raw []byte) (*response, *apiError) {
 		return nil, invalid("Issue", "title", "missing_field")
 	}
 	is := &IssueState{Repo: repo, State: "open"}
-	if is.Title, aerr = titleOf(req.Title); aerr != nil {
-		return nil, aerr
-	}
-	if req.Body != nil {
-		is.Body = *req.Body
-	}
-	if req.Labels != nil {
-		names, aerr := labelNames(*req.Labels)
-		if aerr != nil {
-			return nil, aerr
-		}
-		is.Labels = addUnique(nil, names)
-	}
-	if req.Assignees != nil {
-		is.Assignees = addUnique(nil, *req.Assignees)
-	} else if req.Assignee != nil && *req.Assignee != "" {
-		is.Assignees = []string{*req.Assignee}
-	}
-	if aerr := validText(is); aerr != nil {
+	if aerr := req.applyTo(is); aerr != nil {
 		return nil, aerr
 	}
 	r := s.repo(repo)
@@ -547,9 +546,11 @@ func (s *Server) createIssue(repo string, raw []byte) (*response, *apiError) {
 	is.CreatedAt = s.tick()
 	is.UpdatedAt = is.CreatedAt
 	r.issues[is.Number] = is
-	if s.commitFail > 0 {
-		s.commitFail--
+	switch s.AfterCommit() {
+	case fault.Fail: // a gateway timing out after GitHub committed
 		return nil, errf(http.StatusBadGateway, "Server Error")
+	case fault.Drop:
+		return nil, errHangup
 	}
 	return &response{status: http.StatusCreated, body: s.issueJSON(is)}, nil
 }
@@ -560,23 +561,8 @@ func (s *Server) editIssue(is *IssueState, raw []byte) (*response, *apiError) {
 		return nil, aerr
 	}
 	next := is.clone()
-	if req.Title != nil {
-		if next.Title, aerr = titleOf(req.Title); aerr != nil {
-			return nil, aerr
-		}
-	}
-	if req.Body != nil {
-		next.Body = *req.Body
-	}
-	if req.Labels != nil {
-		names, aerr := labelNames(*req.Labels)
-		if aerr != nil {
-			return nil, aerr
-		}
-		next.Labels = addUnique(nil, names)
-	}
-	if req.Assignees != nil {
-		next.Assignees = addUnique(nil, *req.Assignees)
+	if aerr := req.applyTo(&next); aerr != nil {
+		return nil, aerr
 	}
 	if req.State != nil {
 		switch *req.State {
@@ -591,9 +577,6 @@ func (s *Server) editIssue(is *IssueState, raw []byte) (*response, *apiError) {
 		default:
 			return nil, invalid("Issue", "state_reason", "invalid")
 		}
-	}
-	if aerr := validText(&next); aerr != nil {
-		return nil, aerr
 	}
 	now := s.tick()
 	if req.State != nil {

@@ -95,6 +95,10 @@ func TestFakeIssuesLifecycle(t *testing.T) {
 	if r, _ := do(t, "POST", base, `{"title":"ghost"}`); r.StatusCode != 502 || len(s.Issues("o/r")) != 3 {
 		t.Fatalf("commit then fail: %d, %d issues", r.StatusCode, len(s.Issues("o/r")))
 	}
+	s.CommitThenDrop(1)
+	if _, err := http.Post(base, "application/json", strings.NewReader(`{"title":"ghost 2"}`)); err == nil || len(s.Issues("o/r")) != 4 {
+		t.Fatalf("commit then drop: err %v, %d issues", err, len(s.Issues("o/r")))
+	}
 	s.TooManyRequests(1, 3*time.Second)
 	if r, _ := do(t, "GET", base+"/1", ""); r.StatusCode != 429 || r.Header.Get("Retry-After") != "3" {
 		t.Fatalf("429: %d", r.StatusCode)

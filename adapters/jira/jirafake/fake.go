@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -23,6 +24,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/qase-sync/qase-sync/internal/fault"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // Transition is one workflow transition.
@@ -109,14 +113,11 @@ type Request struct {
 	Status int
 }
 
-type fault struct {
-	status  int
-	headers map[string]string
-}
-
-// Server is the fake Jira.
+// Server is the fake Jira. Faults are injected through the embedded
+// TrackerInjector (FailNext, Delay, CommitThenFail, CommitThenDrop).
 type Server struct {
 	URL string
+	fault.TrackerInjector
 
 	srv *httptest.Server
 	mux *http.ServeMux
@@ -133,10 +134,6 @@ type Server struct {
 	workflow    []Transition
 	requests    []Request
 	reqNo       int // requests served, never reset (SearchLag)
-	faults      []fault
-	commitFail  int
-	commitDrop  int
-	delay       time.Duration
 	lag         bool
 	lagWindow   int
 	pageCap     int
@@ -168,85 +165,38 @@ func New() *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
-// SetWorkflow replaces the workflow; new issues start in initial.
-func (s *Server) SetWorkflow(initial string, trs []Transition) {
+func (s *Server) locked(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.initial = initial
-	s.workflow = append([]Transition(nil), trs...)
+	f()
+}
+
+// SetWorkflow replaces the workflow; new issues start in initial.
+func (s *Server) SetWorkflow(initial string, trs []Transition) {
+	s.locked(func() {
+		s.initial = initial
+		s.workflow = append([]Transition(nil), trs...)
+	})
 }
 
 // SetNow sets the clock used for created/updated times.
-func (s *Server) SetNow(now func() time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.now = now
-}
+func (s *Server) SetNow(now func() time.Time) { s.locked(func() { s.now = now }) }
 
 // SetPageCap caps maxResults of searches and comment lists (default 100).
-func (s *Server) SetPageCap(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pageCap = max(n, 1)
-}
+func (s *Server) SetPageCap(n int) { s.locked(func() { s.pageCap = max(n, 1) }) }
 
 // SetCommentEmbedLimit caps the comments embedded in issue reads
 // (default 20); the rest must be paged from /comment, as on Jira.
-func (s *Server) SetCommentEmbedLimit(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.embedCap = max(n, 0)
-}
-
-// FailNext makes the next n requests answer status with the given headers
-// and a Jira error body, without touching state.
-func (s *Server) FailNext(n, status int, headers map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.faults = append(s.faults, fault{status: status, headers: headers})
-	}
-}
-
-// CommitThenFail makes the next n create requests store the issue but
-// answer 500: "committed, but the answer says otherwise".
-func (s *Server) CommitThenFail(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.commitFail += n
-}
-
-// CommitThenDrop makes the next n create requests store the issue and then
-// close the connection without answering: "committed, answer lost".
-func (s *Server) CommitThenDrop(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.commitDrop += n
-}
-
-// Delay makes every request wait d before it is handled.
-func (s *Server) Delay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
-}
+func (s *Server) SetCommentEmbedLimit(n int) { s.locked(func() { s.embedCap = max(n, 0) }) }
 
 // SearchLag simulates Jira's index lag: searches do not see an issue until
 // more than the lag window (default 1) further requests have been served
 // after its create, unless the search names it in reconcileIssues.
-func (s *Server) SearchLag(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lag = on
-}
+func (s *Server) SearchLag(on bool) { s.locked(func() { s.lag = on }) }
 
 // SetLagWindow sets how many requests after its create an issue stays
 // hidden from search while SearchLag is on.
-func (s *Server) SetLagWindow(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lagWindow = max(n, 0)
-}
+func (s *Server) SetLagWindow(n int) { s.locked(func() { s.lagWindow = max(n, 0) }) }
 
 // Requests returns the request log.
 func (s *Server) Requests() []Request {
@@ -258,11 +208,7 @@ func (s *Server) Requests() []Request {
 }
 
 // ResetRequests clears the request log.
-func (s *Server) ResetRequests() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = nil
-}
+func (s *Server) ResetRequests() { s.locked(func() { s.requests = nil }) }
 
 // WriteCount counts logged requests that may change state: everything but
 // GETs and searches (a search is a POST but reads).
@@ -484,15 +430,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 
-	s.mu.Lock()
-	delay := s.delay
-	s.mu.Unlock()
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
-		}
+	if !s.Wait(r.Context()) {
+		return
 	}
 
 	s.mu.Lock()
@@ -505,13 +444,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() { s.requests[idx].Status = sw.status }()
 
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		for k, v := range f.headers {
-			sw.Header().Set(k, v)
+	if f, ok := s.Next(); ok {
+		maps.Copy(sw.Header(), f.Header)
+		if f.Body != "" {
+			sw.WriteHeader(f.Status)
+			_, _ = io.WriteString(sw, f.Body)
+			return
 		}
-		jiraError(sw, f.status, []string{"injected failure"}, nil)
+		jiraError(sw, f.Status, []string{"injected failure"}, nil)
 		return
 	}
 	s.mux.ServeHTTP(sw, r)
@@ -739,19 +679,13 @@ func (s *Server) createIssue(w http.ResponseWriter, r *http.Request) {
 		is.Properties[p.Key] = p.Value
 	}
 	s.store(is)
-	if s.commitDrop > 0 {
-		s.commitDrop--
-		sw := w.(*statusWriter)
-		if hj, ok := sw.ResponseWriter.(http.Hijacker); ok {
+	switch s.AfterCommit() {
+	case fault.Drop:
+		if sw := w.(*statusWriter); fault.Hangup(sw.ResponseWriter) {
 			sw.status = 0 // no answer
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
+			return
 		}
-	}
-	if s.commitFail > 0 {
-		s.commitFail--
+	case fault.Fail:
 		jiraError(w, http.StatusInternalServerError, []string{"Internal server error"}, nil)
 		return
 	}
@@ -892,9 +826,10 @@ func (s *Server) editIssue(w http.ResponseWriter, r *http.Request) {
 						errs["labels"] = fmt.Sprintf("The label '%s' contains spaces which is invalid.", l)
 						continue
 					}
-					next.Labels = removeLabel(next.Labels, l)
 					if verb == "add" {
-						next.Labels = append(next.Labels, l)
+						next.Labels = qsync.EditLabels(next.Labels, []string{l}, nil)
+					} else {
+						next.Labels = qsync.EditLabels(next.Labels, nil, []string{l})
 					}
 				case "set":
 					var ls []string
@@ -916,16 +851,6 @@ func (s *Server) editIssue(w http.ResponseWriter, r *http.Request) {
 	next.Updated = s.now()
 	*is = next
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func removeLabel(ls []string, l string) []string {
-	out := ls[:0:0]
-	for _, x := range ls {
-		if x != l {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func (s *Server) deleteIssue(w http.ResponseWriter, r *http.Request) {
@@ -1171,26 +1096,58 @@ func (s *Server) hits(jql string, reconcile []int64) ([]*IssueState, error) {
 	return out, nil
 }
 
-func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		JQL             string   `json:"jql"`
-		NextPageToken   string   `json:"nextPageToken"`
-		MaxResults      *int     `json:"maxResults"`
-		Fields          []string `json:"fields"`
-		Properties      []string `json:"properties"`
-		ReconcileIssues []int64  `json:"reconcileIssues"`
+// page renders the search hits of one page, from start, with the page size
+// Jira would use (maxResults, default 50, capped); end is where it stops.
+func (s *Server) page(all []*IssueState, start int, maxResults *int, props []string) (issues []map[string]any, limit, end int) {
+	limit = 50
+	if maxResults != nil {
+		limit = *maxResults
 	}
+	limit = min(max(limit, 1), s.pageCap)
+	end = min(start+limit, len(all))
+	issues = []map[string]any{}
+	for _, is := range all[min(start, len(all)):end] {
+		issues = append(issues, s.issueJSON(is, props))
+	}
+	return issues, limit, end
+}
+
+// searchBody is a search request, Cloud's (nextPageToken,
+// reconcileIssues) or Data Center's (startAt).
+type searchBody struct {
+	JQL             string   `json:"jql"`
+	NextPageToken   string   `json:"nextPageToken"`
+	StartAt         int      `json:"startAt"`
+	MaxResults      *int     `json:"maxResults"`
+	Fields          []string `json:"fields"`
+	Properties      []string `json:"properties"`
+	ReconcileIssues []int64  `json:"reconcileIssues"`
+}
+
+// searched decodes a search and runs its JQL; false when it has answered
+// with an error.
+func (s *Server) searched(w http.ResponseWriter, r *http.Request, cloud bool) (b searchBody, all []*IssueState, ok bool) {
 	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
 		jiraError(w, http.StatusBadRequest, []string{"Invalid request payload: " + err.Error()}, nil)
-		return
+		return b, nil, false
 	}
-	if len(b.Properties) > 5 || len(b.ReconcileIssues) > 50 {
+	if !cloud {
+		b.ReconcileIssues = nil // Data Center has no such parameter
+	} else if len(b.Properties) > 5 || len(b.ReconcileIssues) > 50 {
 		jiraError(w, http.StatusBadRequest, []string{"Too many properties (5) or reconcileIssues (50)."}, nil)
-		return
+		return b, nil, false
 	}
 	all, err := s.hits(b.JQL, b.ReconcileIssues)
 	if err != nil {
 		jiraError(w, http.StatusBadRequest, []string{err.Error()}, nil)
+		return b, nil, false
+	}
+	return b, all, true
+}
+
+func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
+	b, all, ok := s.searched(w, r, true)
+	if !ok {
 		return
 	}
 	start := 0
@@ -1203,16 +1160,7 @@ func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
 		}
 		start = n
 	}
-	limit := 50
-	if b.MaxResults != nil {
-		limit = *b.MaxResults
-	}
-	limit = min(max(limit, 1), s.pageCap)
-	end := min(start+limit, len(all))
-	issues := []map[string]any{}
-	for _, is := range all[min(start, len(all)):end] {
-		issues = append(issues, s.issueJSON(is, b.Properties))
-	}
+	issues, _, end := s.page(all, start, b.MaxResults, b.Properties)
 	out := map[string]any{"issues": issues, "isLast": end >= len(all)}
 	if end < len(all) {
 		out["nextPageToken"] = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
@@ -1221,32 +1169,11 @@ func (s *Server) searchJQL(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) searchDC(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		JQL        string   `json:"jql"`
-		StartAt    int      `json:"startAt"`
-		MaxResults *int     `json:"maxResults"`
-		Fields     []string `json:"fields"`
-		Properties []string `json:"properties"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
-		jiraError(w, http.StatusBadRequest, []string{"Invalid request payload: " + err.Error()}, nil)
+	b, all, ok := s.searched(w, r, false)
+	if !ok {
 		return
 	}
-	all, err := s.hits(b.JQL, nil)
-	if err != nil {
-		jiraError(w, http.StatusBadRequest, []string{err.Error()}, nil)
-		return
-	}
-	limit := 50
-	if b.MaxResults != nil {
-		limit = *b.MaxResults
-	}
-	limit = min(max(limit, 1), s.pageCap)
 	start := max(b.StartAt, 0)
-	end := min(start+limit, len(all))
-	issues := []map[string]any{}
-	for _, is := range all[min(start, len(all)):end] {
-		issues = append(issues, s.issueJSON(is, b.Properties))
-	}
+	issues, limit, _ := s.page(all, start, b.MaxResults, b.Properties)
 	writeJSON(w, http.StatusOK, map[string]any{"startAt": start, "maxResults": limit, "total": len(all), "issues": issues})
 }

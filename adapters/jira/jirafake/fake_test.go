@@ -91,7 +91,7 @@ func TestServer(t *testing.T) {
 		t.Errorf("ADF comment: %d", resp.StatusCode)
 	}
 
-	s.FailNext(1, 429, map[string]string{"Retry-After": "3"})
+	s.FailNext(1, 429, http.Header{"Retry-After": {"3"}}, "")
 	resp, _ = do(t, s, "GET", "/rest/api/2/issue/"+id, "")
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "3" {
 		t.Errorf("fault: %d %v", resp.StatusCode, resp.Header)

@@ -12,6 +12,8 @@ package qasefake
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qase-sync/qase-sync/internal/fault"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -34,22 +37,21 @@ type Request struct {
 	Status int
 }
 
-// Server is the fake API. Use URL as the client's BaseURL.
+// Server is the fake API. Use URL as the client's BaseURL. Faults are
+// injected through the embedded Injector (FailNext, Delay) and
+// RateLimitNext; they answer authenticated requests only.
 type Server struct {
 	URL string
+	fault.Injector
 
 	srv   *httptest.Server
 	token string
 
-	mu         sync.Mutex
-	projects   map[string]map[qsync.Kind]map[int64]map[string]any
-	nextID     map[string]int64
-	requests   []Request
-	rateLimitN int
-	retryAfter time.Duration
-	failN      int
-	failStatus int
-	offsetCap  int
+	mu        sync.Mutex
+	projects  map[string]map[qsync.Kind]map[int64]map[string]any
+	nextID    map[string]int64
+	requests  []Request
+	offsetCap int
 }
 
 // New starts a fake that accepts only the given token. Close it when done.
@@ -160,19 +162,17 @@ func (s *Server) ResetRequests() {
 }
 
 // RateLimitNext answers the next n requests with 429. retryAfter > 0 is
-// sent as Retry-After (whole seconds, rounded up) plus X-RateLimit-Reset;
-// retryAfter == 0 sends neither header.
+// sent as Retry-After (whole seconds, rounded up) plus X-RateLimit-Reset
+// (reckoned from now); retryAfter == 0 sends neither header. The replies
+// queue up behind faults injected before, as FailNext's do.
 func (s *Server) RateLimitNext(n int, retryAfter time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rateLimitN, s.retryAfter = n, retryAfter
-}
-
-// FailNext answers the next n authenticated requests with status (e.g. 500).
-func (s *Server) FailNext(n, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failN, s.failStatus = n, status
+	h := http.Header{"X-Ratelimit-Remaining": {"0"}}
+	if retryAfter > 0 {
+		secs := int64(math.Ceil(retryAfter.Seconds()))
+		h.Set("Retry-After", strconv.FormatInt(secs, 10))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Unix()+secs, 10))
+	}
+	s.FailNext(n, http.StatusTooManyRequests, h, `{"status":false,"errorMessage":"API rate limit exceeded."}`)
 }
 
 // SetOffsetCap lowers the API's offset maximum (100000) so tests can reach
@@ -184,6 +184,9 @@ func (s *Server) SetOffsetCap(n int) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if !s.Wait(r.Context()) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	status := s.handle(w, r)
@@ -195,19 +198,15 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
 	if r.Header.Get("Token") == "" || r.Header.Get("Token") != s.token {
 		return fail(w, http.StatusUnauthorized, "Unauthenticated.")
 	}
-	if s.rateLimitN > 0 {
-		s.rateLimitN--
-		if s.retryAfter > 0 {
-			secs := int64(math.Ceil(s.retryAfter.Seconds()))
-			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-			w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Unix()+secs, 10))
+	if f, ok := s.Next(); ok {
+		maps.Copy(w.Header(), f.Header)
+		if f.Body == "" {
+			return fail(w, f.Status, "Internal server error.")
 		}
-		w.Header().Set("X-RateLimit-Remaining", "0")
-		return fail(w, http.StatusTooManyRequests, "API rate limit exceeded.")
-	}
-	if s.failN > 0 {
-		s.failN--
-		return fail(w, s.failStatus, "Internal server error.")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body+"\n")
+		return f.Status
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	if !ok {

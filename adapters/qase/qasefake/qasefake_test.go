@@ -151,12 +151,24 @@ func TestFakeRateLimitAndFailures(t *testing.T) {
 	if st, _, _ := get(t, s, "/run/P", "tok"); st != 200 {
 		t.Errorf("after the limit: %d", st)
 	}
-	s.FailNext(1, 503)
+	s.FailNext(1, 503, nil, "")
 	if st, _, _ := get(t, s, "/run/P", "tok"); st != 503 {
 		t.Errorf("FailNext: %d", st)
 	}
 	if st, _, _ := get(t, s, "/run/P", "tok"); st != 200 {
 		t.Errorf("after FailNext: %d", st)
+	}
+	s.Delay(time.Hour)
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/run/P", nil)
+	req.Header.Set("Token", "tok")
+	c := http.Client{Timeout: 50 * time.Millisecond}
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("Delay: answered %d before the delay ended", resp.StatusCode)
+	}
+	s.Delay(0)
+	if st, _, _ := get(t, s, "/run/P", "tok"); st != 200 {
+		t.Errorf("after Delay(0): %d", st)
 	}
 	s.ResetRequests()
 	if s.RequestCount() != 0 {

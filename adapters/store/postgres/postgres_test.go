@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -99,15 +98,7 @@ func schemaDSN(t *testing.T, dsn string, n int64) string {
 func open(t *testing.T, dsn string) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), Options{DSN: dsn})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return storetest.Opened(t, s, err)
 }
 
 func TestConformance(t *testing.T) {
@@ -212,26 +203,5 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := open(t, dsn)
-	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}}
-	es, err := s.Ledger(ctx, k, 0)
-	if err != nil || len(es) != 1 || es[0].Drift != nil || es[0].Issue != "P-1" || len(es[0].Ops) != 1 {
-		t.Fatalf("Ledger = %+v, %v; want the old entry without drift", es, err)
-	}
-	if err := s.Complete(ctx, qsync.Job{Key: k, Gen: 2}, qsync.OutcomeApplied, qsync.LedgerEntry{}, time.Now()); !errors.Is(err, qsync.ErrLeaseLost) {
-		t.Errorf("Complete through a pre-token lease: %v, want ErrLeaseLost", err)
-	}
-	if err := s.Release(ctx, "w"); err != nil {
-		t.Fatal(err)
-	}
-	js, err := s.Lease(ctx, "w2", 10, time.Now(), time.Minute)
-	if err != nil || len(js) != 1 || js[0].Key != k || js[0].Lease == "" {
-		t.Fatalf("Lease after Release = %+v, %v; want the old job with a token", js, err)
-	}
-	if err := s.Complete(ctx, js[0], qsync.OutcomeNoop, qsync.LedgerEntry{Drift: []string{"title"}}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if es, _ := s.Ledger(ctx, k, 1); len(es) != 1 || len(es[0].Drift) != 1 {
-		t.Errorf("Ledger = %+v, want the new entry's drift", es)
-	}
+	storetest.UpgradedLeaseAndLedger(t, open(t, dsn))
 }

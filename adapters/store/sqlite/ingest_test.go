@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,22 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func openRawT(t *testing.T) *rawConn {
 	t.Helper()
 	c, err := openRaw("file:"+filepath.Join(t.TempDir(), "raw.db"), "PRAGMA journal_mode = WAL")
-	if err != nil {
-		t.Fatalf("openRaw: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return storetest.Opened(t, rawCloser{c}, err).rawConn
 }
+
+// rawCloser is a rawConn with the Close method storetest.Opened wants.
+type rawCloser struct{ *rawConn }
+
+func (c rawCloser) Close() error { return c.close() }
 
 func rawCount(t *testing.T, c *rawConn, query string, args ...any) int64 {
 	t.Helper()
@@ -221,15 +218,23 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 	}
 }
 
+// unmigrated opens a new database file without the store, for a test to
+// write it as an older release did; path is where it lives.
+func unmigrated(t *testing.T) (db *sql.DB, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "qs.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, path
+}
+
 // A database written before migration 2 keeps its events, their
 // duplicates are still recognized, and new events get larger seqs.
 func TestMigrationDedupPerEntityKeepsEvents(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "qs.db")
-	old, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := unmigrated(t)
 	init, err := migrationFS.ReadFile("migrations/0001_init.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -363,11 +368,7 @@ func TestCloseDuringWrites(t *testing.T) {
 // no token: no call can write through it, and Release(owner) frees it.
 func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "qs.db")
-	old, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := unmigrated(t)
 	seed := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`}
 	for i, name := range []string{"0001_init.sql", "0002_events_dedup_per_entity.sql"} {
 		b, err := migrationFS.ReadFile("migrations/" + name)
@@ -390,26 +391,5 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := open(t, path)
-	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}}
-	es, err := s.Ledger(ctx, k, 0)
-	if err != nil || len(es) != 1 || es[0].Drift != nil || es[0].Issue != "P-1" || len(es[0].Ops) != 1 {
-		t.Fatalf("Ledger = %+v, %v; want the old entry without drift", es, err)
-	}
-	if err := s.Complete(ctx, qsync.Job{Key: k, Gen: 2}, qsync.OutcomeApplied, qsync.LedgerEntry{}, time.Now()); !errors.Is(err, qsync.ErrLeaseLost) {
-		t.Errorf("Complete through a pre-token lease: %v, want ErrLeaseLost", err)
-	}
-	if err := s.Release(ctx, "w"); err != nil {
-		t.Fatal(err)
-	}
-	js, err := s.Lease(ctx, "w2", 10, time.Now(), time.Minute)
-	if err != nil || len(js) != 1 || js[0].Key != k || js[0].Lease == "" {
-		t.Fatalf("Lease after Release = %+v, %v; want the old job with a token", js, err)
-	}
-	if err := s.Complete(ctx, js[0], qsync.OutcomeNoop, qsync.LedgerEntry{Drift: []string{"title"}}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if es, _ := s.Ledger(ctx, k, 1); len(es) != 1 || len(es[0].Drift) != 1 {
-		t.Errorf("Ledger = %+v, want the new entry's drift", es)
-	}
+	storetest.UpgradedLeaseAndLedger(t, open(t, path))
 }

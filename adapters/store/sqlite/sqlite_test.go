@@ -17,15 +17,7 @@ import (
 func open(t testing.TB, path string) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), Options{Path: path})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return storetest.Opened(t, s, err)
 }
 
 func TestConformance(t *testing.T) {

@@ -883,9 +883,11 @@ func sampleLink(k qsync.Key) qsync.Link {
 		Marker:  qsync.MarkerFor(k),
 		Issue:   qsync.IssueRef{Project: "OPS", ID: "10042", Key: "OPS-42", URL: "https://x.atlassian.net/browse/OPS-42"},
 		Applied: qsync.Applied{
-			Title: "T", Body: "B", Labels: []string{"qase", "bug"}, Priority: "High",
-			Assignees: []string{"acc-1"}, Components: []string{"api"},
-			Fields: map[string]string{"customfield_1": "v"}, Status: "Open", Reason: "Done",
+			IssueFields: qsync.IssueFields{
+				Title: "T", Body: "B", Labels: []string{"qase", "bug"}, Priority: "High",
+				Assignees: []string{"acc-1"}, Components: []string{"api"},
+				Fields: map[string]string{"customfield_1": "v"}, Status: "Open", Reason: "Done",
+			},
 			Comments: []string{"c1"}, Pending: []string{"c2"},
 		},
 		Fingerprint: "fp1",
@@ -1686,5 +1688,52 @@ func testOverview(t *testing.T, s qsync.Store) {
 	wantTime(t, "LastDelivery[OTH]", o.LastDelivery["OTH"], at(time.Minute))
 	if o, _ := s.Overview(ctx, at(time.Hour)); len(o.Outcomes) != 0 {
 		t.Errorf("outcomes since a later time = %+v", o.Outcomes)
+	}
+}
+
+// Opened is for a backend's Opener: it fails the test if the open failed
+// and closes s when the test ends.
+func Opened[S interface{ Close() error }](t testing.TB, s S, err error) S {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// UpgradedLeaseAndLedger checks a store opened over a database written by
+// its first schema, seeded with a ledger entry for key r:P/defect/5 (issue
+// P-1, one op) and that key's job at gen 2, leased to owner "w" before
+// leases carried tokens: the old entry reads without drift, the old lease
+// cannot complete, and once released the job is leased again with a
+// token and completes with drift recorded.
+func UpgradedLeaseAndLedger(t *testing.T, s qsync.Store) {
+	t.Helper()
+	ctx := context.Background()
+	k := qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 5}}
+	es, err := s.Ledger(ctx, k, 0)
+	if err != nil || len(es) != 1 || es[0].Drift != nil || es[0].Issue != "P-1" || len(es[0].Ops) != 1 {
+		t.Fatalf("Ledger = %+v, %v; want the old entry without drift", es, err)
+	}
+	if err := s.Complete(ctx, qsync.Job{Key: k, Gen: 2}, qsync.OutcomeApplied, qsync.LedgerEntry{}, time.Now()); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Errorf("Complete through a pre-token lease: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Release(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.Lease(ctx, "w2", 10, time.Now(), time.Minute)
+	if err != nil || len(js) != 1 || js[0].Key != k || js[0].Lease == "" {
+		t.Fatalf("Lease after Release = %+v, %v; want the old job with a token", js, err)
+	}
+	if err := s.Complete(ctx, js[0], qsync.OutcomeNoop, qsync.LedgerEntry{Drift: []string{"title"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.Ledger(ctx, k, 1); len(es) != 1 || len(es[0].Drift) != 1 {
+		t.Errorf("Ledger = %+v, want the new entry's drift", es)
 	}
 }
