@@ -25,16 +25,7 @@ import (
 //	GET    /admin/explain?q=QA-1        provenance of an issue or a Qase entity (PROJECT/KIND/ID)
 //	POST   /admin/reconcile             start a reconcile pass now
 func adminHandler(token string, store qsync.Store, reconcile func(context.Context) (qsync.ReconcileReport, error), explain func(context.Context, string) (explanation, error), status func(context.Context) (any, error), clock qsync.Clock) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" {
-			http.NotFound(w, r)
-			return
-		}
-		got, ok := bearer(r.Header.Get("Authorization"))
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return
-		}
+	return withAdminToken(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/admin"), "/")
 		parts := strings.Split(path, "/")
 		ctx := r.Context()
@@ -83,6 +74,24 @@ func adminHandler(token string, store qsync.Store, reconcile func(context.Contex
 		default:
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such admin endpoint"})
 		}
+	}))
+}
+
+// withAdminToken serves h only to requests bearing the admin token: without
+// a configured token the endpoints do not exist (404); without the right
+// bearer credentials the answer is 401, compared in constant time.
+func withAdminToken(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" {
+			http.NotFound(w, r)
+			return
+		}
+		got, ok := bearer(r.Header.Get("Authorization"))
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 

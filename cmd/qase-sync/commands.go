@@ -20,6 +20,13 @@ import (
 
 // flagsThenApp parses a command's flags (fs, with the common ones in c)
 // and loads the app its configuration names.
+// writeIndented prints v as indented JSON (the commands' -o json).
+func writeIndented(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 func flagsThenApp(fs *flag.FlagSet, c *commonFlags, args []string, stderr io.Writer, mode appMode) (*app, error) {
 	if _, err := parseFlags(fs, args); err != nil {
 		return nil, err
@@ -74,9 +81,7 @@ func validateJSON(stdout io.Writer, file string, a *app, err error) error {
 		}
 		res.Routes = a.mapper.RouteNames()
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if werr := enc.Encode(res); werr != nil {
+	if werr := writeIndented(stdout, res); werr != nil {
 		return werr
 	}
 	if err != nil {
@@ -151,9 +156,7 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	a.log.WithField("summary", sum).Info("reconcile finished")
 	if c.output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
+		return writeIndented(stdout, sum)
 	}
 	mode := "reconcile"
 	if dry {
@@ -311,11 +314,7 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer a.close()
 	st := a.store
-	emit := func(v any) error {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
+	emit := func(v any) error { return writeIndented(stdout, v) }
 	switch verb {
 	case "list":
 		dls, err := st.DeadLetters(ctx, 1000)

@@ -113,9 +113,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		out.Routes = append(out.Routes, pr)
 	}
 	if c.output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeIndented(stdout, out)
 	}
 	printPlan(stdout, out)
 	return nil

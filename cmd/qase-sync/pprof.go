@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/subtle"
 	"net/http"
 	"net/http/pprof"
 )
@@ -26,16 +25,5 @@ func pprofHandler(token string) http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" {
-			http.NotFound(w, r)
-			return
-		}
-		got, ok := bearer(r.Header.Get("Authorization"))
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	return withAdminToken(token, mux)
 }
