@@ -331,13 +331,15 @@ type builder struct {
 	note  func(string, ...any)
 }
 
-func (b *builder) str(key string, v any) { put(b, key, v, toString) }
+func (b *builder) str(key string, v any) {
+	put(b, key, v, toString, func(v any) string { return "unexpected " + jsonType(v) })
+}
 
-func (b *builder) int(key string, v any) { put(b, key, v, toInt64) }
+func (b *builder) int(key string, v any) { put(b, key, v, toInt64, notInteger) }
 
 // put stores conv(v) under key; a nil v is absent, and a value conv
-// refuses is noted and skipped.
-func put[T any](b *builder, key string, v any, conv func(any) (T, bool)) {
+// refuses is noted (why says why) and skipped.
+func put[T any](b *builder, key string, v any, conv func(any) (T, bool), why func(any) string) {
 	if v == nil {
 		return
 	}
@@ -345,7 +347,7 @@ func put[T any](b *builder, key string, v any, conv func(any) (T, bool)) {
 		b.attrs[key] = x
 		return
 	}
-	b.note("%s: %s, skipped", key, notInteger(v))
+	b.note("%s: %s, skipped", key, why(v))
 }
 
 // notInteger says precisely why a value is not a 64-bit integer: out of
