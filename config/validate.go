@@ -204,6 +204,17 @@ func (c *Config) validate() yamlpos.Problems {
 			l.errf("reconcile.schedule", "invalid schedule %q: %v", c.Reconcile.Schedule, err)
 		}
 	}
+
+	// retention
+	if r := c.Retention; r.MaxAge != 0 && r.MaxAge < time.Hour {
+		l.errf("retention.max_age", "must be 0 (keep everything) or at least 1h (got %s)", r.MaxAge)
+	}
+	if c.Retention.Interval <= 0 {
+		l.errf("retention.interval", "must be a positive duration")
+	}
+	if b := c.Retention.Batch; b < 1 || b > 100000 {
+		l.errf("retention.batch", "must be between 1 and 100000 (got %d)", b)
+	}
 	return l.ps
 }
 

@@ -131,6 +131,26 @@ type InsightStore interface {
 	Overview(ctx context.Context, since time.Time) (Overview, error)
 }
 
+// PruneReport counts the rows one Prune removed.
+type PruneReport struct {
+	Events      int `json:"events"`
+	Ledger      int `json:"ledger"`
+	DeadLetters int `json:"dead_letters"`
+}
+
+// RetentionStore forgets history older than the retention age.
+type RetentionStore interface {
+	// Prune deletes, in transactions of at most batch rows each:
+	//   - events received before before that their entity's snapshot has
+	//     folded (Seq <= the snapshot's LastSeq) and that have no pending
+	//     delivery, with their deliveries: what Snapshot plus EventsAfter
+	//     give for an entity is unchanged. The newest event of each
+	//     project is kept (the last delivery per project, see Overview);
+	//   - ledger entries written before before;
+	//   - dead letters created before before whose key has no job.
+	Prune(ctx context.Context, before time.Time, batch int) (PruneReport, error)
+}
+
 // Store is every storage port; sqlite and postgres implement it and pass
 // the same conformance suite (adapters/store/storetest).
 type Store interface {
@@ -140,6 +160,7 @@ type Store interface {
 	LinkStore
 	LedgerStore
 	InsightStore
+	RetentionStore
 	Ping(ctx context.Context) error
 	// CreatedAt is when this database was created (its first schema
 	// migration): a store younger than the trackers' late-commit window

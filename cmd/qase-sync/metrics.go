@@ -25,6 +25,7 @@ type metrics struct {
 	rateWaits  *prometheus.CounterVec
 	drift      *prometheus.CounterVec
 	reconciles *prometheus.CounterVec
+	pruned     *prometheus.CounterVec
 	onDrift    func(route, class string) // the status page's tally; may be nil
 }
 
@@ -77,9 +78,13 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 			Name: "qase_sync_reconcile_runs_total",
 			Help: "Reconcile passes by result (ok, failed, skipped).",
 		}, []string{"result"}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_pruned_rows_total",
+			Help: "Rows removed by retention, by table (events, ledger, dead_letters).",
+		}, []string{"table"}),
 	}
 	reg.MustRegister(m.received, m.ackLatency, m.jobs, m.jobLatency, m.retries, m.trackerOps,
-		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles)
+		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles, m.pruned)
 	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
 		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
 		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),

@@ -68,6 +68,7 @@ func (a *app) serve(ctx context.Context) error {
 	engineDone := make(chan struct{})
 	go func() { a.engine.Run(engineCtx); close(engineDone) }()
 	go a.vouch(engineCtx)
+	go a.prune(engineCtx)
 
 	hook := qase.NewHandler(qase.HandlerOptions{
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),

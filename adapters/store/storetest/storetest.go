@@ -69,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"LedgerDrift", testLedgerDrift},
 		{"Deliveries", testDeliveries},
 		{"Overview", testOverview},
+		{"Prune", testPrune},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
