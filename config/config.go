@@ -235,6 +235,10 @@ type Reconcile struct {
 	// Projects are the Qase projects enumerated for routes without a
 	// projects: list (empty = only projects seen in links and events).
 	Projects []string `yaml:"projects,omitempty" json:"projects,omitempty"`
+	// Lease is how long a replica's claim on the scheduled pass lasts
+	// without renewal (it is renewed while the pass runs): a replica that
+	// dies mid-pass blocks the others' ticks for at most this long.
+	Lease time.Duration `yaml:"lease" json:"lease"`
 }
 
 // Retention configures pruning of the store's history: accepted events
@@ -277,6 +281,7 @@ func Default() Config {
 		// late_commit: twice the trackers' 30 s request timeout, and a margin.
 		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,
 			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second},
+		Reconcile: Reconcile{Lease: time.Minute},
 		Retention: Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000},
 		Log:       Log{Level: "info", Format: "json"},
 	}

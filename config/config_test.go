@@ -105,6 +105,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", base + "server:\n  read_timeout: 10 parsecs\n", `c.yaml:3: server.read_timeout: expected a duration (e.g. 30s, 5m, 72h), got "10 parsecs"`},
 		{"negative duration", base + "worker:\n  lease: -1s\n", "c.yaml:3: worker.lease: must be a positive duration"},
 		{"short retention", base + "retention:\n  max_age: 10m\n", "c.yaml:3: retention.max_age: must be 0 (keep everything) or at least 1h (got 10m0s)"},
+		{"reconcile lease", base + "reconcile:\n  lease: 0s\n", "c.yaml:3: reconcile.lease: must be a positive duration"},
 		{"retention interval", base + "retention:\n  interval: 0s\n", "c.yaml:3: retention.interval: must be a positive duration"},
 		{"retention batch", base + "retention:\n  max_age: 0s\n  batch: 0\n", "c.yaml:4: retention.batch: must be between 1 and 100000 (got 0)"},
 		{"bad int", base + "worker:\n  concurrency: many\n", `c.yaml:3: worker.concurrency: expected an integer, got "many"`},

@@ -47,7 +47,7 @@ func (c *Config) validate() yamlpos.Problems {
 		{"server.shutdown_timeout", c.Server.ShutdownTimeout},
 		{"worker.lease", c.Worker.Lease}, {"worker.max_age", c.Worker.MaxAge},
 		{"worker.backoff_base", c.Worker.BackoffBase}, {"worker.backoff_max", c.Worker.BackoffMax},
-		{"worker.job_timeout", c.Worker.JobTimeout},
+		{"worker.job_timeout", c.Worker.JobTimeout}, {"reconcile.lease", c.Reconcile.Lease},
 	} {
 		if d.v <= 0 {
 			l.errf(d.field, "must be a positive duration")

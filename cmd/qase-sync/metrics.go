@@ -76,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		}, []string{"route", "class"}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qase_sync_reconcile_runs_total",
-			Help: "Reconcile passes by result (ok, failed, skipped).",
+			Help: "Reconcile passes by result (ok, failed, skipped: one still running here, other_replica: another replica holds the reconcile lease).",
 		}, []string{"result"}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qase_sync_pruned_rows_total",

@@ -72,6 +72,11 @@ func (s *Store) Prune(ctx context.Context, before time.Time, batch int) (qsync.P
 	if err != nil {
 		return rep, fmt.Errorf("postgres: prune dead letters: %w", err)
 	}
+	n, err = s.pruneBatches(ctx, `DELETE FROM reconcile_passes WHERE id IN (SELECT id FROM reconcile_passes WHERE started_at < $1 ORDER BY id LIMIT $2)`, before, batch)
+	rep.Passes = n
+	if err != nil {
+		return rep, fmt.Errorf("postgres: prune reconcile passes: %w", err)
+	}
 	return rep, nil
 }
 

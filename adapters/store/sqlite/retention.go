@@ -100,6 +100,11 @@ func (s *Store) Prune(ctx context.Context, before time.Time, batch int) (qsync.P
 	if err != nil {
 		return rep, fmt.Errorf("sqlite: prune dead letters: %w", err)
 	}
+	n, err = s.pruneBatches(ctx, `DELETE FROM reconcile_passes WHERE id IN (SELECT id FROM reconcile_passes WHERE started_at < ? ORDER BY id LIMIT ?)`, before, batch)
+	rep.Passes = n
+	if err != nil {
+		return rep, fmt.Errorf("sqlite: prune reconcile passes: %w", err)
+	}
 	return rep, nil
 }
 

@@ -70,6 +70,9 @@ func Run(t *testing.T, open Opener) {
 		{"Deliveries", testDeliveries},
 		{"Overview", testOverview},
 		{"Prune", testPrune},
+		{"TryLease", testTryLease},
+		{"TryLeaseExclusive", func(t *testing.T, s qsync.Store) { TryLeaseExclusive(t, s) }},
+		{"ReconcilePasses", testReconcilePasses},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
