@@ -138,3 +138,89 @@ func testReconcilePasses(t *testing.T, s qsync.Store) {
 		t.Errorf("passes after prune = %+v, want c", all)
 	}
 }
+
+// BenchLease measures Lease over a backlog: projects × perProject due jobs
+// (one project per route key's project); each round leases limit jobs and
+// releases them again.
+func BenchLease(b *testing.B, s qsync.Store, projects, perProject, limit int) {
+	ctx := context.Background()
+	keys := make([]qsync.Key, 0, projects*perProject)
+	for p := 0; p < projects; p++ {
+		for i := 0; i < perProject; i++ {
+			keys = append(keys, qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: fmt.Sprintf("P%03d", p), Kind: qsync.KindDefect, ID: int64(i + 1)}})
+		}
+	}
+	for i := 0; i < len(keys); i += 1000 {
+		if err := s.Enqueue(ctx, keys[i:min(i+1000, len(keys))], false, at(time.Duration(i)*time.Millisecond)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := at(time.Hour)
+	b.ResetTimer()
+	for b.Loop() {
+		js, err := s.Lease(ctx, "bench", limit, now, time.Minute)
+		if err != nil || len(js) != limit {
+			b.Fatalf("Lease = %d jobs, %v", len(js), err)
+		}
+		if err := s.Release(ctx, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// testLeaseFairness: a project's burst does not hold the queue: Lease
+// takes each project's oldest due job before any project's next one.
+func testLeaseFairness(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	pk := func(project string, id int64) qsync.Key {
+		return qsync.Key{Route: "r", EntityRef: qsync.EntityRef{Project: project, Kind: qsync.KindDefect, ID: id}}
+	}
+	var burst []qsync.Key
+	for i := int64(1); i <= 1000; i++ {
+		burst = append(burst, pk("BIG", i))
+	}
+	if err := s.Enqueue(ctx, burst[:500], false, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, burst[500:], false, at(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Enqueued after the whole burst: by due time alone it would wait for
+	// a thousand jobs.
+	if err := s.Enqueue(ctx, []qsync.Key{pk("SMALL", 1)}, false, at(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	js := lease(t, s, "w", 4, at(time.Minute))
+	got := map[string]int{}
+	for _, j := range js {
+		got[j.Key.Project]++
+	}
+	if len(js) != 4 || got["SMALL"] != 1 || got["BIG"] != 3 {
+		t.Fatalf("first lease batch = %v, want SMALL's job and 3 of BIG's", jobKeys(js))
+	}
+	// Within a project, oldest first.
+	for _, j := range js {
+		if j.Key.Project == "BIG" && !j.DueAt.Equal(t0) {
+			t.Errorf("leased %s due %s, want BIG's oldest (due %s)", j.Key, j.DueAt, t0)
+		}
+	}
+	// Next batch: SMALL has nothing left, BIG goes on.
+	if js := lease(t, s, "w", 4, at(time.Minute)); len(js) != 4 || js[0].Key.Project != "BIG" {
+		t.Errorf("second batch = %v, want 4 of BIG's", jobKeys(js))
+	}
+	// Three more projects (SMALL's job is still leased), limit 4: one job
+	// of each project.
+	for _, k := range []qsync.Key{pk("A", 1), pk("A", 2), pk("B", 1), pk("B", 2), pk("C", 1)} {
+		if err := s.Enqueue(ctx, []qsync.Key{k}, false, at(3*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js = lease(t, s, "w2", 4, at(time.Minute))
+	got = map[string]int{}
+	for _, j := range js {
+		got[j.Key.Project]++
+	}
+	if got["A"] != 1 || got["B"] != 1 || got["C"] != 1 || got["BIG"] != 1 {
+		t.Errorf("lease over four projects = %v, want one job of each", jobKeys(js))
+	}
+}

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"AcceptDuplicateKeepsBackoff", testAcceptDuplicateKeepsBackoff},
 		{"Enqueue", testEnqueue},
 		{"LeaseDueOrderLimit", testLeaseDueOrderLimit},
+		{"LeaseFairness", testLeaseFairness},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"LeaseLost", testLeaseLost},
 		{"Release", testRelease},
