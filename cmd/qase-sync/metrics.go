@@ -26,7 +26,9 @@ type metrics struct {
 	drift      *prometheus.CounterVec
 	reconciles *prometheus.CounterVec
 	pruned     *prometheus.CounterVec
+	webhookGap *prometheus.CounterVec
 	onDrift    func(route, class string) // the status page's tally; may be nil
+	onGap      func(k qsync.Key)         // webhook coverage (ops); may be nil
 }
 
 func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
@@ -82,9 +84,13 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 			Name: "qase_sync_pruned_rows_total",
 			Help: "Rows removed by retention, by table (events, ledger, dead_letters).",
 		}, []string{"table"}),
+		webhookGap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qase_sync_webhook_missed_changes_total",
+			Help: "Keys whose reconcile verify repaired a change (missing, fields, status) that no webhook brought, by Qase project: webhook missing or disabled?",
+		}, []string{"project"}),
 	}
 	reg.MustRegister(m.received, m.ackLatency, m.jobs, m.jobLatency, m.retries, m.trackerOps,
-		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles, m.pruned)
+		m.calls, m.callTime, m.rateWaits, m.drift, m.reconciles, m.pruned, m.webhookGap)
 	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
 		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
 		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),
@@ -111,6 +117,17 @@ func (m *metrics) Drift(route, class string) {
 	m.drift.WithLabelValues(route, class).Inc()
 	if m.onDrift != nil {
 		m.onDrift(route, class)
+	}
+}
+
+// Repaired is a qsync.RepairObserver: a key whose verify repaired drift.
+func (m *metrics) Repaired(k qsync.Key, drift []string) {
+	if !isWebhookGap(drift) {
+		return
+	}
+	m.webhookGap.WithLabelValues(k.Project).Inc()
+	if m.onGap != nil {
+		m.onGap(k)
 	}
 }
 

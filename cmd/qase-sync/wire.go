@@ -84,6 +84,11 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry, a.store)
 	a.metrics.onDrift = a.ops.found
+	a.metrics.onGap = func(k qsync.Key) {
+		if a.ops.gap(k) {
+			a.log.WithFields(logrus.Fields{"project": k.Project, "key": k.String()}).Warn(webhookSuspectNote)
+		}
+	}
 	if mode == appStoreOnly {
 		return a, nil
 	}
