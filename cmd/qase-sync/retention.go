@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -47,4 +50,36 @@ func (a *app) prune(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// cmdPrune is `qase-sync prune`: one prune now, as serve does every
+// retention.interval.
+func cmdPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c commonFlags
+	fs := newFlagSet("prune", stderr, &c)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: prune -c FILE", errUsage)
+	}
+	a, err := loadApp(c.config, stderr, appStoreOnly)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if a.cfg.Retention.MaxAge <= 0 {
+		return fmt.Errorf("%s: retention.max_age is 0: nothing is ever pruned", c.config)
+	}
+	rep, err := a.pruneOnce(ctx, a.clock.Now())
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return json.NewEncoder(stdout).Encode(rep)
+	}
+	fmt.Fprintf(stdout, "pruned %d events, %d ledger entries, %d dead letters, %d reconcile passes older than %s\n",
+		rep.Events, rep.Ledger, rep.DeadLetters, rep.Passes, a.cfg.Retention.MaxAge)
+	return nil
 }

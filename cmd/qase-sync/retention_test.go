@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // TestServePrunesHistory: serve prunes at start (the log says so), and a
@@ -39,5 +43,34 @@ func TestServePrunesHistory(t *testing.T) {
 	_, samples := scrapeMetrics(t, h.url)
 	if n, ok := promSum(samples, "qase_sync_pruned_rows_total", map[string]string{"table": "events"}); !ok || n != 1 {
 		t.Errorf("qase_sync_pruned_rows_total{table=events} = %v (found %v), want 1", n, ok)
+	}
+}
+
+// TestPruneCommand: `qase-sync prune` prunes with the configured age and
+// says what it removed; retention.max_age 0 is refused.
+func TestPruneCommand(t *testing.T) {
+	h := newHarness(t, harnessOpts{extraYAML: "retention:\n  max_age: 1h\n"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.drain()
+	// Backdate the reconcile passes so there is something old to prune.
+	if err := h.a.store.RecordPass(context.Background(), qsync.ReconcilePass{Started: time.Now().Add(-2 * time.Hour), Owner: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"prune", "-c", h.cfg, "-o", "json"}, &out, &errb); code != 0 {
+		t.Fatalf("prune: exit %d: %s", code, errb.String())
+	}
+	var rep qsync.PruneReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep != (qsync.PruneReport{Passes: 1}) {
+		t.Errorf("prune -o json = %q (%v), want only the old pass pruned", out.String(), err)
+	}
+	if st := h.eventStatus(); st.Applied+st.Noop != 1 {
+		t.Errorf("event status after prune = %+v: a fresh event was pruned", st)
+	}
+	h.writeConfig(harnessOpts{extraYAML: "retention:\n  max_age: 0s\n"}, strings.TrimPrefix(h.url, "http://"))
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"prune", "-c", h.cfg}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "retention.max_age is 0") {
+		t.Errorf("prune with max_age 0: exit %d, stderr %q", code, errb.String())
 	}
 }
