@@ -35,6 +35,7 @@ type Config struct {
 	Trackers  []Tracker `yaml:"trackers" json:"trackers"`
 	Worker    Worker    `yaml:"worker" json:"worker"`
 	Reconcile Reconcile `yaml:"reconcile" json:"reconcile"`
+	Retention Retention `yaml:"retention" json:"retention"`
 	Log       Log       `yaml:"log" json:"log"`
 	// Notify lists notification routes (config/notify.go).
 	Notify []Notifier `yaml:"notify,omitempty" json:"notify,omitempty"`
@@ -234,6 +235,19 @@ type Reconcile struct {
 	// Projects are the Qase projects enumerated for routes without a
 	// projects: list (empty = only projects seen in links and events).
 	Projects []string `yaml:"projects,omitempty" json:"projects,omitempty"`
+	// Lease is how long a replica's claim on the scheduled pass lasts
+	// without renewal (it is renewed while the pass runs): a replica that
+	// dies mid-pass blocks the others' ticks for at most this long.
+	Lease time.Duration `yaml:"lease" json:"lease"`
+}
+
+// Retention configures pruning of the store's history: accepted events
+// (once folded into their entity's snapshot and delivered), ledger entries
+// and dead letters whose key has no job, older than MaxAge.
+type Retention struct {
+	MaxAge   time.Duration `yaml:"max_age" json:"max_age"`   // 0 = keep everything
+	Interval time.Duration `yaml:"interval" json:"interval"` // how often serve prunes
+	Batch    int           `yaml:"batch" json:"batch"`       // rows per delete transaction
 }
 
 // Log configures logging.
@@ -267,7 +281,9 @@ func Default() Config {
 		// late_commit: twice the trackers' 30 s request timeout, and a margin.
 		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,
 			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second},
-		Log: Log{Level: "info", Format: "json"},
+		Reconcile: Reconcile{Lease: time.Minute},
+		Retention: Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000},
+		Log:       Log{Level: "info", Format: "json"},
 	}
 }
 

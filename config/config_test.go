@@ -84,6 +84,9 @@ func TestMinimalDefaults(t *testing.T) {
 	if c.Server.WebhookPath != "/webhooks/qase" || c.Qase.AppURL != "https://app.qase.io" || c.Log.Format != "json" || c.Reconcile.Enabled || c.Mapping != nil {
 		t.Errorf("defaults: %+v", c)
 	}
+	if c.Retention != (Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000}) {
+		t.Errorf("retention defaults: %+v", c.Retention)
+	}
 	if _, err := Parse("empty.yaml", nil, nil); err == nil || !strings.Contains(err.Error(), "qase.secrets: at least one webhook secret is required (or set allow_unsigned: true)") {
 		t.Errorf("empty config: %v", err)
 	}
@@ -101,6 +104,10 @@ func TestConfigErrors(t *testing.T) {
 		{"webhook path", base + "server: {webhook_path: hooks}\n", `c.yaml:2: server.webhook_path: must start with "/"`},
 		{"bad duration", base + "server:\n  read_timeout: 10 parsecs\n", `c.yaml:3: server.read_timeout: expected a duration (e.g. 30s, 5m, 72h), got "10 parsecs"`},
 		{"negative duration", base + "worker:\n  lease: -1s\n", "c.yaml:3: worker.lease: must be a positive duration"},
+		{"short retention", base + "retention:\n  max_age: 10m\n", "c.yaml:3: retention.max_age: must be 0 (keep everything) or at least 1h (got 10m0s)"},
+		{"reconcile lease", base + "reconcile:\n  lease: 0s\n", "c.yaml:3: reconcile.lease: must be a positive duration"},
+		{"retention interval", base + "retention:\n  interval: 0s\n", "c.yaml:3: retention.interval: must be a positive duration"},
+		{"retention batch", base + "retention:\n  max_age: 0s\n  batch: 0\n", "c.yaml:4: retention.batch: must be between 1 and 100000 (got 0)"},
 		{"bad int", base + "worker:\n  concurrency: many\n", `c.yaml:3: worker.concurrency: expected an integer, got "many"`},
 		{"no secret", "qase: {allow_unsigned: false}\n", "c.yaml:1: qase.secrets: at least one webhook secret is required (or set allow_unsigned: true)"},
 		{"bad bool", "qase: {secrets: [s], allow_unsigned: maybe}\n", `c.yaml:1: qase.allow_unsigned: expected true or false, got "maybe"`},

@@ -47,7 +47,7 @@ func (c *Config) validate() yamlpos.Problems {
 		{"server.shutdown_timeout", c.Server.ShutdownTimeout},
 		{"worker.lease", c.Worker.Lease}, {"worker.max_age", c.Worker.MaxAge},
 		{"worker.backoff_base", c.Worker.BackoffBase}, {"worker.backoff_max", c.Worker.BackoffMax},
-		{"worker.job_timeout", c.Worker.JobTimeout},
+		{"worker.job_timeout", c.Worker.JobTimeout}, {"reconcile.lease", c.Reconcile.Lease},
 	} {
 		if d.v <= 0 {
 			l.errf(d.field, "must be a positive duration")
@@ -203,6 +203,17 @@ func (c *Config) validate() yamlpos.Problems {
 		if _, err := cron.ParseStandard(c.Reconcile.Schedule); err != nil {
 			l.errf("reconcile.schedule", "invalid schedule %q: %v", c.Reconcile.Schedule, err)
 		}
+	}
+
+	// retention
+	if r := c.Retention; r.MaxAge != 0 && r.MaxAge < time.Hour {
+		l.errf("retention.max_age", "must be 0 (keep everything) or at least 1h (got %s)", r.MaxAge)
+	}
+	if c.Retention.Interval <= 0 {
+		l.errf("retention.interval", "must be a positive duration")
+	}
+	if b := c.Retention.Batch; b < 1 || b > 100000 {
+		l.errf("retention.batch", "must be between 1 and 100000 (got %d)", b)
 	}
 	return l.ps
 }

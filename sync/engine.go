@@ -24,6 +24,14 @@ type Metrics interface {
 	Drift(route, class string)
 }
 
+// RepairObserver is an optional Metrics extension: told about each key
+// whose verifying sync (a reconcile pass's job) found drift and completed,
+// that is, repaired it. A change that reached the service only this way
+// never arrived as a webhook (see the webhook coverage in cmd).
+type RepairObserver interface {
+	Repaired(k Key, drift []string)
+}
+
 // NopMetrics is a Metrics that records nothing.
 type NopMetrics struct{}
 
@@ -238,6 +246,9 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 			return
 		}
 		e.o.Metrics.JobDone(j.Key.Route, res.Outcome, now.Sub(start))
+		if ro, ok := e.o.Metrics.(RepairObserver); ok && j.Verify && len(res.Drift) > 0 {
+			ro.Repaired(j.Key, res.Drift)
+		}
 		log.WithFields(logrus.Fields{"outcome": res.Outcome, "ops": entry.Ops, "issue": entry.Issue}).Info("synced")
 		return
 	}

@@ -131,6 +131,55 @@ type InsightStore interface {
 	Overview(ctx context.Context, since time.Time) (Overview, error)
 }
 
+// PruneReport counts the rows one Prune removed.
+type PruneReport struct {
+	Events      int `json:"events"`
+	Ledger      int `json:"ledger"`
+	DeadLetters int `json:"dead_letters"`
+	Passes      int `json:"passes"`
+}
+
+// RetentionStore forgets history older than the retention age.
+type RetentionStore interface {
+	// Prune deletes, in transactions of at most batch rows each:
+	//   - events received before before that their entity's snapshot has
+	//     folded (Seq <= the snapshot's LastSeq) and that have no pending
+	//     delivery, with their deliveries: what Snapshot plus EventsAfter
+	//     give for an entity is unchanged. The newest event of each
+	//     project is kept (the last delivery per project, see Overview);
+	//   - ledger entries written before before;
+	//   - dead letters created before before whose key has no job;
+	//   - reconcile passes started before before.
+	Prune(ctx context.Context, before time.Time, batch int) (PruneReport, error)
+}
+
+// ReconcilePass is one reconcile pass as recorded in the store.
+type ReconcilePass struct {
+	ID       int64     `json:"id"`
+	Started  time.Time `json:"started_at"`
+	Owner    string    `json:"owner"`
+	Checked  int       `json:"checked"`
+	Enqueued int       `json:"enqueued"`
+}
+
+// CoordinationStore lets replicas on one database do singleton work once:
+// named leases that expire when their holder stops renewing them, and a
+// record of reconcile passes.
+type CoordinationStore interface {
+	// TryLease gives the named lease to owner until now+ttl when nobody
+	// holds it, its holder's lease has ended (until <= now), or owner
+	// holds it already (a renewal, which may also shorten it). ok=false:
+	// another owner holds it.
+	TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (ok bool, err error)
+	// ReleaseLease ends the lease if owner holds it.
+	ReleaseLease(ctx context.Context, name, owner string) error
+	// RecordPass stores a finished pass.
+	RecordPass(ctx context.Context, p ReconcilePass) error
+	// ReconcilePasses lists the passes started at or after since, oldest
+	// first.
+	ReconcilePasses(ctx context.Context, since time.Time) ([]ReconcilePass, error)
+}
+
 // Store is every storage port; sqlite and postgres implement it and pass
 // the same conformance suite (adapters/store/storetest).
 type Store interface {
@@ -140,6 +189,8 @@ type Store interface {
 	LinkStore
 	LedgerStore
 	InsightStore
+	RetentionStore
+	CoordinationStore
 	Ping(ctx context.Context) error
 	// CreatedAt is when this database was created (its first schema
 	// migration): a store younger than the trackers' late-commit window

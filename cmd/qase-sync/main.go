@@ -7,6 +7,7 @@
 //	qase-sync links rebuild -c config.yaml [--route R]
 //	qase-sync deadletters list|show|retry|drop [ID] -c config.yaml
 //	qase-sync explain QA-1 | ID/defect/1 -c config.yaml
+//	qase-sync prune       -c config.yaml
 //	qase-sync version
 package main
 
@@ -41,6 +42,8 @@ Usage:
   qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [--output text|json]
   qase-sync explain     ISSUE-KEY | PROJECT/KIND/ID -c FILE
                                                 why an issue says what it says: changes, requests, rules, events
+  qase-sync prune       -c FILE [--output text|json]
+                                                forget history older than retention.max_age now
   qase-sync version
 
 Every command takes -c/--config (default: $QASE_SYNC_CONFIG, else config.yaml);
@@ -70,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdExplain(ctx, rest, stdout, stderr)
 	case "deadletters", "dead-letters":
 		err = cmdDeadLetters(ctx, rest, stdout, stderr)
+	case "prune":
+		err = cmdPrune(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "qase-sync", version)
 	case "help", "-h", "--help":
@@ -191,6 +196,12 @@ tracker issues (after losing or replacing the database).`,
 Show the provenance of a tracker issue or a Qase entity, newest first: each
 tracker change, the request that made it, the route and rule behind it, and
 the Qase events that caused it.`,
+	"prune": `Usage: qase-sync prune -c FILE [-o text|json]
+
+Prune the store's history now, as serve does every retention.interval: events
+older than retention.max_age that their entity's snapshot has folded and that
+have no pending delivery (the newest of each project stays), ledger entries,
+dead letters whose key has no job, and recorded reconcile passes.`,
 	"deadletters": `Usage: qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [-o text|json]
 
 Inspect and act on jobs that failed permanently or exhausted their retries:

@@ -25,7 +25,10 @@ type metrics struct {
 	rateWaits  *prometheus.CounterVec
 	drift      *prometheus.CounterVec
 	reconciles *prometheus.CounterVec
+	pruned     *prometheus.CounterVec
+	webhookGap *prometheus.CounterVec
 	onDrift    func(route, class string) // the status page's tally; may be nil
+	onGap      func(k qsync.Key)         // webhook coverage (ops); may be nil
 }
 
 func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
@@ -53,10 +56,14 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		trackerOps: counter("qase_sync_tracker_operations_total", "Tracker operations applied, by tracker and operation.", "tracker", "op"),
 		calls: counter("qase_sync_api_calls_total",
 			"Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).", "system", "op", "status"),
-		callTime:   histogram("qase_sync_api_call_seconds", "Outbound API call latency.", "system", "op"),
-		rateWaits:  counter("qase_sync_rate_limit_wait_seconds_total", "Time spent waiting for the pacing limiter, by tracker.", "tracker"),
-		drift:      counter("qase_sync_reconcile_drift_total", "Drift found (and repaired unless dry-run) by route and class.", "route", "class"),
-		reconciles: counter("qase_sync_reconcile_runs_total", "Reconcile passes by result (ok, failed, skipped).", "result"),
+		callTime:  histogram("qase_sync_api_call_seconds", "Outbound API call latency.", "system", "op"),
+		rateWaits: counter("qase_sync_rate_limit_wait_seconds_total", "Time spent waiting for the pacing limiter, by tracker.", "tracker"),
+		drift:     counter("qase_sync_reconcile_drift_total", "Drift found (and repaired unless dry-run) by route and class.", "route", "class"),
+		reconciles: counter("qase_sync_reconcile_runs_total",
+			"Reconcile passes by result (ok, failed, skipped: one still running here, other_replica: another replica holds the reconcile lease).", "result"),
+		pruned: counter("qase_sync_pruned_rows_total", "Rows removed by retention, by table (events, ledger, dead_letters).", "table"),
+		webhookGap: counter("qase_sync_webhook_missed_changes_total",
+			"Keys whose reconcile verify repaired a change (missing, fields, status) that no webhook brought, by Qase project: webhook missing or disabled?", "project"),
 	}
 	reg.MustRegister(m.ackLatency)
 	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
@@ -85,6 +92,17 @@ func (m *metrics) Drift(route, class string) {
 	m.drift.WithLabelValues(route, class).Inc()
 	if m.onDrift != nil {
 		m.onDrift(route, class)
+	}
+}
+
+// Repaired is a qsync.RepairObserver: a key whose verify repaired drift.
+func (m *metrics) Repaired(k qsync.Key, drift []string) {
+	if !isWebhookGap(drift) {
+		return
+	}
+	m.webhookGap.WithLabelValues(k.Project).Inc()
+	if m.onGap != nil {
+		m.onGap(k)
 	}
 }
 

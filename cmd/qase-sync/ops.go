@@ -22,6 +22,12 @@ type opsState struct {
 	drift map[string]map[string]int
 	// passes keeps the drift of finished passes, newest last (bounded).
 	passes []map[string]int // route -> drift count
+	// gaps: keys per project whose verify in the current pass repaired a
+	// change no webhook brought (see coverage.go); prevGaps the previous
+	// pass's, which started at prevStarted.
+	gaps        map[string]map[qsync.Key]bool
+	prevGaps    map[string]map[qsync.Key]bool
+	prevStarted time.Time
 }
 
 type reconcileRecord struct {
@@ -51,6 +57,10 @@ func (o *opsState) reconcileStarted(at time.Time) {
 		}
 	}
 	o.drift = map[string]map[string]int{}
+	if o.last != nil {
+		o.prevGaps, o.prevStarted = o.gaps, o.last.At
+	}
+	o.gaps = nil
 	o.last = &reconcileRecord{At: at}
 }
 
@@ -176,6 +186,9 @@ type statusReport struct {
 	qsync.Overview
 	ThroughputWindow string           `json:"outcomes_window"`
 	LastReconcile    *reconcileRecord `json:"last_reconcile,omitempty"`
+	// WebhookSuspects: projects whose changes reached the service only
+	// through this process's reconcile passes (current and previous).
+	WebhookSuspects []webhookSuspect `json:"webhook_suspects,omitempty"`
 }
 
 func (a *app) statusJSON(ctx context.Context) (any, error) {
@@ -183,5 +196,6 @@ func (a *app) statusJSON(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return statusReport{Overview: o, ThroughputWindow: "1h", LastReconcile: a.ops.lastReconcile()}, nil
+	return statusReport{Overview: o, ThroughputWindow: "1h", LastReconcile: a.ops.lastReconcile(),
+		WebhookSuspects: a.ops.webhookSuspects(o.LastDelivery)}, nil
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +62,7 @@ func (a *app) serve(ctx context.Context) error {
 	engineDone := make(chan struct{})
 	go func() { a.engine.Run(engineCtx); close(engineDone) }()
 	go a.vouch(engineCtx)
+	go a.prune(engineCtx)
 
 	hook := qase.NewHandler(qase.HandlerOptions{
 		Acceptor: inbox, Secrets: reveal(a.cfg.Qase.Secrets), ProjectSecrets: revealMap(a.cfg.Qase.ProjectSecrets),
@@ -92,7 +91,7 @@ func (a *app) serve(ctx context.Context) error {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	mux.Handle(uiPrefix, newStatusUI(a.cfg.Server.AdminToken.Reveal(), a.store, a.clock, a.explain, a.ops, newRedactor(a.cfg), a.log.WithField("component", "status-page")))
-	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.reconcileNow, a.explain, a.statusJSON, a.clock))
+	mux.Handle("/admin/", adminHandler(a.cfg.Server.AdminToken.Reveal(), a.store, a.adminReconcile, a.explain, a.statusJSON, a.clock))
 	mux.Handle("/debug/pprof/", pprofHandler(a.cfg.Server.AdminToken.Reveal()))
 
 	hs := &http.Server{
@@ -184,28 +183,30 @@ func (a *app) startCron() (*cron.Cron, error) {
 	}
 	cl := cronLogger{a.log.WithField("component", "cron")}
 	c := cron.New(cron.WithLogger(cl), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
-	if _, err := c.AddFunc(rc.Schedule, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
-		defer cancel()
-		if _, err := a.reconcileNow(ctx); err != nil {
-			a.log.WithError(err).Error("scheduled reconcile failed")
-		}
-	}); err != nil {
+	sched, err := cron.ParseStandard(rc.Schedule)
+	if err != nil {
 		return nil, fmt.Errorf("reconcile.schedule %q: %w", rc.Schedule, err)
 	}
+	c.Schedule(sched, cron.FuncJob(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
+		defer cancel()
+		next := sched.Next(a.clock.Now())
+		a.reconcileTick(ctx, next, sched.Next(next).Sub(next))
+	}))
 	c.Start()
 	return c, nil
 }
 
-var reconcileMu sync.Mutex
+// adminReconcile is POST /admin/reconcile: a pass now, under the
+// reconcile lease (released when it ends), so it never overlaps another
+// replica's pass.
+func (a *app) adminReconcile(ctx context.Context) (qsync.ReconcileReport, error) {
+	return a.leasedReconcile(ctx, time.Time{})
+}
 
-// reconcileNow runs one pass (enqueueing verify jobs for the workers).
-func (a *app) reconcileNow(ctx context.Context) (qsync.ReconcileReport, error) {
-	if !reconcileMu.TryLock() {
-		a.metrics.reconciles.WithLabelValues("skipped").Inc()
-		return qsync.ReconcileReport{}, errors.New("a reconcile pass is already running")
-	}
-	defer reconcileMu.Unlock()
+// runPass runs one pass (enqueueing verify jobs for the workers); the
+// caller holds a.reconcileMu and the reconcile lease.
+func (a *app) runPass(ctx context.Context) (qsync.ReconcileReport, error) {
 	a.ops.reconcileStarted(a.clock.Now())
 	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
 	a.ops.reconcileFinished(rep, err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -51,6 +52,9 @@ type app struct {
 	metrics  *metrics
 	registry *prometheus.Registry
 	ops      *opsState // this process's reconcile passes and drift
+	owner    string    // this replica's name in store leases
+	// reconcileMu keeps this process to one reconcile pass at a time.
+	reconcileMu sync.Mutex
 	// env and httpClient are seams for tests.
 	env        func(string) (string, bool)
 	httpClient *http.Client
@@ -66,7 +70,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	if err != nil {
 		return nil, err // already "file:line: field: problem", every one of them
 	}
-	a := &app{cfg: cfg, mapper: mapper, clock: qsync.SystemClock, env: env, httpClient: hc, trackers: map[string]qsync.Tracker{}, ops: newOpsState()}
+	a := &app{cfg: cfg, mapper: mapper, clock: qsync.SystemClock, env: env, httpClient: hc, trackers: map[string]qsync.Tracker{}, ops: newOpsState(), owner: replicaID()}
 	a.log = newLogger(cfg.Log, stderr, mode)
 	if mode <= appPlan {
 		return a, nil
@@ -80,6 +84,11 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry, a.store)
 	a.metrics.onDrift = a.ops.found
+	a.metrics.onGap = func(k qsync.Key) {
+		if a.ops.gap(k) {
+			a.log.WithFields(logrus.Fields{"project": k.Project, "key": k.String()}).Warn(webhookSuspectNote)
+		}
+	}
 	if mode == appStoreOnly {
 		return a, nil
 	}

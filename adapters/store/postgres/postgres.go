@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,10 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	log  *logrus.Entry
+	// turn is the project this instance's last Lease batch ended on
+	// (fairness; see Lease).
+	turnMu sync.Mutex
+	turn   string
 }
 
 var _ qsync.Store = (*Store)(nil)

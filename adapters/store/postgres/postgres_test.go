@@ -32,7 +32,7 @@ func adminDSN() string {
 // testDB creates a fresh database for this test and drops it afterwards.
 // It skips when the server is unreachable, unless
 // QASE_SYNC_REQUIRE_POSTGRES=1 demands PostgreSQL.
-func testDB(t *testing.T) (dsn string) {
+func testDB(t testing.TB) (dsn string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -95,7 +95,7 @@ func schemaDSN(t *testing.T, dsn string, n int64) string {
 	return u.String()
 }
 
-func open(t *testing.T, dsn string) *Store {
+func open(t testing.TB, dsn string) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), Options{DSN: dsn})
 	return storetest.Opened(t, s, err)
@@ -113,6 +113,12 @@ func TestConformance(t *testing.T) {
 func TestLeaseExclusiveAcrossReplicas(t *testing.T) {
 	dsn := testDB(t)
 	storetest.LeaseExclusive(t, open(t, dsn), open(t, dsn))
+}
+
+// Replicas race for one named lease (the reconcile tick): one wins.
+func TestTryLeaseExclusiveAcrossReplicas(t *testing.T) {
+	dsn := testDB(t)
+	storetest.TryLeaseExclusive(t, open(t, dsn), open(t, dsn), open(t, dsn))
 }
 
 // Replicas starting at once must not trip over each other's migrations.
@@ -204,4 +210,9 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 	}
 
 	storetest.UpgradedLeaseAndLedger(t, open(t, dsn))
+}
+
+// BenchmarkLease: four jobs out of a 10,000-job backlog over 20 projects.
+func BenchmarkLease(b *testing.B) {
+	storetest.BenchLease(b, open(b, testDB(b)), 20, 500, 4)
 }

@@ -168,6 +168,13 @@ func scanJob(row pgx.Row) (qsync.Job, error) {
 // over rows another transaction is taking; the row re-check under the lock
 // drops rows whose lease was just set by someone else. Each job's fencing
 // token is the call's random prefix plus its row number in the call.
+//
+// Projects take turns (fairness): the batch starts with the oldest due job
+// of each of the next projects after the one this replica's previous batch
+// ended on, in project order and wrapping around, one job per project; a
+// batch with room left (fewer projects than limit) fills it with the
+// oldest due jobs. One project's burst so cannot hold the queue. Each turn
+// is one seek on jobs_project_due.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -175,20 +182,35 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 	if owner == "" {
 		return nil, errors.New("postgres: lease: empty owner")
 	}
-	rows, err := s.pool.Query(ctx, `WITH c AS (
-			SELECT route, project, kind, entity_id FROM jobs
-			WHERE due_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
-			ORDER BY due_at LIMIT $4
-			FOR UPDATE SKIP LOCKED
-		), n AS (SELECT c.*, row_number() OVER () AS n FROM c)
-		UPDATE jobs j SET lease_owner = $1, lease_until = $2, lease_token = $5 || n.n
-		FROM n WHERE j.route = n.route AND j.project = n.project AND j.kind = n.kind AND j.entity_id = n.entity_id
-		RETURNING j.route, j.project, j.kind, j.entity_id, j.gen, j.attempts, j.last_error, j.verify, j.first_at, j.due_at, j.lease_token`,
-		owner, now.Add(lease), now, limit, storeutil.LeasePrefix(owner))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: lease: %w", err)
-	}
-	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (qsync.Job, error) { return scanJob(r) })
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	var jobs []qsync.Job
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		keys, last, err := pickFair(ctx, tx, s.turn, limit, now)
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		var routes, projects, kinds []string
+		var ids []int64
+		for _, k := range keys {
+			routes, projects, kinds, ids = append(routes, k.Route), append(projects, k.Project), append(kinds, string(k.Kind)), append(ids, k.ID)
+		}
+		rows, err := tx.Query(ctx, `UPDATE jobs j SET lease_owner = $1, lease_until = $2, lease_token = $4 || n.n
+			FROM unnest($5::text[], $6::text[], $7::text[], $8::bigint[]) WITH ORDINALITY AS n(route, project, kind, entity_id, n)
+			WHERE j.route = n.route AND j.project = n.project AND j.kind = n.kind AND j.entity_id = n.entity_id
+			AND j.due_at <= $3 AND (j.lease_until IS NULL OR j.lease_until < $3)
+			RETURNING j.route, j.project, j.kind, j.entity_id, j.gen, j.attempts, j.last_error, j.verify, j.first_at, j.due_at, j.lease_token`,
+			owner, now.Add(lease), now, storeutil.LeasePrefix(owner), routes, projects, kinds, ids)
+		if err != nil {
+			return err
+		}
+		jobs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (qsync.Job, error) { return scanJob(r) })
+		if err != nil {
+			return err
+		}
+		s.turn = last
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lease: %w", err)
 	}
@@ -199,6 +221,61 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 		return jobs[i].Key.String() < jobs[j].Key.String()
 	})
 	return jobs, nil
+}
+
+// pickFair locks up to limit due, unleased jobs: one per project, from the
+// project after turn on (wrapping), then the oldest due jobs. last is the
+// project the walk ended on.
+func pickFair(ctx context.Context, tx pgx.Tx, turn string, limit int, now time.Time) (keys []qsync.Key, last string, err error) {
+	const cols = `SELECT route, project, kind, entity_id FROM jobs WHERE `
+	const due = ` AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $2) ORDER BY project, due_at LIMIT 1 FOR UPDATE SKIP LOCKED`
+	scan := func(row pgx.Row) (qsync.Key, error) {
+		var k qsync.Key
+		var kind string
+		err := row.Scan(&k.Route, &k.Project, &kind, &k.ID)
+		k.Kind = qsync.Kind(kind)
+		return k, err
+	}
+	last = turn
+	picked := map[qsync.Key]bool{}
+	after, wrapped := turn, turn == ""
+	for len(keys) < limit {
+		var k qsync.Key
+		if wrapped && turn != "" {
+			k, err = scan(tx.QueryRow(ctx, cols+`project > $1 AND project <= $3`+due, after, now, turn))
+		} else {
+			k, err = scan(tx.QueryRow(ctx, cols+`project > $1`+due, after, now))
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			if wrapped {
+				break
+			}
+			wrapped, after = true, ""
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		keys, picked[k], after, last = append(keys, k), true, k.Project, k.Project
+	}
+	if len(keys) == limit {
+		return keys, last, nil
+	}
+	rows, err := tx.Query(ctx, cols+`due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+		ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, 2*limit)
+	if err != nil {
+		return nil, "", err
+	}
+	more, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (qsync.Key, error) { return scan(r) })
+	if err != nil {
+		return nil, "", err
+	}
+	for _, k := range more {
+		if len(keys) < limit && !picked[k] {
+			keys = append(keys, k)
+		}
+	}
+	return keys, last, nil
 }
 
 // leaseWhere matches the job row a fencing token still holds. A job

@@ -135,6 +135,13 @@ func scanJob(sc interface{ Scan(...any) error }) (qsync.Job, error) {
 // Lease implements qsync.JobStore. The single writer connection makes the
 // select-and-mark atomic with respect to every other caller. Each job's
 // fencing token is the call's random prefix plus the job's rowid.
+//
+// Projects take turns (fairness): the batch starts with the oldest due job
+// of each of the next projects after the one the previous batch ended on,
+// in project order and wrapping around, one job per project; a batch with
+// room left (fewer projects than limit) fills it with the oldest due jobs.
+// One project's burst so cannot hold the queue. Each turn is one seek on
+// jobs_project_due.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -144,11 +151,16 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 	}
 	var jobs []qsync.Job
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET lease_owner = ?1, lease_until = ?2, lease_token = ?5 || rowid
-			WHERE rowid IN (SELECT rowid FROM jobs
-				WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
-				ORDER BY due_at, rowid LIMIT ?4)
-			RETURNING `+jobCols, owner, us(now.Add(lease)), us(now), limit, storeutil.LeasePrefix(owner))
+		jobs = jobs[:0]
+		ids, last, err := pickFair(ctx, tx, s.turn, limit, us(now))
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		list, _ := json.Marshal(ids)
+		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET lease_owner = ?1, lease_until = ?2, lease_token = ?4 || rowid
+			WHERE rowid IN (SELECT value FROM json_each(?5))
+			AND due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
+			RETURNING `+jobCols, owner, us(now.Add(lease)), us(now), storeutil.LeasePrefix(owner), string(list))
 		if err != nil {
 			return err
 		}
@@ -160,13 +172,76 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 			}
 			jobs = append(jobs, j)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		s.turn = last
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: lease: %w", err)
 	}
 	sortJobs(jobs)
 	return jobs, nil
+}
+
+// pickFair chooses up to limit due, unleased jobs (rowids): one per
+// project, from the project after turn on (wrapping), then the oldest due
+// jobs. last is the project the walk ended on.
+func pickFair(ctx context.Context, tx *sql.Tx, turn string, limit int, now int64) (ids []int64, last string, err error) {
+	const due = ` AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2) ORDER BY project, due_at LIMIT 1`
+	next, err := tx.PrepareContext(ctx, `SELECT project, rowid FROM jobs WHERE project > ?1`+due)
+	if err != nil {
+		return nil, "", err
+	}
+	defer next.Close()
+	wrap, err := tx.PrepareContext(ctx, `SELECT project, rowid FROM jobs WHERE project > ?1 AND project <= ?3`+due)
+	if err != nil {
+		return nil, "", err
+	}
+	defer wrap.Close()
+	last = turn
+	picked := map[int64]bool{}
+	after, wrapped := turn, turn == ""
+	for len(ids) < limit {
+		var p string
+		var id int64
+		if wrapped && turn != "" {
+			err = wrap.QueryRowContext(ctx, after, now, turn).Scan(&p, &id)
+		} else {
+			err = next.QueryRowContext(ctx, after, now).Scan(&p, &id)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			if wrapped {
+				break
+			}
+			wrapped, after = true, ""
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		ids, picked[id], after, last = append(ids, id), true, p, p
+	}
+	if len(ids) == limit {
+		return ids, last, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT rowid FROM jobs WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)
+		ORDER BY due_at, rowid LIMIT ?2`, now, 2*limit)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() && len(ids) < limit {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, "", err
+		}
+		if !picked[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids, last, rows.Err()
 }
 
 // sortJobs orders by due time (RETURNING order is unspecified).

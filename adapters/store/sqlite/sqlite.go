@@ -62,7 +62,10 @@ type Store struct {
 	ckpt     *checkpointer
 	syncMode string
 	r        *sql.DB // read pool (query_only)
-	log      *logrus.Entry
+	// turn is the project the last Lease batch ended on (fairness; see
+	// Lease). Guarded by wmu: Lease reads and sets it in its transaction.
+	turn string
+	log  *logrus.Entry
 }
 
 var _ qsync.Store = (*Store)(nil)

@@ -33,6 +33,12 @@ func TestLeaseExclusiveAcrossInstances(t *testing.T) {
 	storetest.LeaseExclusive(t, open(t, path), open(t, path))
 }
 
+// Processes on one file race for one named lease: one wins.
+func TestTryLeaseExclusiveAcrossInstances(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qs.db")
+	storetest.TryLeaseExclusive(t, open(t, path), open(t, path))
+}
+
 func TestReopenKeepsDataAndSkipsMigrations(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "dir with space?#", "qs.db")
@@ -58,7 +64,7 @@ func TestReopenKeepsDataAndSkipsMigrations(t *testing.T) {
 	if err := s2.r.QueryRowContext(ctx, `SELECT group_concat(version) FROM schema_migrations`).Scan(&versions); err != nil {
 		t.Fatal(err)
 	}
-	if versions != "1,2,3,4" {
+	if versions != "1,2,3,4,5,6" {
 		t.Errorf("schema_migrations = %q, want one row per migration", versions)
 	}
 	if err := s2.r.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
@@ -130,3 +136,8 @@ func BenchmarkAcceptEvents(b *testing.B) {
 }
 
 func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+
+// BenchmarkLease: four jobs out of a 10,000-job backlog over 20 projects.
+func BenchmarkLease(b *testing.B) {
+	storetest.BenchLease(b, open(b, filepath.Join(b.TempDir(), "qs.db")), 20, 500, 4)
+}

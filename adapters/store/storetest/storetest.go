@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"AcceptDuplicateKeepsBackoff", testAcceptDuplicateKeepsBackoff},
 		{"Enqueue", testEnqueue},
 		{"LeaseDueOrderLimit", testLeaseDueOrderLimit},
+		{"LeaseFairness", testLeaseFairness},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"LeaseLost", testLeaseLost},
 		{"Release", testRelease},
@@ -69,6 +70,10 @@ func Run(t *testing.T, open Opener) {
 		{"LedgerDrift", testLedgerDrift},
 		{"Deliveries", testDeliveries},
 		{"Overview", testOverview},
+		{"Prune", testPrune},
+		{"TryLease", testTryLease},
+		{"TryLeaseExclusive", func(t *testing.T, s qsync.Store) { TryLeaseExclusive(t, s) }},
+		{"ReconcilePasses", testReconcilePasses},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
