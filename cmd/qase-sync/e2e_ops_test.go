@@ -834,15 +834,9 @@ func TestOpsSlowLoris(t *testing.T) {
 // qase_sync_events), not dead forever.
 func TestOpsDeadLetterRetryLedger(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.drain()
-	dls, err := h.a.store.DeadLetters(context.Background(), 10)
-	if err != nil || len(dls) != 1 {
-		t.Fatalf("dead letters = %+v (%v), want 1", dls, err)
-	}
+	id := h.deadLetter()
 	var out, errb bytes.Buffer
-	if code := run([]string{"deadletters", "retry", strconv.FormatInt(dls[0].ID, 10), "-c", h.cfg}, &out, &errb); code != 0 {
+	if code := run([]string{"deadletters", "retry", id, "-c", h.cfg}, &out, &errb); code != 0 {
 		t.Fatalf("retry: exit %d: %s", code, errb.String())
 	}
 	h.drain()
