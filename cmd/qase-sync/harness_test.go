@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -253,20 +252,6 @@ func (h *harness) deliverTo(path, file string, want int) string {
 		h.t.Fatalf("POST %s (%s): %d %s, want %d", path, file, code, resp, want)
 	}
 	return resp
-}
-
-// deadLetter makes Jira refuse the create of defect.created.json once, so
-// the event ends as the only dead letter, and returns that letter's id.
-func (h *harness) deadLetter() string {
-	h.t.Helper()
-	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.drain()
-	dls, err := h.a.store.DeadLetters(context.Background(), 10)
-	if err != nil || len(dls) != 1 {
-		h.t.Fatalf("dead letters = %+v (%v), want 1", dls, err)
-	}
-	return strconv.FormatInt(dls[0].ID, 10)
 }
 
 // drain waits until every accepted event reached its outcome and no job is

@@ -1,17 +1,33 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// deadLetter makes Jira refuse the create of defect.created.json once, so
+// the event ends as the only dead letter, and returns that letter's id.
+func (h *harness) deadLetter() string {
+	h.t.Helper()
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.drain()
+	dls, err := h.a.store.DeadLetters(context.Background(), 10)
+	if err != nil || len(dls) != 1 {
+		h.t.Fatalf("dead letters = %+v (%v), want 1", dls, err)
+	}
+	return strconv.FormatInt(dls[0].ID, 10)
+}
 
 // uiClient is a browser-like client: a cookie jar, no redirects followed
 // automatically when asked.
