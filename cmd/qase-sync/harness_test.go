@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -226,12 +226,7 @@ func (h *harness) post(path string, body []byte, secret string) (int, string) {
 	if secret != "" {
 		req.Header.Set("X-Qase-Secret", secret)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testhttp.Do(h.t, nil, req)
 	return resp.StatusCode, string(b)
 }
 
