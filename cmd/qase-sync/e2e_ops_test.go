@@ -104,20 +104,7 @@ store:
   driver: sqlite
   sqlite:
     path: %s
-trackers:
-  - name: jira
-    type: jira
-    url: %s
-    email: bot@example.com
-    token: jira-api-token-value
-    settle: 1ms
-    rate: {per_second: 500, burst: 100}
-  - name: github
-    type: github
-    base_url: %s
-    token: github-token-value
-    rate: {per_second: 500, burst: 100}
-worker:
+%sworker:
   concurrency: %d
   lease: %s
   max_attempts: %d
@@ -131,7 +118,7 @@ log:
 mapping:
 %s
 `, c.listen, c.readHeader, c.shutdownTimeout, opsAdminToken, testSecret, filepath.Join(c.dir, "qase-sync.db"),
-		c.jiraURL, c.ghURL, c.concurrency, c.lease, c.maxAttempts, c.jobTimeout, c.logLevel, indent(exampleRoutes(t), "  "))
+		trackersYAML(c.jiraURL, c.ghURL, "    rate: {per_second: 500, burst: 100}\n"), c.concurrency, c.lease, c.maxAttempts, c.jobTimeout, c.logLevel, indent(exampleRoutes(t), "  "))
 	path := filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -118,18 +118,7 @@ qase:
   project_secrets:
     PSEC: ["project-only-secret"]
 %s%s
-trackers:
-  - name: jira
-    type: jira
-    url: %s
-    email: bot@example.com
-    token: jira-api-token-value
-    settle: 1ms
-  - name: github
-    type: github
-    base_url: %s
-    token: github-token-value
-worker:
+%sworker:
   concurrency: 4
   lease: 30s
   max_attempts: 5
@@ -142,11 +131,28 @@ log:
 %s
 mapping:
 %s
-`, listen, testSecret, qaseAPI, store, h.jira.URL, h.gh.URL, o.extraYAML, indent(routes, "  "))
+`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, ""), o.extraYAML, indent(routes, "  "))
 	h.cfg = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// trackersYAML is the trackers section for the Jira and GitHub fakes at
+// jiraURL and ghURL; each tracker also gets the lines in extra.
+func trackersYAML(jiraURL, ghURL, extra string) string {
+	return fmt.Sprintf(`trackers:
+  - name: jira
+    type: jira
+    url: %s
+    email: bot@example.com
+    token: jira-api-token-value
+    settle: 1ms
+%s  - name: github
+    type: github
+    base_url: %s
+    token: github-token-value
+%s`, jiraURL, extra, ghURL, extra)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
