@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -636,10 +635,7 @@ func TestOpsGracefulShutdown(t *testing.T) {
 		t.Fatalf("%d creates reached jira but %d issues exist", started, len(issues))
 	}
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(dir, "qase-sync.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStoreFile(t, dir)
 	done := 0
 	for id := 1; id <= n; id++ {
 		k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: int64(id)}}

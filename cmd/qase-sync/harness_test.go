@@ -16,6 +16,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -136,6 +137,18 @@ mapping:
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// openStoreFile opens the SQLite store a stopped service left in dir; it is
+// closed when the test ends.
+func openStoreFile(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(dir, "qase-sync.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // trackersYAML is the trackers section for the Jira and GitHub fakes at
