@@ -334,6 +334,15 @@ func (m *Mapping) data(e qsync.Entity) map[string]any {
 	return d
 }
 
+// each returns f applied to every element of s, in order.
+func each[S, T any](s []S, f func(S) T) []T {
+	out := make([]T, len(s))
+	for i, x := range s {
+		out[i] = f(x)
+	}
+	return out
+}
+
 // normalize deep-copies a JSON-ish value, turning integral floats into
 // int64 (so templates print 3, not 3e+00, and eq .failed 0 works) and
 // string slices into []any.
@@ -349,17 +358,9 @@ func normalize(v any) any {
 	case int32:
 		return int64(t)
 	case []string:
-		out := make([]any, len(t))
-		for i, s := range t {
-			out[i] = s
-		}
-		return out
+		return each(t, func(s string) any { return s })
 	case []any:
-		out := make([]any, len(t))
-		for i, x := range t {
-			out[i] = normalize(x)
-		}
-		return out
+		return each(t, normalize)
 	case map[string]any:
 		out := make(map[string]any, len(t))
 		for k, x := range t {

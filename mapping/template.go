@@ -324,11 +324,7 @@ func toStrings(v any) []string {
 	case nil:
 		return nil
 	case []any:
-		out := make([]string, len(t))
-		for i, e := range t {
-			out[i] = toString(e)
-		}
-		return out
+		return each(t, toString)
 	case []string:
 		return append([]string(nil), t...)
 	}

@@ -578,6 +578,22 @@ func (b *bundle) reconcile() qsync.ReconcileReport {
 	return rep
 }
 
+// reconcileWrites runs a pass and returns how many tracker writes it made.
+func (b *bundle) reconcileWrites() int {
+	b.t.Helper()
+	w := b.tracker.totalWrites()
+	b.reconcile()
+	return b.tracker.totalWrites() - w
+}
+
+// wantConverged fails if another reconcile pass writes to the tracker.
+func (b *bundle) wantConverged() {
+	b.t.Helper()
+	if n := b.reconcileWrites(); n != 0 {
+		b.t.Fatalf("a pass after convergence wrote %d times", n)
+	}
+}
+
 func key(id int64) qsync.Key {
 	return qsync.Key{Route: route, EntityRef: qsync.EntityRef{Project: project, Kind: qsync.KindDefect, ID: id}}
 }
@@ -599,6 +615,16 @@ func (b *bundle) openDefect(id int64, title string, ts time.Time) {
 }
 
 // oneIssue asserts exactly one issue carries k's marker and returns it.
+// wantDeletedComment fails unless defect id's one issue has the status and
+// carries the comment posted on deletion.
+func (b *bundle) wantDeletedComment(id int64, status string) {
+	b.t.Helper()
+	is := b.oneIssue(id)
+	if is.Status != status || is.comments[route+":deleted"] == "" {
+		b.t.Fatalf("status %q comments %v", is.Status, is.comments)
+	}
+}
+
 func (b *bundle) oneIssue(id int64) memIssue {
 	b.t.Helper()
 	got := b.tracker.issuesOf(key(id))

@@ -58,20 +58,12 @@ func TestStatusAndCommentInOneWrite(t *testing.T) {
 	if n := b.tracker.reads["has_comment"]; n != 0 {
 		t.Fatalf("%d comment lookups on a first attempt, want none", n)
 	}
-	is := b.oneIssue(1)
-	if is.Status != "Done" || is.comments[route+":deleted"] == "" {
-		t.Fatalf("status %q comments %v", is.Status, is.comments)
-	}
+	b.wantDeletedComment(1, "Done")
 	l := b.link(1)
 	if l.Applied.Status != "Done" || !slices.Contains(l.Applied.Comments, route+":deleted") || len(l.Applied.Pending) != 0 {
 		t.Fatalf("applied %+v: want Done, the comment recorded and nothing pending", l.Applied)
 	}
-	// Converged: another pass writes nothing.
-	total := b.tracker.totalWrites()
-	b.reconcile()
-	if b.tracker.totalWrites() != total {
-		t.Fatalf("reconcile wrote %d times", b.tracker.totalWrites()-total)
-	}
+	b.wantConverged()
 }
 
 // The combined write committed but its answer was lost: the retry looks
@@ -119,10 +111,7 @@ func TestStatusCommentUnreachable(t *testing.T) {
 	if n := b.tracker.reads["has_comment"]; n != 0 {
 		t.Fatalf("%d comment lookups, want none", n)
 	}
-	is := b.oneIssue(1)
-	if is.Status != "To Do" || is.comments[route+":deleted"] == "" {
-		t.Fatalf("status %q comments %v", is.Status, is.comments)
-	}
+	b.wantDeletedComment(1, "To Do")
 	l := b.link(1)
 	if l.Applied.Blocked == nil || l.Applied.Blocked.To != "Done" || len(l.Applied.Pending) != 0 {
 		t.Fatalf("applied %+v: want the status blocked, nothing pending", l.Applied)

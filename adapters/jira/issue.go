@@ -304,13 +304,18 @@ var issueFields = []string{
 	"status", "resolution", "created", "project", "comment", "*navigable",
 }
 
+// searchQuery is what both searches send: the query and what to read back.
+type searchQuery struct {
+	JQL        string   `json:"jql"`
+	MaxResults int      `json:"maxResults"`
+	Fields     []string `json:"fields"`
+	Properties []string `json:"properties"`
+}
+
 type searchJQLRequest struct {
-	JQL             string   `json:"jql"`
-	NextPageToken   string   `json:"nextPageToken,omitempty"`
-	MaxResults      int      `json:"maxResults"`
-	Fields          []string `json:"fields"`
-	Properties      []string `json:"properties"`
-	ReconcileIssues []int64  `json:"reconcileIssues,omitempty"`
+	searchQuery
+	NextPageToken   string  `json:"nextPageToken,omitempty"`
+	ReconcileIssues []int64 `json:"reconcileIssues,omitempty"`
 }
 
 type searchJQLResponse struct {
@@ -320,11 +325,8 @@ type searchJQLResponse struct {
 }
 
 type searchRequest struct {
-	JQL        string   `json:"jql"`
-	StartAt    int      `json:"startAt"`
-	MaxResults int      `json:"maxResults"`
-	Fields     []string `json:"fields"`
-	Properties []string `json:"properties"`
+	searchQuery
+	StartAt int `json:"startAt"`
 }
 
 type searchResponse struct {
@@ -345,8 +347,9 @@ func (t *Tracker) search(ctx context.Context, jql string) ([]qsync.Issue, error)
 	}
 	// next reads one page and tells whether another follows.
 	var next func(ctx context.Context) (issues []rawIssue, more bool, err error)
+	q := searchQuery{JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey}}
 	if t.flavor == FlavorDataCenter {
-		req := searchRequest{JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey}}
+		req := searchRequest{searchQuery: q}
 		next = func(ctx context.Context) ([]rawIssue, bool, error) {
 			var res searchResponse
 			if err := post(ctx, "rest/api/2/search", req, &res); err != nil {
@@ -356,10 +359,7 @@ func (t *Tracker) search(ctx context.Context, jql string) ([]qsync.Issue, error)
 			return res.Issues, len(res.Issues) > 0 && req.StartAt < res.Total, nil
 		}
 	} else {
-		req := searchJQLRequest{
-			JQL: jql, MaxResults: pageSize, Fields: issueFields, Properties: []string{PropertyKey},
-			ReconcileIssues: t.recentIDs(),
-		}
+		req := searchJQLRequest{searchQuery: q, ReconcileIssues: t.recentIDs()}
 		next = func(ctx context.Context) ([]rawIssue, bool, error) {
 			var res searchJQLResponse
 			if err := post(ctx, "rest/api/2/search/jql", req, &res); err != nil {

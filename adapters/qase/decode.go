@@ -331,14 +331,12 @@ type builder struct {
 	note  func(string, ...any)
 }
 
-func (b *builder) str(key string, v any) {
-	put(b, key, v, toString, func(v any) string { return "unexpected " + jsonType(v) })
-}
+func (b *builder) str(key string, v any) { put(b, key, v, toString, unexpected) }
 
 func (b *builder) int(key string, v any) { put(b, key, v, toInt64, notInteger) }
 
 // put stores conv(v) under key; a nil v is absent, and a value conv
-// refuses is noted (why says why) and skipped.
+// refuses is noted, with why(v), and skipped.
 func put[T any](b *builder, key string, v any, conv func(any) (T, bool), why func(any) string) {
 	if v == nil {
 		return
@@ -350,18 +348,17 @@ func put[T any](b *builder, key string, v any, conv func(any) (T, bool), why fun
 	b.note("%s: %s, skipped", key, why(v))
 }
 
+// unexpected names the JSON type of a value of the wrong type.
+func unexpected(v any) string { return "unexpected " + jsonType(v) }
+
 // notInteger says precisely why a value is not a 64-bit integer: out of
 // range (an overflowing counter), fractional, or not a number at all.
 func notInteger(v any) string {
-	var s string
-	switch t := v.(type) {
-	case json.Number:
-		s = string(t)
-	case string:
-		s = strings.TrimSpace(t)
-	case float64:
-		s = strconv.FormatFloat(t, 'g', -1, 64)
-	default:
+	s, ok := numberText(v)
+	if f, isFloat := v.(float64); isFloat {
+		s, ok = strconv.FormatFloat(f, 'g', -1, 64), true
+	}
+	if !ok {
 		return fmt.Sprintf("%s is not an integer", describe(v))
 	}
 	f, err := strconv.ParseFloat(s, 64)

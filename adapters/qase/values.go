@@ -15,11 +15,10 @@ import (
 // toInt64 accepts an integer, a float with an integral value, or a numeric
 // string ("25", " 25 ", "25.0").
 func toInt64(v any) (int64, bool) {
+	if s, ok := numberText(v); ok {
+		return parseInt(s)
+	}
 	switch t := v.(type) {
-	case json.Number:
-		return parseInt(string(t))
-	case string:
-		return parseInt(strings.TrimSpace(t))
 	case float64:
 		return floatToInt(t)
 	case int:
@@ -56,19 +55,16 @@ func floatToInt(f float64) (int64, bool) {
 
 // toFloat accepts any JSON number or numeric string.
 func toFloat(v any) (float64, bool) {
-	var s string
 	switch t := v.(type) {
-	case json.Number:
-		s = string(t)
-	case string:
-		s = strings.TrimSpace(t)
 	case float64:
 		return t, !math.IsNaN(t) && !math.IsInf(t, 0)
 	case int64:
 		return float64(t), true
 	case int:
 		return float64(t), true
-	default:
+	}
+	s, ok := numberText(v)
+	if !ok {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(s, 64)
@@ -76,6 +72,18 @@ func toFloat(v any) (float64, bool) {
 		return 0, false
 	}
 	return f, true
+}
+
+// numberText is the text of a JSON number or of a string (trimmed) that
+// may hold one; false for any other value.
+func numberText(v any) (string, bool) {
+	switch t := v.(type) {
+	case json.Number:
+		return string(t), true
+	case string:
+		return strings.TrimSpace(t), true
+	}
+	return "", false
 }
 
 // toString accepts only strings: a number where text is expected is a type

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -416,12 +417,7 @@ func TestHandlerIgnoresUnknownEvents(t *testing.T) {
 	post := func(body string, secret string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
 		req.Header.Set(SecretHeader, secret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := testhttp.Do(t, nil, req)
 		return resp.StatusCode, string(b)
 	}
 	for _, body := range []string{

@@ -35,9 +35,8 @@ func flagsThenApp(fs *flag.FlagSet, c *commonFlags, args []string, stderr io.Wri
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("validate", stderr, &c)
-	if _, err := parseFlags(fs, args); err != nil {
+	c, _, err := commonArgs("validate", args, stderr)
+	if err != nil {
 		return err
 	}
 	a, err := loadApp(c.config, stderr, appValidate)
@@ -289,9 +288,7 @@ func cmdLinks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("deadletters", stderr, &c)
-	pos, err := parseFlags(fs, args)
+	c, pos, err := commonArgs("deadletters", args, stderr)
 	if err != nil {
 		return err
 	}

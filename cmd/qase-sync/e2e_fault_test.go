@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -440,11 +438,7 @@ func TestFaultStreamWithKills(t *testing.T) {
 		t.Fatalf("SIGTERM: exit status %d", code)
 	}
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(dir, "qase-sync.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStoreFile(t, dir)
 	links, err := store.Links(ctx, "", qsync.Key{}, 1000)
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -104,20 +103,7 @@ store:
   driver: sqlite
   sqlite:
     path: %s
-trackers:
-  - name: jira
-    type: jira
-    url: %s
-    email: bot@example.com
-    token: jira-api-token-value
-    settle: 1ms
-    rate: {per_second: 500, burst: 100}
-  - name: github
-    type: github
-    base_url: %s
-    token: github-token-value
-    rate: {per_second: 500, burst: 100}
-worker:
+%sworker:
   concurrency: %d
   lease: %s
   max_attempts: %d
@@ -131,7 +117,7 @@ log:
 mapping:
 %s
 `, c.listen, c.readHeader, c.shutdownTimeout, opsAdminToken, testSecret, filepath.Join(c.dir, "qase-sync.db"),
-		c.jiraURL, c.ghURL, c.concurrency, c.lease, c.maxAttempts, c.jobTimeout, c.logLevel, indent(exampleRoutes(t), "  "))
+		trackersYAML(c.jiraURL, c.ghURL, "    rate: {per_second: 500, burst: 100}\n"), c.concurrency, c.lease, c.maxAttempts, c.jobTimeout, c.logLevel, indent(exampleRoutes(t), "  "))
 	path := filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -649,10 +635,7 @@ func TestOpsGracefulShutdown(t *testing.T) {
 		t.Fatalf("%d creates reached jira but %d issues exist", started, len(issues))
 	}
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(dir, "qase-sync.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStoreFile(t, dir)
 	done := 0
 	for id := 1; id <= n; id++ {
 		k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: int64(id)}}
@@ -834,15 +817,9 @@ func TestOpsSlowLoris(t *testing.T) {
 // qase_sync_events), not dead forever.
 func TestOpsDeadLetterRetryLedger(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.drain()
-	dls, err := h.a.store.DeadLetters(context.Background(), 10)
-	if err != nil || len(dls) != 1 {
-		t.Fatalf("dead letters = %+v (%v), want 1", dls, err)
-	}
+	id := h.deadLetter()
 	var out, errb bytes.Buffer
-	if code := run([]string{"deadletters", "retry", strconv.FormatInt(dls[0].ID, 10), "-c", h.cfg}, &out, &errb); code != 0 {
+	if code := run([]string{"deadletters", "retry", id, "-c", h.cfg}, &out, &errb); code != 0 {
 		t.Fatalf("retry: exit %d: %s", code, errb.String())
 	}
 	h.drain()

@@ -14,7 +14,6 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
-	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -811,11 +810,7 @@ func recRun(t *testing.T, args ...string) string {
 func recStoreLinks(t *testing.T, h *harness) map[string]qsync.Link {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(h.dir, "qase-sync.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStoreFile(t, h.dir)
 	if depth, err := st.QueueDepth(ctx); err != nil || depth != 0 {
 		t.Fatalf("queue depth %d (%v): jobs left behind", depth, err)
 	}

@@ -336,9 +336,7 @@ func describeEvent(ev explainEvent) string {
 }
 
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("explain", stderr, &c)
-	pos, err := parseFlags(fs, args)
+	c, pos, err := commonArgs("explain", args, stderr)
 	if err != nil {
 		return err
 	}

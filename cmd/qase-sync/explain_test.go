@@ -3,23 +3,19 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 )
 
 func adminGet(t *testing.T, h *harness, path string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, h.url+path, nil)
 	req.Header.Set("Authorization", "Bearer test-admin-token")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testhttp.Do(t, nil, req)
 	return resp.StatusCode, b
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -118,18 +119,7 @@ qase:
   project_secrets:
     PSEC: ["project-only-secret"]
 %s%s
-trackers:
-  - name: jira
-    type: jira
-    url: %s
-    email: bot@example.com
-    token: jira-api-token-value
-    settle: 1ms
-  - name: github
-    type: github
-    base_url: %s
-    token: github-token-value
-worker:
+%sworker:
   concurrency: 4
   lease: 30s
   max_attempts: 5
@@ -142,11 +132,40 @@ log:
 %s
 mapping:
 %s
-`, listen, testSecret, qaseAPI, store, h.jira.URL, h.gh.URL, o.extraYAML, indent(routes, "  "))
+`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, ""), o.extraYAML, indent(routes, "  "))
 	h.cfg = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// openStoreFile opens the SQLite store a stopped service left in dir; it is
+// closed when the test ends.
+func openStoreFile(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(dir, "qase-sync.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// trackersYAML is the trackers section for the Jira and GitHub fakes at
+// jiraURL and ghURL; each tracker also gets the lines in extra.
+func trackersYAML(jiraURL, ghURL, extra string) string {
+	return fmt.Sprintf(`trackers:
+  - name: jira
+    type: jira
+    url: %s
+    email: bot@example.com
+    token: jira-api-token-value
+    settle: 1ms
+%s  - name: github
+    type: github
+    base_url: %s
+    token: github-token-value
+%s`, jiraURL, extra, ghURL, extra)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -226,12 +245,7 @@ func (h *harness) post(path string, body []byte, secret string) (int, string) {
 	if secret != "" {
 		req.Header.Set("X-Qase-Secret", secret)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testhttp.Do(h.t, nil, req)
 	return resp.StatusCode, string(b)
 }
 

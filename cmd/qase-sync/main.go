@@ -137,6 +137,14 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 // parseFlags parses args allowing flags after positional arguments
 // ("deadletters show 3 -c x.yaml").
+// commonArgs parses the arguments of a command that has only the common
+// flags, and returns those flags and the positional arguments.
+func commonArgs(name string, args []string, stderr io.Writer) (commonFlags, []string, error) {
+	var c commonFlags
+	pos, err := parseFlags(newFlagSet(name, stderr, &c), args)
+	return c, pos, err
+}
+
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 )
 
 // TestPprofBehindAdminToken: the profiles answer only with the admin
@@ -19,12 +20,7 @@ func TestPprofBehindAdminToken(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := testhttp.Do(t, nil, req)
 		return resp.StatusCode, string(b)
 	}
 	for _, auth := range []string{"", "Bearer wrong", "admin-token", "Basic admin-token"} {

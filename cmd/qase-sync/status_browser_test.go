@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,13 +52,7 @@ func browserTools(t *testing.T) (node, chromium, playwright string) {
 func TestStatusPageBrowser(t *testing.T) {
 	node, chromium, playwright := browserTools(t)
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.drain()
-	dls, err := h.a.store.DeadLetters(context.Background(), 10)
-	if err != nil || len(dls) != 1 {
-		t.Fatalf("dead letters = %+v, %v", dls, err)
-	}
+	deadID := h.deadLetter()
 	shots := os.Getenv("QASE_SYNC_ARTIFACTS")
 	if shots == "" {
 		shots, _ = filepath.Abs(filepath.Join("..", "..", ".artifacts", "status-page"))
@@ -73,7 +65,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "statuspage.mjs"))
-	cmd.Env = append(os.Environ(), "BASE_URL="+base, "ADMIN_TOKEN=test-admin-token", "DEAD_ID="+strconv.FormatInt(dls[0].ID, 10),
+	cmd.Env = append(os.Environ(), "BASE_URL="+base, "ADMIN_TOKEN=test-admin-token", "DEAD_ID="+deadID,
 		"ENTITY=ID/defect/1", "ARTIFACTS="+shots, "CHROMIUM="+chromium, "PLAYWRIGHT_DIR="+playwright)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

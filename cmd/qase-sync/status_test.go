@@ -15,6 +15,20 @@ import (
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
+// deadLetter makes Jira refuse the create of defect.created.json once, so
+// the event ends as the only dead letter, and returns that letter's id.
+func (h *harness) deadLetter() string {
+	h.t.Helper()
+	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.drain()
+	dls, err := h.a.store.DeadLetters(context.Background(), 10)
+	if err != nil || len(dls) != 1 {
+		h.t.Fatalf("dead letters = %+v (%v), want 1", dls, err)
+	}
+	return strconv.FormatInt(dls[0].ID, 10)
+}
+
 // uiClient is a browser-like client: a cookie jar, no redirects followed
 // automatically when asked.
 type uiClient struct {
@@ -61,13 +75,7 @@ func csrfOf(t *testing.T, page string) string {
 // The browser test (status_browser_test.go) clicks through the same.
 func TestStatusPageHTTP(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.jira.FailNext(1, http.StatusBadRequest, nil, "")
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.drain()
-	dls, _ := h.a.store.DeadLetters(context.Background(), 10)
-	if len(dls) != 1 {
-		t.Fatalf("dead letters = %+v", dls)
-	}
+	id := h.deadLetter()
 	u := newUIClient(t, h.url)
 
 	// Not logged in: pages redirect to the login form, actions are refused.
@@ -122,7 +130,6 @@ func TestStatusPageHTTP(t *testing.T) {
 	if !strings.Contains(list, "defects-to-jira:ID/defect/1") || !strings.Contains(list, ">Retry<") {
 		t.Fatalf("dead letter list:\n%s", list)
 	}
-	id := strconv.FormatInt(dls[0].ID, 10)
 	_, detail, _ := u.do(http.MethodGet, "/admin/ui/deadletters/"+id, nil)
 	for _, secret := range []string{"jira-api-token-value", "test-admin-token", testSecret} {
 		if strings.Contains(overview+list+detail, secret) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -16,13 +17,9 @@ func get(t *testing.T, s *Server, path, token string) (int, http.Header, map[str
 	if token != "" {
 		req.Header.Set("Token", token)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, b := testhttp.Do(t, nil, req)
 	var body map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := json.Unmarshal(b, &body); err != nil {
 		t.Fatalf("%s: body is not JSON: %v", path, err)
 	}
 	return resp.StatusCode, resp.Header, body
