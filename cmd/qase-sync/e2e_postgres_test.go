@@ -1,59 +1,16 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/url"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/qase-sync/qase-sync/internal/pgtest"
 )
 
-func pgAdminDSN() string {
-	if dsn := os.Getenv("QASE_SYNC_TEST_POSTGRES"); dsn != "" {
-		return dsn
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
-// pgDatabase creates a throwaway database and returns its DSN; it skips
-// when PostgreSQL is unreachable unless QASE_SYNC_REQUIRE_POSTGRES=1.
-func pgDatabase(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, pgAdminDSN())
-	if err != nil {
-		if os.Getenv("QASE_SYNC_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("postgres unreachable: %v", err)
-		}
-		t.Skipf("postgres unreachable: %v", err)
-	}
-	defer admin.Close(context.Background())
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name := "qs_e2e_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, pgAdminDSN()); err == nil {
-			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(ctx)
-		}
-	})
-	u, _ := url.Parse(pgAdminDSN())
-	u.Path = "/" + name
-	return u.String()
-}
+// pgDatabase creates a throwaway database and returns its DSN.
+func pgDatabase(t *testing.T) string { return pgtest.Database(t, "qs_e2e") }
 
 // TestPostgresReplicasShareWork: two service replicas on one PostgreSQL
 // database take deliveries (with duplicates sent to both) for the same

@@ -55,9 +55,7 @@ func (a *app) prune(ctx context.Context) {
 // cmdPrune is `qase-sync prune`: one prune now, as serve does every
 // retention.interval.
 func cmdPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c commonFlags
-	fs := newFlagSet("prune", stderr, &c)
-	pos, err := parseFlags(fs, args)
+	c, pos, err := commonArgs("prune", args, stderr)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,8 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,61 +12,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/qase-sync/qase-sync/internal/pgtest"
+
 	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// adminDSN is the server the tests create their databases on;
-// QASE_SYNC_TEST_POSTGRES_DSN (a postgres:// URL) overrides it.
-func adminDSN() string {
-	if v := os.Getenv("QASE_SYNC_TEST_POSTGRES_DSN"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
 // testDB creates a fresh database for this test and drops it afterwards.
-// It skips when the server is unreachable, unless
-// QASE_SYNC_REQUIRE_POSTGRES=1 demands PostgreSQL.
-func testDB(t testing.TB) (dsn string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, adminDSN())
-	if err != nil {
-		if os.Getenv("QASE_SYNC_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("PostgreSQL required but unreachable: %v", err)
-		}
-		t.Skipf("PostgreSQL unreachable (%v); set QASE_SYNC_REQUIRE_POSTGRES=1 to fail instead", err)
-	}
-	defer admin.Close(context.Background())
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name := "qs_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, adminDSN())
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(adminDSN())
-	if err != nil {
-		t.Fatalf("admin DSN: %v", err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func testDB(t testing.TB) string { return pgtest.Database(t, "qs_test") }
 
 // schemaDSN creates an empty schema in the database and returns a DSN
 // whose search_path points at it: a clean store without a new database.
