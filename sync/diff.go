@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -139,14 +138,14 @@ func Diff(spec IssueSpec, base Applied, managed []string) []Op {
 	}
 	list := func(field string, want, have []string, set func(*[]string)) {
 		w, h := sortedSet(want), sortedSet(have)
-		if spec.Owns(field) && !equalStrings(w, h) {
+		if spec.Owns(field) && !slices.Equal(w, h) {
 			set(&w)
 			changes = append(changes, Change{Field: field, From: h, To: w})
 		}
 	}
 	list("assignees", spec.Assignees, base.Assignees, func(s *[]string) { u.Assignees = s })
 	list("components", spec.Components, base.Components, func(s *[]string) { u.Components = s })
-	for _, k := range sortedKeys(spec.Fields) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Fields)) {
 		f := "fields." + k
 		if spec.Owns(f) && normText(spec.Fields[k]) != normText(base.Fields[k]) {
 			if u.Fields == nil {
@@ -227,42 +226,22 @@ func toSet(ss []string) map[string]bool {
 	return m
 }
 
+// sortedSet is ss sorted, without duplicates and empty strings (nil when
+// nothing is left).
 func sortedSet(ss []string) []string {
-	if len(ss) == 0 {
+	out := slices.Compact(slices.Sorted(slices.Values(ss)))
+	out = slices.DeleteFunc(out, func(s string) bool { return s == "" })
+	if len(out) == 0 {
 		return nil
 	}
-	m := toSet(ss)
-	out := make([]string, 0, len(m))
-	for s := range m {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
 	return out
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func copyFields(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(m)
 }
 
 // ApplyTo writes u over f as a tracker applies an update: a field u sets

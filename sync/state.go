@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -126,7 +128,7 @@ func (s *State) addComment(c Comment) {
 // Entity flattens the state into what the mapping sees.
 func (s State) Entity(ref EntityRef) Entity {
 	e := Entity{Ref: ref, Attrs: make(map[string]any, len(s.Attrs)+2), Deleted: s.Deleted, LastEvent: s.LastEvent, Complete: s.Read}
-	for _, k := range sortedKeys(s.Attrs) {
+	for _, k := range slices.Sorted(maps.Keys(s.Attrs)) {
 		v := jsonClone(s.Attrs[k].V)
 		// "group/member" attributes (e.g. reviewers/jane@x.io) fold per
 		// member and surface as a nested map; nil removes the member.
