@@ -89,6 +89,10 @@ type LinkStore interface {
 	SaveLinkFenced(ctx context.Context, l Link, job Job) error
 	// DeleteLink forgets the key's link.
 	DeleteLink(ctx context.Context, k Key) error
+	// DeleteLinkFenced is DeleteLink while job.Lease still holds the key's
+	// job, checked in the same transaction; ErrLeaseLost otherwise. A
+	// worker that lost its lease must not forget the new holder's intent.
+	DeleteLinkFenced(ctx context.Context, k Key, job Job) error
 	// Links lists links, optionally of one route ("" = all), ordered by key,
 	// starting after the given key (zero Key = from the start).
 	Links(ctx context.Context, route string, after Key, limit int) ([]Link, error)

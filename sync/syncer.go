@@ -265,6 +265,14 @@ type executor struct {
 	marker Marker
 }
 
+// forget deletes the link, fenced by the job's lease when there is one.
+func (x *executor) forget(ctx context.Context) error {
+	if x.o.Job != nil {
+		return x.e.o.Store.DeleteLinkFenced(ctx, x.k, *x.o.Job)
+	}
+	return x.e.o.Store.DeleteLink(ctx, x.k)
+}
+
 // save writes the link, fenced by the job's lease when there is one.
 func (x *executor) save(ctx context.Context) error {
 	x.link.UpdatedAt = x.e.o.Clock.Now()
@@ -361,7 +369,7 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		if x.linked && x.link.State == LinkLinked {
 			x.log.WithField("issue", x.link.Issue.String()).Warn("linked issue is gone; re-filing")
 		}
-		if err := e.o.Store.DeleteLink(ctx, x.k); err != nil {
+		if err := x.forget(ctx); err != nil {
 			return false, err
 		}
 		x.link, x.linked = Link{}, false
@@ -476,7 +484,7 @@ func (x *executor) create(ctx context.Context, spec IssueSpec) error {
 		if IsNotApplied(err) {
 			// Certainly not created: the intent is void, and the next
 			// attempt may create at once.
-			if derr := e.o.Store.DeleteLink(ctx, x.k); derr != nil {
+			if derr := x.forget(ctx); derr != nil {
 				x.log.WithError(derr).Warn("could not drop the void create intent; the next attempt looks first")
 			} else {
 				x.link, x.linked = Link{}, false

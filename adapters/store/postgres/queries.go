@@ -564,6 +564,24 @@ func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	return nil
 }
 
+// DeleteLinkFenced implements qsync.LinkStore.
+func (s *Store) DeleteLinkFenced(ctx context.Context, k qsync.Key, job qsync.Job) error {
+	if k != job.Key {
+		return fmt.Errorf("postgres: delete link %s: fenced by the job of another key (%s)", k, job.Key)
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := holds(ctx, tx, job); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM links WHERE route = $1 AND project = $2 AND kind = $3 AND entity_id = $4`, keyArgs(k)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: delete link %s: %w", k, err)
+	}
+	return nil
+}
+
 // Links implements qsync.LinkStore: keyset pagination in bytewise key order
 // (the key columns use the C collation).
 func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit int) ([]qsync.Link, error) {

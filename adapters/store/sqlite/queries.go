@@ -554,6 +554,24 @@ func (s *Store) DeleteLink(ctx context.Context, k qsync.Key) error {
 	return nil
 }
 
+// DeleteLinkFenced implements qsync.LinkStore.
+func (s *Store) DeleteLinkFenced(ctx context.Context, k qsync.Key, job qsync.Job) error {
+	if k != job.Key {
+		return fmt.Errorf("sqlite: delete link %s: fenced by the job of another key (%s)", k, job.Key)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := holds(ctx, tx, job); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM links WHERE `+keyWhere, keyArgs(k)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: delete link %s: %w", k, err)
+	}
+	return nil
+}
+
 // Links implements qsync.LinkStore: keyset pagination in key order (bytewise).
 func (s *Store) Links(ctx context.Context, route string, after qsync.Key, limit int) ([]qsync.Link, error) {
 	q := `SELECT ` + linkCols + ` FROM links WHERE 1 = 1`

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Opener) {
 		{"Renew", testRenew},
 		{"ReleaseEveryTokenOfOwnerOnly", testReleaseOwnerTokens},
 		{"SaveLinkFenced", testSaveLinkFenced},
+		{"DeleteLinkFenced", testDeleteLinkFenced},
 		{"CompleteApplied", testCompleteApplied},
 		{"CompleteReleasesAfterGenBump", testCompleteReleasesAfterGenBump},
 		{"CompleteKeepsVerifyAskedDuringLease", testCompleteKeepsVerify},
@@ -1501,6 +1502,36 @@ func testReleaseOwnerTokens(t *testing.T, s qsync.Store) {
 	}
 	if err := s.Renew(ctx, held[keys[6]], at(time.Minute)); !errors.Is(err, qsync.ErrLeaseLost) {
 		t.Errorf("Renew of %%'s job after Release(%%): %v, want ErrLeaseLost", err)
+	}
+}
+
+// testDeleteLinkFenced: only the lease that holds the key's job may forget
+// its link; a stale lease of the same owner may not.
+func testDeleteLinkFenced(t *testing.T, s qsync.Store) {
+	ctx := context.Background()
+	k := key("jira", 1)
+	if err := s.SaveLink(ctx, sampleLink(k)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, []qsync.Key{k}, false, t0); err != nil {
+		t.Fatal(err)
+	}
+	stale := leaseOne(t, s, "w", t0, k)
+	current := leaseOne(t, s, "w", at(time.Hour), k) // the first lease expired
+	if err := s.DeleteLinkFenced(ctx, k, stale); !errors.Is(err, qsync.ErrLeaseLost) {
+		t.Fatalf("DeleteLinkFenced with a stale lease: %v, want ErrLeaseLost", err)
+	}
+	if _, found, _ := s.Link(ctx, k); !found {
+		t.Fatal("a stale lease deleted the link")
+	}
+	if err := s.DeleteLinkFenced(ctx, key("jira", 2), current); err == nil {
+		t.Error("DeleteLinkFenced for another key's job succeeded")
+	}
+	if err := s.DeleteLinkFenced(ctx, k, current); err != nil {
+		t.Fatalf("DeleteLinkFenced: %v", err)
+	}
+	if _, found, _ := s.Link(ctx, k); found {
+		t.Fatal("link still there")
 	}
 }
 
