@@ -70,6 +70,9 @@ func (m *Mapping) Desired(name string, e qsync.Entity) (qsync.Desired, error) {
 		}
 	}
 	d.Create = !e.Deleted
+	if r.kind == qsync.KindFailure {
+		d.Create = d.Create && failureCreatable(e)
+	}
 	if d.Create && r.createWhen != nil {
 		ok, err := r.createWhen.Eval(data)
 		if err != nil {

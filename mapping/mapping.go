@@ -93,6 +93,9 @@ type route struct {
 	when, createWhen                                          *Cond
 	comments                                                  []commentRule
 	createOnly                                                []string
+	// failure routes only (failure.go)
+	signature *tmpl
+	failure   qsync.FailurePolicy
 }
 
 type commentRule struct {
@@ -109,6 +112,8 @@ var EventNames = map[qsync.Kind][]string{
 		"review.reviewer_added", "review.reviewer_removed", "review.merged", "review.reopened",
 		"review.commented", "review.declined", "review.deleted"},
 	qsync.KindRun: {"run.started", "run.updated", "run.aborted", "run.completed", "run.deleted", "run.report_changed"},
+	// Failure routes read the results of runs that ended.
+	qsync.KindFailure: failureEvents,
 }
 
 // TrackerTypes are the tracker types a route can target.
@@ -162,6 +167,8 @@ type (
 		Fields      map[string]string `yaml:"fields"`
 		Comments    []commentDoc      `yaml:"comments"`
 		CreateOnly  []string          `yaml:"create_only"`
+		Signature   string            `yaml:"signature"`
+		Failure     *failureDoc       `yaml:"failure"`
 	}
 	commentDoc struct {
 		ID   string `yaml:"id"`
@@ -354,9 +361,9 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 	}
 	switch {
 	case missing("kind"):
-		required("kind", "required (defect, review or run)")
+		required("kind", "required (defect, review, run or failure)")
 	case !r.kind.Valid():
-		errf(at("kind"), "unknown kind %q (defect, review or run)", r.kind)
+		errf(at("kind"), "unknown kind %q (defect, review, run or failure)", r.kind)
 	default:
 		for i, ev := range r.events {
 			if !slices.Contains(EventNames[r.kind], ev) {
@@ -505,6 +512,7 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 		}
 		r.createOnly = append(r.createOnly, co)
 	}
+	ps = append(ps, m.compileFailure(r, doc, ix, field)...)
 	return r, ps
 }
 
@@ -514,6 +522,10 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 func (m *Mapping) Routes(eventName, project string, kind qsync.Kind) []string {
 	var out []string
 	for _, r := range m.routes {
+		if r.kind == qsync.KindFailure && kind == qsync.KindRun && takesRunEvent(r, eventName) && takesProject(r, project) {
+			out = append(out, r.name) // a run's results to read
+			continue
+		}
 		if r.kind != kind {
 			continue
 		}
@@ -592,4 +604,22 @@ func (m *Mapping) Notes() []string {
 // Vars returns a copy of the vars.
 func (m *Mapping) Vars() map[string]string {
 	return maps.Clone(m.vars)
+}
+
+// takesRunEvent: a failure route takes the run events it lists (default
+// run.completed and run.aborted) and result.* hints; "" is reconcile.
+func takesRunEvent(r *route, eventName string) bool {
+	switch {
+	case eventName == "":
+		return false // reconcile enumerates failure routes by their own kind
+	case strings.HasPrefix(eventName, "result."):
+		return true
+	case len(r.events) > 0:
+		return slices.Contains(r.events, eventName)
+	}
+	return slices.Contains(failureEvents, eventName)
+}
+
+func takesProject(r *route, project string) bool {
+	return len(r.projects) == 0 || slices.ContainsFunc(r.projects, func(p string) bool { return strings.EqualFold(p, project) })
 }

@@ -239,6 +239,9 @@ func (m *Mapping) funcs(markup Markup) template.FuncMap {
 		"code":     func(v any) rawString { return rawString(codeBlock(codeMarkup, toString(v))) },
 		"get":      get,
 		"oneline":  func(v any) string { return plainLine(toString(v)) },
+		// Fingerprint helpers for failure signatures (failure.go).
+		"mask":        func(v any) string { return Mask(toString(v)) },
+		"first_frame": func(v any) string { return FirstFrame(toString(v)) },
 	}
 }
 

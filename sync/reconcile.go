@@ -226,6 +226,17 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 	}
 	if e.o.Source != nil {
 		for _, p := range slices.Sorted(maps.Keys(projects)) {
+			if ri.Kind == KindFailure {
+				// Failures are re-read from the project's recent runs.
+				runs, err := e.recentRunKeys(ctx, ri, p)
+				if err != nil {
+					return nil, err
+				}
+				for _, k := range runs {
+					add(k)
+				}
+				continue
+			}
 			err := e.o.Source.List(ctx, p, ri.Kind, func(ref EntityRef, attrs map[string]any) error {
 				add(Key{Route: ri.Name, EntityRef: ref})
 				pass.entities[ref] = attrs

@@ -119,7 +119,10 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 	if log == nil {
 		log = e.log.WithField("key", k.String())
 	}
-	ent, err := e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass)
+	if e.ingests(k) {
+		return e.ingestRun(ctx, k, o)
+	}
+	ent, err := e.keyEntity(ctx, k, o)
 	if err != nil {
 		return res, err
 	}

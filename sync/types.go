@@ -23,14 +23,17 @@ const (
 	KindDefect Kind = "defect"
 	KindReview Kind = "review"
 	KindRun    Kind = "run"
+	// KindFailure is a failed test result's root cause, keyed by the
+	// route's signature (see failure.go); its ids are signature hashes.
+	KindFailure Kind = "failure"
 )
 
 // Kinds lists every served kind, in a stable order.
-var Kinds = []Kind{KindDefect, KindReview, KindRun}
+var Kinds = []Kind{KindDefect, KindReview, KindRun, KindFailure}
 
 // Valid reports whether k is a served kind.
 func (k Kind) Valid() bool {
-	return k == KindDefect || k == KindReview || k == KindRun
+	return k == KindDefect || k == KindReview || k == KindRun || k == KindFailure
 }
 
 // EntityRef names one Qase entity. Qase ids are project-scoped.

@@ -124,10 +124,13 @@ func decode(body []byte, opts DecodeOptions, now time.Time) (qsync.Event, []stri
 	id, idOK := toInt64(payload["id"])
 	ev.DedupKey = dedupKey(project, name, entityKey(payload, id, idOK), ev.Timestamp.Unix(), payloadDigest(root["payload"], payload))
 
+	if kind == "result" && nameErr == nil && projErr == nil && payloadErr == nil {
+		return resultHint(ev, notes, payload)
+	}
 	switch {
 	case nameErr != nil:
 		return ev, notes, nameErr
-	case !ev.Ref.Kind.Valid():
+	case !ev.Ref.Kind.Valid() || ev.Ref.Kind == qsync.KindFailure: // failures are derived, never sent
 		return ev, notes, decodeErr(ErrUnservedKind, "event kind %q is not served (%s)", kind, name)
 	case projErr != nil:
 		return ev, notes, projErr
@@ -658,3 +661,25 @@ func truncate(s string, n int) string {
 }
 
 func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// resultHint turns a result.* delivery into a hint that its run changed.
+// Qase documents no payload for these events, so nothing else is read
+// from them: a run id under run_id, run.id or run is all that is used,
+// and without one the event is acknowledged and ignored.
+func resultHint(ev qsync.Event, notes []string, p map[string]any) (qsync.Event, []string, error) {
+	var run any = p["run_id"]
+	if run == nil {
+		switch r := p["run"].(type) {
+		case map[string]any:
+			run = r["id"]
+		default:
+			run = r
+		}
+	}
+	id, ok := toInt64(run)
+	if !ok || id <= 0 {
+		return ev, notes, decodeErr(ErrUnservedKind, "%s carries no run id; result events are only hints that a run changed", ev.Name)
+	}
+	ev.Ref.Kind, ev.Ref.ID = qsync.KindRun, id
+	return ev, notes, nil
+}

@@ -290,6 +290,10 @@ func revealMap(m map[string][]config.Secret) map[string][]string {
 // a garbled name) as 202 ignored, and plan says so.
 func (a *app) knownEvent(ev qsync.Event) bool {
 	name := ev.Name
+	if ev.Ref.Kind == qsync.KindRun && strings.HasPrefix(name, "result.") && utf8.ValidString(name) {
+		// A hint that the run changed, acted on by failure routes only.
+		return len(a.mapper.Routes(name, ev.Ref.Project, ev.Ref.Kind)) > 0
+	}
 	if !utf8.ValidString(name) || !strings.HasPrefix(name, string(ev.Ref.Kind)+".") {
 		return false
 	}

@@ -7,6 +7,8 @@
 // the {status, result} envelope, list pages {total, filtered, count,
 // entities} with limit 1..100 (default 10) and offset 0..100000, status
 // filters, 404 for unknown projects and entities, and 429 with Retry-After.
+// It also learns test results (listed per run and status, read by hash)
+// and test cases, for failure routes.
 package qasefake
 
 import (
@@ -52,6 +54,10 @@ type Server struct {
 	nextID    map[string]int64
 	requests  []Request
 	offsetCap int
+	// results by project and hash; cases by project and id (results.go).
+	results map[string]map[string]map[string]any
+	cases   map[string]map[int64]map[string]any
+	hashSeq int
 }
 
 // New starts a fake that accepts only the given token. Close it when done.
@@ -213,8 +219,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
 		return fail(w, http.StatusNotFound, "Not found.")
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	if parts[0] == "result" || parts[0] == "case" {
+		return s.handleResults(w, r, parts)
+	}
 	kind := qsync.Kind(parts[0])
-	if !kind.Valid() || len(parts) < 2 || len(parts) > 3 {
+	if !kind.Valid() || kind == qsync.KindFailure || len(parts) < 2 || len(parts) > 3 {
 		return fail(w, http.StatusNotFound, "Not found.")
 	}
 	if r.Method != http.MethodGet {
