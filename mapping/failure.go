@@ -138,7 +138,8 @@ var masks = []struct {
 	{regexp.MustCompile(`(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b`), "<uuid>"},
 	{regexp.MustCompile(`(?i)\b0x[0-9a-f]+\b`), "<hex>"},
 	{regexp.MustCompile(`(?i)\b[0-9a-f]*[0-9][0-9a-f]*[a-f][0-9a-f]*\b|\b[0-9a-f]*[a-f][0-9a-f]*[0-9][0-9a-f]*\b`), "<hex>"},
-	{regexp.MustCompile(`\d+`), "<n>"},
+	// Numbers, but not digits inside a name (TestLogin2fa).
+	{regexp.MustCompile(`(^|[^A-Za-z_\d])\d+`), "${1}<n>"},
 }
 
 // Mask replaces timestamps, UUIDs, hex ids and numbers with placeholders.

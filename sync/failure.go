@@ -305,11 +305,12 @@ const (
 // issue should carry from the runs seen (any order, each run once). Pure
 // and level-triggered: the same set of runs always gives the same answer.
 //
-// A run where the signature failed (and its cases did not pass) opens the
-// issue, or reopens it, with one comment per later failing run; CloseAfter
-// clean runs in a row close it with a comment. A run where a case failed
-// and passed (a retry) counts as a failure that does not break a clean
-// streak's reset rule: it keeps the issue open and marks it flaky.
+// A run where the signature failed opens the issue, or reopens it, with
+// one comment per later failing run; CloseAfter clean runs in a row close
+// it with a comment. A run where a case failed and passed again (a retry)
+// counts as a failure and marks the signature flaky, as does a failure
+// after fewer clean runs than close the issue: a flaky signature stays
+// open instead of closing and reopening.
 func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureSummary {
 	pol = pol.WithDefaults()
 	runs = slices.Clone(runs)
@@ -385,7 +386,7 @@ func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureS
 		attrs["case_id"] = cases[0]
 		attrs["case_ids"] = each64(cases)
 	}
-	flaky := flakyIn(runs, pol.FlakyWindow)
+	flaky := flakyIn(runs, pol.FlakyWindow, pol.CloseAfter)
 	attrs["flaky"] = flaky
 	attrs["filable"] = !flaky || pol.FileFlakyAfter <= 0 || streak >= pol.FileFlakyAfter
 	if firstFail != nil {
@@ -425,31 +426,28 @@ func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureS
 }
 
 // flakyIn: within the last window runs, a retry (failed and passed in one
-// run), or at least two flips between failing and clean runs.
-func flakyIn(runs []FailureRun, window int) bool {
+// run), or a failure after fewer clean runs than close the issue (it
+// passed, briefly, and failed again). A failure after the issue closed is
+// a regression, not a flake.
+func flakyIn(runs []FailureRun, window, closeAfter int) bool {
 	if len(runs) > window {
 		runs = runs[len(runs)-window:]
 	}
-	flips, prev := 0, 0 // prev: 1 failing, -1 clean
+	failed, clean := false, 0
 	for _, r := range runs {
-		if r.retried() {
-			return true
-		}
-		cur := 0
 		switch {
+		case r.retried():
+			return true
 		case r.failing():
-			cur = 1
+			if failed && clean > 0 && clean < closeAfter {
+				return true
+			}
+			failed, clean = true, 0
 		case r.clean():
-			cur = -1
-		}
-		if cur != 0 && prev != 0 && cur != prev {
-			flips++
-		}
-		if cur != 0 {
-			prev = cur
+			clean++
 		}
 	}
-	return flips >= 2
+	return false
 }
 
 // OutageAttrs are the attributes of a run's environment issue.
