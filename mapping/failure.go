@@ -182,3 +182,14 @@ func FirstFrame(stack string) string {
 	}
 	return first
 }
+
+// FailureRoutes lists the failure routes, in declaration order.
+func (m *Mapping) FailureRoutes() []string {
+	var out []string
+	for _, r := range m.routes {
+		if r.kind == qsync.KindFailure {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}

@@ -33,6 +33,7 @@ type harnessOpts struct {
 	routes    string // mapping routes; default: the shipped example routes
 	store     string // "" = sqlite in a temp dir, or a postgres DSN
 	wrapStore func(qsync.Store) qsync.Store
+	trackers  string // extra lines for each tracker (e.g. a rate:)
 }
 
 type harness struct {
@@ -132,7 +133,7 @@ log:
 %s
 mapping:
 %s
-`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, ""), o.extraYAML, indent(routes, "  "))
+`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, o.trackers), o.extraYAML, indent(routes, "  "))
 	h.cfg = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)

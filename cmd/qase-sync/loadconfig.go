@@ -45,6 +45,10 @@ func loadConfig(path string, env func(string) (string, bool)) (*config.Config, *
 				ps = append(ps, cfg.Problem(yamlpos.Elem("reconcile.routes", i), "unknown route %q", r))
 			}
 		}
+		// Failed results exist only in the Qase API: no webhook carries them.
+		if fr := m.FailureRoutes(); len(fr) > 0 && !cfg.Qase.APIToken.IsSet() {
+			ps = append(ps, cfg.Problem("qase.api_token", "required: route %s files failed test results, which only the Qase API serves (set api_token or api_token_file)", strings.Join(fr, ", ")))
+		}
 	}
 	if err := ps.Err(); err != nil {
 		return nil, nil, err
