@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,8 +69,11 @@ type failRig struct {
 	at time.Time
 }
 
-func newFailRig(t *testing.T, routes string) *failRig {
-	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, trackers: "    rate: {per_second: 500, burst: 100}\n"})
+func newFailRig(t *testing.T, routes string) *failRig { return newFailRigOn(t, routes, "") }
+
+// newFailRigOn is newFailRig on a store ("" SQLite, or a PostgreSQL DSN).
+func newFailRigOn(t *testing.T, routes, store string) *failRig {
+	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, store: store, trackers: "    rate: {per_second: 500, burst: 100}\n"})
 	h.qase.AddProject(failProject)
 	for c := int64(1); c <= 30; c++ {
 		h.qase.PutCase(failProject, map[string]any{"id": c, "title": fmt.Sprintf("Case %d works", c)})
@@ -126,7 +130,7 @@ func (r *failRig) complete(run int64, sec int64) {
 	})
 	code, resp := r.post("/webhooks/qase", body, testSecret)
 	if code != 202 && (code != 200 || !strings.Contains(resp, "duplicate")) {
-		r.t.Fatalf("run.completed for run %d: %d %s", run, code, resp)
+		r.t.Errorf("run.completed for run %d: %d %s", run, code, resp)
 	}
 }
 
@@ -382,5 +386,33 @@ func TestFailureRouteNeedsQaseToken(t *testing.T) {
 	_, _, err := loadConfig(h.cfg, func(string) (string, bool) { return "", false })
 	if err == nil || !strings.Contains(err.Error(), "qase.api_token: required: route failures-to-github files failed test results") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestFailurePostgresRunsAtOnce: three runs' webhooks arrive together on
+// PostgreSQL, so their ingests update the same signatures concurrently;
+// every run still counts once.
+func TestFailurePostgresRunsAtOnce(t *testing.T) {
+	r := newFailRigOn(t, failGitHubRoutes, pgDatabase(t))
+	for run := int64(1); run <= 3; run++ {
+		r.putRun(run, 20, []int64{1, 2, 3, 4, 5})
+	}
+	var wg sync.WaitGroup
+	for run := int64(1); run <= 3; run++ {
+		wg.Add(2)
+		go func() { defer wg.Done(); r.complete(run, run) }()
+		go func() { defer wg.Done(); r.complete(run, run) }()
+	}
+	wg.Wait()
+	r.drain()
+	issues := r.issuesByTitle()
+	if len(issues) != 5 {
+		t.Fatalf("%d issues, want 5: %v", len(issues), keys(issues))
+	}
+	for title, is := range issues {
+		rrContains(t, title, is.Body, "Failing runs: 1, 2, 3", "occurrences: 3")
+		if len(is.Comments) != 2 {
+			t.Fatalf("%s: comments %+v, want two recurrence comments", title, is.Comments)
+		}
 	}
 }
