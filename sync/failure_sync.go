@@ -397,3 +397,21 @@ func (e *Engine) recentRunKeys(ctx context.Context, ri RouteInfo, project string
 	}
 	return keys, nil
 }
+
+// IngestEntities are the entities one ingested run gives a route when no
+// earlier run was seen (plan --run): one per signature in signature order,
+// or the environment entity of an outage.
+func IngestEntities(route, project string, ing RunIngest, pol FailurePolicy) []Entity {
+	if ing.Outage != nil {
+		var st State
+		setAttrs(&st, OutageAttrs(*ing.Outage))
+		return []Entity{FailureEntity(FailureRef(route, project, OutageSignature(ing.Outage.Run)), st, pol)}
+	}
+	var out []Entity
+	for _, sig := range slices.Sorted(maps.Keys(ing.Observations)) {
+		var st State
+		observe(&st, ing.Observations[sig], pol.WithDefaults().KeepRuns)
+		out = append(out, FailureEntity(FailureRef(route, project, sig), st, pol))
+	}
+	return out
+}

@@ -1,7 +1,9 @@
 package qase
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -145,4 +147,68 @@ func resultOf(m map[string]any, run int64) qsync.FailureResult {
 		}
 	}
 	return r
+}
+
+// RecordedRun reads a recorded run, the fixture `plan --run` takes: the
+// Qase API's own JSON for the run and its results, and optionally cases
+// for their titles:
+//
+//	{"project": "SHOP", "run": {"id": 42, ...},
+//	 "results": [{"hash": ..., "case_id": ..., "status": "failed", ...}],
+//	 "cases": [{"id": 7, "title": ...}]}
+//
+// results may also be a list page ({"entities": [...]}) as GET
+// /result/{code} answers it. total defaults to the number of results.
+func RecordedRun(data []byte) (qsync.RunRecord, error) {
+	var doc struct {
+		Project string          `json:"project"`
+		Run     map[string]any  `json:"run"`
+		Total   int             `json:"total"`
+		Results json.RawMessage `json:"results"`
+		Cases   []struct {
+			ID    json.Number `json:"id"`
+			Title string      `json:"title"`
+		} `json:"cases"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return qsync.RunRecord{}, fmt.Errorf("recorded run: %w", err)
+	}
+	run, ok := toInt64(doc.Run["id"])
+	if !ok || run <= 0 {
+		return qsync.RunRecord{}, fmt.Errorf("recorded run: run.id is missing or not a positive integer")
+	}
+	if !projectCode.MatchString(doc.Project) {
+		return qsync.RunRecord{}, fmt.Errorf("recorded run: project %q is not a Qase project code", doc.Project)
+	}
+	var results []map[string]any
+	var page struct {
+		Entities []map[string]any `json:"entities"`
+	}
+	rd := json.NewDecoder(bytes.NewReader(doc.Results))
+	rd.UseNumber()
+	if err := rd.Decode(&results); err != nil {
+		rd = json.NewDecoder(bytes.NewReader(doc.Results))
+		rd.UseNumber()
+		if err := rd.Decode(&page); err != nil {
+			return qsync.RunRecord{}, fmt.Errorf("recorded run: results: want a list of results or a list page")
+		}
+		results = page.Entities
+	}
+	rec := qsync.RunRecord{Project: doc.Project, RunID: run, Total: doc.Total, CaseTitles: map[int64]string{}}
+	for _, m := range results {
+		r := resultOf(m, run)
+		if r.RunID != run {
+			continue // a result of another run
+		}
+		rec.Results = append(rec.Results, r)
+	}
+	for _, c := range doc.Cases {
+		if id, err := c.ID.Int64(); err == nil {
+			rec.CaseTitles[id] = c.Title
+		}
+	}
+	rec.Total = max(rec.Total, len(rec.Results))
+	return rec, nil
 }

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
+	"github.com/qase-sync/qase-sync/mapping"
 )
 
 // End-to-end tests for failure routes: run.completed webhooks through the
@@ -414,5 +419,59 @@ func TestFailurePostgresRunsAtOnce(t *testing.T) {
 		if len(is.Comments) != 2 {
 			t.Fatalf("%s: comments %+v, want two recurrence comments", title, is.Comments)
 		}
+	}
+}
+
+// TestPlanRecordedRun: plan --run prints each signature's operations for
+// a recorded run (testdata/qase/runs), retries labelled flaky.
+func TestPlanRecordedRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	doc := `qase:
+  secrets: ["plan-secret-value"]
+  api_token: plan-qase-token
+trackers:
+  - name: github
+    type: github
+    token: plan-github-token
+mapping:
+` + indent(strings.Replace(failGitHubRoutes, "    failure:\n", "    signature: '"+mapping.StackSignature+"'\n    failure:\n", 1), "  ")
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fixture := filepath.Join("..", "..", "testdata", "qase", "runs", "nightly-42.json")
+	var out, errb bytes.Buffer
+	if code := run([]string{"plan", "-c", cfg, "--run", fixture}, &out, &errb); code != 0 {
+		t.Fatalf("plan --run: exit %d: %s", code, errb.String())
+	}
+	text := out.String()
+	rrContains(t, "plan", text, "recorded run SHOP/run/42: 7 results, 3 failed", "route failures-to-github: 2 signatures",
+		`signature "at com.acme.checkout.OrderApi.place(OrderApi.java:<n>) expected status <n>, got <n> (order <n>)"`,
+		`create issue in acme/qa: "Failing test: Customer places an order"`, `create issue in acme/qa: "Failing test: User logs in"`,
+		"POST /repos/acme/qa/issues")
+	for _, secret := range []string{"plan-qase-token", "plan-github-token", "plan-secret-value"} {
+		if strings.Contains(text, secret) {
+			t.Fatalf("plan output shows a secret:\n%s", text)
+		}
+	}
+	out.Reset()
+	if code := run([]string{"plan", "-c", cfg, "--run", fixture, "--output", "json"}, &out, &errb); code != 0 {
+		t.Fatalf("plan --run --output json: exit %d: %s", code, errb.String())
+	}
+	var got planRunOutput
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	flaky := 0
+	for _, s := range got.Routes[0].Signatures {
+		spec, _ := json.Marshal(s.Plan.Spec)
+		if strings.Contains(string(spec), `"flaky"`) {
+			flaky++
+			rrContains(t, "flaky signature", s.Signature, "login.ts")
+		}
+	}
+	if flaky != 1 {
+		t.Fatalf("%d flaky signatures, want the retried login case only:\n%s", flaky, out.String())
 	}
 }

@@ -50,15 +50,22 @@ type planOutput struct {
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c commonFlags
-	var eventFile, project string
+	var eventFile, project, runFile string
 	fs := newFlagSet("plan", stderr, &c)
 	fs.StringVar(&eventFile, "event", "", "Qase webhook body (JSON file, - for stdin)")
+	fs.StringVar(&runFile, "run", "", "recorded run for failure routes: the run and its results as the Qase API returns them (JSON file, - for stdin)")
 	fs.StringVar(&project, "project", "", "Qase project code for bodies without project_code (as the webhook URL /webhooks/qase/CODE gives it)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if runFile != "" {
+		if eventFile != "" {
+			return fmt.Errorf("%w: plan takes --event FILE or --run FILE, not both", errUsage)
+		}
+		return planRun(ctx, c, runFile, stdout, stderr)
+	}
 	if eventFile == "" {
-		return fmt.Errorf("%w: plan needs --event FILE", errUsage)
+		return fmt.Errorf("%w: plan needs --event FILE (or --run FILE)", errUsage)
 	}
 	body, err := readInput(eventFile)
 	if err != nil {
