@@ -475,3 +475,38 @@ mapping:
 		t.Fatalf("%d flaky signatures, want the retried login case only:\n%s", flaky, out.String())
 	}
 }
+
+// TestExampleFailureRoute: the failure route config.example.yaml ships
+// commented out loads once uncommented with an API token, and plans the
+// recorded run; without the token, loading says the token is required.
+func TestExampleFailureRoute(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	i := strings.Index(text, "    # - name: failures-to-github")
+	if i < 0 {
+		t.Fatal("config.example.yaml lacks the commented failure route")
+	}
+	var lines []string
+	for _, l := range strings.Split(text[i:], "\n") {
+		if strings.TrimSpace(l) == "#" {
+			l = ""
+		}
+		lines = append(lines, strings.Replace(l, "    # ", "    ", 1))
+	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte(text[:i]+strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadConfig(cfg, func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), "qase.api_token: required") {
+		t.Fatalf("without a token: err = %v", err)
+	}
+	t.Setenv("QASE_API_TOKEN", "example-qase-token")
+	var out, errb bytes.Buffer
+	if code := run([]string{"plan", "-c", cfg, "--run", filepath.Join("..", "..", "testdata", "qase", "runs", "nightly-42.json")}, &out, &errb); code != 0 {
+		t.Fatalf("plan --run: exit %d: %s", code, errb.String())
+	}
+	rrContains(t, "plan", out.String(), "route failures-to-github: 3 signatures", `"Failing test: User logs in"`)
+}
