@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -200,4 +201,27 @@ func stateOf(runs ...qsync.FailureRun) qsync.State {
 			"passed": float64(r.Passed), "cases": []any{float64(r.Cases[0])}, "case_title": r.CaseTitle}}
 	}
 	return st
+}
+
+// TestDocsFailureRouteLoads: the failure route docs/mapping.md shows loads.
+func TestDocsFailureRouteLoads(t *testing.T) {
+	b, err := os.ReadFile("../docs/mapping.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "```yaml\n- name: failures-to-jira")
+	if i < 0 {
+		t.Fatal("docs/mapping.md lacks the failure route example")
+	}
+	block := doc[i+len("```yaml\n"):]
+	block = block[:strings.Index(block, "```")]
+	src := "routes:\n" + strings.ReplaceAll("  "+strings.TrimRight(block, "\n"), "\n", "\n  ") + "\n    tracker_type: jira\n"
+	m, err := Parse("docs.yaml", []byte(src), Options{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	if p, _ := m.FailurePolicy("failures-to-jira"); p.OutagePercent != 50 || p.OutageSignature != 25 || p.KeepRuns != 50 {
+		t.Fatalf("policy %+v", p)
+	}
 }

@@ -184,12 +184,18 @@ configuration expands, e.g. ${QASE_SYNC_LISTEN:-:8080} in config.example.yaml.`,
 Check the configuration and mapping tables without starting anything. Every
 problem is reported with file, line and field; exit status 1 if there is any.`,
 	"plan": `Usage: qase-sync plan -c FILE --event FILE [--project CODE] [-o text|json]
+       qase-sync plan -c FILE --run FILE [-o text|json]
 
 Show what one Qase webhook body would do, sending nothing: whether the webhook
 would ignore it, which routes take it, the desired issue, and the exact
 tracker requests (the real adapters over a recording transport; no secret is
 printed). Bodies without project_code (older Qase webhooks, delivered to
-/webhooks/qase/CODE) need --project CODE.`,
+/webhooks/qase/CODE) need --project CODE.
+
+--run FILE plans a recorded run for the failure routes: the run and its
+results as the Qase API returns them ({"project", "run", "results",
+"cases"}; see testdata/qase/runs). Each signature's operations are shown as
+if nothing had been filed before.`,
 	"reconcile": `Usage: qase-sync reconcile -c FILE [--route R]... [--dry-run] [-o text|json]
 
 Run one reconcile pass now: enumerate entities (Qase API lists and stored
