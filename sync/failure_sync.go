@@ -102,6 +102,7 @@ func (e *Engine) ingestRun(ctx context.Context, k Key, o SyncOptions) (Result, e
 // IngestRun records a read run for a failure route (see ingestRun) and
 // enqueues the keys it touched; dryRun only describes what it would record.
 func (e *Engine) IngestRun(ctx context.Context, route string, rec RunRecord, fm FailureMapper, pol FailurePolicy, rs ResultSource, dryRun bool) (string, error) {
+	pol = pol.WithDefaults()
 	idx, err := e.o.Store.Snapshot(ctx, caseIndexRef(route, rec.Project))
 	if err != nil {
 		return "", err
@@ -243,6 +244,9 @@ func setAttrs(s *State, attrs map[string]any) bool {
 // observe stores one run's observation ("runs/<id>"), keeps the newest
 // keep runs, and keeps text only on the newest three failing runs.
 func observe(s *State, ob FailureRun, keep int) bool {
+	if keep <= 0 {
+		keep = DefaultKeepRuns
+	}
 	changed := setAttrs(s, map[string]any{"runs/" + strconv.FormatInt(ob.Run, 10): ob})
 	runs := failureRuns(*s)
 	if len(runs) > keep {
