@@ -509,4 +509,10 @@ func TestExampleFailureRoute(t *testing.T) {
 		t.Fatalf("plan --run: exit %d: %s", code, errb.String())
 	}
 	rrContains(t, "plan", out.String(), "route failures-to-github: 3 signatures", `"Failing test: User logs in"`)
+	// plan --event on a run's end says the failure route reads the run.
+	out.Reset()
+	if code := run([]string{"plan", "-c", cfg, "--event", filepath.Join("..", "..", "testdata", "qase", "run.completed.json")}, &out, &errb); code != 0 {
+		t.Fatalf("plan --event: exit %d: %s", code, errb.String())
+	}
+	rrContains(t, "plan", out.String(), "route failures-to-github → tracker github (github): ingest:", "route failed-runs-to-github")
 }

@@ -113,6 +113,12 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	st.Fold(ev)
 	ent := st.Entity(ev.Ref)
 	for _, route := range routes {
+		if _, ok := a.mapper.FailurePolicy(route); ok {
+			// The event only says the run ended; its results are in Qase.
+			out.Routes = append(out.Routes, planRoute{Route: route, Tracker: a.routeTracker(route), Type: a.trackerType(a.routeTracker(route)),
+				Verdict: "ingest: the service reads this run's failed and passed results from the Qase API and files one issue per signature; see them with plan --run FILE"})
+			continue
+		}
 		pr, err := a.planRoute(ctx, route, ent)
 		if err != nil {
 			return err

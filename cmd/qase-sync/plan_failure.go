@@ -112,3 +112,9 @@ func printRunPlan(w io.Writer, out planRunOutput) {
 		}
 	}
 }
+
+// routeTracker is the tracker a route targets ("" if unknown).
+func (a *app) routeTracker(route string) string {
+	ri, _ := a.mapper.RouteInfo(route)
+	return ri.Tracker
+}
