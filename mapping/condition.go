@@ -62,7 +62,7 @@ var Attributes = map[qsync.Kind][]string{
 		"start_time", "end_time", "public"},
 	qsync.KindFailure: {"signature", "status", "environment", "case_id", "case_ids", "case_title", "message", "stacktrace",
 		"first_seen", "last_seen", "first_run", "occurrences", "failing_runs", "runs_failed", "clean_runs",
-		"last_passing_run", "run_id", "results", "result_hash", "attachments", "flaky", "filable",
+		"last_passing_run", "run_id", "run_title", "results", "result_hash", "attachments", "flaky", "filable",
 		"total", "failed", "failed_percent", "outage_reason", "top_signatures", "top_lines"},
 }
 

@@ -44,6 +44,7 @@ type FailureResult struct {
 type RunRecord struct {
 	Project string `json:"project"`
 	RunID   int64  `json:"run_id"`
+	Title   string `json:"title,omitempty"`
 	// Total counts the run's results of any status (the outage breaker's
 	// denominator); at least len(Results).
 	Total   int             `json:"total"`
@@ -107,6 +108,7 @@ func (p FailurePolicy) WithDefaults() FailurePolicy {
 // stored per (signature, run).
 type FailureRun struct {
 	Run       int64     `json:"run"`
+	RunTitle  string    `json:"run_title,omitempty"`
 	At        time.Time `json:"at,omitzero"` // the run's last result end time
 	Signature string    `json:"signature"`
 	// Failed counts the run's failed results with the signature; Passed
@@ -130,6 +132,7 @@ func (r FailureRun) clean() bool   { return r.Failed == 0 && r.Passed > 0 }
 // of one per signature.
 type Outage struct {
 	Run     int64            `json:"run"`
+	Title   string           `json:"title,omitempty"`
 	At      time.Time        `json:"at,omitzero"`
 	Total   int              `json:"total"`
 	Failed  int              `json:"failed"`
@@ -209,14 +212,14 @@ func PlanRunIngest(rec RunRecord, pol FailurePolicy, sign func(FailureResult) (s
 		if total > 0 {
 			pct = float64(failed) * 100 / float64(total)
 		}
-		return RunIngest{Outage: &Outage{Run: rec.RunID, At: at, Total: total, Failed: failed, Percent: pct, Reason: o, Top: top[:min(len(top), outageTop)]}}, nil
+		return RunIngest{Outage: &Outage{Run: rec.RunID, Title: rec.Title, At: at, Total: total, Failed: failed, Percent: pct, Reason: o, Top: top[:min(len(top), outageTop)]}}, nil
 	}
 	out := RunIngest{Observations: map[string]FailureRun{}}
 	for sig, g := range groups {
 		// The newest result speaks for the signature in this run.
 		slices.SortStableFunc(g.results, func(a, b FailureResult) int { return a.EndTime.Compare(b.EndTime) })
 		last := g.results[len(g.results)-1]
-		o := FailureRun{Run: rec.RunID, At: at, Signature: sig, Failed: len(g.results),
+		o := FailureRun{Run: rec.RunID, RunTitle: rec.Title, At: at, Signature: sig, Failed: len(g.results),
 			Message: capRunes(last.Message, maxFailureMessage), Stack: capRunes(last.Stacktrace, maxFailureStack)}
 		for _, r := range g.results {
 			if !slices.Contains(o.Cases, r.CaseID) {
@@ -238,7 +241,7 @@ func PlanRunIngest(rec RunRecord, pol FailurePolicy, sign func(FailureResult) (s
 		for _, sig := range index[c] {
 			o, ok := out.Observations[sig]
 			if !ok {
-				o = FailureRun{Run: rec.RunID, At: at, Signature: sig}
+				o = FailureRun{Run: rec.RunID, RunTitle: rec.Title, At: at, Signature: sig}
 			}
 			if slices.Contains(o.Cases, c) && o.Failed > 0 {
 				continue // counted with the failures above
@@ -396,6 +399,9 @@ func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureS
 	if lastFail != nil {
 		attrs["last_seen"] = timeText(lastFail.At)
 		attrs["run_id"] = lastFail.Run
+		if lastFail.RunTitle != "" {
+			attrs["run_title"] = lastFail.RunTitle
+		}
 		attrs["results"] = eachString(lastFail.Results)
 		if len(lastFail.Results) > 0 {
 			attrs["result_hash"] = lastFail.Results[0]
@@ -462,7 +468,7 @@ func OutageAttrs(o Outage) map[string]any {
 		"environment": true, "signature": OutageSignature(o.Run), "run_id": o.Run, "total": int64(o.Total),
 		"failed": int64(o.Failed), "failed_percent": int64(o.Percent + 0.5), "outage_reason": o.Reason,
 		"top_signatures": top, "top_lines": lines, "last_seen": timeText(o.At), "first_seen": timeText(o.At),
-		"filable": true, "flaky": false,
+		"filable": true, "flaky": false, "run_title": o.Title,
 	}
 }
 

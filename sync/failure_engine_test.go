@@ -17,7 +17,9 @@ import (
 // caseSigner is a FailureMapper with the default signature: project-case.
 type caseSigner struct{}
 
-func (caseSigner) FailurePolicy(string) (qsync.FailurePolicy, bool) { return qsync.FailurePolicy{}, true }
+func (caseSigner) FailurePolicy(string) (qsync.FailurePolicy, bool) {
+	return qsync.FailurePolicy{}, true
+}
 func (caseSigner) Signature(_, project string, r qsync.FailureResult) (string, error) {
 	return project + "-" + strconv.FormatInt(r.CaseID, 10), nil
 }

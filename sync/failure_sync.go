@@ -90,10 +90,21 @@ func (e *Engine) ingestRun(ctx context.Context, k Key, o SyncOptions) (Result, e
 	if !ok {
 		return res, Permanentf("route %s files failed results: it reads them from the Qase API, so qase.api_token is required", k.Route)
 	}
+	// The run itself: its events are folded (so retention can prune them)
+	// and its title read; a run Qase no longer has has no results.
+	run, err := e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass)
+	if err != nil {
+		return res, err
+	}
+	if run.Deleted {
+		res.Detail = "the run is deleted in Qase; nothing to read"
+		return res, nil
+	}
 	rec, err := ReadRun(ctx, rs, k.Project, k.ID)
 	if err != nil {
 		return res, err
 	}
+	rec.Title, _ = run.Attrs["title"].(string)
 	ing, err := e.IngestRun(ctx, k.Route, rec, fm, pol, rs, o.DryRun)
 	res.Detail = ing
 	return res, err

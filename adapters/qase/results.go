@@ -197,6 +197,7 @@ func RecordedRun(data []byte) (qsync.RunRecord, error) {
 		results = page.Entities
 	}
 	rec := qsync.RunRecord{Project: doc.Project, RunID: run, Total: doc.Total, CaseTitles: map[int64]string{}}
+	rec.Title, _ = doc.Run["title"].(string)
 	for _, m := range results {
 		r := resultOf(m, run)
 		if r.RunID != run {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/mapping"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 // End-to-end tests for failure routes: run.completed webhooks through the
@@ -34,10 +36,11 @@ routes:
     project: acme/qa
     title: '{{if .environment}}Environment failure in run {{.run_id}}: {{.failed}} of {{.total}} results failed{{else}}Failing test: {{.case_title | default .signature}}{{end}}'
     body: |
-      {{if .environment}}{{.outage_reason}}. Top signatures:
+      {{if .environment}}Run: {{.run_title}}. {{.outage_reason}}. Top signatures:
       {{range .top_lines}}- {{.}}
       {{end}}{{else}}Signature: {{.signature}}
       Message: {{.message}}
+      Newest failing run: {{.run_title}}
       Failing runs: {{join ", " .failing_runs}} · occurrences: {{.occurrences}}
       {{code .stacktrace}}{{end}}
     labels: [qase-failure, '{{if .flaky}}flaky{{end}}', '{{if .environment}}environment{{end}}']
@@ -186,7 +189,7 @@ func TestFailureRecurringCasesOneIssueEach(t *testing.T) {
 		if rrComments(is, "Failed again in run 2") != 1 || rrComments(is, "Failed again in run 3") != 1 || len(is.Comments) != 2 {
 			t.Fatalf("case %d comments: %+v; want one per later run", c, is.Comments)
 		}
-		rrContains(t, "body", is.Body, "Signature: SHOP-", "Failing runs: 1, 2, 3", "occurrences: 3", "Case"+fmt.Sprint(c)+"Test.java:43")
+		rrContains(t, "body", is.Body, "Signature: SHOP-", "Newest failing run: Nightly 3", "Failing runs: 1, 2, 3", "occurrences: 3", "Case"+fmt.Sprint(c)+"Test.java:43")
 		if slices.Contains(is.Labels, "flaky") {
 			t.Errorf("case %d labelled flaky: %v", c, is.Labels)
 		}
@@ -258,7 +261,13 @@ func TestFailureOutageFilesOneEnvironmentIssue(t *testing.T) {
 	if is.Title != "Environment failure in run 1: 20 of 25 results failed" || !slices.Contains(is.Labels, "environment") {
 		t.Fatalf("environment issue %q labels %v", is.Title, is.Labels)
 	}
-	rrContains(t, "body", is.Body, "20 of 25 results failed (more than 50%)", "- SHOP-1 (1)")
+	rrContains(t, "body", is.Body, "20 of 25 results failed (more than 50%)", "- SHOP-1 (1)", "Run: Nightly 1")
+	// The run's events are folded into its snapshot, so retention can
+	// prune them although no run route syncs the run.
+	snap, err := r.a.store.Snapshot(context.Background(), qsync.EntityRef{Project: failProject, Kind: qsync.KindRun, ID: 1})
+	if err != nil || snap.LastSeq == 0 || snap.State.Attrs["title"].V != "Nightly 1" {
+		t.Fatalf("run snapshot %+v (err %v): want its event folded and its title read", snap, err)
+	}
 	rrState(t, is, "open", "")
 	// The next, healthy run files the failures it has on their own.
 	r.putRun(2, 25, []int64{3})
