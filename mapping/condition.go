@@ -60,7 +60,7 @@ var Attributes = map[qsync.Kind][]string{
 	qsync.KindRun: {"title", "description", "status", "completed", "plan", "plan_id", "environment", "cases",
 		"cases_added", "passed", "failed", "blocked", "untested", "skipped", "invalid", "duration",
 		"start_time", "end_time", "public"},
-	qsync.KindFailure: {"signature", "status", "environment", "case_id", "case_ids", "case_title", "message", "stacktrace",
+	qsync.KindFailure: {"signature", "status", "environment", "case_id", "case_ids", "case_title", "message", "stacktrace", "failed_step",
 		"first_seen", "last_seen", "first_run", "occurrences", "failing_runs", "runs_failed", "clean_runs",
 		"last_passing_run", "run_id", "run_title", "results", "result_hash", "attachments", "flaky", "filable",
 		"total", "failed", "failed_percent", "outage_reason", "top_signatures", "top_lines"},

@@ -34,6 +34,7 @@ type FailureResult struct {
 	Status      string    `json:"status"`            // passed, failed, ...
 	Message     string    `json:"message,omitempty"` // the result's comment
 	Stacktrace  string    `json:"stacktrace,omitempty"`
+	FailedStep  string    `json:"failed_step,omitempty"` // "3.1: comment" of the first failed step
 	EndTime     time.Time `json:"end_time,omitzero"`
 	Attachments []string  `json:"attachments,omitempty"` // URLs
 }
@@ -120,6 +121,7 @@ type FailureRun struct {
 	Results     []string `json:"results,omitempty"` // failed result hashes
 	Message     string   `json:"message,omitempty"`
 	Stack       string   `json:"stack,omitempty"`
+	FailedStep  string   `json:"failed_step,omitempty"`
 	CaseTitle   string   `json:"case_title,omitempty"`
 	Attachments []string `json:"attachments,omitempty"`
 }
@@ -220,7 +222,8 @@ func PlanRunIngest(rec RunRecord, pol FailurePolicy, sign func(FailureResult) (s
 		slices.SortStableFunc(g.results, func(a, b FailureResult) int { return a.EndTime.Compare(b.EndTime) })
 		last := g.results[len(g.results)-1]
 		o := FailureRun{Run: rec.RunID, RunTitle: rec.Title, At: at, Signature: sig, Failed: len(g.results),
-			Message: capRunes(last.Message, maxFailureMessage), Stack: capRunes(last.Stacktrace, maxFailureStack)}
+			Message: capRunes(last.Message, maxFailureMessage), Stack: capRunes(last.Stacktrace, maxFailureStack),
+			FailedStep: capRunes(last.FailedStep, maxFailureMessage)}
 		for _, r := range g.results {
 			if !slices.Contains(o.Cases, r.CaseID) {
 				o.Cases = append(o.Cases, r.CaseID)
@@ -410,8 +413,11 @@ func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureS
 		// The newest observation that kept its text (older ones are
 		// trimmed to save room) gives the message and stack trace.
 		for j := len(runs) - 1; j >= 0; j-- {
-			if runs[j].Failed > 0 && (runs[j].Message != "" || runs[j].Stack != "") {
+			if runs[j].Failed > 0 && (runs[j].Message != "" || runs[j].Stack != "" || runs[j].FailedStep != "") {
 				attrs["message"], attrs["stacktrace"] = runs[j].Message, runs[j].Stack
+				if runs[j].FailedStep != "" {
+					attrs["failed_step"] = runs[j].FailedStep
+				}
 				break
 			}
 		}

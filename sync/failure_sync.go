@@ -270,11 +270,11 @@ func observe(s *State, ob FailureRun, keep int) bool {
 	texts := 0
 	for i := len(runs) - 1; i >= 0; i-- {
 		r := runs[i]
-		if r.Failed == 0 || (r.Message == "" && r.Stack == "") {
+		if r.Failed == 0 || (r.Message == "" && r.Stack == "" && r.FailedStep == "") {
 			continue
 		}
 		if texts++; texts > 3 {
-			r.Message, r.Stack = "", ""
+			r.Message, r.Stack, r.FailedStep = "", "", ""
 			s.Attrs["runs/"+strconv.FormatInt(r.Run, 10)] = Attr{V: jsonRound(r)}
 			changed = true
 		}

@@ -206,10 +206,11 @@ func TestSummarizeFailure(t *testing.T) {
 func TestSummarizeFailureAttributes(t *testing.T) {
 	runs := seq("FFC")
 	runs[1].CaseTitle, runs[1].Attachments = "Login works", []string{"https://qase.example/a.png"}
+	runs[1].FailedStep = "2: button missing"
 	sum := SummarizeFailure("S", runs, FailurePolicy{})
 	a := sum.Attrs
 	want := map[string]any{"signature": "S", "occurrences": int64(2), "runs_failed": int64(2), "run_id": int64(2), "first_run": int64(1),
-		"last_passing_run": int64(3), "case_id": int64(7), "case_title": "Login works", "message": "boom 2", "result_hash": "h2",
+		"last_passing_run": int64(3), "case_id": int64(7), "case_title": "Login works", "message": "boom 2", "failed_step": "2: button missing", "result_hash": "h2",
 		"first_seen": "2026-03-01T12:00:00Z", "last_seen": "2026-03-01T13:00:00Z"}
 	for k, v := range want {
 		if a[k] != v {

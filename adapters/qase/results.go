@@ -137,16 +137,52 @@ func resultOf(m map[string]any, run int64) qsync.FailureResult {
 			}
 		}
 	}
-	if atts, ok := m["attachments"].([]any); ok {
-		for _, a := range atts {
-			if am, ok := a.(map[string]any); ok {
-				if u, _ := am["url"].(string); u != "" {
-					r.Attachments = append(r.Attachments, u)
-				}
+	r.Attachments = attachmentURLs(m["attachments"])
+	if steps, ok := m["steps"].([]any); ok {
+		r.FailedStep, r.Attachments = failedStep(steps, "", r.Attachments)
+	}
+	return r
+}
+
+func attachmentURLs(v any) []string {
+	var out []string
+	atts, _ := v.([]any)
+	for _, a := range atts {
+		if am, ok := a.(map[string]any); ok {
+			if u, _ := am["url"].(string); u != "" {
+				out = append(out, u)
 			}
 		}
 	}
-	return r
+	return out
+}
+
+// stepFailed is a failed step's status in results (TestStepResult.status).
+const stepFailed = 2
+
+// failedStep finds the first failed step, depth first (nested steps are
+// numbered 1.2.1), as "position: comment", and adds its attachments.
+func failedStep(steps []any, prefix string, atts []string) (string, []string) {
+	for i, s := range steps {
+		sm, ok := s.(map[string]any)
+		if !ok {
+			continue
+		}
+		pos := prefix + strconv.Itoa(i+1)
+		if st, _ := toInt64(sm["status"]); st == stepFailed {
+			if nested, ok := sm["steps"].([]any); ok {
+				if found, a := failedStep(nested, pos+".", atts); found != "" {
+					return found, a
+				}
+			}
+			text := pos
+			if c, _ := sm["comment"].(string); strings.TrimSpace(c) != "" {
+				text += ": " + strings.TrimSpace(c)
+			}
+			return text, append(atts, attachmentURLs(sm["attachments"])...)
+		}
+	}
+	return "", atts
 }
 
 // RecordedRun reads a recorded run, the fixture `plan --run` takes: the

@@ -206,3 +206,23 @@ func TestDecodeResultHints(t *testing.T) {
 		}
 	}
 }
+
+func TestRunResultsFailedStep(t *testing.T) {
+	fake, c, _ := setup(t)
+	fake.AddProject("SHOP")
+	fake.PutResult("SHOP", map[string]any{"hash": "s1", "run_id": 9, "case_id": 1, "status": "failed", "steps": []any{
+		map[string]any{"status": 1, "comment": "opened the page"},
+		map[string]any{"status": 2, "comment": "checkout", "steps": []any{
+			map[string]any{"status": 1},
+			map[string]any{"status": 2, "comment": " button missing ", "attachments": []any{map[string]any{"url": "https://qase.example/step.png"}}},
+		}},
+	}})
+	var got qsync.FailureResult
+	err := c.RunResults(context.Background(), "SHOP", 9, "failed", func(r qsync.FailureResult) error { got = r; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.FailedStep != "2.2: button missing" || !slices.Equal(got.Attachments, []string{"https://qase.example/step.png"}) {
+		t.Fatalf("failed step %q attachments %v", got.FailedStep, got.Attachments)
+	}
+}
