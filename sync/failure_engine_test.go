@@ -124,3 +124,38 @@ func TestIngestRunsConcurrently(t *testing.T) {
 		t.Fatalf("runs_failed = %v, want 12", got)
 	}
 }
+
+// BenchmarkIngestRun: one run of 1,000 results, 50 of them failed, over
+// SQLite with 500 signatures known from earlier runs (each of their cases
+// passing counts as a clean run).
+func BenchmarkIngestRun(b *testing.B) {
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(b.TempDir(), "q.db"), Synchronous: "normal"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	e := qsync.NewEngine(qsync.EngineOptions{Store: st, Mapper: memMapper{}, Logger: quietLog()})
+	run := func(id int64, failFrom, failTo int64) qsync.RunRecord {
+		rec := qsync.RunRecord{Project: "P", RunID: id, Total: 1000}
+		for c := int64(1); c <= 1000; c++ {
+			s := "passed"
+			if c >= failFrom && c < failTo {
+				s = "failed"
+			}
+			rec.Results = append(rec.Results, qsync.FailureResult{Hash: fmt.Sprintf("%d-%d", id, c), RunID: id, CaseID: c, Status: s, Message: "boom", Stacktrace: "at x(X.java:1)"})
+		}
+		return rec
+	}
+	ctx := context.Background()
+	for i := int64(0); i < 10; i++ { // 500 signatures seen failing before
+		if _, err := e.IngestRun(ctx, "r", run(i+1, i*50+1, i*50+51), caseSigner{}, qsync.FailurePolicy{}, nil, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.IngestRun(ctx, "r", run(int64(100+i), 1, 51), caseSigner{}, qsync.FailurePolicy{}, nil, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
