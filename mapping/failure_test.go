@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,6 +178,14 @@ func TestFailureDesired(t *testing.T) {
 	}
 	if d.Create || d.Spec.Status != "closed" {
 		t.Fatalf("closed failure: create %v status %q; want no create, closed", d.Create, d.Spec.Status)
+	}
+	// Nothing stored (a restored store): nothing known, nothing written.
+	d, err = m.Desired("by-case", qsync.FailureEntity(ref, qsync.State{}, qsync.FailurePolicy{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Create || !slices.Contains(d.Unknown, "title") || !slices.Contains(d.Unknown, "status") {
+		t.Fatalf("unknown failure: create %v unknown %v; want no create, title and status unknown", d.Create, d.Unknown)
 	}
 	env := qsync.FailureRef("by-case", "SHOP", qsync.OutageSignature(9))
 	var es qsync.State

@@ -335,20 +335,21 @@ func (e *Engine) failureEntity(k Key, st State) (Entity, error) {
 
 // FailureEntity is the entity of a failure key: an environment issue's
 // stored attributes, or a signature's lifecycle summarized from its runs.
+// A signature with no stored run (a new or restored store whose links were
+// rebuilt from the trackers) is not known: its entity is incomplete, so
+// nothing is written over its issue until ingest (or the reconciler's
+// re-read of recent runs) records a run again (invariant I7).
 func FailureEntity(ref EntityRef, st State, pol FailurePolicy) Entity {
 	ent := Entity{Ref: ref, Attrs: map[string]any{}, Complete: true}
 	if env, _ := st.Attrs["environment"].V.(bool); env {
 		for k, a := range st.Attrs {
 			ent.Attrs[k] = jsonClone(a.V)
 		}
-	} else {
-		runs := failureRuns(st)
-		sig := ""
-		if len(runs) > 0 {
-			sig = runs[len(runs)-1].Signature
-		}
-		sum := SummarizeFailure(sig, runs, pol)
+	} else if runs := failureRuns(st); len(runs) > 0 {
+		sum := SummarizeFailure(runs[len(runs)-1].Signature, runs, pol)
 		ent.Attrs, ent.Comments = sum.Attrs, sum.Comments
+	} else {
+		ent.Complete = false
 	}
 	ent.Attrs["id"], ent.Attrs["project"] = ref.ID, ref.Project
 	return ent
@@ -429,4 +430,17 @@ func IngestEntities(route, project string, ing RunIngest, pol FailurePolicy) []E
 		out = append(out, FailureEntity(FailureRef(route, project, sig), st, pol))
 	}
 	return out
+}
+
+// unknownFailure says why a failure key has nothing to sync ("" if it
+// has): no run of its signature is stored (a lost or restored store, a
+// signature older than the reconciler's window). Not even adopting its
+// issue: an adoption now would record a baseline verified against no
+// comments, and the recurrence comments known later would be posted
+// again without looking.
+func unknownFailure(k Key, ent Entity) string {
+	if k.Kind != KindFailure || ent.Complete {
+		return ""
+	}
+	return "no run of this signature is recorded (yet); its issue is left as it is"
 }

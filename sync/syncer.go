@@ -126,6 +126,10 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 	if err != nil {
 		return res, err
 	}
+	if note := unknownFailure(k, ent); note != "" {
+		res.Plan, res.Detail = Plan{Note: note}, note
+		return res, nil
+	}
 	d, err := e.o.Mapper.Desired(k.Route, ent)
 	if err != nil {
 		return res, Permanent(fmt.Errorf("mapping route %s: %w", k.Route, err))

@@ -525,3 +525,36 @@ func TestExampleFailureRoute(t *testing.T) {
 	}
 	rrContains(t, "plan", out.String(), "route failures-to-github → tracker github (github): ingest:", "route failed-runs-to-github")
 }
+
+// TestFailureLostDatabase: after the database is lost, a reconcile pass
+// re-reads the recent runs and adopts the marked issues: no second issue,
+// no comment posted twice, no field written from nothing.
+func TestFailureLostDatabase(t *testing.T) {
+	t.Parallel()
+	o := harnessOpts{qaseAPI: true, routes: failGitHubRoutes, trackers: "    rate: {per_second: 500, burst: 100}\n"}
+	r := newFailRig(t, failGitHubRoutes)
+	for run := int64(1); run <= 2; run++ {
+		r.putRun(run, 20, []int64{1, 2})
+		r.complete(run, run)
+	}
+	r.drain()
+	before := r.issuesByTitle()
+	if len(before) != 2 {
+		t.Fatalf("%d issues before the loss, want 2", len(before))
+	}
+	recLoseDatabase(t, r.harness)
+	r.start(o)
+	r.recReconcile()
+	after := r.issuesByTitle()
+	if len(after) != 2 {
+		t.Fatalf("%d issues after the loss, want the same 2: %v", len(after), keys(after))
+	}
+	for title, is := range after {
+		was := before[title]
+		if is.Number != was.Number || is.Body != was.Body || len(is.Comments) != 1 || is.State != "open" {
+			t.Fatalf("%s after the loss: #%d %s, %d comments, body changed %v; want #%d unchanged with its one comment",
+				title, is.Number, is.State, len(is.Comments), is.Body != was.Body, was.Number)
+		}
+	}
+	r.recQuietPass("after the repair")
+}
