@@ -63,7 +63,7 @@ var Attributes = map[qsync.Kind][]string{
 	qsync.KindFailure: {"signature", "status", "environment", "case_id", "case_ids", "case_title", "message", "stacktrace", "failed_step",
 		"first_seen", "last_seen", "first_run", "occurrences", "failing_runs", "runs_failed", "clean_runs",
 		"last_passing_run", "run_id", "run_title", "results", "result_hash", "attachments", "flaky", "filable",
-		"total", "failed", "failed_percent", "outage_reason", "top_signatures", "top_lines"},
+		"total", "failed", "failed_percent", "outage_reason", "top_signatures", "top_lines", "recovered_run"},
 }
 
 // builtinNames are the names Mapping.data adds to every entity.

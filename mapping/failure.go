@@ -119,11 +119,9 @@ func (m *Mapping) Signature(route, project string, res qsync.FailureResult) (str
 
 // failureCreatable: a failure issue is filed only while the signature is
 // open and, when it is flaky and the route holds flaky cases back, once
-// it failed enough runs in a row. An environment issue is always filable.
+// it failed enough runs in a row; an environment issue while its outage
+// lasts.
 func failureCreatable(e qsync.Entity) bool {
-	if env, _ := e.Attrs["environment"].(bool); env {
-		return true
-	}
 	filable, _ := e.Attrs["filable"].(bool)
 	return e.Attrs["status"] == qsync.FailureOpen && filable
 }

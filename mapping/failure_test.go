@@ -197,8 +197,16 @@ func TestFailureDesired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !d.Create || d.Spec.Title != "Environment failure in run 9" || d.Spec.Status != "" {
+	if !d.Create || d.Spec.Title != "Environment failure in run 9" || d.Spec.Status != "open" {
 		t.Fatalf("environment: create %v title %q status %q", d.Create, d.Spec.Title, d.Spec.Status)
+	}
+	es.Attrs["status"], es.Attrs["recovered_run"] = qsync.Attr{V: "closed"}, qsync.Attr{V: float64(10)}
+	d, err = m.Desired("by-case", qsync.FailureEntity(env, es, qsync.FailurePolicy{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Create || d.Spec.Status != "closed" || len(d.Spec.Comments) != 1 || d.Spec.Comments[0].Body != "Run 10 was not an outage; closing." {
+		t.Fatalf("recovered environment: create %v status %q comments %+v", d.Create, d.Spec.Status, d.Spec.Comments)
 	}
 }
 

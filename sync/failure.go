@@ -474,7 +474,7 @@ func OutageAttrs(o Outage) map[string]any {
 		"environment": true, "signature": OutageSignature(o.Run), "run_id": o.Run, "total": int64(o.Total),
 		"failed": int64(o.Failed), "failed_percent": int64(o.Percent + 0.5), "outage_reason": o.Reason,
 		"top_signatures": top, "top_lines": lines, "last_seen": timeText(o.At), "first_seen": timeText(o.At),
-		"filable": true, "flaky": false, "run_title": o.Title,
+		"filable": true, "flaky": false, "run_title": o.Title, "status": FailureOpen,
 	}
 }
 

@@ -159,3 +159,48 @@ func BenchmarkIngestRun(b *testing.B) {
 		}
 	}
 }
+
+// envEntity is run's environment entity as the store holds it.
+func envEntity(t *testing.T, st *sqlite.Store, run int64) qsync.Entity {
+	t.Helper()
+	ref := qsync.FailureRef("r", "P", qsync.OutageSignature(run))
+	snap, err := st.Snapshot(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qsync.FailureEntity(ref, snap.State, qsync.FailurePolicy{})
+}
+
+// TestOutageRecovery: an environment issue stays open until a later run
+// is not an outage, whichever order the runs are ingested in.
+func TestOutageRecovery(t *testing.T) {
+	pol := qsync.FailurePolicy{OutagePercent: 50, OutageMinFailed: 5}
+	outage := recordedRun(2, 1, 2, 3, 4, 5, 6, 7, 8)
+	for _, tc := range []struct {
+		name  string
+		order []qsync.RunRecord
+		open  bool
+	}{
+		{"outage alone", []qsync.RunRecord{recordedRun(1), outage}, true},
+		{"healthy run after", []qsync.RunRecord{outage, recordedRun(3, 1)}, false},
+		{"healthy run first", []qsync.RunRecord{recordedRun(3), outage}, false},
+		{"repeated after recovery", []qsync.RunRecord{outage, recordedRun(3), outage, outage}, false},
+		{"another outage is no recovery", []qsync.RunRecord{outage, recordedRun(4, 1, 2, 3, 4, 5, 6, 7, 8)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, st := openFailureEngine(t)
+			for _, r := range tc.order {
+				if _, err := e.IngestRun(context.Background(), "r", r, caseSigner{}, pol, nil, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ent := envEntity(t, st, 2)
+			if open := ent.Attrs["status"] == qsync.FailureOpen; open != tc.open {
+				t.Fatalf("status %v, want open=%v", ent.Attrs["status"], tc.open)
+			}
+			if !tc.open && (len(ent.Comments) != 1 || ent.Attrs["recovered_run"] != int64(3)) {
+				t.Fatalf("recovered: comments %+v recovered_run %v", ent.Comments, ent.Attrs["recovered_run"])
+			}
+		})
+	}
+}

@@ -130,11 +130,16 @@ func (e *Engine) IngestRun(ctx context.Context, route string, rec RunRecord, fm 
 		if dryRun {
 			return detail, nil
 		}
-		attrs := OutageAttrs(*ing.Outage)
-		if err := e.updateSnapshot(ctx, ref, func(s *State) bool { return setAttrs(s, attrs) }); err != nil {
+		if err := e.recordOutage(ctx, route, rec.Project, *ing.Outage); err != nil {
 			return "", err
 		}
 		return detail, e.enqueueFailures(ctx, route, []EntityRef{ref})
+	}
+	var recovered []EntityRef
+	if !dryRun {
+		if recovered, err = e.recoverOutages(ctx, route, rec.Project, rec.RunID); err != nil {
+			return "", err
+		}
 	}
 	// Case titles for the failing signatures (one read per signature).
 	if rs != nil {
@@ -161,10 +166,13 @@ func (e *Engine) IngestRun(ctx context.Context, route string, rec RunRecord, fm 
 		}
 	}
 	detail := fmt.Sprintf("run %d: %d failing signatures, %d clean", rec.RunID, failing, clean)
-	if dryRun || len(ing.Observations) == 0 {
+	if len(recovered) > 0 {
+		detail += fmt.Sprintf("; %d environment issues recovered", len(recovered))
+	}
+	if dryRun {
 		return detail, nil
 	}
-	var refs []EntityRef
+	refs := recovered
 	var pairs []string
 	for _, sig := range slices.Sorted(maps.Keys(ing.Observations)) {
 		ob := ing.Observations[sig]
@@ -198,6 +206,9 @@ func (e *Engine) IngestRun(ctx context.Context, route string, rec RunRecord, fm 
 }
 
 func (e *Engine) enqueueFailures(ctx context.Context, route string, refs []EntityRef) error {
+	if len(refs) == 0 {
+		return nil
+	}
 	keys := make([]Key, len(refs))
 	for i, r := range refs {
 		keys[i] = Key{Route: route, EntityRef: r}
@@ -345,6 +356,10 @@ func FailureEntity(ref EntityRef, st State, pol FailurePolicy) Entity {
 		for k, a := range st.Attrs {
 			ent.Attrs[k] = jsonClone(a.V)
 		}
+		if r := attrInt(ent.Attrs["recovered_run"]); r > 0 && ent.Attrs["status"] == FailureClosed {
+			ent.Attrs["recovered_run"] = r
+			ent.Comments = []Comment{{ID: "failure-recovered", Body: fmt.Sprintf("Run %d was not an outage; closing.", r)}}
+		}
 	} else if runs := failureRuns(st); len(runs) > 0 {
 		sum := SummarizeFailure(runs[len(runs)-1].Signature, runs, pol)
 		ent.Attrs, ent.Comments = sum.Attrs, sum.Comments
@@ -443,4 +458,109 @@ func unknownFailure(k Key, ent Entity) string {
 		return ""
 	}
 	return "no run of this signature is recorded (yet); its issue is left as it is"
+}
+
+// outageIndexRef holds, per route and project, the newest run that was not
+// an outage ("healthy_run") and the outage runs whose environment issue is
+// open ("outages/<run>").
+func outageIndexRef(route, project string) EntityRef {
+	return EntityRef{Project: project, Kind: KindFailure, ID: SignatureID(route, "\x00outages")}
+}
+
+// recordOutage stores a run's environment issue, then notes it open in the
+// outage index; a healthy run newer than it, seen before or concurrently,
+// closes it at once. The issue is written before the index, so a healthy
+// run that finds the index entry finds the issue too.
+func (e *Engine) recordOutage(ctx context.Context, route, project string, o Outage) error {
+	ref := FailureRef(route, project, OutageSignature(o.Run))
+	attrs := OutageAttrs(o)
+	err := e.updateSnapshot(ctx, ref, func(s *State) bool {
+		a := maps.Clone(attrs)
+		if s.Attrs["status"].V == FailureClosed {
+			delete(a, "status") // recovered already: never reopened by a repeat
+		}
+		return setAttrs(s, a)
+	})
+	if err != nil {
+		return err
+	}
+	var healthy int64
+	key := "outages/" + strconv.FormatInt(o.Run, 10)
+	err = e.updateSnapshot(ctx, outageIndexRef(route, project), func(s *State) bool {
+		healthy = attrInt(s.Attrs["healthy_run"].V)
+		if _, ok := s.Attrs[key]; ok || healthy > o.Run {
+			return false
+		}
+		return setAttrs(s, map[string]any{key: true})
+	})
+	if err != nil || healthy <= o.Run {
+		return err
+	}
+	_, err = e.recoverOutages(ctx, route, project, healthy)
+	if err == nil {
+		err = e.closeOutage(ctx, ref, healthy)
+	}
+	return err
+}
+
+// recoverOutages closes the environment issues of the outage runs older
+// than run (a run that was not an outage) and records run as the newest
+// healthy one. Issues are closed before their index entries are dropped,
+// so a retry after a crash closes what is left.
+func (e *Engine) recoverOutages(ctx context.Context, route, project string, run int64) ([]EntityRef, error) {
+	idx, err := e.o.Store.Snapshot(ctx, outageIndexRef(route, project))
+	if err != nil {
+		return nil, err
+	}
+	var closed []string
+	var refs []EntityRef
+	for _, k := range slices.Sorted(maps.Keys(idx.State.Attrs)) {
+		r, err := strconv.ParseInt(strings.TrimPrefix(k, "outages/"), 10, 64)
+		if !strings.HasPrefix(k, "outages/") || err != nil || r >= run {
+			continue
+		}
+		ref := FailureRef(route, project, OutageSignature(r))
+		if err := e.closeOutage(ctx, ref, run); err != nil {
+			return nil, err
+		}
+		closed, refs = append(closed, k), append(refs, ref)
+	}
+	err = e.updateSnapshot(ctx, outageIndexRef(route, project), func(s *State) bool {
+		changed := false
+		for _, k := range closed {
+			if _, ok := s.Attrs[k]; ok {
+				delete(s.Attrs, k)
+				changed = true
+			}
+		}
+		if attrInt(s.Attrs["healthy_run"].V) < run {
+			changed = setAttrs(s, map[string]any{"healthy_run": run}) || changed
+		}
+		return changed
+	})
+	return refs, err
+}
+
+// closeOutage marks an environment issue recovered by run (once: the first
+// recovery stands).
+func (e *Engine) closeOutage(ctx context.Context, ref EntityRef, run int64) error {
+	return e.updateSnapshot(ctx, ref, func(s *State) bool {
+		if env, _ := s.Attrs["environment"].V.(bool); !env || s.Attrs["status"].V == FailureClosed {
+			return false
+		}
+		return setAttrs(s, map[string]any{"status": FailureClosed, "recovered_run": run})
+	})
+}
+
+// attrInt reads a stored number (JSON numbers decode as float64).
+func attrInt(v any) int64 {
+	switch n := v.(type) {
+	case float64:
+		return int64(n)
+	case int64:
+		return n
+	case int:
+		return int64(n)
+	}
+	return 0
 }

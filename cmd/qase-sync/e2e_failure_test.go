@@ -269,12 +269,20 @@ func TestFailureOutageFilesOneEnvironmentIssue(t *testing.T) {
 		t.Fatalf("run snapshot %+v (err %v): want its event folded and its title read", snap, err)
 	}
 	rrState(t, is, "open", "")
-	// The next, healthy run files the failures it has on their own.
+	// The next, healthy run files the failures it has on their own...
 	r.putRun(2, 25, []int64{3})
 	r.complete(2, 2)
 	r.drain()
 	if got := len(rrIssues(r.gh, "acme/qa")); got != 2 {
 		t.Fatalf("after a healthy run: %d issues, want the environment issue and case 3's", got)
+	}
+	// ... and closes the environment issue, once.
+	r.complete(2, 2)
+	r.drain()
+	env := r.issuesByTitle()["Environment failure in run 1: 20 of 25 results failed"]
+	rrState(t, env, "closed", "completed")
+	if len(env.Comments) != 1 || rrComments(env, "Run 2 was not an outage; closing.") != 1 {
+		t.Fatalf("environment issue comments %+v", env.Comments)
 	}
 	r.recQuietPass("after the outage")
 }
