@@ -84,8 +84,8 @@ func (m *Mapping) compileFailure(r *route, doc routeDoc, ix *yamlpos.Index, fiel
 			nonNeg("outage.min_failed", o.MinFailed)
 			pol.OutagePercent, pol.OutageSignature, pol.OutageMinFailed = o.FailedPercent, o.SameSignature, o.MinFailed
 		}
-		if pol.KeepRuns > 0 && pol.KeepRuns < max(pol.CloseAfter, pol.FlakyWindow, 1) {
-			ps = append(ps, ix.Problem(at("failure.keep_runs"), "must be at least close_after and flaky_window"))
+		if d := pol.WithDefaults(); pol.KeepRuns > 0 && d.KeepRuns < max(d.CloseAfter, d.FlakyWindow) {
+			ps = append(ps, ix.Problem(at("failure.keep_runs"), "must be at least close_after and flaky_window (%d)", max(d.CloseAfter, d.FlakyWindow)))
 		}
 	}
 	r.failure = pol.WithDefaults()

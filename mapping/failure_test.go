@@ -133,6 +133,8 @@ func TestFailureRouteErrors(t *testing.T) {
 		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, signature: '{{.case_id'}]`, "signature"},
 		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, failure: {outage: {failed_percent: 120}}}]`, "failure.outage.failed_percent: must be between 0 and 100"},
 		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, failure: {close_after: -1}}]`, "failure.close_after: must not be negative"},
+		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, failure: {close_aftr: 4}}]`, "close_aftr"},
+		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, failure: {keep_runs: 4}}]`, "failure.keep_runs: must be at least close_after and flaky_window (5)"},
 		{`routes: [{name: f, kind: failure, tracker: gh, tracker_type: github, project: a/b, title: x, events: [run.started]}]`, "unknown failure event"},
 	}
 	for _, tc := range tests {
