@@ -357,6 +357,9 @@ func SummarizeFailure(sig string, runs []FailureRun, pol FailurePolicy) FailureS
 				if r.retried() {
 					body += " It also passed in that run (a retry): flaky."
 				}
+				if line, _, _ := strings.Cut(strings.TrimSpace(r.Message), "\n"); line != "" {
+					body += " " + capRunes(line, 200)
+				}
 				comments = append(comments, Comment{ID: "failure-run-" + strconv.FormatInt(r.Run, 10), Body: body, At: r.At})
 			}
 			lastFail, open, everFailed, clean = &runs[i], true, true, 0

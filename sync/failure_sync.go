@@ -449,10 +449,8 @@ func IngestEntities(route, project string, ing RunIngest, pol FailurePolicy) []E
 
 // unknownFailure says why a failure key has nothing to sync ("" if it
 // has): no run of its signature is stored (a lost or restored store, a
-// signature older than the reconciler's window). Not even adopting its
-// issue: an adoption now would record a baseline verified against no
-// comments, and the recurrence comments known later would be posted
-// again without looking.
+// signature older than the reconciler's window), so nothing about its
+// issue is known (invariant I7); the issue is adopted once a run is.
 func unknownFailure(k Key, ent Entity) string {
 	if k.Kind != KindFailure || ent.Complete {
 		return ""

@@ -335,8 +335,15 @@ func (x *executor) run(ctx context.Context, p Plan) error {
 	}
 	// Every op ran: the desired state is applied and every desired comment
 	// accounted for.
-	if fp := Fingerprint(x.d.Spec); x.link.Fingerprint != fp || x.link.Applied.Unverified {
-		x.link.Fingerprint, x.link.Applied.Unverified = fp, false
+	// A failure's comments grow with runs ingested later (after a lost
+	// store the reconciler reads recent runs again, a job per run), so an
+	// adopted failure issue keeps looking before each comment it posts.
+	verified := x.link.Applied.Unverified && x.k.Kind != KindFailure
+	if fp := Fingerprint(x.d.Spec); x.link.Fingerprint != fp || verified {
+		x.link.Fingerprint = fp
+		if verified {
+			x.link.Applied.Unverified = false
+		}
 		return x.save(ctx)
 	}
 	return nil

@@ -560,8 +560,8 @@ func TestFailureLostDatabase(t *testing.T) {
 	for title, is := range after {
 		was := before[title]
 		if is.Number != was.Number || is.Body != was.Body || len(is.Comments) != 1 || is.State != "open" {
-			t.Fatalf("%s after the loss: #%d %s, %d comments, body changed %v; want #%d unchanged with its one comment",
-				title, is.Number, is.State, len(is.Comments), is.Body != was.Body, was.Number)
+			t.Fatalf("%s after the loss: #%d %s, comments %+v, body changed %v; want #%d unchanged with its one comment",
+				title, is.Number, is.State, is.Comments, is.Body != was.Body, was.Number)
 		}
 	}
 	r.recQuietPass("after the repair")
