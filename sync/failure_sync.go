@@ -141,11 +141,26 @@ func (e *Engine) IngestRun(ctx context.Context, route string, rec RunRecord, fm 
 			return "", err
 		}
 	}
-	// Case titles for the failing signatures (one read per signature).
+	// Case titles for the failing signatures: one read per signature, and
+	// none when this run was recorded before (a reconcile pass re-reads
+	// recent runs every time).
 	if rs != nil {
 		for sig, ob := range ing.Observations {
 			if ob.Failed == 0 || len(ob.Cases) == 0 || ob.CaseTitle != "" {
 				continue
+			}
+			snap, err := e.o.Store.Snapshot(ctx, FailureRef(route, rec.Project, sig))
+			if err != nil {
+				return "", err
+			}
+			if a, ok := snap.State.Attrs["runs/"+strconv.FormatInt(rec.RunID, 10)]; ok {
+				if m, _ := a.V.(map[string]any); m != nil {
+					if t, _ := m["case_title"].(string); t != "" {
+						ob.CaseTitle = t
+						ing.Observations[sig] = ob
+						continue
+					}
+				}
 			}
 			t, found, err := rs.CaseTitle(ctx, rec.Project, ob.Cases[0])
 			if err != nil && !IsPermanent(err) {

@@ -389,7 +389,20 @@ func TestFailureResultHintsAndLostWebhooks(t *testing.T) {
 	if len(issues) != 2 || rrComments(issues["Failing test: Case 4 works"], "Failed again in run 2") != 1 {
 		t.Fatalf("after reconcile: %v", issues)
 	}
+	caseReads := func() int {
+		n := 0
+		for _, rq := range r.qase.Requests() {
+			if strings.HasPrefix(rq.Path, "/v1/case/") {
+				n++
+			}
+		}
+		return n
+	}
+	before := caseReads()
 	r.recQuietPass("after the repair")
+	if got := caseReads(); got != before {
+		t.Errorf("a pass over runs recorded before read %d case titles again", got-before)
+	}
 	// Every new Qase request has the shape the API documents.
 	for _, rq := range r.qase.Requests() {
 		if strings.HasPrefix(rq.Path, "/v1/result/") && (rq.Query.Get("run") == "" || rq.Status != 200) {
