@@ -509,14 +509,9 @@ func (e *Engine) enumerateChanged(ctx context.Context, ri RouteInfo, en *enumera
 // write). It enqueues whenever the plan would do or read anything, the
 // link's record would change, or it cannot tell.
 func (e *Engine) needsSync(ctx context.Context, k Key, pass *Pass, verify bool) bool {
-	if e.o.Source != nil {
-		if _, _, ok := pass.entity(k.EntityRef, e.o.Clock.Now()); !ok {
-			return true // not listed: gone from Qase, or unreadable; the worker reads it
-		}
-	}
-	ent, err := e.entity(ctx, k.EntityRef, false, pass)
-	if err != nil {
-		return true
+	ent, ok := e.passEntity(ctx, k.EntityRef, pass)
+	if !ok {
+		return true // not listed and not known to be gone: the worker reads it
 	}
 	d, err := e.o.Mapper.Desired(k.Route, ent)
 	if err != nil {
@@ -735,4 +730,31 @@ func (e *Engine) ProcessUntilIdle(ctx context.Context, onResult func(Job, Result
 		wg.Wait()
 	}
 	return ctx.Err()
+}
+
+// passEntity is the entity as the worker would see it, without a Qase
+// read: listed by the pass (or from events alone, without a source), or
+// known to be gone; ok=false when only a read could tell.
+func (e *Engine) passEntity(ctx context.Context, ref EntityRef, pass *Pass) (Entity, bool) {
+	if _, _, listed := pass.entity(ref, e.o.Clock.Now()); listed || e.o.Source == nil {
+		ent, err := e.entity(ctx, ref, false, pass)
+		return ent, err == nil
+	}
+	return e.knownGone(ctx, ref)
+}
+
+// knownGone is the entity as stored when a sync already read "not found"
+// from Qase and no event came after: a listing without it then agrees, and
+// deciding from the snapshot costs no read. ok=false otherwise (a listing
+// alone does not prove a deletion: offset pages shift under concurrent
+// deletes).
+func (e *Engine) knownGone(ctx context.Context, ref EntityRef) (Entity, bool) {
+	snap, err := e.o.Store.Snapshot(ctx, ref)
+	if err != nil || !snap.State.Deleted {
+		return Entity{}, false
+	}
+	if evs, err := e.o.Store.EventsAfter(ctx, ref, snap.LastSeq, 1); err != nil || len(evs) > 0 {
+		return Entity{}, false
+	}
+	return snap.State.Entity(ref), true
 }

@@ -260,3 +260,25 @@ func BenchmarkReconcileUnchanged(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N*n), "cpu-µs/key")
 }
+
+// A defect deleted in Qase is synced once (its issue closed, with the
+// comment); later full sweeps know it is gone from the stored read and
+// enqueue it no more.
+func TestDeletedDefectIsSyncedOnce(t *testing.T) {
+	b := setup(t)
+	b.seed(20, time.Now().Add(-time.Hour))
+	b.reconcile()
+	b.qase.set(4, nil)
+	if rep := b.pass(qsync.ReconcileOptions{}); rep.Enqueued != 1 || rep.KeyList[0] != key(4) {
+		t.Fatalf("pass after the deletion: %+v; want defect 4 enqueued", rep)
+	}
+	b.drain()
+	b.wantDeletedComment(4, "Done")
+	before := b.dbDigest()
+	if rep := b.pass(qsync.ReconcileOptions{}); rep.Enqueued != 0 || rep.Checked != 20 {
+		t.Fatalf("pass after the deletion was synced: %+v; want 20 checked, none enqueued", rep)
+	}
+	if b.dbDigest() != before {
+		t.Fatal("a pass over a known deletion wrote rows")
+	}
+}
