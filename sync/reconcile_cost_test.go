@@ -282,3 +282,37 @@ func TestDeletedDefectIsSyncedOnce(t *testing.T) {
 		t.Fatal("a pass over a known deletion wrote rows")
 	}
 }
+
+// failingEnqueue is the store with Enqueue failing (a lost database
+// connection mid-pass).
+type failingEnqueue struct{ qsync.Store }
+
+func (failingEnqueue) Enqueue(context.Context, []qsync.Key, bool, time.Time) error {
+	return fmt.Errorf("database is locked")
+}
+
+// A checkpoint moves only once the changes found were enqueued: a pass
+// whose enqueue fails leaves it, and the next pass finds them again.
+func TestCheckpointWaitsForTheEnqueue(t *testing.T) {
+	b := setup(t)
+	b.seed(10, time.Now().Add(-time.Hour))
+	name := qsync.CheckpointName(project, qsync.KindDefect)
+	cp := b.checkpoint(name)
+	b.qase.set(3, map[string]any{"title": "changed", "status": "open", "updated_at": time.Now()})
+	incr := qsync.ReconcileOptions{Incremental: true, FullEvery: time.Hour}
+
+	o := b.opts
+	o.Store, o.Coverage, o.Trackers = failingEnqueue{b.store}, b.cov, map[string]qsync.Tracker{"mem": b.tracker}
+	if _, err := qsync.NewEngine(o).Reconcile(context.Background(), incr); err == nil {
+		t.Fatal("a pass whose enqueue failed reported success")
+	}
+	if got := b.checkpoint(name); !got.Equal(cp) {
+		t.Fatalf("checkpoint moved from %v to %v though the change was never enqueued", cp, got)
+	}
+	if rep := b.pass(incr); rep.Enqueued != 1 || rep.KeyList[0] != key(3) {
+		t.Fatalf("next pass: %+v; want the change found again", rep)
+	}
+	if got := b.checkpoint(name); !got.After(cp) {
+		t.Fatal("the checkpoint did not move after a successful pass")
+	}
+}
