@@ -231,7 +231,10 @@ func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileRe
 	if err != nil {
 		return rep, fmt.Errorf("reading reconcile checkpoints: %w", err)
 	}
-	if last, ok := cps[CheckpointFull]; o.Incremental && ok && (o.FullEvery <= 0 || now.Sub(last) < o.FullEvery) {
+	// Without a source that can search (no Qase token), an incremental
+	// pass would see nothing: every pass is a full sweep then.
+	_, searches := e.o.Source.(ChangeSource)
+	if last, ok := cps[CheckpointFull]; o.Incremental && searches && ok && (o.FullEvery <= 0 || now.Sub(last) < o.FullEvery) {
 		rep.Mode = ModeIncremental
 	}
 	en := &enumeration{o: o, pass: pass, cps: cps, save: map[string]time.Time{}, searched: map[string][]EntityRef{}, rep: &rep}

@@ -316,3 +316,16 @@ func TestCheckpointWaitsForTheEnqueue(t *testing.T) {
 		t.Fatal("the checkpoint did not move after a successful pass")
 	}
 }
+
+// Without a source that can search (no Qase token: events alone), every
+// pass is a full sweep: an incremental one would see nothing.
+func TestIncrementalWithoutSearchIsFull(t *testing.T) {
+	b := setup(t, func(o *qsync.EngineOptions) { o.Source = nil })
+	b.openDefect(1, "from the webhook", time.Now())
+	b.drain()
+	b.reconcile()
+	rep := b.pass(qsync.ReconcileOptions{Incremental: true, FullEvery: time.Hour})
+	if rep.Mode != qsync.ModeFull || rep.Checked != 1 || rep.Enqueued != 0 {
+		t.Fatalf("incremental pass without a searchable source: %+v; want a full sweep finding the key in sync", rep)
+	}
+}
