@@ -239,6 +239,12 @@ type Reconcile struct {
 	// without renewal (it is renewed while the pass runs): a replica that
 	// dies mid-pass blocks the others' ticks for at most this long.
 	Lease time.Duration `yaml:"lease" json:"lease"`
+	// Incremental makes a scheduled pass read only the Qase entities
+	// updated since the last one (QQL search; defects), less Overlap;
+	// a full sweep still runs when the last started FullEvery ago.
+	Incremental bool          `yaml:"incremental" json:"incremental"`
+	FullEvery   time.Duration `yaml:"full_every" json:"full_every"`
+	Overlap     time.Duration `yaml:"overlap" json:"overlap"`
 }
 
 // Retention configures pruning of the store's history: accepted events
@@ -281,7 +287,7 @@ func Default() Config {
 		// late_commit: twice the trackers' 30 s request timeout, and a margin.
 		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,
 			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second},
-		Reconcile: Reconcile{Lease: time.Minute},
+		Reconcile: Reconcile{Lease: time.Minute, Incremental: true, FullEvery: 24 * time.Hour, Overlap: 10 * time.Minute},
 		Retention: Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000},
 		Log:       Log{Level: "info", Format: "json"},
 	}

@@ -129,6 +129,8 @@ func TestConfigErrors(t *testing.T) {
 		{"rate both", base + "trackers:\n  - name: g\n    type: github\n    token: t\n    rate: {per_second: 1, per_minute: 60}\n", "c.yaml:6: trackers[0].rate.per_minute: set per_second or per_minute, not both"},
 		{"reconcile no schedule", base + "reconcile:\n  enabled: true\n", "c.yaml:3: reconcile.schedule: required when reconcile.enabled is true"},
 		{"reconcile bad schedule", base + "reconcile:\n  schedule: every day\n", `c.yaml:3: reconcile.schedule: invalid schedule "every day"`},
+		{"reconcile no backstop", base + "reconcile:\n  enabled: true\n  schedule: \"@every 15m\"\n  full_every: 0s\n", "c.yaml:5: reconcile.full_every: must be a positive duration when reconcile.incremental is true"},
+		{"reconcile negative overlap", base + "reconcile:\n  overlap: -1m\n", "c.yaml:3: reconcile.overlap: must not be negative"},
 		{"log level", base + "log: {level: loud}\n", `c.yaml:2: log.level: unknown level "loud"`},
 		{"env missing", "qase:\n  secrets: ['${QS_NOPE}']\n", "c.yaml:2: qase.secrets[0]: environment variable QS_NOPE is not set"},
 		{"env bad syntax", "qase:\n  secrets: ['${QS_NOPE']\n", "c.yaml:2: qase.secrets[0]: unterminated ${"},

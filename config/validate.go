@@ -204,6 +204,12 @@ func (c *Config) validate() yamlpos.Problems {
 			l.errf("reconcile.schedule", "invalid schedule %q: %v", c.Reconcile.Schedule, err)
 		}
 	}
+	if c.Reconcile.Incremental && c.Reconcile.FullEvery <= 0 {
+		l.errf("reconcile.full_every", "must be a positive duration when reconcile.incremental is true: full sweeps are the only repair of tracker-side edits and deletions")
+	}
+	if c.Reconcile.Overlap < 0 {
+		l.errf("reconcile.overlap", "must not be negative")
+	}
 
 	// retention
 	if r := c.Retention; r.MaxAge != 0 && r.MaxAge < time.Hour {

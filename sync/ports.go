@@ -195,6 +195,7 @@ type Store interface {
 	InsightStore
 	RetentionStore
 	CoordinationStore
+	CheckpointStore
 	Ping(ctx context.Context) error
 	// CreatedAt is when this database was created (its first schema
 	// migration): a store younger than the trackers' late-commit window
@@ -341,4 +342,28 @@ type StatusCommenter interface {
 	// allows, else as a separate comment. nil: both happened. An
 	// *UnreachableError means nothing was written, the comment included.
 	SetStatusWithComment(ctx context.Context, ref IssueRef, status, reason string, c Comment) error
+}
+
+// CheckpointStore keeps how far the incremental reconciler has read: a
+// time per name (one per Qase project and kind it searches, and one for
+// the last full sweep).
+type CheckpointStore interface {
+	// Checkpoints returns every stored checkpoint by name.
+	Checkpoints(ctx context.Context) (map[string]time.Time, error)
+	// SaveCheckpoints stores the given checkpoints in one transaction. A
+	// checkpoint never moves back: an older time leaves a newer one.
+	SaveCheckpoints(ctx context.Context, at map[string]time.Time) error
+}
+
+// ChangeSource is an EntitySource that can also find the entities that
+// changed since a time (Qase's QQL search), so a reconcile pass need not
+// list every entity.
+type ChangeSource interface {
+	// Searchable reports whether kind can be searched by update time.
+	Searchable(kind Kind) bool
+	// Changed calls fn for every entity of kind in project updated at or
+	// after since (whole seconds), with the same attrs List gives. An
+	// entity may be reported more than once; a permanent error means the
+	// search is not available (the caller lists instead).
+	Changed(ctx context.Context, project string, kind Kind, since time.Time, fn func(ref EntityRef, attrs map[string]any) error) error
 }

@@ -19,6 +19,32 @@ type ReconcileOptions struct {
 	// project; projects already seen in links are always included.
 	Projects []string
 	DryRun   bool // compute and report, change nothing
+	// Incremental asks for an incremental pass: per Qase project and kind,
+	// only the entities updated since its checkpoint (minus Overlap) are
+	// read, through the source's search (ChangeSource). Kinds the source
+	// cannot search, and the tracker side, are left to full sweeps. A
+	// full sweep runs instead when none has started within FullEvery.
+	Incremental bool
+	// FullEvery is the backstop: an incremental pass becomes a full sweep
+	// when the last full sweep started longer ago (0: never forced).
+	FullEvery time.Duration
+	// Overlap is how far before a checkpoint a search starts again: clock
+	// skew between this host and Qase, and Qase writes that commit late.
+	Overlap time.Duration
+}
+
+// Pass modes a report names.
+const (
+	ModeFull        = "full"
+	ModeIncremental = "incremental"
+)
+
+// CheckpointFull names the checkpoint of the last full sweep.
+const CheckpointFull = "full"
+
+// CheckpointName names the checkpoint of a project's entities of a kind.
+func CheckpointName(project string, kind Kind) string {
+	return "search/" + project + "/" + string(kind)
 }
 
 // KeyReport is the dry-run view of one key.
@@ -33,14 +59,21 @@ type KeyReport struct {
 
 // ReconcileReport summarizes a pass.
 type ReconcileReport struct {
-	Checked    int            `json:"checked"`
-	Enqueued   int            `json:"enqueued"`
+	Mode     string `json:"mode"` // full | incremental
+	Checked  int    `json:"checked"`
+	Enqueued int    `json:"enqueued"`
+	// Unchanged counts the keys the pass found in sync in memory (from
+	// what it read, the stored link and the planner): no job, no write.
+	Unchanged int `json:"unchanged"`
+	// FullOnly lists the kinds an incremental pass could not search; only
+	// full sweeps reconcile them.
+	FullOnly   []Kind         `json:"full_only,omitempty"`
 	Drifted    int            `json:"drifted"`
 	ByClass    map[string]int `json:"by_class"`
 	Duplicates int            `json:"duplicates"`
 	Failed     int            `json:"failed"`
 	Keys       []KeyReport    `json:"keys,omitempty"` // dry run: keys with drift
-	// Started is when the pass began; KeyList the keys it covered (a
+	// Started is when the pass began; KeyList the keys it enqueued (a
 	// caller reports their outcomes from the ledger).
 	Started time.Time `json:"started"`
 	KeyList []Key     `json:"-"`
@@ -73,6 +106,38 @@ type Pass struct {
 	// listing of its tracker project.
 	listings map[string][]Issue
 	routes   map[string]string
+	// index of each listing: by issue id, and by marker id (or marker
+	// label, for issues whose marker is incomplete), so a pass over N
+	// keys costs N lookups, not N scans of the listing.
+	byIssue  map[string]map[string]int
+	byMarker map[string]map[string][]int
+	// links read while enumerating, by key (full sweeps).
+	links map[Key]Link
+}
+
+func newPass(now time.Time) *Pass {
+	return &Pass{Started: now, entities: map[EntityRef]map[string]any{}, listings: map[string][]Issue{},
+		routes: map[string]string{}, byIssue: map[string]map[string]int{}, byMarker: map[string]map[string][]int{},
+		links: map[Key]Link{}}
+}
+
+// list stores a tracker project's listing and indexes it.
+func (p *Pass) list(lk string, issues []Issue) {
+	p.listings[lk] = issues
+	byIssue, byMarker := map[string]int{}, map[string][]int{}
+	for i, is := range issues {
+		if _, dup := byIssue[is.Ref.ID]; !dup {
+			byIssue[is.Ref.ID] = i
+		}
+		if is.MarkerID != "" {
+			byMarker[is.MarkerID] = append(byMarker[is.MarkerID], i)
+			continue
+		}
+		for _, l := range is.Labels {
+			byMarker[l] = append(byMarker[l], i)
+		}
+	}
+	p.byIssue[lk], p.byMarker[lk] = byIssue, byMarker
 }
 
 // passMaxAge bounds how long a listing counts as just read (a paced
@@ -106,8 +171,14 @@ func (p *Pass) marked(tracker string, k Key) []Issue {
 		return nil
 	}
 	m := MarkerFor(k)
-	out := []Issue{}
-	for _, is := range p.listings[lk] {
+	idx := slices.Concat(p.byMarker[lk][m.ID], p.byMarker[lk][m.Label])
+	slices.Sort(idx) // listing order, as a scan would give
+	out := make([]Issue, 0, len(idx))
+	for i, n := range idx {
+		if i > 0 && n == idx[i-1] {
+			continue
+		}
+		is := p.listings[lk][n]
 		if is.MarkerID == m.ID || (is.MarkerID == "" && slices.Contains(is.Labels, m.Label)) {
 			out = append(out, is)
 		}
@@ -125,44 +196,69 @@ func (p *Pass) issue(tracker string, l Link) (Issue, bool) {
 	if !strings.HasPrefix(lk, tracker+"\x00") {
 		return Issue{}, false
 	}
-	for _, is := range p.listings[lk] {
-		if is.Ref.ID == l.Issue.ID {
-			return is, true
-		}
+	if i, ok := p.byIssue[lk][l.Issue.ID]; ok {
+		return p.listings[lk][i], true
 	}
 	return Issue{}, false
 }
 
-// Reconcile enumerates every key from both sides — the Qase API and the
-// store's links, plus every marked issue in the trackers — and makes each
-// one converge through the normal worker path with verification against
-// the live issue. Reads are batched (one list per side per 100 entities);
-// the pass value carries them to the workers. A dry run plans every key
-// with the same planner and changes nothing.
+// Reconcile makes every key converge through the normal worker path.
+//
+// A full sweep enumerates every key from both sides — the Qase API and
+// the store's links, plus every marked issue in the trackers — and
+// verifies each against the live issue. Reads are batched (one list per
+// side per 100 entities); the pass value carries them to the workers.
+//
+// An incremental pass (o.Incremental, while a full sweep ran within
+// o.FullEvery) reads only the Qase entities updated since each project's
+// checkpoint and syncs them against their links; it cannot see tracker
+// edits, deleted entities or kinds the source cannot search, which the
+// full sweeps repair.
+//
+// Either way a key is enqueued only when the planner, given what the pass
+// read, would do something: a pass over unchanged keys writes nothing per
+// key. Checkpoints advance only after the keys found were enqueued. A dry
+// run plans every key with the same planner and changes nothing.
 func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileReport, error) {
 	now := e.o.Clock.Now()
-	rep := ReconcileReport{ByClass: map[string]int{}, Started: now}
-	pass := &Pass{Started: now, entities: map[EntityRef]map[string]any{}, listings: map[string][]Issue{}, routes: map[string]string{}}
+	rep := ReconcileReport{ByClass: map[string]int{}, Started: now, Mode: ModeFull}
+	pass := newPass(now)
 	routes := o.Routes
 	if len(routes) == 0 {
 		routes = e.o.Mapper.RouteNames()
 	}
+	cps, err := e.o.Store.Checkpoints(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("reading reconcile checkpoints: %w", err)
+	}
+	// Without a source that can search (no Qase token), an incremental
+	// pass would see nothing: every pass is a full sweep then.
+	_, searches := e.o.Source.(ChangeSource)
+	if last, ok := cps[CheckpointFull]; o.Incremental && searches && ok && (o.FullEvery <= 0 || now.Sub(last) < o.FullEvery) {
+		rep.Mode = ModeIncremental
+	}
+	en := &enumeration{o: o, pass: pass, cps: cps, save: map[string]time.Time{}, searched: map[string][]EntityRef{}, rep: &rep}
 	var all []Key
 	for _, name := range routes {
 		ri, ok := e.o.Mapper.RouteInfo(name)
 		if !ok {
 			return rep, fmt.Errorf("unknown route %q", name)
 		}
-		keys, err := e.enumerate(ctx, ri, o, pass)
+		enumerate := e.enumerate
+		if rep.Mode == ModeIncremental {
+			enumerate = e.enumerateChanged
+		}
+		keys, err := enumerate(ctx, ri, en)
 		if err != nil {
 			return rep, fmt.Errorf("route %s: %w", name, err)
 		}
 		all = append(all, keys...)
 	}
-	rep.Checked, rep.KeyList = len(all), all
+	verify := rep.Mode == ModeFull
+	rep.Checked = len(all)
 	if o.DryRun {
 		for _, k := range all {
-			res, err := e.Sync(ctx, k, SyncOptions{Verify: true, Pass: pass, DryRun: true})
+			res, err := e.Sync(ctx, k, SyncOptions{Verify: verify, Pass: pass, DryRun: true})
 			kr := KeyReport{Key: k.String(), Drift: res.Plan.Drift, Ops: res.Plan.Ops, Note: res.Plan.Note}
 			if res.Issue != (IssueRef{}) {
 				kr.Issue = res.Issue.String()
@@ -178,25 +274,54 @@ func (e *Engine) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileRe
 		}
 		return rep, nil
 	}
-	e.pass.Store(pass)
-	if err := e.o.Store.Enqueue(ctx, all, true, now); err != nil {
-		return rep, err
+	var due []Key
+	for _, k := range all {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		if e.needsSync(ctx, k, pass, verify) {
+			due = append(due, k)
+		}
 	}
-	rep.Enqueued = len(all)
-	e.Wake()
+	rep.Unchanged, rep.Enqueued, rep.KeyList = len(all)-len(due), len(due), due
+	if verify {
+		e.pass.Store(pass)
+	}
+	if len(due) > 0 {
+		if err := e.o.Store.Enqueue(ctx, due, verify, now); err != nil {
+			return rep, err
+		}
+		e.Wake()
+	}
+	// Only now, with every change found enqueued durably, may the
+	// checkpoints move past it.
+	if rep.Mode == ModeFull && len(o.Routes) == 0 {
+		en.save[CheckpointFull] = now
+	}
+	if len(en.save) > 0 {
+		if err := e.o.Store.SaveCheckpoints(ctx, en.save); err != nil {
+			return rep, fmt.Errorf("saving reconcile checkpoints: %w", err)
+		}
+	}
 	return rep, nil
 }
 
-// enumerate collects a route's keys and fills the pass with what it read.
-func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions, pass *Pass) ([]Key, error) {
-	seen := map[Key]bool{}
-	var keys []Key
-	add := func(k Key) {
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
-	}
+// enumeration is what one pass's enumeration shares across routes.
+type enumeration struct {
+	o    ReconcileOptions
+	pass *Pass
+	cps  map[string]time.Time // checkpoints as read at the start
+	save map[string]time.Time // checkpoints to save once the keys are enqueued
+	// searched: entities found per checkpoint name, so routes over the
+	// same project and kind share one read.
+	searched map[string][]EntityRef
+	rep      *ReconcileReport
+}
+
+// projects are the Qase projects a route covers: its own list, else the
+// configured ones plus those its links name. When links is non-nil every
+// link read is handed to it.
+func (e *Engine) projects(ctx context.Context, ri RouteInfo, o ReconcileOptions, links func(Link)) ([]string, error) {
 	projects := map[string]bool{}
 	for _, p := range ri.Projects {
 		projects[p] = true
@@ -206,26 +331,62 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 			projects[p] = true
 		}
 	}
-	// Links first: they name keys even when the entity is gone from Qase.
+	if links == nil && len(ri.Projects) > 0 {
+		return slices.Sorted(maps.Keys(projects)), nil
+	}
 	var after Key
 	for {
-		links, err := e.o.Store.Links(ctx, ri.Name, after, 500)
+		ls, err := e.o.Store.Links(ctx, ri.Name, after, 500)
 		if err != nil {
 			return nil, err
 		}
-		for _, l := range links {
-			add(l.Key)
+		for _, l := range ls {
+			if links != nil {
+				links(l)
+			}
 			if len(ri.Projects) == 0 {
 				projects[l.Key.Project] = true
 			}
 		}
-		if len(links) < 500 {
+		if len(ls) < 500 {
 			break
 		}
-		after = links[len(links)-1].Key
+		after = ls[len(ls)-1].Key
+	}
+	return slices.Sorted(maps.Keys(projects)), nil
+}
+
+// keySet collects keys in first-seen order, once each.
+type keySet struct {
+	seen map[Key]bool
+	keys []Key
+}
+
+func (s *keySet) add(k Key) {
+	if s.seen == nil {
+		s.seen = map[Key]bool{}
+	}
+	if !s.seen[k] {
+		s.seen[k] = true
+		s.keys = append(s.keys, k)
+	}
+}
+
+// enumerate collects a route's keys for a full sweep and fills the pass
+// with what it read.
+func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, en *enumeration) ([]Key, error) {
+	var ks keySet
+	pass := en.pass
+	// Links first: they name keys even when the entity is gone from Qase.
+	projects, err := e.projects(ctx, ri, en.o, func(l Link) {
+		ks.add(l.Key)
+		pass.links[l.Key] = l
+	})
+	if err != nil {
+		return nil, err
 	}
 	if e.o.Source != nil {
-		for _, p := range slices.Sorted(maps.Keys(projects)) {
+		for _, p := range projects {
 			if ri.Kind == KindFailure {
 				// Failures are re-read from the project's recent runs.
 				runs, err := e.recentRunKeys(ctx, ri, p)
@@ -233,26 +394,23 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 					return nil, err
 				}
 				for _, k := range runs {
-					add(k)
+					ks.add(k)
 				}
 				continue
 			}
-			err := e.o.Source.List(ctx, p, ri.Kind, func(ref EntityRef, attrs map[string]any) error {
-				add(Key{Route: ri.Name, EntityRef: ref})
-				pass.entities[ref] = attrs
-				return nil
-			})
-			if err != nil && !IsPermanent(err) {
-				return nil, fmt.Errorf("listing %s %ss: %w", p, ri.Kind, err)
-			} else if err != nil {
-				e.log.WithError(err).WithFields(logrus.Fields{"project": p, "kind": ri.Kind}).Warn("qase api refused the listing; reconciling from links only")
+			refs, err := e.listAll(ctx, p, ri.Kind, en)
+			if err != nil {
+				return nil, err
+			}
+			for _, ref := range refs {
+				ks.add(Key{Route: ri.Name, EntityRef: ref})
 			}
 		}
 	}
 	// Tracker side: every marked issue, one listing per tracker project.
 	tr, ok := e.o.Trackers[ri.Tracker]
 	if !ok || ri.Project == "" {
-		return keys, nil
+		return ks.keys, nil
 	}
 	lk := ri.Tracker + "\x00" + ri.Project
 	if _, listed := pass.listings[lk]; !listed {
@@ -263,7 +421,7 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 		if issues == nil {
 			issues = []Issue{}
 		}
-		pass.listings[lk] = issues
+		pass.list(lk, issues)
 	}
 	pass.routes[ri.Name] = lk
 	var marked []Key
@@ -274,9 +432,169 @@ func (e *Engine) enumerate(ctx context.Context, ri RouteInfo, o ReconcileOptions
 	}
 	slices.SortFunc(marked, func(a, b Key) int { return compareStrings(a.String(), b.String()) })
 	for _, k := range marked {
-		add(k)
+		ks.add(k)
 	}
-	return keys, nil
+	return ks.keys, nil
+}
+
+// listAll lists a project's entities of a kind once per pass (routes
+// over the same project and kind share it); a complete listing sets the
+// checkpoint for later incremental passes to the pass's start.
+func (e *Engine) listAll(ctx context.Context, project string, kind Kind, en *enumeration) ([]EntityRef, error) {
+	name := CheckpointName(project, kind)
+	if refs, ok := en.searched[name]; ok {
+		return refs, nil
+	}
+	var refs []EntityRef
+	err := e.o.Source.List(ctx, project, kind, func(ref EntityRef, attrs map[string]any) error {
+		refs = append(refs, ref)
+		en.pass.entities[ref] = attrs
+		return nil
+	})
+	switch {
+	case err != nil && !IsPermanent(err):
+		return nil, fmt.Errorf("listing %s %ss: %w", project, kind, err)
+	case err != nil:
+		e.log.WithError(err).WithFields(logrus.Fields{"project": project, "kind": kind}).Warn("qase api refused the listing; reconciling from links only")
+	default:
+		en.save[name] = en.pass.Started
+	}
+	en.searched[name] = refs
+	return refs, nil
+}
+
+// enumerateChanged collects a route's keys for an incremental pass: the
+// entities updated since each project's checkpoint, less the overlap. A
+// project without a checkpoint (new to the pass) is listed whole once; a
+// source that refuses the search is listed whole too.
+func (e *Engine) enumerateChanged(ctx context.Context, ri RouteInfo, en *enumeration) ([]Key, error) {
+	if ri.Kind == KindFailure && e.o.Source != nil {
+		return e.recentRuns(ctx, ri, en)
+	}
+	cs, ok := e.o.Source.(ChangeSource)
+	if !ok || !cs.Searchable(ri.Kind) {
+		if !slices.Contains(en.rep.FullOnly, ri.Kind) {
+			en.rep.FullOnly = append(en.rep.FullOnly, ri.Kind)
+		}
+		return nil, nil
+	}
+	projects, err := e.projects(ctx, ri, en.o, nil)
+	if err != nil {
+		return nil, err
+	}
+	var ks keySet
+	for _, p := range projects {
+		name := CheckpointName(p, ri.Kind)
+		refs, done := en.searched[name]
+		since, found := en.cps[name]
+		switch {
+		case done:
+		case !found:
+			if refs, err = e.listAll(ctx, p, ri.Kind, en); err != nil {
+				return nil, err
+			}
+		default:
+			from := since.Add(-en.o.Overlap)
+			err := cs.Changed(ctx, p, ri.Kind, from, func(ref EntityRef, attrs map[string]any) error {
+				refs = append(refs, ref)
+				en.pass.entities[ref] = attrs
+				return nil
+			})
+			if err != nil && !IsPermanent(err) {
+				return nil, fmt.Errorf("searching %s %ss updated since %s: %w", p, ri.Kind, from.UTC().Format(time.RFC3339), err)
+			}
+			if err != nil {
+				e.log.WithError(err).WithFields(logrus.Fields{"project": p, "kind": ri.Kind}).Warn("qase api refused the search; listing instead")
+				if refs, err = e.listAll(ctx, p, ri.Kind, en); err != nil {
+					return nil, err
+				}
+				break
+			}
+			en.save[name] = en.pass.Started
+			en.searched[name] = refs
+		}
+		for _, ref := range refs {
+			ks.add(Key{Route: ri.Name, EntityRef: ref})
+		}
+	}
+	return ks.keys, nil
+}
+
+// recentRuns are a failure route's keys in an incremental pass: its
+// projects' recent runs, re-ingested (one list call per project), so a
+// run whose webhook was lost is filed without waiting for the full sweep.
+func (e *Engine) recentRuns(ctx context.Context, ri RouteInfo, en *enumeration) ([]Key, error) {
+	projects, err := e.projects(ctx, ri, en.o, nil)
+	if err != nil {
+		return nil, err
+	}
+	var ks keySet
+	for _, p := range projects {
+		runs, err := e.recentRunKeys(ctx, ri, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range runs {
+			ks.add(k)
+		}
+	}
+	return ks.keys, nil
+}
+
+// needsSync tells whether a pass must enqueue k: what the worker would
+// plan for it, decided in memory from what the pass read, the stored
+// snapshot and link, with the same planner (no tracker or Qase call, no
+// write). It enqueues whenever the plan would do or read anything, the
+// link's record would change, or it cannot tell.
+func (e *Engine) needsSync(ctx context.Context, k Key, pass *Pass, verify bool) bool {
+	ent, ok := e.passEntity(ctx, k.EntityRef, pass)
+	if !ok {
+		return true // not listed and not known to be gone: the worker reads it
+	}
+	d, err := e.o.Mapper.Desired(k.Route, ent)
+	if err != nil {
+		return true
+	}
+	if d.Skip {
+		return false
+	}
+	if _, ok := e.o.Trackers[d.Tracker]; !ok {
+		return true
+	}
+	// A full sweep read every link of its routes; an incremental pass
+	// reads the few it needs.
+	link, linked := pass.links[k]
+	if !verify {
+		if link, linked, err = e.o.Store.Link(ctx, k); err != nil {
+			return true
+		}
+	}
+	if linked && link.Tracker != "" && link.Tracker != d.Tracker {
+		return true
+	}
+	in := PlanInput{
+		Key: k, Desired: d, Link: link, Linked: linked, Verify: verify,
+		Vouched: e.o.Coverage.Covered(k.Route), Trusted: e.o.Coverage.Trusted(), Now: e.o.Clock.Now(), LateCommit: e.o.LateCommit,
+	}
+	if verify {
+		in.Listed, in.ListedAt = pass.marked(d.Tracker, k), pass.started()
+		if len(in.Listed) > 1 {
+			return true // duplicates to close
+		}
+		if linked && link.State == LinkLinked {
+			is, ok := pass.issue(d.Tracker, link)
+			if !ok {
+				return true
+			}
+			in.Live = &is
+		}
+	}
+	p := Decide(in)
+	if p.Need != NeedNothing || len(p.Ops) > 0 || p.Wait > 0 || len(p.Drift) > 0 {
+		return true
+	}
+	// The worker would also record the applied fingerprint.
+	return linked && link.State == LinkLinked && (link.Fingerprint != Fingerprint(d.Spec) || link.Applied.Unverified)
 }
 
 func compareStrings(a, b string) int {
@@ -450,4 +768,31 @@ func (e *Engine) ProcessUntilIdle(ctx context.Context, onResult func(Job, Result
 		wg.Wait()
 	}
 	return ctx.Err()
+}
+
+// passEntity is the entity as the worker would see it, without a Qase
+// read: listed by the pass (or from events alone, without a source), or
+// known to be gone; ok=false when only a read could tell.
+func (e *Engine) passEntity(ctx context.Context, ref EntityRef, pass *Pass) (Entity, bool) {
+	if _, _, listed := pass.entity(ref, e.o.Clock.Now()); listed || e.o.Source == nil {
+		ent, err := e.entity(ctx, ref, false, pass)
+		return ent, err == nil
+	}
+	return e.knownGone(ctx, ref)
+}
+
+// knownGone is the entity as stored when a sync already read "not found"
+// from Qase and no event came after: a listing without it then agrees, and
+// deciding from the snapshot costs no read. ok=false otherwise (a listing
+// alone does not prove a deletion: offset pages shift under concurrent
+// deletes).
+func (e *Engine) knownGone(ctx context.Context, ref EntityRef) (Entity, bool) {
+	snap, err := e.o.Store.Snapshot(ctx, ref)
+	if err != nil || !snap.State.Deleted {
+		return Entity{}, false
+	}
+	if evs, err := e.o.Store.EventsAfter(ctx, ref, snap.LastSeq, 1); err != nil || len(evs) > 0 {
+		return Entity{}, false
+	}
+	return snap.State.Entity(ref), true
 }

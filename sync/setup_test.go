@@ -403,7 +403,7 @@ func (memMapper) Desired(_ string, e qsync.Entity) (qsync.Desired, error) {
 
 // bundle is one service under test.
 type bundle struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	store   *sqlite.Store
 	tracker *memTracker
@@ -432,7 +432,7 @@ func quietLog() *logrus.Entry {
 // setup opens a bundle over a fresh SQLite file; edit adjusts the
 // engine's options (defaults: fast backoff, short leases, a 150ms
 // late-commit window).
-func setup(t *testing.T, edit ...func(*qsync.EngineOptions)) *bundle {
+func setup(t testing.TB, edit ...func(*qsync.EngineOptions)) *bundle {
 	t.Helper()
 	b := &bundle{t: t, dir: t.TempDir(), tracker: newMemTracker(), qase: &memQase{}, log: quietLog()}
 	b.opts = qsync.EngineOptions{

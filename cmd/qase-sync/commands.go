@@ -137,13 +137,17 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("reconcile", stderr, &c)
 	fs.Var(&routes, "route", "only this route (repeatable)")
 	fs.BoolVar(&dry, "dry-run", false, "show the drift per key and change nothing")
+	var incremental bool
+	fs.BoolVar(&incremental, "incremental", false, "read only what Qase changed since the last pass (a full sweep if none ran within reconcile.full_every)")
 	fs.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for keys a running service is syncing")
 	a, err := flagsThenApp(fs, &c, args, stderr, appCLI)
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: routes, Projects: reconcileProjects(a.cfg), DryRun: dry})
+	rc := a.cfg.Reconcile
+	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: routes, Projects: reconcileProjects(a.cfg), DryRun: dry,
+		Incremental: incremental, FullEvery: rc.FullEvery, Overlap: rc.Overlap})
 	if err != nil {
 		return err
 	}
@@ -162,6 +166,12 @@ func cmdReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		mode = "reconcile (dry run: nothing changed)"
 	}
 	fmt.Fprintf(stdout, "%s: checked %d keys, drifted %d, duplicates %d, failed %d\n", mode, sum.Checked, sum.Drifted, sum.Duplicates, sum.Failed+sum.Dead)
+	if !dry {
+		fmt.Fprintf(stdout, "  %s pass: %d keys in sync (nothing written), %d enqueued\n", sum.Mode, sum.Unchanged, sum.Enqueued)
+	}
+	if len(sum.FullOnly) > 0 {
+		fmt.Fprintf(stdout, "  not searchable, left to full sweeps: %v\n", sum.FullOnly)
+	}
 	if sum.Queued > 0 {
 		fmt.Fprintf(stdout, "  %d keys still queued: a running service syncs them (this run only enqueued them)\n", sum.Queued)
 	}

@@ -3,7 +3,7 @@
 //	qase-sync serve       -c config.yaml
 //	qase-sync validate    -c config.yaml
 //	qase-sync plan        -c config.yaml --event testdata/qase/defect.created.json
-//	qase-sync reconcile   -c config.yaml [--route R] [--dry-run] [--output json]
+//	qase-sync reconcile   -c config.yaml [--route R] [--dry-run] [--incremental] [--output json]
 //	qase-sync links rebuild -c config.yaml [--route R]
 //	qase-sync deadletters list|show|retry|drop [ID] -c config.yaml
 //	qase-sync explain QA-1 | ID/defect/1 -c config.yaml
@@ -37,7 +37,7 @@ Usage:
   qase-sync validate    -c FILE                 check the configuration and mapping tables
   qase-sync plan        -c FILE --event FILE [--project CODE]
                                                 show what the webhook would do with an event (sends nothing)
-  qase-sync reconcile   -c FILE [--route R]... [--dry-run] [--output text|json]
+  qase-sync reconcile   -c FILE [--route R]... [--dry-run] [--incremental] [--output text|json]
   qase-sync links rebuild -c FILE [--route R]...  restore correlation links from the markers in the trackers
   qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [--output text|json]
   qase-sync explain     ISSUE-KEY | PROJECT/KIND/ID -c FILE
@@ -196,11 +196,14 @@ printed). Bodies without project_code (older Qase webhooks, delivered to
 results as the Qase API returns them ({"project", "run", "results",
 "cases"}; see testdata/qase/runs). Each signature's operations are shown as
 if nothing had been filed before.`,
-	"reconcile": `Usage: qase-sync reconcile -c FILE [--route R]... [--dry-run] [-o text|json]
+	"reconcile": `Usage: qase-sync reconcile -c FILE [--route R]... [--dry-run] [--incremental] [-o text|json]
 
 Run one reconcile pass now: enumerate entities (Qase API lists and stored
 links), compare each tracker issue with what the mapping wants, and repair
-drift and duplicates. --dry-run shows the drift per key and changes nothing.`,
+drift and duplicates; only keys that differ get a job. --dry-run shows the
+drift per key and changes nothing. --incremental reads only the Qase defects
+changed since the last pass (a full sweep if none ran within
+reconcile.full_every).`,
 	"links": `Usage: qase-sync links rebuild -c FILE [--route R]...
 
 Restore the correlation links in the store from the markers inside the

@@ -204,18 +204,22 @@ func (a *app) adminReconcile(ctx context.Context) (qsync.ReconcileReport, error)
 	return a.leasedReconcile(ctx, time.Time{})
 }
 
-// runPass runs one pass (enqueueing verify jobs for the workers); the
-// caller holds a.reconcileMu and the reconcile lease.
+// runPass runs one pass (enqueueing jobs for the keys that need one),
+// incremental unless reconcile.incremental is off or a full sweep is due;
+// the caller holds a.reconcileMu and the reconcile lease.
 func (a *app) runPass(ctx context.Context) (qsync.ReconcileReport, error) {
 	a.ops.reconcileStarted(a.clock.Now())
-	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: a.cfg.Reconcile.Routes, Projects: reconcileProjects(a.cfg)})
+	rc := a.cfg.Reconcile
+	rep, err := a.engine.Reconcile(ctx, qsync.ReconcileOptions{Routes: rc.Routes, Projects: reconcileProjects(a.cfg),
+		Incremental: rc.Incremental, FullEvery: rc.FullEvery, Overlap: rc.Overlap})
 	a.ops.reconcileFinished(rep, err)
 	result := "ok"
 	if err != nil {
 		result = "failed"
 	}
 	a.metrics.reconciles.WithLabelValues(result).Inc()
-	a.log.WithFields(logrus.Fields{"checked": rep.Checked, "enqueued": rep.Enqueued, "duplicates": rep.Duplicates, "failed": rep.Failed}).Info("reconcile pass")
+	a.log.WithFields(logrus.Fields{"mode": rep.Mode, "checked": rep.Checked, "unchanged": rep.Unchanged, "enqueued": rep.Enqueued,
+		"full_only": rep.FullOnly, "duplicates": rep.Duplicates, "failed": rep.Failed}).Info("reconcile pass")
 	return rep, err
 }
 

@@ -391,6 +391,7 @@ button{cursor:pointer}form.inline{display:inline}.ops li{margin:.2em 0}.muted{co
 <h2>Last reconcile</h2>
 {{with .Reconcile}}<table id="reconcile"><tr><th>Started</th><td>{{ts .At}} ({{ago $.Now .At}}){{if not .Finished}} — running{{end}}</td></tr>
 <tr><th>Checked</th><td>{{.Report.Checked}} keys, {{.Report.Enqueued}} enqueued, {{.Report.Duplicates}} duplicates, {{.Report.Failed}} failed</td></tr>
+<tr><th>Mode</th><td>{{.Report.Mode}}: {{.Report.Unchanged}} keys in sync, no job{{with .Report.FullOnly}}; left to full sweeps: {{range .}}{{.}} {{end}}{{end}}</td></tr>
 <tr><th>Drift found since</th><td>{{range $c, $n := .Drift}}{{$c}}: {{$n}} {{else}}none{{end}}</td></tr>
 {{if .Err}}<tr><th>Error</th><td>{{.Err}}</td></tr>{{end}}</table>
 {{else}}<p class="muted">No reconcile pass has run in this process yet.</p>{{end}}

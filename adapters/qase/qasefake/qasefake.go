@@ -58,6 +58,9 @@ type Server struct {
 	results map[string]map[string]map[string]any
 	cases   map[string]map[int64]map[string]any
 	hashSeq int
+	// touched is when each entity was last put (its update time for
+	// searches when the record has no updated_at).
+	touched map[string]time.Time
 }
 
 // New starts a fake that accepts only the given token. Close it when done.
@@ -67,6 +70,7 @@ func New(token string) *Server {
 		projects:  map[string]map[qsync.Kind]map[int64]map[string]any{},
 		nextID:    map[string]int64{},
 		offsetCap: 100000,
+		touched:   map[string]time.Time{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL + "/v1"
@@ -136,6 +140,7 @@ func (s *Server) Put(project string, kind qsync.Kind, m map[string]any) int64 {
 	}
 	rec["id"] = id
 	s.project(project)[kind][id] = rec
+	s.touched[touchKey(project, kind, id)] = time.Now()
 	return id
 }
 
@@ -219,8 +224,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
 		return fail(w, http.StatusNotFound, "Not found.")
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
-	if parts[0] == "result" || parts[0] == "case" {
+	switch {
+	case parts[0] == "result" || parts[0] == "case":
 		return s.handleResults(w, r, parts)
+	case parts[0] == "search" && len(parts) == 1 && r.Method == http.MethodGet:
+		return s.search(w, r.URL.Query())
 	}
 	kind := qsync.Kind(parts[0])
 	if !kind.Valid() || kind == qsync.KindFailure || len(parts) < 2 || len(parts) > 3 {
@@ -254,20 +262,9 @@ var statusEnum = map[qsync.Kind][]string{
 }
 
 func (s *Server) list(w http.ResponseWriter, q url.Values, kind qsync.Kind, recs map[int64]map[string]any) int {
-	limit, offset := 10, 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			return invalid(w, "limit", "The limit must be between 1 and 100.")
-		}
-		limit = n
-	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > s.offsetCap {
-			return invalid(w, "offset", fmt.Sprintf("The offset must be between 0 and %d.", s.offsetCap))
-		}
-		offset = n
+	limit, offset, status := s.paging(w, q)
+	if status != 0 {
+		return status
 	}
 	var want map[string]bool
 	if v := q.Get("status"); v != "" {
@@ -295,6 +292,27 @@ func (s *Server) list(w http.ResponseWriter, q url.Values, kind qsync.Kind, recs
 		page = append(page, recs[ids[i]])
 	}
 	return ok200(w, map[string]any{"total": len(recs), "filtered": len(ids), "count": len(page), "entities": page})
+}
+
+// paging reads limit (1..100, default 10) and offset (0..cap); a bad
+// value is answered 400 and its status returned.
+func (s *Server) paging(w http.ResponseWriter, q url.Values) (limit, offset, status int) {
+	limit = 10
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return 0, 0, invalid(w, "limit", "The limit must be between 1 and 100.")
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > s.offsetCap {
+			return 0, 0, invalid(w, "offset", fmt.Sprintf("The offset must be between 0 and %d.", s.offsetCap))
+		}
+		offset = n
+	}
+	return limit, offset, 0
 }
 
 func statusOf(kind qsync.Kind, rec map[string]any) string {

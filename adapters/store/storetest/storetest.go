@@ -75,6 +75,7 @@ func Run(t *testing.T, open Opener) {
 		{"TryLease", testTryLease},
 		{"TryLeaseExclusive", func(t *testing.T, s qsync.Store) { TryLeaseExclusive(t, s) }},
 		{"ReconcilePasses", testReconcilePasses},
+		{"Checkpoints", testCheckpoints},
 		{"ConcurrentLease", func(t *testing.T, s qsync.Store) { LeaseExclusive(t, s) }},
 		{"ConcurrentAccept", testConcurrentAccept},
 	}
