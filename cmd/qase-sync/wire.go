@@ -211,7 +211,7 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Track
 	}
 	// Every HTTP request a live tracker sends takes a token from its
 	// credential's budget; plan and dry-run send nothing.
-	live := !plan && !tc.DryRun
+	live := !plan && !tc.DryRun && tc.Type != config.TrackerDryRun
 	if live {
 		hc = ratelimit.Client(hc, a.requestLimiter(credentialID(tc), tc.Name, tc.Rate))
 	}
