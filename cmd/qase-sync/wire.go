@@ -277,7 +277,7 @@ func credentialID(tc *config.Tracker) string {
 // budgetStore is a store that keeps request budgets for all replicas
 // (PostgreSQL; with SQLite, one process, budgets stay in memory).
 type budgetStore interface {
-	TakeRate(ctx context.Context, key string, n int, perSecond float64, burst int) (int, time.Duration, error)
+	ReserveRate(ctx context.Context, key string, n int, perSecond float64, burst int) ([]time.Duration, error)
 }
 
 // storeBudget is one credential's budget in the store.
@@ -287,8 +287,8 @@ type storeBudget struct {
 	r   config.Rate
 }
 
-func (b storeBudget) Take(ctx context.Context, n int) (int, time.Duration, error) {
-	return b.st.TakeRate(ctx, b.key, n, b.r.PerSecond, b.r.Burst)
+func (b storeBudget) Reserve(ctx context.Context, n int) ([]time.Duration, error) {
+	return b.st.ReserveRate(ctx, b.key, n, b.r.PerSecond, b.r.Burst)
 }
 
 // requestLimiter returns the limiter of credential id (made on first use
@@ -305,9 +305,10 @@ func (a *app) requestLimiter(id, name string, r config.Rate) *ratelimit.Limiter 
 		src = storeBudget{st: bs, key: id, r: r}
 	}
 	log := a.log.WithField("budget", name)
-	l := ratelimit.New(ratelimit.Options{Source: src, Create: qsync.IsCreate, Cut: qsync.NoteRateWaitCut, OnWait: a.rateWaitObserver(name),
+	// A batch of at most the burst: no replica reserves far ahead of the others.
+	l := ratelimit.New(ratelimit.Options{Source: src, Batch: r.Burst, Create: qsync.IsCreate, Cut: qsync.NoteRateWaitCut, OnWait: a.rateWaitObserver(name),
 		OnError: func(err error) {
-			log.WithError(err).Warn("taking request tokens from the store failed; requests wait and it is asked again")
+			log.WithError(err).Warn("reserving request tokens in the store failed; requests wait and it is asked again")
 		}})
 	if a.budgets == nil {
 		a.budgets = map[string]*ratelimit.Limiter{}

@@ -28,11 +28,13 @@ import (
 // context ended while it waited for a token: it was never sent.
 var ErrWait = errors.New("waiting for rate tokens")
 
-// Source grants the tokens of one budget.
+// Source reserves the tokens of one budget.
 type Source interface {
-	// Take asks for up to n tokens (n >= 1) and returns how many it
-	// granted; when none, wait is how long until one may be.
-	Take(ctx context.Context, n int) (granted int, wait time.Duration, err error)
+	// Reserve reserves up to n tokens (n >= 1) and returns, for each, how
+	// long from now until it may be spent, in order. A reservation is
+	// never refused, it is only far off: one question per batch of
+	// requests, however scarce tokens are.
+	Reserve(ctx context.Context, n int) ([]time.Duration, error)
 }
 
 // Local is a budget kept in this process: a token bucket of x/time/rate.
@@ -43,22 +45,26 @@ func NewLocal(perSecond float64, burst int) *Local {
 	return &Local{l: rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))}
 }
 
-// Take implements Source.
-func (b *Local) Take(_ context.Context, n int) (int, time.Duration, error) {
+// Reserve implements Source.
+func (b *Local) Reserve(_ context.Context, n int) ([]time.Duration, error) {
 	now := time.Now()
-	g := min(n, int(b.l.TokensAt(now)))
-	if g > 0 && b.l.AllowN(now, g) {
-		return g, 0, nil
+	out := make([]time.Duration, 0, n)
+	for range n {
+		r := b.l.ReserveN(now, 1)
+		if !r.OK() {
+			return nil, errors.New("ratelimit: a budget without tokens")
+		}
+		out = append(out, r.DelayFrom(now))
 	}
-	r := b.l.ReserveN(now, 1)
-	d := r.DelayFrom(now)
-	r.CancelAt(now)
-	return 0, max(d, time.Millisecond), nil
+	return out, nil
 }
 
 // Options configure a Limiter.
 type Options struct {
 	Source Source
+	// Batch is the most tokens one reservation takes (default 16); the
+	// budget's burst is a good value: no replica runs far ahead of others.
+	Batch int
 	// Create tells whether a request belongs to the create lane (served
 	// first); nil: every request is in one lane.
 	Create func(ctx context.Context) bool
@@ -73,9 +79,11 @@ type Options struct {
 }
 
 // Limiter hands out a budget's tokens to waiting requests, creates first.
-// One goroutine (while anyone waits) asks the source for as many tokens
-// as there are waiters, so a shared source costs one query per batch of
-// requests, not one per request.
+// One goroutine (while anyone waits) reserves as many tokens as there are
+// waiters (up to Batch) and releases a waiter at each token's time: the
+// head of the create lane, else of the rest, so a create that arrives
+// meanwhile still goes first. A shared source so costs one query per
+// batch of requests, not one per request.
 type Limiter struct {
 	o       Options
 	mu      sync.Mutex
@@ -89,7 +97,12 @@ type waiter struct {
 }
 
 // New returns a limiter over o.Source.
-func New(o Options) *Limiter { return &Limiter{o: o} }
+func New(o Options) *Limiter {
+	if o.Batch < 1 {
+		o.Batch = 16
+	}
+	return &Limiter{o: o}
+}
 
 // Wait blocks until the request may be sent or ctx ends.
 func (l *Limiter) Wait(ctx context.Context) error {
@@ -116,8 +129,8 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		}
 		l.mu.Unlock()
 		if !granted {
-			// The token it did not get stays in the budget; one granted
-			// just now is lost (under-use, never over-use).
+			// Its place goes to the next waiter; a token granted just
+			// now is lost (under-use, never over-use).
 			if l.o.Cut != nil {
 				l.o.Cut(ctx)
 			}
@@ -130,8 +143,8 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	return nil
 }
 
-// dispatch runs while requests wait: it takes tokens for all of them and
-// hands them out, creates first, sleeping when the budget is empty.
+// dispatch runs while requests wait: it reserves tokens for them and
+// releases one waiter at each token's time.
 func (l *Limiter) dispatch() {
 	for {
 		l.mu.Lock()
@@ -143,7 +156,7 @@ func (l *Limiter) dispatch() {
 		}
 		l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		g, wait, err := l.o.Source.Take(ctx, n)
+		slots, err := l.o.Source.Reserve(ctx, min(n, l.o.Batch))
 		cancel()
 		if err != nil {
 			if l.o.OnError != nil {
@@ -152,25 +165,35 @@ func (l *Limiter) dispatch() {
 			time.Sleep(time.Second)
 			continue
 		}
-		l.mu.Lock()
-		for ; g > 0; g-- {
-			lane := 0
-			if len(l.lanes[0]) == 0 {
-				lane = 1
+		start := time.Now()
+		for _, d := range slots {
+			if w := time.Until(start.Add(d)); w > 0 {
+				time.Sleep(w)
 			}
-			if len(l.lanes[lane]) == 0 {
-				break // waiters left meanwhile: the surplus is lost (under-use)
+			if !l.release() {
+				break // waiters left meanwhile: the rest is unused (under-use, never over-use)
 			}
-			w := l.lanes[lane][0]
-			l.lanes[lane] = l.lanes[lane][1:]
-			w.granted = true
-			close(w.ready)
-		}
-		l.mu.Unlock()
-		if wait > 0 {
-			time.Sleep(wait)
 		}
 	}
+}
+
+// release lets the first waiting request go, creates first; false when
+// none waits.
+func (l *Limiter) release() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lane := 0
+	if len(l.lanes[0]) == 0 {
+		lane = 1
+	}
+	if len(l.lanes[lane]) == 0 {
+		return false
+	}
+	w := l.lanes[lane][0]
+	l.lanes[lane] = l.lanes[lane][1:]
+	w.granted = true
+	close(w.ready)
+	return true
 }
 
 // Transport sends each request through Base once the limiter gives it a

@@ -85,9 +85,9 @@ type gate struct {
 	grants chan int
 }
 
-func (g *gate) Take(ctx context.Context, n int) (int, time.Duration, error) {
+func (g *gate) Reserve(ctx context.Context, n int) ([]time.Duration, error) {
 	g.asked <- n
-	return <-g.grants, time.Millisecond, nil
+	return make([]time.Duration, <-g.grants), nil
 }
 
 // queued is how many requests wait in l.
@@ -151,7 +151,7 @@ func TestCancelledWaitIsNotSent(t *testing.T) {
 	rec := newRecorder(t)
 	var cut atomic.Bool
 	empty := NewLocal(0.001, 1)
-	_, _, _ = empty.Take(context.Background(), 1) // the bucket is empty for 1000 s
+	_, _ = empty.Reserve(context.Background(), 1) // the bucket is empty for 1000 s
 	hc := Client(&http.Client{Timeout: time.Minute}, New(Options{Source: empty, Cut: func(context.Context) { cut.Store(true) }}))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -181,4 +181,41 @@ func TestCredentialIDHidesTheSecret(t *testing.T) {
 	if strings.Contains(a, "SECRET") || !strings.HasPrefix(a, "jira:") {
 		t.Fatalf("%q", a)
 	}
+}
+
+// counting counts the reservations of a source.
+type counting struct {
+	Source
+	calls atomic.Int64
+}
+
+func (c *counting) Reserve(ctx context.Context, n int) ([]time.Duration, error) {
+	c.calls.Add(1)
+	return c.Source.Reserve(ctx, n)
+}
+
+// Concurrent requests are served in batches: far fewer reservations
+// (queries, for a shared budget) than requests.
+func TestOneReservationPerBatch(t *testing.T) {
+	src := &counting{Source: NewLocal(400, 10)}
+	l := New(Options{Source: src, Batch: 10})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if err := l.Wait(context.Background()); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := src.calls.Load()
+	if n > 200/4 {
+		t.Fatalf("%d reservations for 200 requests from 10 senders; want batches (at most 50)", n)
+	}
+	t.Logf("%d reservations for 200 requests", n)
 }

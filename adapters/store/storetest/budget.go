@@ -10,61 +10,77 @@ import (
 // RateBudget is a store that keeps request budgets shared by replicas
 // (PostgreSQL; a single SQLite process keeps its budgets in memory).
 type RateBudget interface {
-	TakeRate(ctx context.Context, key string, n int, perSecond float64, burst int) (granted int, wait time.Duration, err error)
+	ReserveRate(ctx context.Context, key string, n int, perSecond float64, burst int) ([]time.Duration, error)
 }
 
-// Budget checks a shared request budget: a new budget starts full, an
-// empty one says how long until the next token, budgets are independent,
-// and concurrent takers (replicas) together never get more than burst plus
-// the rate over the time they took.
+// Budget checks a shared request budget: a new budget starts full, later
+// tokens come one interval apart, budgets are independent, and concurrent
+// takers (replicas) together never get more tokens due in a span than the
+// burst plus the rate over it.
 func Budget(t *testing.T, open func(t *testing.T) RateBudget) {
-	t.Run("FullThenEmpty", func(t *testing.T) {
+	t.Run("FullThenPaced", func(t *testing.T) {
 		s := open(t)
 		ctx := context.Background()
-		g, _, err := s.TakeRate(ctx, "jira:a", 10, 0.5, 4)
-		if err != nil || g != 4 {
-			t.Fatalf("first take = %d, %v; want the whole burst of 4", g, err)
+		ds, err := s.ReserveRate(ctx, "jira:a", 6, 0.5, 4)
+		if err != nil || len(ds) != 6 {
+			t.Fatalf("reserve = %v, %v; want 6 tokens", ds, err)
 		}
-		g, wait, err := s.TakeRate(ctx, "jira:a", 1, 0.5, 4)
-		if err != nil || g != 0 || wait <= 0 || wait > 2*time.Second {
-			t.Fatalf("take from an empty budget = %d, wait %s, %v; want 0 and a wait of at most one interval (2s)", g, wait, err)
+		for i, d := range ds[:4] {
+			if d != 0 {
+				t.Errorf("token %d of the burst is %s off, want now", i, d)
+			}
 		}
-		if g, _, err := s.TakeRate(ctx, "github:b", 3, 0.5, 4); err != nil || g != 3 {
-			t.Fatalf("another budget's take = %d, %v; want 3 (budgets are independent)", g, err)
+		// The fifth and sixth are one and two intervals (2 s) off, less
+		// the moment the query took.
+		if ds[4] < 1500*time.Millisecond || ds[4] > 2*time.Second || ds[5]-ds[4] < 1999*time.Millisecond || ds[5]-ds[4] > 2001*time.Millisecond {
+			t.Errorf("tokens after the burst are %s and %s off, want about 2s and 4s", ds[4], ds[5])
+		}
+		if ds, err := s.ReserveRate(ctx, "jira:a", 1, 0.5, 4); err != nil || ds[0] < 5*time.Second {
+			t.Errorf("the next reservation is %v off (%v), want behind the earlier ones (about 6s)", ds, err)
+		}
+		if ds, err := s.ReserveRate(ctx, "github:b", 3, 0.5, 4); err != nil || ds[2] != 0 {
+			t.Errorf("another budget's reservation = %v, %v; want its burst now (budgets are independent)", ds, err)
 		}
 	})
 	t.Run("ConcurrentTakersHoldTheRate", func(t *testing.T) {
 		s := open(t)
 		const perSecond, burst = 40.0, 5
+		const span = 700 * time.Millisecond
 		start := time.Now()
 		var mu sync.Mutex
-		total := 0
+		due := 0 // tokens due within span
 		var wg sync.WaitGroup
 		for range 3 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for time.Since(start) < 700*time.Millisecond {
-					g, wait, err := s.TakeRate(context.Background(), "jira:shared", 3, perSecond, burst)
+				for {
+					asked := time.Now()
+					ds, err := s.ReserveRate(context.Background(), "jira:shared", 3, perSecond, burst)
 					if err != nil {
 						t.Error(err)
 						return
 					}
+					last := asked.Add(ds[len(ds)-1])
 					mu.Lock()
-					total += g
-					mu.Unlock()
-					if g == 0 {
-						time.Sleep(wait)
+					for _, d := range ds {
+						if asked.Add(d).Sub(start) <= span {
+							due++
+						}
 					}
+					mu.Unlock()
+					if last.Sub(start) > span {
+						return
+					}
+					time.Sleep(time.Until(last)) // spend them, as a replica would
 				}
 			}()
 		}
 		wg.Wait()
-		elapsed := time.Since(start).Seconds()
-		// An upper bound (the database's clock ran no longer than ours);
-		// the lower one shows the takers were not starved.
-		if limit := burst + int(perSecond*elapsed) + 1; total > limit || total < burst+1 {
-			t.Fatalf("three takers got %d tokens in %.2fs; want more than the burst and at most %d", total, elapsed, limit)
+		// Tokens are due no earlier than the database says (asked is
+		// before it answered), so this bound holds on a busy machine.
+		if limit := burst + int(perSecond*span.Seconds()) + 1; due > limit || due < burst+1 {
+			t.Fatalf("three takers had %d tokens due within %s; want more than the burst and at most %d", due, span, limit)
 		}
 	})
 }
