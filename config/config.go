@@ -79,6 +79,10 @@ type Qase struct {
 	APITokenFile string `yaml:"api_token_file,omitempty" json:"api_token_file,omitempty"`
 	APIURL       string `yaml:"api_url" json:"api_url"`
 	AppURL       string `yaml:"app_url" json:"app_url"`
+	// APIRate is the API token's request budget, shared by the worker's
+	// reads and the reconciler (Qase allows about 200 requests a minute
+	// per workspace; the default leaves room for other clients).
+	APIRate Rate `yaml:"api_rate" json:"api_rate"`
 }
 
 // Store selects and configures the storage backend.
@@ -179,8 +183,10 @@ type GitHubApp struct {
 	PrivateKeyFile string `yaml:"private_key_file,omitempty" json:"private_key_file,omitempty"`
 }
 
-// Rate is a token bucket for writes to a tracker. Written as per_second
-// or per_minute; PerSecond holds the normalized rate.
+// Rate is a request budget for one credential: a token bucket that every
+// HTTP request sent with it takes from, shared by the replicas on one
+// PostgreSQL database. Written as per_second or per_minute; PerSecond
+// holds the normalized rate.
 type Rate struct {
 	PerSecond float64 `yaml:"per_second" json:"per_second"`
 	Burst     int     `yaml:"burst" json:"burst"`
@@ -282,7 +288,7 @@ func Default() Config {
 			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second,
 			IdleTimeout: 60 * time.Second, ShutdownTimeout: 30 * time.Second, ShutdownDelay: 2 * time.Second,
 		},
-		Qase:  Qase{APIURL: DefaultQaseAPIURL, AppURL: DefaultQaseAppURL},
+		Qase:  Qase{APIURL: DefaultQaseAPIURL, AppURL: DefaultQaseAppURL, APIRate: Rate{PerSecond: 3, Burst: 10}}, // 180/min
 		Store: Store{Driver: "sqlite", SQLite: SQLite{Path: DefaultSQLitePath, Synchronous: "full"}},
 		// late_commit: twice the trackers' 30 s request timeout, and a margin.
 		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,

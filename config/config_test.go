@@ -84,6 +84,12 @@ func TestMinimalDefaults(t *testing.T) {
 	if c.Server.WebhookPath != "/webhooks/qase" || c.Qase.AppURL != "https://app.qase.io" || c.Log.Format != "json" || c.Reconcile.Enabled || c.Mapping != nil {
 		t.Errorf("defaults: %+v", c)
 	}
+	if c.Qase.APIRate != (Rate{3, 10}) {
+		t.Errorf("qase.api_rate default %+v, want 180/min burst 10", c.Qase.APIRate)
+	}
+	if c, err := Parse("r.yaml", []byte("qase: {allow_unsigned: true, api_rate: {per_minute: 120}}\n"), nil); err != nil || c.Qase.APIRate != (Rate{2, 10}) {
+		t.Errorf("qase.api_rate per_minute: %+v %v", c.Qase.APIRate, err)
+	}
 	if c.Retention != (Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000}) {
 		t.Errorf("retention defaults: %+v", c.Retention)
 	}
@@ -127,6 +133,8 @@ func TestConfigErrors(t *testing.T) {
 		{"field of other type", base + "trackers:\n  - name: g\n    type: github\n    token: t\n    url: https://x\n", "c.yaml:6: trackers[0].url: not a setting of a github tracker"},
 		{"dup tracker", base + "trackers:\n  - {name: d, type: dryrun}\n  - {name: d, type: dryrun}\n", `c.yaml:4: trackers[1].name: duplicate tracker name "d"`},
 		{"rate both", base + "trackers:\n  - name: g\n    type: github\n    token: t\n    rate: {per_second: 1, per_minute: 60}\n", "c.yaml:6: trackers[0].rate.per_minute: set per_second or per_minute, not both"},
+		{"api rate both", "qase:\n  secrets: [s]\n  api_rate: {per_second: 1, per_minute: 60}\n", "c.yaml:3: qase.api_rate.per_minute: set per_second or per_minute, not both"},
+		{"api rate burst", "qase:\n  secrets: [s]\n  api_rate: {burst: 0}\n", "c.yaml:3: qase.api_rate.burst: must be at least 1"},
 		{"reconcile no schedule", base + "reconcile:\n  enabled: true\n", "c.yaml:3: reconcile.schedule: required when reconcile.enabled is true"},
 		{"reconcile bad schedule", base + "reconcile:\n  schedule: every day\n", `c.yaml:3: reconcile.schedule: invalid schedule "every day"`},
 		{"reconcile no backstop", base + "reconcile:\n  enabled: true\n  schedule: \"@every 15m\"\n  full_every: 0s\n", "c.yaml:5: reconcile.full_every: must be a positive duration when reconcile.incremental is true"},

@@ -68,6 +68,15 @@ func (c *Config) validate() yamlpos.Problems {
 		}
 	}
 	l.checkURL("qase.api_url", c.Qase.APIURL, true)
+	if c.index.Has("qase.api_rate.per_second") && c.index.Has("qase.api_rate.per_minute") {
+		l.errf("qase.api_rate.per_minute", "set per_second or per_minute, not both")
+	}
+	if c.Qase.APIRate.PerSecond <= 0 {
+		l.errf("qase.api_rate", "rate must be positive")
+	}
+	if c.Qase.APIRate.Burst < 1 {
+		l.errf("qase.api_rate.burst", "must be at least 1")
+	}
 	l.checkURL("qase.app_url", c.Qase.AppURL, true)
 
 	// store

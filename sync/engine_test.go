@@ -153,15 +153,24 @@ func TestLeaseRenewedWhileTrackerIsSlow(t *testing.T) {
 	}
 }
 
+// starvedTracker's creates wait for a rate token that never comes: the
+// request limiter tells the paced call so (NoteRateWaitCut) and the SDK
+// answers with the bare context error, as go-github does.
+type starvedTracker struct{ qsync.Tracker }
+
+func (s starvedTracker) Create(ctx context.Context, _ qsync.IssueSpec, _ qsync.Marker) (qsync.Issue, error) {
+	<-ctx.Done()
+	qsync.NoteRateWaitCut(ctx)
+	return qsync.Issue{}, ctx.Err()
+}
+
 // Waiting for rate tokens is not a failed attempt.
 func TestRateLimitWaitIsNotChargedAsAttempt(t *testing.T) {
-	// The job's time runs out while it waits for a rate token (the bucket
-	// refills in 1000 s), well after the reads before the create.
+	// The job's time runs out while its create waits for a rate token,
+	// well after the reads before the create.
 	b := setup(t, func(o *qsync.EngineOptions) { o.JobTimeout = 300 * time.Millisecond; o.MaxAttempts = 2 })
-	lim := qsync.NewLimiter(qsync.PaceOptions{PerSecond: 0.001, Burst: 1})
-	_ = lim.Wait(context.Background(), "", false) // the bucket is empty now
 	o := b.opts
-	o.Store, o.Coverage, o.Trackers = b.store, b.cov, map[string]qsync.Tracker{"mem": qsync.Paced(b.tracker, lim)}
+	o.Store, o.Coverage, o.Trackers = b.store, b.cov, map[string]qsync.Tracker{"mem": qsync.Paced(starvedTracker{b.tracker}, qsync.PaceOptions{})}
 	e := qsync.NewEngine(o)
 	b.openDefect(1, "x", time.Now())
 	for range 4 {

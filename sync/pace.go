@@ -2,73 +2,109 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 )
 
-// Pacing keeps qase-sync under a tracker's limits before the tracker has to
-// say 429: a token bucket for every call, spacing between writes to the
-// same issue (Jira's per-issue write limit, GitHub's notification storms),
-// and creates served before updates when tokens are scarce, so new defects
-// reach the tracker first during a backlog.
+// Pacing at the port. Request budgets are not kept here: they live where
+// requests are sent, an http.RoundTripper per credential that counts HTTP
+// requests (one Jira create is three of them) and may share its budget
+// with other replicas (internal/ratelimit, wired in cmd/qase-sync). What
+// stays at the port is what only the port knows:
+//   - which calls serve a create (Create, and the Find before one), so the
+//     request limiter serves them first while tokens are scarce and new
+//     defects reach the tracker first during a backlog (IsCreate);
+//   - spacing between writes to one issue (Jira's per-issue write limit,
+//     GitHub's notification storms), which needs the issue's identity;
+//   - telling the engine that a call ended while it waited for a token
+//     (never sent, so not a charged attempt): ErrRateWait.
 
 // PaceOptions configure a Paced tracker.
 type PaceOptions struct {
-	PerSecond  float64       // sustained calls per second (<= 0: unlimited)
-	Burst      int           // bucket size (default 1)
 	IssueSpace time.Duration // minimum gap between writes to one issue
 	Clock      Clock
-	// OnWait is told how long a call waited (metrics); may be nil.
+	// OnWait is told how long a write waited for its issue's gap; may be nil.
 	OnWait func(d time.Duration)
 }
 
-// Limiter is a token bucket with a priority lane.
-type Limiter struct {
-	o        PaceOptions
-	mu       gosync.Mutex
-	tokens   float64
-	last     time.Time
-	creates  int // create calls waiting: updates yield to them
-	lastByID map[string]time.Time
+type paceKey struct{}
+
+// paceMark travels in a call's context down to the request limiter.
+type paceMark struct {
+	create bool
+	cut    atomic.Bool
 }
 
-// NewLimiter returns a full bucket.
-func NewLimiter(o PaceOptions) *Limiter {
+// IsCreate tells a request limiter that the request serves a create.
+func IsCreate(ctx context.Context) bool {
+	m, _ := ctx.Value(paceKey{}).(*paceMark)
+	return m != nil && m.create
+}
+
+// NoteRateWaitCut tells the paced call that a request's context ended
+// while the request waited for a rate token: it was never sent.
+func NoteRateWaitCut(ctx context.Context) {
+	if m, _ := ctx.Value(paceKey{}).(*paceMark); m != nil {
+		m.cut.Store(true)
+	}
+}
+
+// Paced wraps a tracker: creates are marked for the request limiter,
+// writes to one issue are spaced, and a call cut short while waiting for
+// rate tokens returns ErrRateWait whatever the SDK made of the error.
+func Paced(t Tracker, o PaceOptions) Tracker {
 	if o.Clock == nil {
 		o.Clock = SystemClock
 	}
-	if o.Burst <= 0 {
-		o.Burst = 1
+	p := &paced{t: t, o: o, last: map[string]time.Time{}}
+	if s, ok := t.(FindSettler); ok {
+		return &pacedSettler{paced: p, s: s}
 	}
-	return &Limiter{o: o, tokens: float64(o.Burst), last: o.Clock.Now(), lastByID: map[string]time.Time{}}
+	return p
 }
 
-// Wait blocks until the call may proceed. issue is "" for calls not tied
-// to an existing issue; create marks the priority lane.
-func (l *Limiter) Wait(ctx context.Context, issue string, create bool) error {
-	if l == nil {
+type paced struct {
+	t    Tracker
+	o    PaceOptions
+	mu   gosync.Mutex
+	last map[string]time.Time // issue -> last write
+}
+
+type pacedSettler struct {
+	*paced
+	s FindSettler
+}
+
+func (p *pacedSettler) FindSettle() time.Duration { return p.s.FindSettle() }
+
+// call runs f with a marked context; issue is "" for calls that write no
+// existing issue.
+func (p *paced) call(ctx context.Context, issue string, create bool, f func(context.Context) error) error {
+	if err := p.space(ctx, issue); err != nil {
+		return err
+	}
+	m := &paceMark{create: create}
+	err := f(context.WithValue(ctx, paceKey{}, m))
+	if err != nil && m.cut.Load() && !errors.Is(err, ErrRateWait) {
+		return fmt.Errorf("%w: %w", ErrRateWait, err)
+	}
+	return err
+}
+
+// space waits until issue's last write is IssueSpace ago, then claims it.
+func (p *paced) space(ctx context.Context, issue string) error {
+	if issue == "" || p.o.IssueSpace <= 0 {
 		return nil
 	}
-	start := l.o.Clock.Now()
-	if create {
-		l.mu.Lock()
-		l.creates++
-		l.mu.Unlock()
-		defer func() {
-			l.mu.Lock()
-			l.creates--
-			l.mu.Unlock()
-		}()
-	}
+	start := p.o.Clock.Now()
 	for {
-		wait := l.reserve(issue, create)
+		wait := p.reserve(issue)
 		if wait <= 0 {
-			if l.o.OnWait != nil {
-				if d := l.o.Clock.Now().Sub(start); d > 0 {
-					l.o.OnWait(d)
-				}
+			if d := p.o.Clock.Now().Sub(start); d > 0 && p.o.OnWait != nil {
+				p.o.OnWait(d)
 			}
 			return nil
 		}
@@ -82,144 +118,79 @@ func (l *Limiter) Wait(ctx context.Context, issue string, create bool) error {
 	}
 }
 
-// reserve takes a token and returns 0, or returns how long to wait.
-func (l *Limiter) reserve(issue string, create bool) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.o.Clock.Now()
-	if issue != "" && l.o.IssueSpace > 0 {
-		if next := l.lastByID[issue].Add(l.o.IssueSpace); now.Before(next) {
-			return next.Sub(now)
-		}
+// reserve claims issue's slot and returns 0, or returns how long to wait.
+func (p *paced) reserve(issue string) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.o.Clock.Now()
+	if next := p.last[issue].Add(p.o.IssueSpace); now.Before(next) {
+		return next.Sub(now)
 	}
-	if l.o.PerSecond > 0 {
-		l.tokens = math.Min(float64(l.o.Burst), l.tokens+now.Sub(l.last).Seconds()*l.o.PerSecond)
-		l.last = now
-		if !create && l.creates > 0 {
-			// Yield to waiting creates; check again shortly.
-			return time.Duration(float64(time.Second) / l.o.PerSecond)
-		}
-		if l.tokens < 1 {
-			return time.Duration((1 - l.tokens) / l.o.PerSecond * float64(time.Second))
-		}
-		l.tokens--
-	}
-	if issue != "" {
-		l.lastByID[issue] = now
-		if len(l.lastByID) > 10000 {
-			l.prune(now)
+	p.last[issue] = now
+	if len(p.last) > 10000 {
+		for id, t := range p.last {
+			if now.Sub(t) > p.o.IssueSpace {
+				delete(p.last, id)
+			}
 		}
 	}
 	return 0
 }
 
-func (l *Limiter) prune(now time.Time) {
-	for id, t := range l.lastByID {
-		if now.Sub(t) > l.o.IssueSpace {
-			delete(l.lastByID, id)
-		}
-	}
+func issueOf(ref IssueRef) string { return ref.Project + "#" + ref.ID }
+
+func (p *paced) Create(ctx context.Context, spec IssueSpec, m Marker) (is Issue, err error) {
+	err = p.call(ctx, "", true, func(ctx context.Context) (err error) { is, err = p.t.Create(ctx, spec, m); return })
+	return is, err
 }
 
-// Paced wraps a tracker so every call goes through the limiter.
-func Paced(t Tracker, l *Limiter) Tracker {
-	if l == nil {
-		return t
-	}
-	p := &paced{t: t, l: l}
-	if s, ok := t.(FindSettler); ok {
-		return &pacedSettler{paced: p, s: s}
-	}
-	return p
+func (p *paced) Find(ctx context.Context, project string, m Marker, since time.Time) (out []Issue, err error) {
+	err = p.call(ctx, "", true, func(ctx context.Context) (err error) { out, err = p.t.Find(ctx, project, m, since); return }) // part of a create
+	return out, err
 }
 
-type paced struct {
-	t Tracker
-	l *Limiter
-}
-
-type pacedSettler struct {
-	*paced
-	s FindSettler
-}
-
-func (p *pacedSettler) FindSettle() time.Duration { return p.s.FindSettle() }
-
-func (p *paced) Create(ctx context.Context, spec IssueSpec, m Marker) (Issue, error) {
-	if err := p.l.Wait(ctx, "", true); err != nil {
-		return Issue{}, err
-	}
-	return p.t.Create(ctx, spec, m)
-}
-
-func (p *paced) Find(ctx context.Context, project string, m Marker, since time.Time) ([]Issue, error) {
-	if err := p.l.Wait(ctx, "", true); err != nil { // part of a create
-		return nil, err
-	}
-	return p.t.Find(ctx, project, m, since)
-}
-
-func (p *paced) Get(ctx context.Context, ref IssueRef) (Issue, error) {
-	if err := p.l.Wait(ctx, "", false); err != nil {
-		return Issue{}, err
-	}
-	return p.t.Get(ctx, ref)
+func (p *paced) Get(ctx context.Context, ref IssueRef) (is Issue, err error) {
+	err = p.call(ctx, "", false, func(ctx context.Context) (err error) { is, err = p.t.Get(ctx, ref); return })
+	return is, err
 }
 
 func (p *paced) Update(ctx context.Context, ref IssueRef, u Update) error {
-	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
-		return err
-	}
-	return p.t.Update(ctx, ref, u)
+	return p.call(ctx, issueOf(ref), false, func(ctx context.Context) error { return p.t.Update(ctx, ref, u) })
 }
 
 func (p *paced) SetStatus(ctx context.Context, ref IssueRef, status, reason string) error {
-	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
-		return err
-	}
-	return p.t.SetStatus(ctx, ref, status, reason)
+	return p.call(ctx, issueOf(ref), false, func(ctx context.Context) error { return p.t.SetStatus(ctx, ref, status, reason) })
 }
 
 // SetStatusWithComment implements StatusCommenter for every paced
 // tracker: through the tracker's own when it has one, else as SetStatus
 // and AddComment in turn (an UnreachableError still writes nothing).
 func (p *paced) SetStatusWithComment(ctx context.Context, ref IssueRef, status, reason string, c Comment) error {
-	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
-		return err
-	}
-	if sc, ok := p.t.(StatusCommenter); ok {
-		return sc.SetStatusWithComment(ctx, ref, status, reason, c)
-	}
-	if err := p.t.SetStatus(ctx, ref, status, reason); err != nil {
-		return err
-	}
-	return p.AddComment(ctx, ref, c)
+	return p.call(ctx, issueOf(ref), false, func(ctx context.Context) error {
+		if sc, ok := p.t.(StatusCommenter); ok {
+			return sc.SetStatusWithComment(ctx, ref, status, reason, c)
+		}
+		if err := p.t.SetStatus(ctx, ref, status, reason); err != nil {
+			return err
+		}
+		return p.t.AddComment(ctx, ref, c)
+	})
 }
 
 func (p *paced) AddComment(ctx context.Context, ref IssueRef, c Comment) error {
-	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
-		return err
-	}
-	return p.t.AddComment(ctx, ref, c)
+	return p.call(ctx, issueOf(ref), false, func(ctx context.Context) error { return p.t.AddComment(ctx, ref, c) })
 }
 
-func (p *paced) HasComment(ctx context.Context, ref IssueRef, id string) (bool, error) {
-	if err := p.l.Wait(ctx, "", false); err != nil {
-		return false, err
-	}
-	return p.t.HasComment(ctx, ref, id)
+func (p *paced) HasComment(ctx context.Context, ref IssueRef, id string) (ok bool, err error) {
+	err = p.call(ctx, "", false, func(ctx context.Context) (err error) { ok, err = p.t.HasComment(ctx, ref, id); return })
+	return ok, err
 }
 
 func (p *paced) Mark(ctx context.Context, ref IssueRef, m Marker) error {
-	if err := p.l.Wait(ctx, ref.Project+"#"+ref.ID, false); err != nil {
-		return err
-	}
-	return p.t.Mark(ctx, ref, m)
+	return p.call(ctx, issueOf(ref), false, func(ctx context.Context) error { return p.t.Mark(ctx, ref, m) })
 }
 
-func (p *paced) List(ctx context.Context, project string) ([]Issue, error) {
-	if err := p.l.Wait(ctx, "", false); err != nil {
-		return nil, err
-	}
-	return p.t.List(ctx, project)
+func (p *paced) List(ctx context.Context, project string) (out []Issue, err error) {
+	err = p.call(ctx, "", false, func(ctx context.Context) (err error) { out, err = p.t.List(ctx, project); return })
+	return out, err
 }

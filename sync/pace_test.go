@@ -2,6 +2,8 @@ package sync
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -11,43 +13,92 @@ type manualClock struct{ t time.Time }
 
 func (c *manualClock) Now() time.Time { return c.t }
 
-func TestLimiterBucketSpacingAndPriority(t *testing.T) {
+// Writes to one issue are spaced by IssueSpace; other issues and calls
+// that write no issue do not wait.
+func TestPacedSpacesWritesToOneIssue(t *testing.T) {
 	clk := &manualClock{t: time.Unix(0, 0)}
-	l := NewLimiter(PaceOptions{PerSecond: 2, Burst: 2, IssueSpace: time.Second, Clock: clk})
-
-	// The burst is available at once, then one token per 500ms.
-	if w := l.reserve("", false); w != 0 {
-		t.Fatalf("first call waited %s", w)
+	p := Paced(&callsTracker{}, PaceOptions{IssueSpace: time.Second, Clock: clk}).(*paced)
+	if w := p.reserve("A"); w != 0 {
+		t.Fatalf("first write to A waited %s", w)
 	}
-	if w := l.reserve("", false); w != 0 {
-		t.Fatalf("second call (burst) waited %s", w)
-	}
-	if w := l.reserve("", false); w != 500*time.Millisecond {
-		t.Fatalf("third call wait = %s, want 500ms", w)
-	}
-	clk.t = clk.t.Add(500 * time.Millisecond)
-	if w := l.reserve("A", false); w != 0 {
-		t.Fatalf("refilled call waited %s", w)
-	}
-
-	// A second write to issue A within IssueSpace waits for the gap,
-	// even with tokens available.
 	clk.t = clk.t.Add(600 * time.Millisecond)
-	if w := l.reserve("A", false); w != 400*time.Millisecond {
-		t.Fatalf("same-issue write wait = %s, want 400ms", w)
+	if w := p.reserve("A"); w != 400*time.Millisecond {
+		t.Fatalf("second write to A wait = %s, want 400ms", w)
 	}
-	if w := l.reserve("B", false); w != 0 {
-		t.Fatalf("other issue waited %s", w)
+	if w := p.reserve("B"); w != 0 {
+		t.Fatalf("write to B waited %s", w)
 	}
+	clk.t = clk.t.Add(400 * time.Millisecond)
+	if w := p.reserve("A"); w != 0 {
+		t.Fatalf("write to A after the gap waited %s", w)
+	}
+	if err := p.space(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	// A write whose gap outlasts its context is a rate wait, not a failure.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.space(ctx, "A"); !errors.Is(err, ErrRateWait) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("space on a cancelled context: %v, want ErrRateWait wrapping context.Canceled", err)
+	}
+}
 
-	// While a create waits, updates yield; the create proceeds.
-	clk.t = clk.t.Add(10 * time.Second)
-	l.creates = 1
-	if w := l.reserve("C", false); w == 0 {
-		t.Fatal("update did not yield to a waiting create")
+// laneTracker records, per call, whether the request limiter would see
+// it in the create lane; Update reports a cut rate wait when told to.
+type laneTracker struct {
+	Tracker
+	lanes map[string]bool
+	cut   bool
+}
+
+func (l *laneTracker) Create(ctx context.Context, _ IssueSpec, _ Marker) (Issue, error) {
+	l.lanes["create"] = IsCreate(ctx)
+	return Issue{}, nil
+}
+
+func (l *laneTracker) Find(ctx context.Context, _ string, _ Marker, _ time.Time) ([]Issue, error) {
+	l.lanes["find"] = IsCreate(ctx)
+	return nil, nil
+}
+
+func (l *laneTracker) Get(ctx context.Context, _ IssueRef) (Issue, error) {
+	l.lanes["get"] = IsCreate(ctx)
+	return Issue{}, nil
+}
+
+func (l *laneTracker) Update(ctx context.Context, _ IssueRef, _ Update) error {
+	l.lanes["update"] = IsCreate(ctx)
+	if l.cut {
+		NoteRateWaitCut(ctx)
+		return context.DeadlineExceeded // what an SDK may make of the limiter's error
 	}
-	if w := l.reserve("", true); w != 0 {
-		t.Fatalf("create waited %s", w)
+	return errors.New("boom")
+}
+
+// Creates and the search before one travel in the create lane; a request
+// cut short while waiting for a token surfaces as ErrRateWait however the
+// SDK wrapped it, and only then.
+func TestPacedCreateLaneAndRateWaitCut(t *testing.T) {
+	ctx := context.Background()
+	lt := &laneTracker{lanes: map[string]bool{}}
+	p := Paced(lt, PaceOptions{})
+	_, _ = p.Create(ctx, IssueSpec{}, Marker{})
+	_, _ = p.Find(ctx, "P", Marker{}, time.Time{})
+	_, _ = p.Get(ctx, IssueRef{ID: "1"})
+	err := p.Update(ctx, IssueRef{ID: "1"}, Update{})
+	want := map[string]bool{"create": true, "find": true, "get": false, "update": false}
+	if !maps.Equal(lt.lanes, want) {
+		t.Fatalf("lanes %v, want %v", lt.lanes, want)
+	}
+	if err == nil || errors.Is(err, ErrRateWait) {
+		t.Fatalf("a plain failure became %v", err)
+	}
+	if IsCreate(ctx) {
+		t.Fatal("an unmarked context is in the create lane")
+	}
+	lt.cut = true
+	if err := p.Update(ctx, IssueRef{ID: "1"}, Update{}); !errors.Is(err, ErrRateWait) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cut wait: %v, want ErrRateWait wrapping the SDK's error", err)
 	}
 }
 
@@ -77,10 +128,9 @@ func (c callsCommenter) SetStatusWithComment(context.Context, IssueRef, string, 
 // A paced tracker offers SetStatusWithComment: the tracker's own when it
 // has one, else SetStatus then AddComment.
 func TestPacedStatusCommenter(t *testing.T) {
-	l := NewLimiter(PaceOptions{PerSecond: 1000, Burst: 10})
 	ctx := context.Background()
 	plain := &callsTracker{}
-	sc, ok := Paced(plain, l).(StatusCommenter)
+	sc, ok := Paced(plain, PaceOptions{}).(StatusCommenter)
 	if !ok {
 		t.Fatal("a paced tracker is no StatusCommenter")
 	}
@@ -88,7 +138,7 @@ func TestPacedStatusCommenter(t *testing.T) {
 		t.Fatalf("plain tracker: %v, calls %v", err, plain.calls)
 	}
 	own := callsCommenter{&callsTracker{}}
-	if err := Paced(own, l).(StatusCommenter).SetStatusWithComment(ctx, IssueRef{ID: "1"}, "Done", "", Comment{ID: "c"}); err != nil || !slices.Equal(own.calls, []string{"status_comment"}) {
+	if err := Paced(own, PaceOptions{}).(StatusCommenter).SetStatusWithComment(ctx, IssueRef{ID: "1"}, "Done", "", Comment{ID: "c"}); err != nil || !slices.Equal(own.calls, []string{"status_comment"}) {
 		t.Fatalf("commenter: %v, calls %v", err, own.calls)
 	}
 }

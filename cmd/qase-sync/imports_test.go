@@ -26,6 +26,8 @@ const module = "github.com/qase-sync/qase-sync"
 //   - an adapter imports sync, its own SDK and the standard library,
 //     never another adapter, config or mapping; its fake server may
 //     import internal/fault, the fault injection the fakes share;
+//   - internal/ratelimit (the request budgets cmd wraps every adapter's
+//     client in) imports the standard library and x/time/rate only;
 //   - only cmd/qase-sync imports everything.
 func TestImportRules(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}|{{join .Imports \",\"}}|{{join .Deps \",\"}}", module+"/...").Output()
@@ -73,6 +75,13 @@ func TestImportRules(t *testing.T) {
 					continue
 				}
 				t.Errorf("%s imports %s: an adapter imports sync and its own SDK only", rel, r)
+			}
+		case rel == "internal/ratelimit":
+			checked++
+			for _, d := range deps {
+				if !std(d) && d != "golang.org/x/time/rate" {
+					t.Errorf("internal/ratelimit depends on %s: only the standard library and x/time/rate are allowed", d)
+				}
 			}
 		case rel == "config":
 			checked++

@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		calls: counter("qase_sync_api_calls_total",
 			"Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).", "system", "op", "status"),
 		callTime:  histogram("qase_sync_api_call_seconds", "Outbound API call latency.", "system", "op"),
-		rateWaits: counter("qase_sync_rate_limit_wait_seconds_total", "Time spent waiting for the pacing limiter, by tracker.", "tracker"),
+		rateWaits: counter("qase_sync_rate_limit_wait_seconds_total", "Time spent waiting for rate budgets: HTTP requests for their credential's budget, writes for their issue's gap; by tracker (qase-api: the Qase API).", "tracker"),
 		drift:     counter("qase_sync_reconcile_drift_total", "Drift found (and repaired unless dry-run) by route and class.", "route", "class"),
 		reconciles: counter("qase_sync_reconcile_runs_total",
 			"Reconcile passes by result (ok, failed, skipped: one still running here, other_replica: another replica holds the reconcile lease).", "result"),

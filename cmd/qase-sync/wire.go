@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/store/postgres"
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	"github.com/qase-sync/qase-sync/config"
+	"github.com/qase-sync/qase-sync/internal/ratelimit"
 	"github.com/qase-sync/qase-sync/mapping"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -55,6 +57,9 @@ type app struct {
 	owner    string    // this replica's name in store leases
 	// reconcileMu keeps this process to one reconcile pass at a time.
 	reconcileMu sync.Mutex
+	// budgets are the request limiters by credential (ratelimit.CredentialID):
+	// trackers sharing a credential share its budget.
+	budgets map[string]*ratelimit.Limiter
 	// env and httpClient are seams for tests.
 	env        func(string) (string, bool)
 	httpClient *http.Client
@@ -101,7 +106,10 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		a.trackers[tc.Name] = tr
 	}
 	if cfg.Qase.APIToken.IsSet() {
-		a.source = qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: hc,
+		// One budget for the API token: the worker's reads and the
+		// reconciler's lists spend it together, across replicas.
+		lim := a.requestLimiter(ratelimit.CredentialID("qase", cfg.Qase.APIURL, cfg.Qase.APIToken.Reveal()), "qase-api", cfg.Qase.APIRate)
+		a.source = qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: ratelimit.Client(hc, lim),
 			Logger: a.log.WithField("component", "qase-api"), Observer: a.metrics.Call, Clock: a.clock})
 	} else {
 		a.log.Info("no qase.api_token: working from webhook payloads alone (thin events; the reconciler cannot recover missed ones)")
@@ -201,6 +209,12 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Track
 	if a.metrics != nil {
 		observe = a.metrics.Call
 	}
+	// Every HTTP request a live tracker sends takes a token from its
+	// credential's budget; plan and dry-run send nothing.
+	live := !plan && !tc.DryRun && tc.Type != config.TrackerDryRun
+	if live {
+		hc = ratelimit.Client(hc, a.requestLimiter(credentialID(tc), tc.Name, tc.Rate))
+	}
 	var tr qsync.Tracker
 	switch {
 	case tc.DryRun && !plan:
@@ -242,12 +256,72 @@ func (a *app) buildTracker(name string, hc *http.Client, plan bool) (qsync.Track
 	default:
 		return nil, fmt.Errorf("unknown tracker type %q", tc.Type)
 	}
-	if plan || tc.DryRun || tc.Rate.PerSecond <= 0 {
+	if !live {
 		return tr, nil
 	}
-	lim := qsync.NewLimiter(qsync.PaceOptions{PerSecond: tc.Rate.PerSecond, Burst: tc.Rate.Burst, IssueSpace: issueSpace(tc.Type), Clock: a.clock,
-		OnWait: func(d time.Duration) { a.metrics.RateWait(tc.Name, d) }})
-	return qsync.Paced(tr, lim), nil
+	return qsync.Paced(tr, qsync.PaceOptions{IssueSpace: issueSpace(tc.Type), Clock: a.clock, OnWait: a.rateWaitObserver(tc.Name)}), nil
+}
+
+// credentialID names a tracker's request budget: its site and credential,
+// digested (the secret never reaches the store, logs or metrics).
+func credentialID(tc *config.Tracker) string {
+	if tc.Type == config.TrackerGitHub {
+		if tc.App != nil { // the installation's token, fetched through the same transport
+			return ratelimit.CredentialID("github", tc.BaseURL, "app", strconv.FormatInt(tc.App.AppID, 10), strconv.FormatInt(tc.App.InstallationID, 10))
+		}
+		return ratelimit.CredentialID("github", tc.BaseURL, tc.Token.Reveal())
+	}
+	return ratelimit.CredentialID(tc.Type, tc.URL, tc.Email, tc.Token.Reveal())
+}
+
+// budgetStore is a store that keeps request budgets for all replicas
+// (PostgreSQL; with SQLite, one process, budgets stay in memory).
+type budgetStore interface {
+	ReserveRate(ctx context.Context, key string, n int, perSecond float64, burst int) ([]time.Duration, error)
+}
+
+// storeBudget is one credential's budget in the store.
+type storeBudget struct {
+	st  budgetStore
+	key string
+	r   config.Rate
+}
+
+func (b storeBudget) Reserve(ctx context.Context, n int) ([]time.Duration, error) {
+	return b.st.ReserveRate(ctx, b.key, n, b.r.PerSecond, b.r.Burst)
+}
+
+// requestLimiter returns the limiter of credential id (made on first use
+// with rate r; name labels its metrics and logs): shared with every
+// replica through the store when the store can, else in this process.
+// Creates go first (qsync.IsCreate), and a wait cut short is reported to
+// the paced call, which then does not charge the attempt.
+func (a *app) requestLimiter(id, name string, r config.Rate) *ratelimit.Limiter {
+	if l, ok := a.budgets[id]; ok {
+		return l
+	}
+	var src ratelimit.Source = ratelimit.NewLocal(r.PerSecond, r.Burst)
+	if bs, ok := a.store.(budgetStore); ok {
+		src = storeBudget{st: bs, key: id, r: r}
+	}
+	log := a.log.WithField("budget", name)
+	// A batch of at most the burst: no replica reserves far ahead of the others.
+	l := ratelimit.New(ratelimit.Options{Source: src, Batch: r.Burst, Create: qsync.IsCreate, Cut: qsync.NoteRateWaitCut, OnWait: a.rateWaitObserver(name),
+		OnError: func(err error) {
+			log.WithError(err).Warn("reserving request tokens in the store failed; requests wait and it is asked again")
+		}})
+	if a.budgets == nil {
+		a.budgets = map[string]*ratelimit.Limiter{}
+	}
+	a.budgets[id] = l
+	return l
+}
+
+func (a *app) rateWaitObserver(name string) func(time.Duration) {
+	if a.metrics == nil {
+		return nil
+	}
+	return func(d time.Duration) { a.metrics.RateWait(name, d) }
 }
 
 // issueSpace spaces writes to one issue: Jira Cloud limits writes per
