@@ -46,7 +46,10 @@ type EngineOptions struct {
 	Mapper   Mapper
 	Trackers map[string]Tracker
 	// Source reads entities from the Qase API; nil means events only.
-	Source  EntitySource
+	Source EntitySource
+	// Writer writes tracker changes back to Qase (two-way routes); nil:
+	// no route may flow in.
+	Writer  EntityWriter
 	Clock   Clock
 	Logger  *logrus.Entry
 	Metrics Metrics

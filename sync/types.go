@@ -199,7 +199,12 @@ type Issue struct {
 	MarkerID    string    `json:"marker_id,omitempty"`
 	CommentIDs  []string  `json:"comment_ids,omitempty"`
 	CreatedAt   time.Time `json:"created_at,omitempty"`
-	Unreachable bool      `json:"-"`
+	// UpdatedAt is when the issue last changed (two-way: newest wins);
+	// StatusCategory is Jira's category key of its status (new,
+	// indeterminate, done), "" where the tracker has none.
+	UpdatedAt      time.Time `json:"updated_at,omitempty"`
+	StatusCategory string    `json:"status_category,omitempty"`
+	Unreachable    bool      `json:"-"`
 }
 
 // IssueRef locates a tracker issue. ID is the tracker's stable id (Jira
@@ -247,6 +252,9 @@ type Applied struct {
 	// the issue's status: it is reported once and not tried again until
 	// either changes.
 	Blocked *Blocked `json:"blocked,omitempty"`
+	// Sides is the two-way baseline: per two-way field, what Qase and the
+	// tracker held when they last agreed (see twoway.go).
+	Sides map[string]Side `json:"sides,omitempty"`
 }
 
 // Blocked is a status transition the workflow does not offer.

@@ -1,0 +1,487 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Two-way routes: tracker changes flow back to Qase.
+//
+// Echoes are told from changes by the link's baseline, never by timing:
+// Applied.Sides keeps, per two-way field, what each side held when the two
+// last agreed (qase-sync wrote one from the other, or saw both). A side
+// that still holds its baseline value did not change, whatever webhooks
+// say; a change qase-sync made itself is in the baseline the moment it is
+// made, so its echo finds nothing to do.
+
+// Direction says which way a route's field flows.
+type Direction string
+
+// Directions.
+const (
+	DirOut        Direction = "out"         // Qase → tracker (the default)
+	DirIn         Direction = "in"          // tracker → Qase; written to the tracker on create only
+	DirBoth       Direction = "both"        // either way; the conflict rule settles changes on both sides
+	DirCreateOnly Direction = "create_only" // written on create, never again either way
+)
+
+// Conflict rules for a field changed on both sides since the baseline.
+const (
+	ConflictNewest  = "newest"  // the side changed last wins (Qase's updated_at vs the issue's)
+	ConflictQase    = "qase"    // Qase always wins
+	ConflictTracker = "tracker" // the tracker always wins
+)
+
+// Two-way fields: the tracker field and the Qase defect attribute they pair.
+const (
+	FieldStatus   = "status"   // issue status (+ reason) ↔ defect status
+	FieldTitle    = "title"    // issue title ↔ defect title
+	FieldSeverity = "severity" // Jira priority ↔ defect severity
+)
+
+// TwoWayFields lists the fields a route may give a direction.
+var TwoWayFields = []string{FieldStatus, FieldTitle, FieldSeverity}
+
+// QaseDefectStatuses are the statuses the Qase API can set (it cannot set
+// a defect back to open).
+var QaseDefectStatuses = []string{"in_progress", "resolved", "invalid"}
+
+// TwoWay is a route's reverse mapping (built by package mapping).
+type TwoWay struct {
+	// Fields gives each two-way field its direction; a field not named
+	// flows out only.
+	Fields map[string]Direction `json:"fields"`
+	// Conflict is one of ConflictNewest (default), ConflictQase,
+	// ConflictTracker.
+	Conflict string `json:"conflict,omitempty"`
+	// Status maps a tracker status to a Qase defect status. Keys are
+	// lower case: "status:reason" (GitHub "closed:not_planned", Jira
+	// "done:won't do"), "status", or "category:<key>" (Jira's status
+	// category: new, indeterminate, done), tried in that order.
+	Status map[string]string `json:"status,omitempty"`
+	// Severity maps a tracker priority (lower case) to a Qase severity slug.
+	Severity map[string]string `json:"severity,omitempty"`
+}
+
+// Dir is the field's direction (DirOut when not named).
+func (t TwoWay) Dir(field string) Direction {
+	if d, ok := t.Fields[field]; ok && d != "" {
+		return d
+	}
+	return DirOut
+}
+
+// Inbound reports whether any field flows from the tracker to Qase.
+func (t TwoWay) Inbound() bool {
+	for _, d := range t.Fields {
+		if d == DirIn || d == DirBoth {
+			return true
+		}
+	}
+	return false
+}
+
+// ReverseStatus maps the issue's status to a Qase defect status; ok=false
+// when the table has no entry for it.
+func (t TwoWay) ReverseStatus(status, reason, category string) (string, bool) {
+	status, reason, category = strings.ToLower(status), strings.ToLower(reason), strings.ToLower(category)
+	var keys []string
+	if reason != "" {
+		keys = append(keys, status+":"+reason)
+	}
+	keys = append(keys, status)
+	if category != "" {
+		keys = append(keys, "category:"+category)
+	}
+	for _, k := range keys {
+		if v, ok := t.Status[k]; ok && v != "" {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// TwoWayMapper is implemented by mappers whose routes can be two-way.
+type TwoWayMapper interface {
+	// TwoWay returns the route's reverse mapping; ok=false for a one-way
+	// route.
+	TwoWay(route string) (TwoWay, bool)
+}
+
+// EntityWriter writes tracker-side changes back to Qase (the Qase API
+// client). Failures are classified like a tracker's: Permanent(err) is
+// dead-lettered, anything else retried.
+type EntityWriter interface {
+	// SetDefectStatus moves the defect to status (in_progress, resolved,
+	// invalid; Qase cannot set open).
+	SetDefectStatus(ctx context.Context, ref EntityRef, status string) error
+	// UpdateDefect changes the defect's fields; nil leaves one alone.
+	UpdateDefect(ctx context.Context, ref EntityRef, u DefectUpdate) error
+}
+
+// DefectUpdate is a change to a Qase defect's fields.
+type DefectUpdate struct {
+	Title    *string `json:"title,omitempty"`
+	Severity *string `json:"severity,omitempty"` // slug (blocker … trivial)
+}
+
+// Side is what both sides of a two-way field held when they last agreed.
+type Side struct {
+	Qase    string `json:"qase"`
+	Tracker string `json:"tracker"`
+}
+
+// Inbound operation kinds: writes to Qase.
+const (
+	OpQaseStatus OpKind = "qase_status" // PATCH /defect/{code}/status/{id}
+	OpQaseUpdate OpKind = "qase_update" // PATCH /defect/{code}/{id}
+)
+
+// DriftInbound: a verifying sync found a tracker change Qase lacks (a
+// tracker webhook that never arrived, or none configured).
+const DriftInbound = "inbound"
+
+// TrackerEventPrefix starts the names of tracker deliveries in the inbox
+// ("tracker.github.issues"). They are hints that the key's issue changed:
+// they carry no Qase attributes and are not folded into the entity.
+const TrackerEventPrefix = "tracker."
+
+// IsTrackerEvent reports whether an event name is a tracker delivery.
+func IsTrackerEvent(name string) bool { return strings.HasPrefix(name, TrackerEventPrefix) }
+
+// TwoWayInput is what the two-way decision depends on.
+type TwoWayInput struct {
+	Rule TwoWay
+	// Attrs are the entity's current Qase attributes.
+	Attrs map[string]any
+	// Live is the tracker issue as read now.
+	Live Issue
+	// Sides is the link's baseline (nil: none yet; the first sync sets it
+	// and writes nothing back).
+	Sides map[string]Side
+	// QaseAt and TrackerAt are when each side last changed (newest wins).
+	QaseAt, TrackerAt time.Time
+}
+
+// TwoWayPlan is the two-way decision: what to write to Qase and which
+// fields the outbound diff must leave alone this sync.
+type TwoWayPlan struct {
+	Ops []Op
+	// Hold are fields the tracker keeps this sync: outbound writes of them
+	// are dropped (the tracker side changed, or the field does not flow
+	// out after create).
+	Hold []string
+	// Conflicts names fields changed on both sides, with the winner.
+	Conflicts []string
+}
+
+// TrackerValue is the tracker side of a two-way field as compared with
+// the baseline.
+func TrackerValue(field string, f IssueFields) string {
+	switch field {
+	case FieldStatus:
+		if f.Reason == "" {
+			return strings.ToLower(f.Status)
+		}
+		return strings.ToLower(f.Status + ":" + f.Reason)
+	case FieldTitle:
+		return normText(f.Title)
+	case FieldSeverity:
+		return strings.ToLower(f.Priority)
+	}
+	return ""
+}
+
+// QaseValue is the Qase side of a two-way field.
+func QaseValue(field string, attrs map[string]any) string {
+	s, _ := attrs[field].(string)
+	if field == FieldTitle {
+		return normText(s)
+	}
+	return strings.ToLower(s)
+}
+
+// reverse maps the tracker side of field to the Qase value it stands for.
+func (t TwoWay) reverse(field string, live Issue) (string, bool) {
+	switch field {
+	case FieldStatus:
+		v, ok := t.ReverseStatus(live.Status, live.Reason, live.StatusCategory)
+		if !ok || !slices.Contains(QaseDefectStatuses, v) {
+			return "", false // Qase cannot set open; validate says so
+		}
+		return v, true
+	case FieldTitle:
+		v := normText(live.Title)
+		return v, v != ""
+	case FieldSeverity:
+		v, ok := t.Severity[strings.ToLower(live.Priority)]
+		return v, ok && v != ""
+	}
+	return "", false
+}
+
+// DecideTwoWay decides, per two-way field, which side's change wins. Pure.
+//
+//   - neither side moved from the baseline: nothing flows (an echo of
+//     qase-sync's own write, or nothing new), and the tracker is held;
+//   - only Qase moved: the outbound diff writes the tracker as always;
+//   - only the tracker moved: Qase is written from the reverse mapping and
+//     the tracker is held;
+//   - both moved: the conflict rule picks the side.
+func DecideTwoWay(in TwoWayInput) TwoWayPlan {
+	var p TwoWayPlan
+	var u DefectUpdate
+	for _, f := range TwoWayFields {
+		dir := in.Rule.Dir(f)
+		switch dir {
+		case DirOut:
+			continue
+		case DirCreateOnly:
+			p.Hold = append(p.Hold, f)
+			continue
+		}
+		q, t := QaseValue(f, in.Attrs), TrackerValue(f, in.Live.IssueFields)
+		base, known := in.Sides[f]
+		if !known {
+			// No baseline yet: nobody can tell which side changed. Leave
+			// both; the sync records one.
+			p.Hold = append(p.Hold, f)
+			continue
+		}
+		qMoved, tMoved := q != base.Qase, t != base.Tracker
+		inbound := false
+		switch {
+		case dir == DirIn:
+			inbound = tMoved
+		case tMoved && qMoved:
+			inbound = in.trackerWins()
+			winner := "qase"
+			if inbound {
+				winner = "tracker"
+			}
+			p.Conflicts = append(p.Conflicts, f+": "+winner+" wins")
+		case tMoved:
+			inbound = true
+		case !qMoved:
+			p.Hold = append(p.Hold, f) // nothing new on either side
+		}
+		if dir == DirIn && !inbound {
+			p.Hold = append(p.Hold, f) // never written out after create
+		}
+		if !inbound {
+			continue
+		}
+		p.Hold = append(p.Hold, f)
+		want, ok := in.Rule.reverse(f, in.Live)
+		if !ok || want == q {
+			continue
+		}
+		switch f {
+		case FieldStatus:
+			p.Ops = append(p.Ops, Op{Kind: OpQaseStatus, Status: want,
+				Changes: []Change{{Field: "qase.status", From: q, To: want}}})
+		case FieldTitle:
+			u.Title = &want
+		case FieldSeverity:
+			u.Severity = &want
+		}
+	}
+	if u.Title != nil || u.Severity != nil {
+		var ch []Change
+		if u.Title != nil {
+			ch = append(ch, Change{Field: "qase.title", From: QaseValue(FieldTitle, in.Attrs), To: *u.Title})
+		}
+		if u.Severity != nil {
+			ch = append(ch, Change{Field: "qase.severity", From: QaseValue(FieldSeverity, in.Attrs), To: *u.Severity})
+		}
+		p.Ops = append([]Op{{Kind: OpQaseUpdate, Defect: &u, Changes: ch}}, p.Ops...)
+	}
+	return p
+}
+
+func (in TwoWayInput) trackerWins() bool {
+	switch in.Rule.Conflict {
+	case ConflictQase:
+		return false
+	case ConflictTracker:
+		return true
+	}
+	// Newest: ties go to Qase, the source the route mirrors.
+	return in.TrackerAt.After(in.QaseAt)
+}
+
+// SidesAfter is the baseline once a sync ran: each field's Qase value (as
+// written back, or as read) and tracker value (as written, or as read).
+func SidesAfter(rule TwoWay, attrs map[string]any, tracker IssueFields, ops []Op) map[string]Side {
+	out := map[string]Side{}
+	for _, f := range TwoWayFields {
+		if rule.Dir(f) == DirOut {
+			continue
+		}
+		s := Side{Qase: QaseValue(f, attrs), Tracker: TrackerValue(f, tracker)}
+		for _, op := range ops {
+			switch {
+			case op.Kind == OpQaseStatus && f == FieldStatus:
+				s.Qase = op.Status
+			case op.Kind == OpQaseUpdate && f == FieldTitle && op.Defect.Title != nil:
+				s.Qase = normText(*op.Defect.Title)
+			case op.Kind == OpQaseUpdate && f == FieldSeverity && op.Defect.Severity != nil:
+				s.Qase = strings.ToLower(*op.Defect.Severity)
+			}
+		}
+		out[f] = s
+	}
+	return out
+}
+
+// holdFields maps two-way fields to the spec fields the outbound diff must
+// leave alone.
+func holdFields(hold []string) []string {
+	var out []string
+	for _, f := range hold {
+		switch f {
+		case FieldStatus:
+			out = append(out, "status", "reason")
+		case FieldTitle:
+			out = append(out, "title")
+		case FieldSeverity:
+			out = append(out, "priority")
+		}
+	}
+	return out
+}
+
+// twoWayRun is what a two-way sync read and decided, for the executor.
+type twoWayRun struct {
+	rule  TwoWay
+	attrs map[string]any
+	live  *Issue // nil when the issue was not read (no link yet)
+	plan  TwoWayPlan
+}
+
+// twoWay reads the linked issue of a two-way route and decides what flows
+// back; the outbound spec leaves alone what the tracker keeps. nil for a
+// one-way route.
+func (e *Engine) twoWay(ctx context.Context, in *PlanInput, ent Entity, tr Tracker) (*twoWayRun, error) {
+	m, ok := e.o.Mapper.(TwoWayMapper)
+	if !ok || in.Key.Kind != KindDefect {
+		return nil, nil
+	}
+	rule, ok := m.TwoWay(in.Key.Route)
+	if !ok {
+		return nil, nil
+	}
+	run := &twoWayRun{rule: rule, attrs: ent.Attrs}
+	if !in.Linked || in.Link.State != LinkLinked {
+		return run, nil // the create sets the baseline
+	}
+	if in.Live == nil && !in.Gone {
+		// Tracker webhooks are hints: read the issue itself, every time.
+		is, err := tr.Get(ctx, in.Link.Issue)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			in.Gone = true
+			return run, nil
+		case err != nil:
+			return nil, fmt.Errorf("read %s: %w", in.Link.Issue, err)
+		}
+		in.Live = &is
+	}
+	if in.Live == nil {
+		return run, nil
+	}
+	run.live = in.Live
+	qaseAt, _ := ent.Attrs["updated_at"].(string)
+	qt, _ := time.Parse(time.RFC3339, qaseAt)
+	run.plan = DecideTwoWay(TwoWayInput{Rule: rule, Attrs: ent.Attrs, Live: *in.Live, Sides: in.Link.Applied.Sides,
+		QaseAt: qt, TrackerAt: in.Live.UpdatedAt})
+	if len(run.plan.Hold) > 0 {
+		in.Desired.Spec.CreateOnly = append(slices.Clip(in.Desired.Spec.CreateOnly), holdFields(run.plan.Hold)...)
+	}
+	// A status written back would make the mapping announce, on the echo
+	// of that write, a change the tracker's people made themselves: the
+	// comments it adds are accounted for, not posted.
+	for i, op := range run.plan.Ops {
+		if op.Kind != OpQaseStatus {
+			continue
+		}
+		after := ent
+		after.Attrs = maps.Clone(ent.Attrs)
+		after.Attrs["status"] = op.Status
+		d, err := e.o.Mapper.Desired(in.Key.Route, after)
+		if err != nil {
+			continue
+		}
+		for _, c := range d.Spec.Comments {
+			if !slices.ContainsFunc(in.Desired.Spec.Comments, func(x Comment) bool { return x.ID == c.ID }) &&
+				!slices.Contains(in.Link.Applied.Comments, c.ID) {
+				run.plan.Ops[i].Quiet = append(run.plan.Ops[i].Quiet, c.ID)
+			}
+		}
+	}
+	return run, nil
+}
+
+// writeBack runs an inbound op against the Qase API.
+func (x *executor) writeBack(ctx context.Context, op Op) error {
+	w := x.e.o.Writer
+	if w == nil {
+		return Permanentf("route %s flows tracker changes into Qase, but no Qase API token is configured", x.k.Route)
+	}
+	var err error
+	if op.Kind == OpQaseStatus {
+		err = w.SetDefectStatus(ctx, x.k.EntityRef, op.Status)
+	} else {
+		err = w.UpdateDefect(ctx, x.k.EntityRef, *op.Defect)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s back to qase: %w", x.k.EntityRef, err)
+	}
+	a := &x.link.Applied
+	a.Comments = append(a.Comments, op.Quiet...)
+	// Record the write in the baseline at once: a retry after a later
+	// failure must see it as ours, not as a change in Qase.
+	if x.tw != nil && x.tw.live != nil {
+		if a.Sides == nil {
+			a.Sides = map[string]Side{}
+		}
+		done := SidesAfter(x.tw.rule, x.tw.attrs, x.tw.live.IssueFields, []Op{op})
+		for f, s := range done {
+			if old, ok := a.Sides[f]; !ok || old.Qase != s.Qase {
+				a.Sides[f] = s
+			}
+		}
+	}
+	x.log.WithFields(logrus.Fields{"op": op.String(), "issue": x.link.Issue.String()}).Info("tracker change written back to qase")
+	return x.save(ctx)
+}
+
+// trackerAfter is the tracker side as the executed ops left it: the issue
+// as read, with qase-sync's own writes applied.
+func (x *executor) trackerAfter() IssueFields {
+	var f IssueFields
+	if x.tw.live != nil {
+		f = x.tw.live.IssueFields.Clone()
+	} else {
+		f = x.link.Applied.IssueFields.Clone()
+	}
+	for _, op := range x.res.Ops {
+		switch op.Kind {
+		case OpUpdate:
+			op.Update.ApplyTo(&f)
+		case OpSetStatus, OpCreate:
+			f.Status, f.Reason = x.link.Applied.Status, x.link.Applied.Reason
+			if op.Kind == OpCreate {
+				f = x.link.Applied.IssueFields.Clone()
+			}
+		}
+	}
+	return f
+}

@@ -1,0 +1,115 @@
+package sync
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestDecideTwoWay(t *testing.T) {
+	rule := TwoWay{
+		Fields: map[string]Direction{FieldStatus: DirBoth, FieldTitle: DirIn, FieldSeverity: DirCreateOnly},
+		Status: map[string]string{"done": "resolved", "closed:not_planned": "invalid", "closed": "resolved",
+			"in review": "in_progress", "to do": "open", "category:indeterminate": "in_progress"},
+	}
+	issue := func(status, reason, title string) Issue {
+		return Issue{IssueFields: IssueFields{Status: status, Reason: reason, Title: title}}
+	}
+	sides := func(q, tr string) map[string]Side {
+		return map[string]Side{FieldStatus: {Qase: q, Tracker: tr}, FieldTitle: {Qase: "t", Tracker: "t"}}
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name      string
+		rule      TwoWay
+		attrs     map[string]any
+		live      Issue
+		sides     map[string]Side
+		qAt, tAt  time.Time
+		wantOps   []string
+		wantHold  []string
+		conflicts int
+	}{
+		{name: "a person closes the issue: resolved", attrs: map[string]any{"status": "open", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do"),
+			wantOps: []string{"qase_status:resolved"}, wantHold: []string{"status", "title", "severity"}},
+		{name: "our own transition echoes back: nothing", attrs: map[string]any{"status": "resolved", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("resolved", "done"),
+			wantHold: []string{"status", "title", "severity"}},
+		{name: "qase changed: outbound, nothing back", attrs: map[string]any{"status": "in_progress", "title": "t"},
+			live: issue("To Do", "", "t"), sides: sides("open", "to do"),
+			wantHold: []string{"title", "severity"}},
+		{name: "github not planned: invalid", attrs: map[string]any{"status": "open", "title": "t"},
+			live: issue("closed", "not_planned", "t"), sides: sides("open", "open"),
+			wantOps: []string{"qase_status:invalid"}, wantHold: []string{"status", "title", "severity"}},
+		{name: "reopened maps to open, which Qase cannot set: held, no write", attrs: map[string]any{"status": "resolved", "title": "t"},
+			live: issue("To Do", "", "t"), sides: sides("resolved", "done"),
+			wantHold: []string{"status", "title", "severity"}},
+		{name: "unmapped status: held", attrs: map[string]any{"status": "open", "title": "t"},
+			live: issue("Blocked", "", "t"), sides: sides("open", "to do"),
+			wantHold: []string{"status", "title", "severity"}},
+		{name: "category fallback", attrs: map[string]any{"status": "open", "title": "t"},
+			live: Issue{IssueFields: IssueFields{Status: "Coding", Title: "t"}, StatusCategory: "indeterminate"}, sides: sides("open", "to do"),
+			wantOps: []string{"qase_status:in_progress"}, wantHold: []string{"status", "title", "severity"}},
+		{name: "title flows in", attrs: map[string]any{"status": "open", "title": "t"},
+			live: issue("To Do", "", "new title"), sides: sides("open", "to do"),
+			wantOps: []string{"qase_update:title"}, wantHold: []string{"status", "title", "severity"}},
+		{name: "no baseline: nothing flows", attrs: map[string]any{"status": "open", "title": "t"},
+			live: issue("Done", "", "x"), sides: nil,
+			wantHold: []string{"status", "title", "severity"}},
+		{name: "both changed, tracker newer", attrs: map[string]any{"status": "in_progress", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do"), qAt: t0, tAt: t0.Add(time.Minute),
+			wantOps: []string{"qase_status:resolved"}, wantHold: []string{"status", "title", "severity"}, conflicts: 1},
+		{name: "both changed, qase newer", attrs: map[string]any{"status": "in_progress", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do"), qAt: t0.Add(time.Minute), tAt: t0,
+			wantHold: []string{"title", "severity"}, conflicts: 1},
+		{name: "both changed, qase always wins", rule: withConflict(rule, ConflictQase), attrs: map[string]any{"status": "in_progress", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do"), qAt: t0, tAt: t0.Add(time.Minute),
+			wantHold: []string{"title", "severity"}, conflicts: 1},
+		{name: "both changed, tracker always wins", rule: withConflict(rule, ConflictTracker), attrs: map[string]any{"status": "in_progress", "title": "t"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do"), qAt: t0.Add(time.Minute), tAt: t0,
+			wantOps: []string{"qase_status:resolved"}, wantHold: []string{"status", "title", "severity"}, conflicts: 1},
+		{name: "one-way route: nothing", rule: TwoWay{}, attrs: map[string]any{"status": "open"},
+			live: issue("Done", "", "t"), sides: sides("open", "to do")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.rule
+			if r.Fields == nil && r.Status == nil && c.name != "one-way route: nothing" {
+				r = rule
+			}
+			p := DecideTwoWay(TwoWayInput{Rule: r, Attrs: c.attrs, Live: c.live, Sides: c.sides, QaseAt: c.qAt, TrackerAt: c.tAt})
+			var ops []string
+			for _, op := range p.Ops {
+				ops = append(ops, op.String())
+			}
+			if !slices.Equal(ops, c.wantOps) {
+				t.Errorf("ops = %v, want %v", ops, c.wantOps)
+			}
+			slices.Sort(p.Hold)
+			want := slices.Sorted(slices.Values(c.wantHold))
+			if !slices.Equal(p.Hold, want) {
+				t.Errorf("hold = %v, want %v", p.Hold, want)
+			}
+			if len(p.Conflicts) != c.conflicts {
+				t.Errorf("conflicts = %v, want %d", p.Conflicts, c.conflicts)
+			}
+		})
+	}
+}
+
+func withConflict(r TwoWay, c string) TwoWay { r.Conflict = c; return r }
+
+// TestSidesAfterRecordsOwnWrites: the baseline after a sync holds what
+// qase-sync wrote on each side, so the echoes of those writes are no news.
+func TestSidesAfterRecordsOwnWrites(t *testing.T) {
+	rule := TwoWay{Fields: map[string]Direction{FieldStatus: DirBoth}}
+	got := SidesAfter(rule, map[string]any{"status": "open"}, IssueFields{Status: "Done"}, []Op{{Kind: OpQaseStatus, Status: "resolved"}})
+	if got[FieldStatus] != (Side{Qase: "resolved", Tracker: "done"}) || len(got) != 1 {
+		t.Fatalf("sides = %+v", got)
+	}
+	echo := DecideTwoWay(TwoWayInput{Rule: rule, Attrs: map[string]any{"status": "resolved"}, Live: Issue{IssueFields: IssueFields{Status: "Done"}}, Sides: got})
+	if len(echo.Ops) != 0 {
+		t.Fatalf("echo planned %v", echo.Ops)
+	}
+}
