@@ -35,6 +35,7 @@ type Request struct {
 	Path   string // as received, including the /v1 prefix
 	Query  url.Values
 	Status int
+	Body   string // writes only
 }
 
 // Server is the fake API. Use URL as the client's BaseURL. Faults are
@@ -52,6 +53,7 @@ type Server struct {
 	nextID    map[string]int64
 	requests  []Request
 	offsetCap int
+	caseLinks map[string][]string // "PROJ/case_id" → Jira issue keys
 }
 
 // New starts a fake that accepts only the given token. Close it when done.
@@ -189,11 +191,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	status := s.handle(w, r)
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: status})
+	var body []byte
+	if r.Method != http.MethodGet {
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	}
+	status := s.handle(w, r, body)
+	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: status, Body: string(body)})
 }
 
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) int {
 	w.Header().Set("X-RateLimit-Limit", "200")
 	if r.Header.Get("Token") == "" || r.Header.Get("Token") != s.token {
 		return fail(w, http.StatusUnauthorized, "Unauthenticated.")
@@ -213,6 +219,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
 		return fail(w, http.StatusNotFound, "Not found.")
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	if r.Method != http.MethodGet {
+		return s.write(w, r.Method, parts, body)
+	}
 	kind := qsync.Kind(parts[0])
 	if !kind.Valid() || len(parts) < 2 || len(parts) > 3 {
 		return fail(w, http.StatusNotFound, "Not found.")
