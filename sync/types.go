@@ -196,9 +196,9 @@ type Issue struct {
 	// when every part of it is there (Jira: entity property, marker and
 	// shared labels; GitHub: hidden body comment, marker and shared
 	// labels); "" otherwise, and then Mark completes it.
-	MarkerID    string    `json:"marker_id,omitempty"`
-	CommentIDs  []string  `json:"comment_ids,omitempty"`
-	CreatedAt   time.Time `json:"created_at,omitempty"`
+	MarkerID   string    `json:"marker_id,omitempty"`
+	CommentIDs []string  `json:"comment_ids,omitempty"`
+	CreatedAt  time.Time `json:"created_at,omitempty"`
 	// UpdatedAt is when the issue last changed (two-way: newest wins);
 	// StatusCategory is Jira's category key of its status (new,
 	// indeterminate, done), "" where the tracker has none.
