@@ -93,6 +93,8 @@ type route struct {
 	when, createWhen                                          *Cond
 	comments                                                  []commentRule
 	createOnly                                                []string
+	twoWay                                                    *qsync.TwoWay
+	writeBack                                                 WriteBack
 }
 
 type commentRule struct {
@@ -162,6 +164,8 @@ type (
 		Fields      map[string]string `yaml:"fields"`
 		Comments    []commentDoc      `yaml:"comments"`
 		CreateOnly  []string          `yaml:"create_only"`
+		TwoWay      *twoWayDoc        `yaml:"two_way"`
+		WriteBack   *writeBackDoc     `yaml:"write_back"`
 	}
 	commentDoc struct {
 		ID   string `yaml:"id"`
@@ -505,6 +509,8 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 		}
 		r.createOnly = append(r.createOnly, co)
 	}
+	r.twoWay = compileTwoWay(doc, ix, at, &ps)
+	r.writeBack = compileWriteBack(doc, r.trackerType, ix, at, &ps)
 	return r, ps
 }
 
