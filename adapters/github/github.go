@@ -598,6 +598,7 @@ func (t *Tracker) convert(project string, is *gh.Issue) qsync.Issue {
 		},
 		MarkerID:  t.markerOf(marker, is.Labels),
 		CreatedAt: is.GetCreatedAt().Time,
+		UpdatedAt: is.GetUpdatedAt().Time,
 	}
 	for _, a := range is.Assignees {
 		out.Assignees = append(out.Assignees, a.GetLogin())

@@ -45,6 +45,7 @@ func loadConfig(path string, env func(string) (string, bool)) (*config.Config, *
 				ps = append(ps, cfg.Problem(yamlpos.Elem("reconcile.routes", i), "unknown route %q", r))
 			}
 		}
+		ps = append(ps, twoWayProblems(cfg, m)...)
 	}
 	if err := ps.Err(); err != nil {
 		return nil, nil, err
@@ -63,4 +64,21 @@ func quoted(s string) string {
 		return ""
 	}
 	return q
+}
+
+// twoWayProblems: a route that writes tracker changes (or links) back to
+// Qase needs the Qase API.
+func twoWayProblems(cfg *config.Config, m *mapping.Mapping) yamlpos.Problems {
+	if cfg.Qase.APIToken.IsSet() || cfg.Qase.APITokenFile != "" {
+		return nil
+	}
+	var ps yamlpos.Problems
+	for _, name := range m.RouteNames() {
+		tw, ok := m.TwoWay(name)
+		wb := m.WriteBackOf(name)
+		if (ok && tw.Inbound()) || wb.RunIssue || wb.CaseIssue {
+			ps = append(ps, cfg.Problem("qase.api_token", "route %s writes back to Qase (two_way or write_back): set qase.api_token", name))
+		}
+	}
+	return ps
 }

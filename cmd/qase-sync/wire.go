@@ -47,6 +47,7 @@ type app struct {
 	store    qsync.Store
 	trackers map[string]qsync.Tracker
 	source   qsync.EntitySource
+	writer   *qase.Client // Qase API writes (two-way routes, write-back); nil without a token
 	engine   *qsync.Engine
 	coverage *qsync.Coverage
 	metrics  *metrics
@@ -101,8 +102,9 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		a.trackers[tc.Name] = tr
 	}
 	if cfg.Qase.APIToken.IsSet() {
-		a.source = qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: hc,
+		c := qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: hc,
 			Logger: a.log.WithField("component", "qase-api"), Observer: a.metrics.Call, Clock: a.clock})
+		a.source, a.writer = c, c
 	} else {
 		a.log.Info("no qase.api_token: working from webhook payloads alone (thin events; the reconciler cannot recover missed ones)")
 	}
@@ -124,7 +126,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	}
 	a.coverage = qsync.NewCoverage(created, late)
 	a.engine = qsync.NewEngine(qsync.EngineOptions{
-		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
 		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
@@ -328,4 +330,36 @@ func dryRunStatePath(sc config.Store, tracker string) string {
 		return ""
 	}
 	return strings.TrimSuffix(p, ".db") + ".dryrun-" + tracker + ".json"
+}
+
+// entityWriter is the Qase API client as the engine's writer (a nil
+// interface without a token, so the engine can tell).
+func (a *app) entityWriter() qsync.EntityWriter {
+	if a.writer == nil {
+		return nil
+	}
+	return a.writer
+}
+
+// trackerWebhooks mounts /webhooks/<tracker name> for every tracker with
+// webhook secrets: tracker deliveries for two-way routes.
+func (a *app) trackerWebhooks(mux *http.ServeMux, acc qsync.TrackerAcceptor) {
+	for _, tc := range a.cfg.Trackers {
+		if len(tc.WebhookSecrets) == 0 || tc.DryRun {
+			continue
+		}
+		log := a.log.WithFields(logrus.Fields{"component": "tracker-webhook", "tracker": tc.Name})
+		path := "/webhooks/" + tc.Name
+		switch tc.Type {
+		case config.TrackerGitHub:
+			mux.Handle(path, github.NewWebhookHandler(github.WebhookOptions{Acceptor: acc, Secrets: reveal(tc.WebhookSecrets),
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock}))
+		case config.TrackerJira:
+			mux.Handle(path, jira.NewWebhookHandler(jira.WebhookOptions{Acceptor: acc, Tracker: a.trackers[tc.Name], Secrets: reveal(tc.WebhookSecrets),
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock}))
+		default:
+			continue
+		}
+		log.WithField("path", path).Info("tracker webhook receiver enabled")
+	}
 }
