@@ -33,6 +33,8 @@ type harnessOpts struct {
 	routes    string // mapping routes; default: the shipped example routes
 	store     string // "" = sqlite in a temp dir, or a postgres DSN
 	wrapStore func(qsync.Store) qsync.Store
+	// trackerYAML is appended to each tracker's settings (e.g. webhook_secrets).
+	trackerYAML string
 }
 
 type harness struct {
@@ -132,7 +134,7 @@ log:
 %s
 mapping:
 %s
-`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, ""), o.extraYAML, indent(routes, "  "))
+`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, o.trackerYAML), o.extraYAML, indent(routes, "  "))
 	h.cfg = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)

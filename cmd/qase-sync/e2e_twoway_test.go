@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
+	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
+	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Two-way routes: tracker changes flow back to Qase through the tracker
+// webhooks, the inbox and the same worker path; the fakes send a webhook for
+// every change, including qase-sync's own, so echo loops would show up in
+// their request logs.
+
+const (
+	jiraHookToken = "jira-hook-token-value"
+	ghHookSecret  = "github-hook-secret-value"
+)
+
+const twoWayRoutes = `routes:
+  - name: defects-to-jira
+    kind: defect
+    projects: [ID]
+    tracker: jira
+    project: QA
+    issue_type: Bug
+    title: '{{.title | default "Qase defect"}}'
+    body: '{{.actual_result}}'
+    labels: [qase]
+    status: '{{lookup "defect_status_to_jira" .state}}'
+    comments:
+      - id: resolved
+        when: 'status == "resolved"'
+        body: 'The defect was resolved in Qase.'
+    two_way:
+      fields: {status: both}
+      status:
+        Done: resolved
+        In Progress: in_progress
+  - name: defects-to-github
+    kind: defect
+    projects: [GH]
+    tracker: github
+    project: acme/qa
+    title: '{{.title | default "Qase defect"}}'
+    body: '{{.actual_result}}'
+    labels: [qase]
+    status: '{{lookup "defect_status_to_github" .state}}'
+    reason: '{{lookup "defect_reason_to_github" .state}}'
+    two_way:
+      fields: {status: both}
+      status:
+        "closed:completed": resolved
+        "closed:not_planned": invalid
+`
+
+func newTwoWayHarness(t *testing.T, hooks bool) *harness {
+	t.Helper()
+	o := harnessOpts{qaseAPI: true, routes: twoWayRoutes,
+		trackerYAML: "    webhook_secrets: [\"" + jiraHookToken + "\", \"" + ghHookSecret + "\"]\n",
+		extraYAML:   "reconcile:\n  enabled: false\n  projects: [ID, GH]\n"}
+	h := newHarness(t, o)
+	h.qase.AddProject("ID")
+	h.qase.AddProject("GH")
+	if hooks {
+		h.jira.SetWebhook(h.url+"/webhooks/jira?token="+jiraHookToken, "")
+		h.gh.SetWebhook(h.url+"/webhooks/github", ghHookSecret)
+	}
+	return h
+}
+
+// settle drains the queue until the trackers' webhooks (sent for
+// qase-sync's own writes too) stop causing work.
+func (h *harness) settle() {
+	h.t.Helper()
+	for range 10 {
+		h.drain()
+		n := len(h.jira.Deliveries()) + len(h.gh.Deliveries())
+		h.jira.WaitWebhooks()
+		h.gh.WaitWebhooks()
+		h.drain()
+		if len(h.jira.Deliveries())+len(h.gh.Deliveries()) == n {
+			return
+		}
+	}
+	h.t.Fatal("webhooks never settled")
+}
+
+func deliverFor(t *testing.T, h *harness, file, project string, id int) {
+	t.Helper()
+	body := mustRead(t, file)
+	body = bytes.Replace(body, []byte(`"project_code": "ID"`), []byte(`"project_code": "`+project+`"`), 1)
+	body = bytes.Replace(body, []byte(`"id": 1`), []byte(`"id": `+itoa(id)), 1)
+	if code, resp := h.post("/webhooks/qase", body, testSecret); code != http.StatusAccepted && code != http.StatusOK {
+		t.Fatalf("deliver %s: %d %s", file, code, resp)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func qaseWrites(q *qasefake.Server) []string {
+	var out []string
+	for _, r := range q.Writes() {
+		out = append(out, r.Method+" "+r.Path+" "+strings.TrimSpace(r.Body))
+	}
+	return out
+}
+
+func defectStatus(t *testing.T, q *qasefake.Server, project string, id int64) string {
+	t.Helper()
+	rec, ok := q.Defect(project, id)
+	if !ok {
+		t.Fatalf("defect %s/%d missing", project, id)
+	}
+	s, _ := rec["status"].(string)
+	return s
+}
+
+// TestTwoWayJira: a Qase change reaches Jira with one write and its Jira
+// webhook echo writes nothing back; a person moving the issue to Done
+// resolves the defect with one Qase write, and neither that write's Qase
+// webhook nor the Jira webhook writes anything more.
+func TestTwoWayJira(t *testing.T) {
+	h := newTwoWayHarness(t, true)
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	is := onlyIssue(t, h.jira)
+	if is.Status != "To Do" {
+		t.Fatalf("created status %q", is.Status)
+	}
+	if w := qaseWrites(h.qase); len(w) != 0 {
+		t.Fatalf("creating wrote to qase: %v", w)
+	}
+
+	// Qase → Jira: exactly one Jira write, no Qase write from its echo.
+	jw := h.jira.WriteCount()
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "in_progress"})
+	h.deliver("defect.updated.json", http.StatusAccepted)
+	h.settle()
+	if is = onlyIssue(t, h.jira); is.Status != "In Progress" {
+		t.Fatalf("status after qase change %q", is.Status)
+	}
+	if d := h.jira.WriteCount() - jw; d != 1 {
+		t.Fatalf("jira writes for one qase change = %d, want 1", d)
+	}
+	if w := qaseWrites(h.qase); len(w) != 0 {
+		t.Fatalf("the jira echo wrote to qase: %v", w)
+	}
+	if len(h.jira.Deliveries()) == 0 {
+		t.Fatal("the jira fake sent no webhook for the transition")
+	}
+
+	// Jira → Qase: a person moves the issue to Done.
+	jw = h.jira.WriteCount()
+	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
+	h.settle()
+	if st := defectStatus(t, h.qase, "ID", 1); st != "resolved" {
+		t.Fatalf("qase status after Done = %q, want resolved; logs:\n%s", st, tail(h.logs.String(), 30))
+	}
+	w := qaseWrites(h.qase)
+	if len(w) != 1 || !strings.HasPrefix(w[0], "PATCH /v1/defect/ID/status/1") || !strings.Contains(w[0], `"resolved"`) {
+		t.Fatalf("qase writes = %v, want one status write", w)
+	}
+	// Qase's webhook for that write (defect.resolved) must not write to Jira:
+	// no transition, and no "resolved in Qase" comment for a change Jira made.
+	h.deliver("defect.resolved.json", http.StatusAccepted)
+	h.settle()
+	if d := h.jira.WriteCount() - jw; d != 0 {
+		t.Fatalf("jira writes after a person's change = %d, want 0 (echo); requests: %+v", d, h.jira.Requests()[len(h.jira.Requests())-3:])
+	}
+	if is = onlyIssue(t, h.jira); len(is.Comments) != 0 || is.Status != "Done" {
+		t.Fatalf("issue after echo: status %q comments %q", is.Status, commentBodies(is.Comments))
+	}
+	if w := qaseWrites(h.qase); len(w) != 1 {
+		t.Fatalf("qase writes after echo = %v", w)
+	}
+	h.recNoDeadLetters()
+	// The ledger names the write back.
+	k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 1}}
+	entries, err := h.a.store.Ledger(context.Background(), k, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range entries {
+		for _, op := range e.Ops {
+			found = found || op == "qase_status:resolved"
+		}
+	}
+	if !found {
+		t.Fatalf("no ledger entry records qase_status:resolved: %+v", entries)
+	}
+	// No secret in the logs.
+	for _, s := range []string{"test-qase-token", jiraHookToken, ghHookSecret} {
+		if strings.Contains(h.logs.String(), s) {
+			t.Fatalf("logs contain secret %q", s)
+		}
+	}
+}
+
+// TestTwoWayGitHub: closed as completed → resolved; closed as not planned →
+// invalid (the example mapping); a redelivered webhook is a duplicate and
+// writes nothing; bad signatures are refused and store nothing.
+func TestTwoWayGitHub(t *testing.T) {
+	h := newTwoWayHarness(t, true)
+	for id := 1; id <= 2; id++ {
+		h.qase.PutDefect("GH", map[string]any{"id": id, "title": "Defect " + itoa(id), "actual_result": "x", "severity": "normal", "status": "open"})
+		deliverFor(t, h, "defect.created.json", "GH", id)
+	}
+	h.settle()
+	issues := h.gh.Issues("acme/qa")
+	if len(issues) != 2 {
+		t.Fatalf("github issues = %d", len(issues))
+	}
+	issueOf := func(id int) int {
+		for _, is := range issues {
+			if strings.Contains(is.Body, "GH/defect/"+itoa(id)+" ") {
+				return is.Number
+			}
+		}
+		t.Fatalf("no issue for defect %d", id)
+		return 0
+	}
+	ghw := h.gh.WriteCount()
+	h.gh.EditIssue("acme/qa", issueOf(1), func(s *githubfake.IssueState) { s.State, s.StateReason = "closed", "completed" })
+	h.gh.EditIssue("acme/qa", issueOf(2), func(s *githubfake.IssueState) { s.State, s.StateReason = "closed", "not_planned" })
+	h.settle()
+	if a, b := defectStatus(t, h.qase, "GH", 1), defectStatus(t, h.qase, "GH", 2); a != "resolved" || b != "invalid" {
+		t.Fatalf("qase statuses = %q, %q; want resolved, invalid; logs:\n%s", a, b, tail(h.logs.String(), 30))
+	}
+	if w := qaseWrites(h.qase); len(w) != 2 {
+		t.Fatalf("qase writes = %v, want 2", w)
+	}
+	// Qase's webhooks for those writes: no GitHub write.
+	deliverFor(t, h, "defect.resolved.json", "GH", 1)
+	deliverFor(t, h, "defect.updated.json", "GH", 2)
+	h.settle()
+	if d := h.gh.WriteCount() - ghw; d != 0 {
+		t.Fatalf("github writes after people's changes = %d, want 0", d)
+	}
+
+	// A duplicate delivery is stored once and writes nothing.
+	before := h.eventStatus()
+	dels := h.gh.Deliveries()
+	last := dels[len(dels)-1]
+	if !h.gh.Redeliver(last.ID) {
+		t.Fatal("redeliver failed")
+	}
+	h.settle()
+	if got := h.gh.Deliveries(); got[len(got)-1].Status != http.StatusOK {
+		t.Fatalf("redelivery answered %d, want 200 (duplicate)", got[len(got)-1].Status)
+	}
+	after := h.eventStatus()
+	if after.Applied+after.Noop+after.Dead != before.Applied+before.Noop+before.Dead {
+		t.Fatalf("duplicate stored: %+v → %+v", before, after)
+	}
+	if w := qaseWrites(h.qase); len(w) != 2 {
+		t.Fatalf("duplicate wrote to qase: %v", w)
+	}
+
+	// Bad or missing signatures: 401, nothing stored.
+	body := []byte(`{"action":"closed","issue":{"number":1,"body":"<!-- qase-sync:marker qase-sync:defects-to-github:GH/defect/1 -->"}}`)
+	for _, sig := range []string{"", "sha256=00", "sha1=abc"} {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "issues")
+		if sig != "" {
+			req.Header.Set("X-Hub-Signature-256", sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("signature %q: %d, want 401", sig, resp.StatusCode)
+		}
+	}
+	for _, u := range []string{"/webhooks/jira", "/webhooks/jira?token=wrong"} {
+		if code, _ := h.post(u, []byte(`{"webhookEvent":"jira:issue_updated","issue":{"id":"10000"}}`), ""); code != http.StatusUnauthorized {
+			t.Fatalf("jira %s: %d, want 401", u, code)
+		}
+	}
+	if st := h.eventStatus(); st != after {
+		t.Fatalf("refused deliveries stored something: %+v → %+v", after, st)
+	}
+}
+
+// TestTwoWayReconcileRepairsMissedWebhook: without tracker webhooks, the
+// reconciler reads the issue and writes the change back; its dry run shows
+// the inbound op first, and a second pass writes nothing.
+func TestTwoWayReconcileRepairsMissedWebhook(t *testing.T) {
+	h := newTwoWayHarness(t, false)
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	is := onlyIssue(t, h.jira)
+	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
+
+	rep, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var planned []string
+	for _, k := range rep.Keys {
+		for _, op := range k.Ops {
+			planned = append(planned, op.String())
+		}
+	}
+	if !strings.Contains(strings.Join(planned, " "), "qase_status:resolved") || rep.ByClass[qsync.DriftInbound] != 1 {
+		t.Fatalf("dry run = %+v (ops %v), want qase_status:resolved", rep, planned)
+	}
+	if w := qaseWrites(h.qase); len(w) != 0 {
+		t.Fatalf("dry run wrote: %v", w)
+	}
+	jw := h.jira.WriteCount()
+	h.recReconcile()
+	if st := defectStatus(t, h.qase, "ID", 1); st != "resolved" {
+		t.Fatalf("after reconcile: %q, want resolved; logs:\n%s", st, tail(h.logs.String(), 30))
+	}
+	if d := h.jira.WriteCount() - jw; d != 0 {
+		t.Fatalf("reconcile wrote %d times to jira", d)
+	}
+	h.recReconcile()
+	if w := qaseWrites(h.qase); len(w) != 1 {
+		t.Fatalf("qase writes after two passes = %v, want 1", w)
+	}
+	if d := h.jira.WriteCount() - jw; d != 0 {
+		t.Fatalf("second pass wrote %d times to jira", d)
+	}
+}
