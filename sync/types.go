@@ -202,7 +202,7 @@ type Issue struct {
 	// UpdatedAt is when the issue last changed (two-way: newest wins);
 	// StatusCategory is Jira's category key of its status (new,
 	// indeterminate, done), "" where the tracker has none.
-	UpdatedAt      time.Time `json:"updated_at,omitempty"`
+	UpdatedAt      time.Time `json:"updated_at,omitzero"`
 	StatusCategory string    `json:"status_category,omitempty"`
 	Unreachable    bool      `json:"-"`
 }

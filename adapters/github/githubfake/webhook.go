@@ -115,8 +115,8 @@ func (s *Server) emit(event, action string, is *IssueState, comment *CommentStat
 func (s *Server) payload(is *IssueState, action string, comment *CommentState) []byte {
 	owner, name, _ := strings.Cut(is.Repo, "/")
 	p := map[string]any{
-		"action": action,
-		"issue":  s.issueJSON(is),
+		"action":     action,
+		"issue":      s.issueJSON(is),
 		"repository": map[string]any{"full_name": is.Repo, "name": name, "owner": map[string]any{"login": owner}},
 		"sender":     map[string]any{"login": "someone"},
 	}
