@@ -336,3 +336,76 @@ func TestTwoWayReconcileRepairsMissedWebhook(t *testing.T) {
 		t.Fatalf("second pass wrote %d times to jira", d)
 	}
 }
+
+func runCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+// TestAdoptIssues: links adopt stamps the marker on existing issues and
+// links them, one by one or by a tracker query (JQL, GitHub label); the
+// next sync brings them to what the route wants, creating nothing.
+func TestAdoptIssues(t *testing.T) {
+	h := newTwoWayHarness(t, false)
+	h.waitVouched()
+	for _, id := range []int{5, 6, 7} {
+		h.qase.PutDefect("ID", map[string]any{"id": id, "title": "Defect " + itoa(id), "actual_result": "x", "severity": "normal", "status": "open"})
+	}
+	h.qase.PutDefect("GH", map[string]any{"id": 3, "title": "Defect 3", "actual_result": "x", "severity": "normal", "status": "open"})
+	single := h.jira.AddIssue(jirafake.IssueState{Project: "QA", Type: "Bug", Summary: "Crash on save", Status: "To Do", Labels: []string{"triage"}})
+	h.jira.AddIssue(jirafake.IssueState{Project: "QA", Type: "Bug", Summary: "[ID-6] first", Status: "To Do", Labels: []string{"from-qase"}})
+	h.jira.AddIssue(jirafake.IssueState{Project: "QA", Type: "Bug", Summary: "[ID-7] second", Status: "To Do", Labels: []string{"from-qase"}})
+	h.jira.AddIssue(jirafake.IssueState{Project: "QA", Type: "Bug", Summary: "names no defect", Status: "To Do", Labels: []string{"from-qase"}})
+	ghNum := h.gh.AddIssue("acme/qa", githubfake.IssueState{Title: "[GH-3] legacy", Body: "filed by hand", Labels: []string{"legacy"}})
+
+	code, out := runCmd(t, "links", "adopt", "-c", h.cfg, "--route", "defects-to-jira", "--entity", "ID/defect/5", "--issue", single.Key)
+	if code != 0 || !strings.Contains(out, "adopted "+single.Key) {
+		t.Fatalf("single adopt: %d %s", code, out)
+	}
+	code, out = runCmd(t, "links", "adopt", "-c", h.cfg, "--route", "defects-to-jira", "--jql", `labels = "from-qase"`)
+	if code != 0 || strings.Count(out, "adopted ") != 2 || !strings.Contains(out, "skipped") {
+		t.Fatalf("bulk jira adopt: %d %s", code, out)
+	}
+	code, out = runCmd(t, "links", "adopt", "-c", h.cfg, "--route", "defects-to-github", "--label", "legacy")
+	if code != 0 || !strings.Contains(out, "adopted acme/qa#"+itoa(ghNum)) {
+		t.Fatalf("bulk github adopt: %d %s", code, out)
+	}
+	h.settle()
+	h.recNoDeadLetters()
+	if n := len(h.jira.Issues()); n != 4 {
+		t.Fatalf("jira has %d issues, want the 4 filed by hand (nothing created)", n)
+	}
+	for _, id := range []int64{5, 6, 7} {
+		k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: id}}
+		l := h.recLink(k)
+		is, _ := h.jira.Issue(l.Issue.ID)
+		if !hasLabel(is.Labels, qsync.MarkerFor(k).Label) || is.Properties["qase-sync"] == nil {
+			t.Fatalf("%s: issue %s not marked: %+v", k, is.Key, is.Labels)
+		}
+		if is.Summary != "Defect "+itoa(int(id)) {
+			t.Fatalf("%s: summary %q, want the mapping's title", k, is.Summary)
+		}
+	}
+	if is, _ := h.jira.Issue(single.Key); !hasLabel(is.Labels, "triage") {
+		t.Fatalf("adoption removed a person's label: %v", is.Labels)
+	}
+	gk := qsync.Key{Route: "defects-to-github", EntityRef: qsync.EntityRef{Project: "GH", Kind: qsync.KindDefect, ID: 3}}
+	if l := h.recLink(gk); l.Issue.ID != itoa(ghNum) {
+		t.Fatalf("github link = %+v", l.Issue)
+	}
+	if is, _ := h.gh.Issue("acme/qa", ghNum); !strings.Contains(is.Body, qsync.MarkerFor(gk).ID) {
+		t.Fatalf("github issue not stamped: %q", is.Body)
+	}
+	if n := len(h.gh.Issues("acme/qa")); n != 1 {
+		t.Fatalf("github has %d issues, want 1", n)
+	}
+	// Idempotent; and an issue another key owns is refused.
+	if code, out = runCmd(t, "links", "adopt", "-c", h.cfg, "--route", "defects-to-jira", "--entity", "ID/defect/5", "--issue", single.Key); code != 0 || !strings.Contains(out, "already linked") {
+		t.Fatalf("second adopt: %d %s", code, out)
+	}
+	if code, out = runCmd(t, "links", "adopt", "-c", h.cfg, "--route", "defects-to-jira", "--entity", "ID/defect/9", "--issue", single.Key); code == 0 || !strings.Contains(out, "already belongs") {
+		t.Fatalf("stealing adopt: %d %s", code, out)
+	}
+}
