@@ -70,6 +70,7 @@ func (m *Mapping) Desired(name string, e qsync.Entity) (qsync.Desired, error) {
 		}
 	}
 	d.Create = !e.Deleted
+	d.LinkBack = r.writeBack.linkBack(e)
 	if d.Create && r.createWhen != nil {
 		ok, err := r.createWhen.Eval(data)
 		if err != nil {

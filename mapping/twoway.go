@@ -153,3 +153,29 @@ func (m *Mapping) WriteBackOf(route string) WriteBack {
 	}
 	return WriteBack{}
 }
+
+// linkBack is what the route writes back for the entity: the run's
+// external issue, or the Jira issue attached to the entity's case.
+func (w WriteBack) linkBack(e qsync.Entity) *qsync.LinkBack {
+	switch {
+	case w.RunIssue && e.Ref.Kind == qsync.KindRun:
+		return &qsync.LinkBack{Run: true}
+	case w.CaseIssue:
+		if id, ok := caseID(e.Attrs["case_id"]); ok && id > 0 {
+			return &qsync.LinkBack{CaseID: id}
+		}
+	}
+	return nil
+}
+
+func caseID(v any) (int64, bool) {
+	switch t := v.(type) {
+	case int64:
+		return t, true
+	case int:
+		return int64(t), true
+	case float64:
+		return int64(t), t == float64(int64(t))
+	}
+	return 0, false
+}

@@ -303,7 +303,7 @@ func (x *executor) run(ctx context.Context, p Plan) error {
 		if op.Kind != OpForget && op.Kind != OpFollow {
 			x.res.Outcome = OutcomeApplied
 		}
-		if op.Kind == OpQaseStatus || op.Kind == OpQaseUpdate {
+		if op.Kind == OpQaseStatus || op.Kind == OpQaseUpdate || op.Kind == OpQaseLink {
 			x.e.o.Metrics.TrackerOps("qase", op.Kind)
 		} else if tracked(op.Kind) {
 			x.e.o.Metrics.TrackerOps(x.d.Tracker, op.Kind)
@@ -440,6 +440,8 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		return true, x.closeDuplicate(ctx, op)
 	case OpQaseStatus, OpQaseUpdate:
 		return true, x.writeBack(ctx, op)
+	case OpQaseLink:
+		return x.linkBack(ctx)
 	}
 	return false, fmt.Errorf("unknown op %q", op.Kind)
 }

@@ -485,3 +485,63 @@ func (x *executor) trackerAfter() IssueFields {
 	}
 	return f
 }
+
+// LinkBack is a link written back to Qase.
+type LinkBack struct {
+	Run    bool  `json:"run,omitempty"`     // POST /run/{code}/external-issue
+	CaseID int64 `json:"case_id,omitempty"` // POST /case/{code}/external-issue/attach
+}
+
+// LinkWriter writes issue links back to Qase (the Qase API client).
+type LinkWriter interface {
+	// LinkRunIssue sets the run's external issue (Qase keeps one per run).
+	LinkRunIssue(ctx context.Context, ref EntityRef, linkType, issueKey string) error
+	// AttachCaseIssue attaches the issue to a test case.
+	AttachCaseIssue(ctx context.Context, project string, caseID int64, linkType, issueKey string) error
+}
+
+// OpQaseLink writes the issue's link back to Qase.
+const OpQaseLink OpKind = "qase_link"
+
+// planLinkBack adds the link write-back to a plan: after a create or an
+// adoption, or when the issue's key changed since the last write-back.
+func planLinkBack(in PlanInput, p Plan) Plan {
+	lb := in.Desired.LinkBack
+	if lb == nil || p.Need != NeedNothing || p.Wait > 0 {
+		return p
+	}
+	fresh := slices.ContainsFunc(p.Ops, func(o Op) bool { return o.Kind == OpCreate || o.Kind == OpAdopt })
+	stale := in.Linked && in.Link.State == LinkLinked && in.Link.Issue.Key != "" && in.Link.Applied.LinkedBack != in.Link.Issue.Key
+	if fresh || stale {
+		p.Ops = append(p.Ops, Op{Kind: OpQaseLink})
+	}
+	return p
+}
+
+// linkBack runs an OpQaseLink for the key's issue.
+func (x *executor) linkBack(ctx context.Context) (bool, error) {
+	lb := x.d.LinkBack
+	if lb == nil || !x.linked || x.link.State != LinkLinked || x.link.Issue.Key == "" {
+		return false, nil
+	}
+	w, ok := x.e.o.Writer.(LinkWriter)
+	if !ok {
+		return false, Permanentf("route %s writes links back to Qase, but no Qase API token is configured", x.k.Route)
+	}
+	typ := x.e.o.LinkTypes[x.d.Tracker]
+	if typ == "" {
+		return false, Permanentf("route %s: tracker %s cannot be linked from Qase (Jira only)", x.k.Route, x.d.Tracker)
+	}
+	key := x.link.Issue.Key
+	var err error
+	if lb.Run {
+		err = w.LinkRunIssue(ctx, x.k.EntityRef, typ, key)
+	} else {
+		err = w.AttachCaseIssue(ctx, x.k.Project, lb.CaseID, typ, key)
+	}
+	if err != nil {
+		return false, fmt.Errorf("write the link of %s back to qase: %w", key, err)
+	}
+	x.link.Applied.LinkedBack = key
+	return true, x.save(ctx)
+}

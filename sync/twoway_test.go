@@ -113,3 +113,34 @@ func TestSidesAfterRecordsOwnWrites(t *testing.T) {
 		t.Fatalf("echo planned %v", echo.Ops)
 	}
 }
+
+// TestPlanLinkBack: the link is written back after a create or adoption
+// and again only when the issue's key changed.
+func TestPlanLinkBack(t *testing.T) {
+	k := Key{Route: "r", EntityRef: EntityRef{Project: "P", Kind: KindRun, ID: 1}}
+	d := Desired{Route: "r", Tracker: "jira", Create: true, Spec: IssueSpec{Project: "QA", IssueFields: IssueFields{Title: "t"}}, LinkBack: &LinkBack{Run: true}}
+	linked := func(key, back string) Link {
+		return Link{Key: k, State: LinkLinked, Issue: IssueRef{ID: "1", Key: key}, Applied: Applied{IssueFields: IssueFields{Title: "t"}, LinkedBack: back},
+			Fingerprint: Fingerprint(d.Spec)}
+	}
+	last := func(p Plan) OpKind {
+		if len(p.Ops) == 0 {
+			return ""
+		}
+		return p.Ops[len(p.Ops)-1].Kind
+	}
+	if p := Decide(PlanInput{Key: k, Desired: d, Vouched: true}); p.Ops[0].Kind != OpCreate || last(p) != OpQaseLink {
+		t.Fatalf("create plan = %v", p.Ops)
+	}
+	if p := Decide(PlanInput{Key: k, Desired: d, Linked: true, Link: linked("QA-1", "QA-1")}); len(p.Ops) != 0 {
+		t.Fatalf("written back already: %v", p.Ops)
+	}
+	if p := Decide(PlanInput{Key: k, Desired: d, Linked: true, Link: linked("OPS-9", "QA-1")}); last(p) != OpQaseLink {
+		t.Fatalf("moved issue: %v", p.Ops)
+	}
+	nd := d
+	nd.LinkBack = nil
+	if p := Decide(PlanInput{Key: k, Desired: nd, Vouched: true}); last(p) == OpQaseLink {
+		t.Fatalf("no write-back wanted: %v", p.Ops)
+	}
+}

@@ -173,6 +173,9 @@ type Desired struct {
 	// created (create_when not met, or the entity is deleted).
 	Create bool      `json:"create"`
 	Spec   IssueSpec `json:"spec"`
+	// LinkBack, when set, is the link the route writes back to Qase once
+	// the issue exists (Jira only: a run's external issue, a case's).
+	LinkBack *LinkBack `json:"link_back,omitempty"`
 	// Unknown names the spec fields computed from attributes the service
 	// does not have (a thin event, a lost store, an entity Qase no longer
 	// serves): they are written when the issue is created, never over an
@@ -255,6 +258,8 @@ type Applied struct {
 	// Sides is the two-way baseline: per two-way field, what Qase and the
 	// tracker held when they last agreed (see twoway.go).
 	Sides map[string]Side `json:"sides,omitempty"`
+	// LinkedBack is the issue key last written back to Qase (LinkBack).
+	LinkedBack string `json:"linked_back,omitempty"`
 }
 
 // Blocked is a status transition the workflow does not offer.

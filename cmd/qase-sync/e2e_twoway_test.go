@@ -409,3 +409,52 @@ func TestAdoptIssues(t *testing.T) {
 		t.Fatalf("stealing adopt: %d %s", code, out)
 	}
 }
+
+// TestLinkWriteBack: a run route to Jira links the run to its issue and a
+// defect route attaches the issue to the defect's case, once each; a
+// second reconcile pass writes nothing.
+func TestLinkWriteBack(t *testing.T) {
+	routes := `routes:
+  - name: runs-to-jira
+    kind: run
+    projects: [ID]
+    events: [run.completed]
+    tracker: jira
+    project: QA
+    title: 'Run {{.id}} failed'
+    when: 'failed > 0'
+    write_back: {run_issue: true}
+  - name: defects-to-jira
+    kind: defect
+    tracker: jira
+    project: QA
+    title: '{{.title | default "Qase defect"}}'
+    write_back: {case_issue: true}
+`
+	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, extraYAML: "reconcile:\n  enabled: false\n  projects: [ID]\n"})
+	h.qase.AddProject("ID")
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "severity": "normal", "status": "open", "case_id": 44})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.drain()
+	is := onlyIssue(t, h.jira)
+	if got := h.qase.CaseIssues("ID", 44); len(got) != 1 || got[0] != is.Key {
+		t.Fatalf("case 44 issues = %v, want [%s]; logs:\n%s", got, is.Key, tail(h.logs.String(), 20))
+	}
+	h.qase.PutRun("ID", map[string]any{"id": 7, "title": "nightly", "status_text": "failed", "stats": map[string]any{"statuses": map[string]any{"failed": 2, "passed": 1}}})
+	h.recReconcile()
+	var runIssue string
+	for _, j := range h.jira.Issues() {
+		if strings.HasPrefix(j.Summary, "Run 7") {
+			runIssue = j.Key
+		}
+	}
+	run, _ := h.qase.Get("ID", qsync.KindRun, 7)
+	if ext, _ := run["external_issue"].(map[string]any); runIssue == "" || ext["id"] != runIssue || ext["type"] != "jira-cloud" {
+		t.Fatalf("run external issue = %v, want %s; logs:\n%s", run["external_issue"], runIssue, tail(h.logs.String(), 60))
+	}
+	n := len(h.qase.Writes())
+	h.recReconcile()
+	if w := h.qase.Writes(); len(w) != n || n != 2 {
+		t.Fatalf("qase writes = %d then %d, want 2 and no more: %+v", n, len(w), w)
+	}
+}

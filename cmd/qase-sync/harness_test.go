@@ -314,7 +314,7 @@ func tail(s string, n int) string {
 func rebuildEngine(a *app) *qsync.Engine {
 	w := a.cfg.Worker
 	return qsync.NewEngine(qsync.EngineOptions{
-		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), Clock: a.clock,
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), LinkTypes: linkTypes(a.cfg), Clock: a.clock,
 		Logger: a.log, Metrics: a.metrics, Concurrency: w.Concurrency, Lease: w.Lease,
 		MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge, BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,
 	})

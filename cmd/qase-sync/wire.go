@@ -126,7 +126,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	}
 	a.coverage = qsync.NewCoverage(created, late)
 	a.engine = qsync.NewEngine(qsync.EngineOptions{
-		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), Clock: a.clock,
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), LinkTypes: linkTypes(cfg), Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
 		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
@@ -362,4 +362,20 @@ func (a *app) trackerWebhooks(mux *http.ServeMux, acc qsync.TrackerAcceptor) {
 		}
 		log.WithField("path", path).Info("tracker webhook receiver enabled")
 	}
+}
+
+// linkTypes names the Qase external-issue type of each Jira tracker (Qase
+// links Jira issues only).
+func linkTypes(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, tc := range cfg.Trackers {
+		if tc.Type != config.TrackerJira {
+			continue
+		}
+		out[tc.Name] = "jira-cloud"
+		if tc.Flavor == "datacenter" {
+			out[tc.Name] = "jira-server"
+		}
+	}
+	return out
 }
