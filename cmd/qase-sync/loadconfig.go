@@ -69,10 +69,15 @@ func quoted(s string) string {
 // twoWayProblems: a route that writes tracker changes (or links) back to
 // Qase needs the Qase API.
 func twoWayProblems(cfg *config.Config, m *mapping.Mapping) yamlpos.Problems {
-	if cfg.Qase.APIToken.IsSet() || cfg.Qase.APITokenFile != "" {
-		return nil
-	}
 	var ps yamlpos.Problems
+	for i, tc := range cfg.Trackers {
+		if p := "/webhooks/" + tc.Name; len(tc.WebhookSecrets) > 0 && (p == cfg.Server.WebhookPath || strings.HasPrefix(cfg.Server.WebhookPath+"/", p+"/")) {
+			ps = append(ps, cfg.Problem(yamlpos.Elem("trackers", i)+".webhook_secrets", "the tracker's webhook path %s collides with server.webhook_path %s; rename the tracker", p, cfg.Server.WebhookPath))
+		}
+	}
+	if cfg.Qase.APIToken.IsSet() || cfg.Qase.APITokenFile != "" {
+		return ps
+	}
 	for _, name := range m.RouteNames() {
 		tw, ok := m.TwoWay(name)
 		wb := m.WriteBackOf(name)
