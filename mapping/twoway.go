@@ -53,6 +53,10 @@ func compileTwoWay(doc routeDoc, ix *yamlpos.Index, at func(string) string, ps *
 			errf(base+".fields."+f, "unknown direction %q (out, in, both or create_only)", dir)
 			continue
 		}
+		if f == qsync.FieldTags && dir != string(qsync.DirOut) && dir != string(qsync.DirBoth) {
+			errf(base+".fields."+f, "tags flow out or both ways (labels also carry what the route sets itself)")
+			continue
+		}
 		tw.Fields[f] = qsync.Direction(dir)
 	}
 	switch d.Conflict {

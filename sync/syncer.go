@@ -345,7 +345,8 @@ func (x *executor) run(ctx context.Context, p Plan) error {
 	}
 	if x.tw != nil {
 		// The two-way baseline: both sides as this sync leaves them.
-		sides := SidesAfter(x.tw.rule, x.tw.attrs, x.trackerAfter(), x.res.Ops)
+		after := x.trackerAfter()
+		sides := SidesAfter(x.tw.rule, x.tw.attrs, after, x.tw.tags(after.Labels), x.res.Ops)
 		if !maps.Equal(sides, x.link.Applied.Sides) {
 			x.link.Applied.Sides = sides
 			if err := x.save(ctx); err != nil {

@@ -44,10 +44,11 @@ const (
 	FieldStatus   = "status"   // issue status (+ reason) ↔ defect status
 	FieldTitle    = "title"    // issue title ↔ defect title
 	FieldSeverity = "severity" // Jira priority ↔ defect severity
+	FieldTags     = "tags"     // issue labels the route does not set otherwise ↔ defect tags
 )
 
 // TwoWayFields lists the fields a route may give a direction.
-var TwoWayFields = []string{FieldStatus, FieldTitle, FieldSeverity}
+var TwoWayFields = []string{FieldStatus, FieldTitle, FieldSeverity, FieldTags}
 
 // QaseDefectStatuses are the statuses the Qase API can set (it cannot set
 // a defect back to open).
@@ -128,8 +129,9 @@ type EntityWriter interface {
 
 // DefectUpdate is a change to a Qase defect's fields.
 type DefectUpdate struct {
-	Title    *string `json:"title,omitempty"`
-	Severity *string `json:"severity,omitempty"` // slug (blocker … trivial)
+	Title    *string   `json:"title,omitempty"`
+	Severity *string   `json:"severity,omitempty"` // slug (blocker … trivial)
+	Tags     *[]string `json:"tags,omitempty"`     // the whole tag list
 }
 
 // Side is what both sides of a two-way field held when they last agreed.
@@ -168,6 +170,77 @@ type TwoWayInput struct {
 	Sides map[string]Side
 	// QaseAt and TrackerAt are when each side last changed (newest wins).
 	QaseAt, TrackerAt time.Time
+	// TrackerTags are the issue's labels that stand for Qase tags: those
+	// neither the marker nor the route's other label templates account
+	// for (TagLabels).
+	TrackerTags []string
+}
+
+// TagLabels are the issue labels that stand for Qase tags: every label
+// but the marker's and those the route sets for other reasons (nonTag:
+// the labels the route renders for the entity without tags).
+func TagLabels(labels []string, m Marker, nonTag []string) []string {
+	var out []string
+	for _, l := range labels {
+		if !IsMarkerLabel(l, m) && !slices.ContainsFunc(nonTag, func(n string) bool { return strings.EqualFold(n, l) }) {
+			out = append(out, l)
+		}
+	}
+	return sortedSet(out)
+}
+
+// tagKey compares a tag with the label it became: trackers fold case and
+// some turn spaces into dashes.
+func tagKey(s string) string { return strings.ToLower(strings.Join(strings.Fields(s), "-")) }
+
+// qaseTags reads the defect's tags attribute.
+func qaseTags(attrs map[string]any) []string {
+	var out []string
+	switch t := attrs[FieldTags].(type) {
+	case []any:
+		for _, v := range t {
+			if s, ok := v.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+	case []string:
+		out = append(out, t...)
+	}
+	return sortedSet(out)
+}
+
+// tagDelta is the tag list after a tracker-side label change from base to
+// cur: Qase's tags, less those whose label was removed, plus the labels
+// added.
+func tagDelta(qase, base, cur []string) []string {
+	removed := map[string]bool{}
+	for _, l := range base {
+		if !slices.Contains(cur, l) {
+			removed[tagKey(l)] = true
+		}
+	}
+	var out []string
+	have := map[string]bool{}
+	for _, t := range qase {
+		if !removed[tagKey(t)] {
+			out = append(out, t)
+			have[tagKey(t)] = true
+		}
+	}
+	for _, l := range cur {
+		if !slices.Contains(base, l) && !have[tagKey(l)] {
+			out = append(out, l)
+			have[tagKey(l)] = true
+		}
+	}
+	return sortedSet(out)
+}
+
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
 }
 
 // TwoWayPlan is the two-way decision: what to write to Qase and which
@@ -201,6 +274,9 @@ func TrackerValue(field string, f IssueFields) string {
 
 // QaseValue is the Qase side of a two-way field.
 func QaseValue(field string, attrs map[string]any) string {
+	if field == FieldTags {
+		return strings.Join(qaseTags(attrs), "\n")
+	}
 	s, _ := attrs[field].(string)
 	if field == FieldTitle {
 		return normText(s)
@@ -248,11 +324,20 @@ func DecideTwoWay(in TwoWayInput) TwoWayPlan {
 			continue
 		}
 		q, t := QaseValue(f, in.Attrs), TrackerValue(f, in.Live.IssueFields)
+		if f == FieldTags {
+			t = strings.Join(in.TrackerTags, "\n")
+		}
 		base, known := in.Sides[f]
+		// Tags hold the whole label list: only a tracker-side change may.
+		hold := func() {
+			if f != FieldTags {
+				p.Hold = append(p.Hold, f)
+			}
+		}
 		if !known {
 			// No baseline yet: nobody can tell which side changed. Leave
 			// both; the sync records one.
-			p.Hold = append(p.Hold, f)
+			hold()
 			continue
 		}
 		qMoved, tMoved := q != base.Qase, t != base.Tracker
@@ -270,15 +355,21 @@ func DecideTwoWay(in TwoWayInput) TwoWayPlan {
 		case tMoved:
 			inbound = true
 		case !qMoved:
-			p.Hold = append(p.Hold, f) // nothing new on either side
+			hold() // nothing new on either side
 		}
 		if dir == DirIn && !inbound {
-			p.Hold = append(p.Hold, f) // never written out after create
+			hold() // never written out after create
 		}
 		if !inbound {
 			continue
 		}
 		p.Hold = append(p.Hold, f)
+		if f == FieldTags {
+			if tags := tagDelta(qaseTags(in.Attrs), splitLines(base.Tracker), in.TrackerTags); !slices.Equal(tags, qaseTags(in.Attrs)) {
+				u.Tags = &tags
+			}
+			continue
+		}
 		want, ok := in.Rule.reverse(f, in.Live)
 		if !ok || want == q {
 			continue
@@ -293,13 +384,16 @@ func DecideTwoWay(in TwoWayInput) TwoWayPlan {
 			u.Severity = &want
 		}
 	}
-	if u.Title != nil || u.Severity != nil {
+	if u.Title != nil || u.Severity != nil || u.Tags != nil {
 		var ch []Change
 		if u.Title != nil {
 			ch = append(ch, Change{Field: "qase.title", From: QaseValue(FieldTitle, in.Attrs), To: *u.Title})
 		}
 		if u.Severity != nil {
 			ch = append(ch, Change{Field: "qase.severity", From: QaseValue(FieldSeverity, in.Attrs), To: *u.Severity})
+		}
+		if u.Tags != nil {
+			ch = append(ch, Change{Field: "qase.tags", From: qaseTags(in.Attrs), To: *u.Tags})
 		}
 		p.Ops = append([]Op{{Kind: OpQaseUpdate, Defect: &u, Changes: ch}}, p.Ops...)
 	}
@@ -319,13 +413,17 @@ func (in TwoWayInput) trackerWins() bool {
 
 // SidesAfter is the baseline once a sync ran: each field's Qase value (as
 // written back, or as read) and tracker value (as written, or as read).
-func SidesAfter(rule TwoWay, attrs map[string]any, tracker IssueFields, ops []Op) map[string]Side {
+// trackerTags are the issue's tag labels (FieldTags).
+func SidesAfter(rule TwoWay, attrs map[string]any, tracker IssueFields, trackerTags []string, ops []Op) map[string]Side {
 	out := map[string]Side{}
 	for _, f := range TwoWayFields {
 		if rule.Dir(f) == DirOut {
 			continue
 		}
 		s := Side{Qase: QaseValue(f, attrs), Tracker: TrackerValue(f, tracker)}
+		if f == FieldTags {
+			s.Tracker = strings.Join(trackerTags, "\n")
+		}
 		for _, op := range ops {
 			switch {
 			case op.Kind == OpQaseStatus && f == FieldStatus:
@@ -334,6 +432,8 @@ func SidesAfter(rule TwoWay, attrs map[string]any, tracker IssueFields, ops []Op
 				s.Qase = normText(*op.Defect.Title)
 			case op.Kind == OpQaseUpdate && f == FieldSeverity && op.Defect.Severity != nil:
 				s.Qase = strings.ToLower(*op.Defect.Severity)
+			case op.Kind == OpQaseUpdate && f == FieldTags && op.Defect.Tags != nil:
+				s.Qase = strings.Join(sortedSet(*op.Defect.Tags), "\n")
 			}
 		}
 		out[f] = s
@@ -353,6 +453,8 @@ func holdFields(hold []string) []string {
 			out = append(out, "title")
 		case FieldSeverity:
 			out = append(out, "priority")
+		case FieldTags:
+			out = append(out, "labels")
 		}
 	}
 	return out
@@ -360,11 +462,16 @@ func holdFields(hold []string) []string {
 
 // twoWayRun is what a two-way sync read and decided, for the executor.
 type twoWayRun struct {
-	rule  TwoWay
-	attrs map[string]any
-	live  *Issue // nil when the issue was not read (no link yet)
-	plan  TwoWayPlan
+	rule   TwoWay
+	attrs  map[string]any
+	live   *Issue // nil when the issue was not read (no link yet)
+	plan   TwoWayPlan
+	marker Marker
+	nonTag []string // labels the route sets for reasons other than tags
 }
+
+// tags are the tag labels among labels.
+func (r *twoWayRun) tags(labels []string) []string { return TagLabels(labels, r.marker, r.nonTag) }
 
 // twoWay reads the linked issue of a two-way route and decides what flows
 // back; the outbound spec leaves alone what the tracker keeps. nil for a
@@ -378,7 +485,16 @@ func (e *Engine) twoWay(ctx context.Context, in *PlanInput, ent Entity, tr Track
 	if !ok {
 		return nil, nil
 	}
-	run := &twoWayRun{rule: rule, attrs: ent.Attrs}
+	run := &twoWayRun{rule: rule, attrs: ent.Attrs, marker: MarkerFor(in.Key)}
+	if rule.Dir(FieldTags) != DirOut {
+		// The labels the route renders without tags are not tags.
+		bare := ent
+		bare.Attrs = maps.Clone(ent.Attrs)
+		bare.Attrs[FieldTags] = []any{}
+		if d, err := e.o.Mapper.Desired(in.Key.Route, bare); err == nil {
+			run.nonTag = d.Spec.Labels
+		}
+	}
 	if !in.Linked || in.Link.State != LinkLinked {
 		return run, nil // the create sets the baseline
 	}
@@ -401,7 +517,7 @@ func (e *Engine) twoWay(ctx context.Context, in *PlanInput, ent Entity, tr Track
 	qaseAt, _ := ent.Attrs["updated_at"].(string)
 	qt, _ := time.Parse(time.RFC3339, qaseAt)
 	run.plan = DecideTwoWay(TwoWayInput{Rule: rule, Attrs: ent.Attrs, Live: *in.Live, Sides: in.Link.Applied.Sides,
-		QaseAt: qt, TrackerAt: in.Live.UpdatedAt})
+		QaseAt: qt, TrackerAt: in.Live.UpdatedAt, TrackerTags: run.tags(in.Live.Labels)})
 	if len(run.plan.Hold) > 0 {
 		in.Desired.Spec.CreateOnly = append(slices.Clip(in.Desired.Spec.CreateOnly), holdFields(run.plan.Hold)...)
 	}
@@ -446,13 +562,22 @@ func (x *executor) writeBack(ctx context.Context, op Op) error {
 	}
 	a := &x.link.Applied
 	a.Comments = append(a.Comments, op.Quiet...)
+	if op.Defect != nil && op.Defect.Tags != nil && x.tw != nil && x.tw.live != nil {
+		// The tag labels are now the tracker's: managed from here on, so
+		// the echo finds the labels it wants already applied.
+		tags := x.tw.tags(x.tw.live.Labels)
+		keep := slices.DeleteFunc(slices.Clone(a.Labels), func(l string) bool {
+			return !slices.Contains(x.tw.live.Labels, l) && !slices.Contains(x.tw.nonTag, l)
+		})
+		a.Labels = sortedSet(append(keep, tags...))
+	}
 	// Record the write in the baseline at once: a retry after a later
 	// failure must see it as ours, not as a change in Qase.
 	if x.tw != nil && x.tw.live != nil {
 		if a.Sides == nil {
 			a.Sides = map[string]Side{}
 		}
-		done := SidesAfter(x.tw.rule, x.tw.attrs, x.tw.live.IssueFields, []Op{op})
+		done := SidesAfter(x.tw.rule, x.tw.attrs, x.tw.live.IssueFields, x.tw.tags(x.tw.live.Labels), []Op{op})
 		for f, s := range done {
 			if old, ok := a.Sides[f]; !ok || old.Qase != s.Qase {
 				a.Sides[f] = s

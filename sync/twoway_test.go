@@ -104,7 +104,7 @@ func withConflict(r TwoWay, c string) TwoWay { r.Conflict = c; return r }
 // qase-sync wrote on each side, so the echoes of those writes are no news.
 func TestSidesAfterRecordsOwnWrites(t *testing.T) {
 	rule := TwoWay{Fields: map[string]Direction{FieldStatus: DirBoth}}
-	got := SidesAfter(rule, map[string]any{"status": "open"}, IssueFields{Status: "Done"}, []Op{{Kind: OpQaseStatus, Status: "resolved"}})
+	got := SidesAfter(rule, map[string]any{"status": "open"}, IssueFields{Status: "Done"}, nil, []Op{{Kind: OpQaseStatus, Status: "resolved"}})
 	if got[FieldStatus] != (Side{Qase: "resolved", Tracker: "done"}) || len(got) != 1 {
 		t.Fatalf("sides = %+v", got)
 	}
@@ -142,5 +142,38 @@ func TestPlanLinkBack(t *testing.T) {
 	nd.LinkBack = nil
 	if p := Decide(PlanInput{Key: k, Desired: nd, Vouched: true}); last(p) == OpQaseLink {
 		t.Fatalf("no write-back wanted: %v", p.Ops)
+	}
+}
+
+// TestDecideTwoWayTags: labels people add or remove become Qase tags; the
+// route's own labels and the marker are not tags.
+func TestDecideTwoWayTags(t *testing.T) {
+	rule := TwoWay{Fields: map[string]Direction{FieldTags: DirBoth}}
+	m := MarkerFor(Key{Route: "r", EntityRef: EntityRef{Project: "P", Kind: KindDefect, ID: 1}})
+	nonTag := []string{"qase", "severity-major"}
+	tags := func(labels ...string) []string {
+		return TagLabels(append(labels, "qase", "severity-major", m.Label, DefaultSharedLabel), m, nonTag)
+	}
+	attrs := map[string]any{"tags": []any{"smoke test", "ui"}}
+	base := map[string]Side{FieldTags: {Qase: "smoke test\nui", Tracker: "smoke-test\nui"}}
+	cases := []struct {
+		name    string
+		tracker []string
+		want    []string // nil: no write
+		hold    bool
+	}{
+		{"nothing changed: labels not held", tags("smoke-test", "ui"), nil, false},
+		{"label added", tags("smoke-test", "ui", "regression"), []string{"regression", "smoke test", "ui"}, true},
+		{"label removed (dashed form of a spaced tag)", tags("ui"), []string{"ui"}, true},
+	}
+	for _, c := range cases {
+		p := DecideTwoWay(TwoWayInput{Rule: rule, Attrs: attrs, Sides: base, TrackerTags: c.tracker})
+		var got []string
+		if len(p.Ops) == 1 {
+			got = *p.Ops[0].Defect.Tags
+		}
+		if !slices.Equal(got, c.want) || (len(p.Hold) > 0) != c.hold {
+			t.Errorf("%s: tags %v hold %v, want %v hold %v", c.name, got, p.Hold, c.want, c.hold)
+		}
 	}
 }

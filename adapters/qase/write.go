@@ -52,7 +52,8 @@ func (c *Client) SetDefectStatus(ctx context.Context, ref qsync.EntityRef, statu
 	return c.do(ctx, "set_defect_status", http.MethodPatch, defectPath(ref, "status"), nil, map[string]string{"status": status}, nil)
 }
 
-// UpdateDefect changes a defect's title and severity: PATCH /defect/{code}/{id}.
+// UpdateDefect changes a defect's title, severity and tags (the whole
+// list): PATCH /defect/{code}/{id}.
 func (c *Client) UpdateDefect(ctx context.Context, ref qsync.EntityRef, u qsync.DefectUpdate) error {
 	if ref.Kind != qsync.KindDefect {
 		return qsync.Permanentf("qase: cannot update a %s as a defect", ref.Kind)
@@ -67,6 +68,9 @@ func (c *Client) UpdateDefect(ctx context.Context, ref qsync.EntityRef, u qsync.
 			return qsync.Permanentf("qase: unknown defect severity %q", *u.Severity)
 		}
 		body["severity"] = n
+	}
+	if u.Tags != nil {
+		body["tags"] = append([]string{}, *u.Tags...)
 	}
 	if len(body) == 0 {
 		return nil

@@ -22,17 +22,20 @@ func TestDefectWrites(t *testing.T) {
 	if err := c.SetDefectStatus(ctx, ref, "resolved"); err != nil {
 		t.Fatal(err)
 	}
-	title, sev := "new title", "blocker"
-	if err := c.UpdateDefect(ctx, ref, qsync.DefectUpdate{Title: &title, Severity: &sev}); err != nil {
+	title, sev, tags := "new title", "blocker", []string{"smoke", "ui"}
+	if err := c.UpdateDefect(ctx, ref, qsync.DefectUpdate{Title: &title, Severity: &sev, Tags: &tags}); err != nil {
 		t.Fatal(err)
 	}
 	rec, _ := f.Defect("QA", 7)
+	if attrs, _, _ := c.Fetch(ctx, ref); len(attrs["tags"].([]any)) != 2 {
+		t.Fatalf("tags after update = %v", attrs["tags"])
+	}
 	if rec["status"] != "resolved" || rec["title"] != "new title" || rec["severity"] != "blocker" {
 		t.Fatalf("defect after writes = %v", rec)
 	}
 	w := f.Writes()
 	if len(w) != 2 || w[0].Method != http.MethodPatch || w[0].Path != "/v1/defect/QA/status/7" || !strings.Contains(w[0].Body, `"resolved"`) ||
-		w[1].Path != "/v1/defect/QA/7" || !strings.Contains(w[1].Body, `"severity":1`) {
+		w[1].Path != "/v1/defect/QA/7" || !strings.Contains(w[1].Body, `"severity":1`) || !strings.Contains(w[1].Body, `"tags":["smoke","ui"]`) {
 		t.Fatalf("writes = %+v", w)
 	}
 	// Open cannot be set through the API: refused before any request.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,4 +458,79 @@ func TestLinkWriteBack(t *testing.T) {
 	if w := h.qase.Writes(); len(w) != n || n != 2 {
 		t.Fatalf("qase writes = %d then %d, want 2 and no more: %+v", n, len(w), w)
 	}
+}
+
+func defectTags(t *testing.T, q *qasefake.Server, project string, id int64) []string {
+	t.Helper()
+	rec, _ := q.Defect(project, id)
+	var out []string
+	list, _ := rec["tags"].([]any)
+	for _, x := range list {
+		switch v := x.(type) {
+		case string:
+			out = append(out, v)
+		case map[string]any:
+			s, _ := v["title"].(string)
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestTwoWayTags: labels people add to or remove from the Jira issue
+// become the defect's tags; the route's own labels and the marker do not;
+// neither change nor its Qase echo writes to Jira.
+func TestTwoWayTags(t *testing.T) {
+	routes := `routes:
+  - name: defects-to-jira
+    kind: defect
+    tracker: jira
+    project: QA
+    title: '{{.title | default "Qase defect"}}'
+    labels: [qase, '{{lines .tags}}']
+    status: '{{lookup "defect_status_to_jira" .state}}'
+    two_way:
+      fields: {status: both, tags: both}
+      status: {Done: resolved}
+`
+	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes,
+		trackerYAML: "    webhook_secrets: [\"" + jiraHookToken + "\"]\n", extraYAML: "reconcile:\n  enabled: false\n"})
+	h.qase.AddProject("ID")
+	h.jira.SetWebhook(h.url+"/webhooks/jira?token="+jiraHookToken, "")
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "severity": "normal", "status": "open",
+		"tags": []any{map[string]any{"title": "smoke test"}}})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	is := onlyIssue(t, h.jira)
+	if !hasLabel(is.Labels, "smoke-test") || !hasLabel(is.Labels, "qase") {
+		t.Fatalf("created labels %v", is.Labels)
+	}
+	jw := h.jira.WriteCount()
+	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Labels = append(s.Labels, "regression") })
+	h.settle()
+	if got := defectTags(t, h.qase, "ID", 1); !slices.Equal(got, []string{"regression", "smoke test"}) {
+		t.Fatalf("tags after a label was added = %v; logs:\n%s", got, tail(h.logs.String(), 30))
+	}
+	h.deliver("defect.updated.json", http.StatusAccepted) // Qase's webhook for that write
+	h.settle()
+	h.jira.Edit(is.ID, func(s *jirafake.IssueState) {
+		s.Labels = slices.DeleteFunc(s.Labels, func(l string) bool { return l == "smoke-test" })
+	})
+	h.settle()
+	if got := defectTags(t, h.qase, "ID", 1); !slices.Equal(got, []string{"regression"}) {
+		t.Fatalf("tags after a label was removed = %v", got)
+	}
+	h.deliver("defect.updated.json", http.StatusOK) // the same body again: a duplicate, still a sync
+	h.settle()
+	if d := h.jira.WriteCount() - jw; d != 0 {
+		t.Fatalf("jira writes after people's label changes = %d, want 0", d)
+	}
+	if w := qaseWrites(h.qase); len(w) != 2 {
+		t.Fatalf("qase writes = %v, want 2", w)
+	}
+	if is = onlyIssue(t, h.jira); !hasLabel(is.Labels, "regression") || hasLabel(is.Labels, "smoke-test") || !hasLabel(is.Labels, "qase") {
+		t.Fatalf("labels at the end %v", is.Labels)
+	}
+	h.recNoDeadLetters()
 }

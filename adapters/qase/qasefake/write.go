@@ -105,6 +105,21 @@ func (s *Server) write(w http.ResponseWriter, method string, parts []string, bod
 			}
 			rec["severity"] = severitySlugs[n]
 		}
+		if v, ok := in["tags"]; ok {
+			list, isList := v.([]any)
+			if !isList {
+				return invalid(w, "tags", "The tags must be an array.")
+			}
+			var tags []any
+			for _, x := range list {
+				str, isStr := x.(string)
+				if !isStr {
+					return invalid(w, "tags", "Each tag must be a string.")
+				}
+				tags = append(tags, map[string]any{"title": str, "internal_id": len(tags) + 1})
+			}
+			rec["tags"] = tags
+		}
 		rec["updated_at"] = now
 		return ok200(w, map[string]any{"id": rec["id"]})
 	case method == http.MethodPost && parts[0] == "run" && len(parts) == 3 && parts[2] == "external-issue":
