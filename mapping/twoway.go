@@ -125,11 +125,18 @@ var _ qsync.TwoWayMapper = (*Mapping)(nil)
 type WriteBack struct {
 	RunIssue  bool // POST /run/{code}/external-issue (run routes)
 	CaseIssue bool // POST /case/{code}/external-issue/attach, for the entity's case_id
+	// DefectTag adds the issue key as a defect tag; DefectField writes the
+	// issue URL to the defect custom field with this internal id
+	// (PATCH /defect/{code}/{id}). Any tracker.
+	DefectTag   bool
+	DefectField string
 }
 
 type writeBackDoc struct {
-	RunIssue  bool `yaml:"run_issue"`
-	CaseIssue bool `yaml:"case_issue"`
+	RunIssue    bool   `yaml:"run_issue"`
+	CaseIssue   bool   `yaml:"case_issue"`
+	DefectTag   bool   `yaml:"defect_tag"`
+	DefectField string `yaml:"defect_field"`
 }
 
 func compileWriteBack(doc routeDoc, trackerType string, ix *yamlpos.Index, at func(string) string, ps *yamlpos.Problems) WriteBack {
@@ -138,8 +145,14 @@ func compileWriteBack(doc routeDoc, trackerType string, ix *yamlpos.Index, at fu
 		return WriteBack{}
 	}
 	errf := func(f, format string, args ...any) { *ps = append(*ps, ix.Problem(f, format, args...)) }
-	if trackerType != "" && trackerType != "jira" {
-		errf(at("write_back"), "the Qase API links Jira issues only; route tracker is %s", trackerType)
+	if (d.RunIssue || d.CaseIssue) && trackerType != "" && trackerType != "jira" {
+		errf(at("write_back"), "the Qase API links Jira issues only (run_issue, case_issue); route tracker is %s", trackerType)
+	}
+	if (d.DefectTag || d.DefectField != "") && doc.Kind != qsync.KindDefect {
+		errf(at("write_back"), "defect_tag and defect_field need a defect route")
+	}
+	if d.DefectField != "" && strings.Trim(d.DefectField, "0123456789") != "" {
+		errf(at("write_back.defect_field"), "%q is not a custom field internal id (a number)", d.DefectField)
 	}
 	if d.RunIssue && doc.Kind != qsync.KindRun {
 		errf(at("write_back.run_issue"), "run_issue needs a run route")
@@ -147,7 +160,7 @@ func compileWriteBack(doc routeDoc, trackerType string, ix *yamlpos.Index, at fu
 	if d.CaseIssue && doc.Kind == qsync.KindRun {
 		errf(at("write_back.case_issue"), "case_issue needs a defect or review route (they carry case_id)")
 	}
-	return WriteBack{RunIssue: d.RunIssue, CaseIssue: d.CaseIssue}
+	return WriteBack{RunIssue: d.RunIssue, CaseIssue: d.CaseIssue, DefectTag: d.DefectTag, DefectField: d.DefectField}
 }
 
 // WriteBackOf returns the route's link write-back settings.
@@ -161,15 +174,24 @@ func (m *Mapping) WriteBackOf(route string) WriteBack {
 // linkBack is what the route writes back for the entity: the run's
 // external issue, or the Jira issue attached to the entity's case.
 func (w WriteBack) linkBack(e qsync.Entity) *qsync.LinkBack {
-	switch {
-	case w.RunIssue && e.Ref.Kind == qsync.KindRun:
-		return &qsync.LinkBack{Run: true}
-	case w.CaseIssue:
-		if id, ok := caseID(e.Attrs["case_id"]); ok && id > 0 {
-			return &qsync.LinkBack{CaseID: id}
+	lb := &qsync.LinkBack{Run: w.RunIssue && e.Ref.Kind == qsync.KindRun, DefectField: w.DefectField}
+	if id, ok := caseID(e.Attrs["case_id"]); w.CaseIssue && ok && id > 0 {
+		lb.CaseID = id
+	}
+	if w.DefectTag && e.Ref.Kind == qsync.KindDefect {
+		lb.DefectTag = true
+		if tags, ok := e.Attrs["tags"].([]any); ok {
+			for _, t := range tags {
+				if s, ok := t.(string); ok {
+					lb.Tags = append(lb.Tags, s)
+				}
+			}
 		}
 	}
-	return nil
+	if !lb.Run && lb.CaseID == 0 && !lb.DefectTag && lb.DefectField == "" {
+		return nil
+	}
+	return lb
 }
 
 func caseID(v any) (int64, bool) {

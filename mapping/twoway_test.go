@@ -64,3 +64,28 @@ func TestTwoWayValidation(t *testing.T) {
 		t.Errorf("run route: %v", err)
 	}
 }
+
+func TestWriteBackValidation(t *testing.T) {
+	src := strings.Replace(twoWayRoute, "    two_way:\n", "    write_back: {case_issue: true, defect_tag: true, defect_field: \"5\"}\n    two_way:\n", 1)
+	m, err := Parse("m.yaml", []byte(src), Options{Trackers: map[string]string{"jira": "jira"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wb := m.WriteBackOf("defects"); !wb.CaseIssue || !wb.DefectTag || wb.DefectField != "5" {
+		t.Fatalf("write_back = %+v", wb)
+	}
+	d, err := m.Desired("defects", qsync.Entity{Ref: qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1},
+		Attrs: map[string]any{"title": "t", "case_id": int64(44), "tags": []any{"ui"}}})
+	if err != nil || d.LinkBack == nil || d.LinkBack.CaseID != 44 || !d.LinkBack.DefectTag || d.LinkBack.Tags[0] != "ui" {
+		t.Fatalf("link back = %+v, %v", d.LinkBack, err)
+	}
+	gh := strings.Replace(src, "tracker: jira", "tracker: gh", 1)
+	gh = strings.Replace(gh, "project: QA", "project: acme/qa", 1)
+	if _, err := Parse("m.yaml", []byte(gh), Options{Trackers: map[string]string{"gh": "github"}}); err == nil || !strings.Contains(err.Error(), "links Jira issues only") {
+		t.Fatalf("case_issue on github: %v", err)
+	}
+	bad := strings.Replace(src, `defect_field: "5"`, `defect_field: "x"`, 1)
+	if _, err := Parse("m.yaml", []byte(bad), Options{Trackers: map[string]string{"jira": "jira"}}); err == nil || !strings.Contains(err.Error(), "internal id") {
+		t.Fatalf("bad field id: %v", err)
+	}
+}

@@ -132,6 +132,8 @@ type DefectUpdate struct {
 	Title    *string   `json:"title,omitempty"`
 	Severity *string   `json:"severity,omitempty"` // slug (blocker … trivial)
 	Tags     *[]string `json:"tags,omitempty"`     // the whole tag list
+	// CustomFields by internal id (string values, as the API takes them).
+	CustomFields map[string]string `json:"custom_fields,omitempty"`
 }
 
 // Side is what both sides of a two-way field held when they last agreed.
@@ -613,8 +615,13 @@ func (x *executor) trackerAfter() IssueFields {
 
 // LinkBack is a link written back to Qase.
 type LinkBack struct {
-	Run    bool  `json:"run,omitempty"`     // POST /run/{code}/external-issue
-	CaseID int64 `json:"case_id,omitempty"` // POST /case/{code}/external-issue/attach
+	Run    bool  `json:"run,omitempty"`     // POST /run/{code}/external-issue (Jira)
+	CaseID int64 `json:"case_id,omitempty"` // POST /case/{code}/external-issue/attach (Jira)
+	// DefectTag adds the issue key to the defect's tags (Tags: its tags
+	// now); DefectField writes the issue URL to that defect custom field.
+	DefectTag   bool     `json:"defect_tag,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	DefectField string   `json:"defect_field,omitempty"`
 }
 
 // LinkWriter writes issue links back to Qase (the Qase API client).
@@ -649,23 +656,45 @@ func (x *executor) linkBack(ctx context.Context) (bool, error) {
 	if lb == nil || !x.linked || x.link.State != LinkLinked || x.link.Issue.Key == "" {
 		return false, nil
 	}
-	w, ok := x.e.o.Writer.(LinkWriter)
-	if !ok {
-		return false, Permanentf("route %s writes links back to Qase, but no Qase API token is configured", x.k.Route)
-	}
-	typ := x.e.o.LinkTypes[x.d.Tracker]
-	if typ == "" {
-		return false, Permanentf("route %s: tracker %s cannot be linked from Qase (Jira only)", x.k.Route, x.d.Tracker)
-	}
+	noToken := Permanentf("route %s writes links back to Qase, but no Qase API token is configured", x.k.Route)
 	key := x.link.Issue.Key
-	var err error
-	if lb.Run {
-		err = w.LinkRunIssue(ctx, x.k.EntityRef, typ, key)
-	} else {
-		err = w.AttachCaseIssue(ctx, x.k.Project, lb.CaseID, typ, key)
+	if lb.Run || lb.CaseID > 0 {
+		w, ok := x.e.o.Writer.(LinkWriter)
+		if !ok {
+			return false, noToken
+		}
+		typ := x.e.o.LinkTypes[x.d.Tracker]
+		if typ == "" {
+			return false, Permanentf("route %s: tracker %s cannot be linked from Qase (Jira only)", x.k.Route, x.d.Tracker)
+		}
+		var err error
+		if lb.Run {
+			err = w.LinkRunIssue(ctx, x.k.EntityRef, typ, key)
+		} else {
+			err = w.AttachCaseIssue(ctx, x.k.Project, lb.CaseID, typ, key)
+		}
+		if err != nil {
+			return false, fmt.Errorf("write the link of %s back to qase: %w", key, err)
+		}
 	}
-	if err != nil {
-		return false, fmt.Errorf("write the link of %s back to qase: %w", key, err)
+	if lb.DefectTag || lb.DefectField != "" {
+		if x.e.o.Writer == nil {
+			return false, noToken
+		}
+		var u DefectUpdate
+		if lb.DefectTag {
+			tags := slices.DeleteFunc(slices.Clone(lb.Tags), func(t string) bool { return t == x.link.Applied.LinkedBack })
+			if !slices.Contains(tags, key) {
+				tags = append(tags, key)
+			}
+			u.Tags = &tags
+		}
+		if lb.DefectField != "" {
+			u.CustomFields = map[string]string{lb.DefectField: x.link.Issue.URL}
+		}
+		if err := x.e.o.Writer.UpdateDefect(ctx, x.k.EntityRef, u); err != nil {
+			return false, fmt.Errorf("write the link of %s back to qase: %w", key, err)
+		}
 	}
 	x.link.Applied.LinkedBack = key
 	return true, x.save(ctx)

@@ -72,6 +72,9 @@ func (c *Client) UpdateDefect(ctx context.Context, ref qsync.EntityRef, u qsync.
 	if u.Tags != nil {
 		body["tags"] = append([]string{}, *u.Tags...)
 	}
+	if len(u.CustomFields) > 0 {
+		body["custom_field"] = u.CustomFields
+	}
 	if len(body) == 0 {
 		return nil
 	}

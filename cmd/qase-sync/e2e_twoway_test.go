@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -430,7 +431,7 @@ func TestLinkWriteBack(t *testing.T) {
     tracker: jira
     project: QA
     title: '{{.title | default "Qase defect"}}'
-    write_back: {case_issue: true}
+    write_back: {case_issue: true, defect_tag: true, defect_field: "5"}
 `
 	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, extraYAML: "reconcile:\n  enabled: false\n  projects: [ID]\n"})
 	h.qase.AddProject("ID")
@@ -440,6 +441,12 @@ func TestLinkWriteBack(t *testing.T) {
 	is := onlyIssue(t, h.jira)
 	if got := h.qase.CaseIssues("ID", 44); len(got) != 1 || got[0] != is.Key {
 		t.Fatalf("case 44 issues = %v, want [%s]; logs:\n%s", got, is.Key, tail(h.logs.String(), 20))
+	}
+	if tags := defectTags(t, h.qase, "ID", 1); !slices.Equal(tags, []string{is.Key}) {
+		t.Fatalf("defect tags = %v, want the issue key", tags)
+	}
+	if rec, _ := h.qase.Defect("ID", 1); !strings.Contains(fmt.Sprint(rec["custom_fields"]), "id:5") || !strings.Contains(fmt.Sprint(rec["custom_fields"]), "/browse/"+is.Key) {
+		t.Fatalf("defect custom fields = %v, want field 5 = the issue URL", rec["custom_fields"])
 	}
 	h.qase.PutRun("ID", map[string]any{"id": 7, "title": "nightly", "status_text": "failed", "stats": map[string]any{"statuses": map[string]any{"failed": 2, "passed": 1}}})
 	h.recReconcile()
@@ -455,8 +462,8 @@ func TestLinkWriteBack(t *testing.T) {
 	}
 	n := len(h.qase.Writes())
 	h.recReconcile()
-	if w := h.qase.Writes(); len(w) != n || n != 2 {
-		t.Fatalf("qase writes = %d then %d, want 2 and no more: %+v", n, len(w), w)
+	if w := h.qase.Writes(); len(w) != n || n != 3 {
+		t.Fatalf("qase writes = %d then %d, want 3 and no more: %+v", n, len(w), w)
 	}
 }
 

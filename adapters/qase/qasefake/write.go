@@ -120,6 +120,21 @@ func (s *Server) write(w http.ResponseWriter, method string, parts []string, bod
 			}
 			rec["tags"] = tags
 		}
+		if v, ok := in["custom_field"]; ok {
+			m, isMap := v.(map[string]any)
+			if !isMap {
+				return invalid(w, "custom_field", "The custom_field must be an object.")
+			}
+			var cfs []any
+			for id, val := range m {
+				str, isStr := val.(string)
+				if !isStr {
+					return invalid(w, "custom_field."+id, "Values are scalar strings.")
+				}
+				cfs = append(cfs, map[string]any{"id": id, "value": str})
+			}
+			rec["custom_fields"] = cfs
+		}
 		rec["updated_at"] = now
 		return ok200(w, map[string]any{"id": rec["id"]})
 	case method == http.MethodPost && parts[0] == "run" && len(parts) == 3 && parts[2] == "external-issue":
