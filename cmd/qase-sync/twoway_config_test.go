@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,6 +67,16 @@ func TestExampleTwoWayRoute(t *testing.T) {
 	}
 	if len(cfg.Trackers[0].WebhookSecrets) != 1 || cfg.Trackers[0].WebhookSecrets[0].Reveal() != "hook-secret" {
 		t.Fatalf("webhook secrets = %v", cfg.Trackers[0].WebhookSecrets)
+	}
+	// plan names the route's reverse mapping.
+	t.Setenv("JIRA_WEBHOOK_SECRET", "hook-secret")
+	t.Setenv("GITHUB_WEBHOOK_SECRET", "hook-secret")
+	var out, errb bytes.Buffer
+	if code := run([]string{"plan", "-c", write(withToken), "--event", filepath.Join("..", "..", "testdata", "qase", "defect.created.json")}, &out, &errb); code != 0 {
+		t.Fatalf("plan: %d %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "two-way (status both; conflicts: newest)") {
+		t.Fatalf("plan output lacks the two-way line:\n%s", out.String())
 	}
 	reopen := strings.Replace(withToken, "Done: resolved", "Done: resolved\n          To Do: open", 1)
 	if _, _, err := loadConfig(write(reopen), env); err == nil || !strings.Contains(err.Error(), "cannot set a defect back to open") {
