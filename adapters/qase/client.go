@@ -265,7 +265,8 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	}
 	if method != http.MethodGet && c.writes != nil {
 		if err := c.writes.Wait(ctx); err != nil {
-			return qsync.RetryAfter(fmt.Errorf("qase: %s %s: waiting for the write pace: %w", method, path, err), time.Second)
+			// Not a failure of Qase: the engine retries without charging.
+			return fmt.Errorf("qase: %s %s: %w: %w", method, path, qsync.ErrRateWait, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)

@@ -71,3 +71,37 @@ func TestDefectWrites(t *testing.T) {
 		t.Fatalf("case issues = %v", got)
 	}
 }
+
+// TestWritePacing: writes share one token bucket under Qase's ~200
+// requests a minute; reads are not paced here; negative turns it off.
+func TestWritePacing(t *testing.T) {
+	c := NewClient(ClientOptions{Token: "x"})
+	if c.writes == nil || float64(c.writes.Limit())*60 != DefaultWritesPerMinute || c.writes.Burst() != 10 {
+		t.Fatalf("default pace = %v/s burst %d", c.writes.Limit(), c.writes.Burst())
+	}
+	if c := NewClient(ClientOptions{Token: "x", WritesPerMinute: 30}); float64(c.writes.Limit())*60 != 30 || c.writes.Burst() != 5 {
+		t.Fatalf("30/min pace = %v/s burst %d", c.writes.Limit(), c.writes.Burst())
+	}
+	if c := NewClient(ClientOptions{Token: "x", WritesPerMinute: -1}); c.writes != nil {
+		t.Fatal("negative pace still paced")
+	}
+	// A write waiting for a token gives up with the caller's context, as a
+	// rate wait (not a failure of Qase: the engine does not charge it).
+	f := qasefake.New("x")
+	defer f.Close()
+	f.PutDefect("QA", map[string]any{"id": 1, "status": "open"})
+	c = NewClient(ClientOptions{BaseURL: f.URL, Token: "x", WritesPerMinute: 1})
+	ref := qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1}
+	if err := c.SetDefectStatus(context.Background(), ref, "resolved"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := c.SetDefectStatus(ctx, ref, "invalid")
+	if !errors.Is(err, qsync.ErrRateWait) {
+		t.Fatalf("write with no token left and a cancelled context: %v", err)
+	}
+	if n := len(f.Writes()); n != 1 {
+		t.Fatalf("%d writes reached Qase, want 1", n)
+	}
+}
