@@ -65,7 +65,12 @@ const twoWayRoutes = `routes:
 
 func newTwoWayHarness(t *testing.T, hooks bool) *harness {
 	t.Helper()
-	o := harnessOpts{qaseAPI: true, routes: twoWayRoutes,
+	return newTwoWayHarnessOn(t, hooks, "")
+}
+
+func newTwoWayHarnessOn(t *testing.T, hooks bool, store string) *harness {
+	t.Helper()
+	o := harnessOpts{qaseAPI: true, routes: twoWayRoutes, store: store,
 		trackerYAML: "    webhook_secrets: [\"" + jiraHookToken + "\", \"" + ghHookSecret + "\"]\n",
 		extraYAML:   "reconcile:\n  enabled: false\n  projects: [ID, GH]\n"}
 	h := newHarness(t, o)
@@ -540,4 +545,28 @@ func TestTwoWayTags(t *testing.T) {
 		t.Fatalf("labels at the end %v", is.Labels)
 	}
 	h.recNoDeadLetters()
+}
+
+// TestTwoWayPostgres: the Jira round trip on PostgreSQL (the baseline lives
+// in the link record, which both stores keep as JSON).
+func TestTwoWayPostgres(t *testing.T) {
+	h := newTwoWayHarnessOn(t, true, pgDatabase(t))
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	is := onlyIssue(t, h.jira)
+	jw := h.jira.WriteCount()
+	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
+	h.settle()
+	h.deliver("defect.resolved.json", http.StatusAccepted)
+	h.settle()
+	if st := defectStatus(t, h.qase, "ID", 1); st != "resolved" {
+		t.Fatalf("qase status = %q, want resolved", st)
+	}
+	if w := qaseWrites(h.qase); len(w) != 1 {
+		t.Fatalf("qase writes = %v, want 1", w)
+	}
+	if d := h.jira.WriteCount() - jw; d != 0 {
+		t.Fatalf("jira writes = %d, want 0", d)
+	}
 }
