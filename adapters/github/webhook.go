@@ -26,6 +26,9 @@ type WebhookOptions struct {
 	MaxBody int64 // default 1 MiB (GitHub caps payloads at 25 MB; issues are far smaller)
 	Logger  *logrus.Entry
 	Clock   qsync.Clock
+	// Observe is told each delivery's result (accepted, duplicate,
+	// ignored, rejected, invalid, failed), for metrics; may be nil.
+	Observe func(result string)
 }
 
 // WebhookHandler accepts GitHub "issues" and "issue_comment" deliveries for
@@ -48,27 +51,27 @@ func NewWebhookHandler(o WebhookOptions) *WebhookHandler {
 func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		answer(w, http.StatusMethodNotAllowed, "method not allowed")
+		h.answer(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBody))
 	if err != nil {
-		answer(w, http.StatusRequestEntityTooLarge, "body too large or unreadable")
+		h.answer(w, http.StatusRequestEntityTooLarge, "body too large or unreadable")
 		return
 	}
 	if !h.verify(r.Header.Get("X-Hub-Signature-256"), body) {
 		h.log().Warn("github webhook: missing or bad X-Hub-Signature-256; nothing stored")
-		answer(w, http.StatusUnauthorized, "bad signature")
+		h.answer(w, http.StatusUnauthorized, "bad signature")
 		return
 	}
 	event := gh.WebHookType(r)
 	switch event {
 	case "ping":
-		answer(w, http.StatusOK, "pong")
+		h.answer(w, http.StatusOK, "pong")
 		return
 	case "issues", "issue_comment":
 	default:
-		answer(w, http.StatusAccepted, "ignored")
+		h.answer(w, http.StatusAccepted, "ignored")
 		return
 	}
 	var p struct {
@@ -80,13 +83,13 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} `json:"issue"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil {
-		answer(w, http.StatusBadRequest, "undecodable payload")
+		h.answer(w, http.StatusBadRequest, "undecodable payload")
 		return
 	}
 	_, id := splitBody(p.Issue.Body)
 	k, ok := qsync.ParseMarkerID(id)
 	if !ok || p.Issue.PullRequest != nil {
-		answer(w, http.StatusAccepted, "ignored")
+		h.answer(w, http.StatusAccepted, "ignored")
 		return
 	}
 	dedup := gh.DeliveryID(r)
@@ -106,15 +109,15 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st, err := h.o.Acceptor.AcceptTracker(ctx, k, ev)
 	switch {
 	case errors.Is(err, qsync.ErrInboxClosed):
-		answer(w, http.StatusServiceUnavailable, "shutting down")
+		h.answer(w, http.StatusServiceUnavailable, "shutting down")
 	case err != nil:
 		h.log().WithError(err).Error("github webhook: storing the delivery failed")
-		answer(w, http.StatusServiceUnavailable, "not stored")
+		h.answer(w, http.StatusServiceUnavailable, "not stored")
 	case st == qsync.StatusDuplicate:
-		answer(w, http.StatusOK, string(st))
+		h.answer(w, http.StatusOK, string(st))
 	default:
 		h.log().WithFields(logrus.Fields{"key": k.String(), "event": ev.Name, "status": st}).Debug("github webhook")
-		answer(w, http.StatusAccepted, string(st))
+		h.answer(w, http.StatusAccepted, string(st))
 	}
 }
 
@@ -146,4 +149,23 @@ func answer(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	b, _ := json.Marshal(map[string]string{"status": msg})
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// answer writes the reply and reports the delivery's result.
+func (h *WebhookHandler) answer(w http.ResponseWriter, status int, msg string) {
+	if h.o.Observe != nil {
+		result := msg
+		switch {
+		case status == http.StatusUnauthorized:
+			result = "rejected"
+		case status >= 500:
+			result = "failed"
+		case status >= 400:
+			result = "invalid"
+		case msg != "accepted" && msg != "duplicate" && msg != "ignored":
+			result = "ignored" // ping, events not served
+		}
+		h.o.Observe(result)
+	}
+	answer(w, status, msg)
 }

@@ -36,6 +36,9 @@ type WebhookOptions struct {
 	MaxBody int64 // default 1 MiB
 	Logger  *logrus.Entry
 	Clock   qsync.Clock
+	// Observe is told each delivery's result (accepted, duplicate,
+	// ignored, rejected, invalid, failed), for metrics; may be nil.
+	Observe func(result string)
 }
 
 // WebhookHandler accepts Jira issue and comment deliveries for issues
@@ -65,17 +68,17 @@ func NewWebhookHandler(o WebhookOptions) *WebhookHandler {
 func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		answer(w, http.StatusMethodNotAllowed, "method not allowed")
+		h.answer(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBody))
 	if err != nil {
-		answer(w, http.StatusRequestEntityTooLarge, "body too large or unreadable")
+		h.answer(w, http.StatusRequestEntityTooLarge, "body too large or unreadable")
 		return
 	}
 	if !h.authorized(r, body) {
 		h.o.Logger.Warn("jira webhook: missing or bad token or signature; nothing stored")
-		answer(w, http.StatusUnauthorized, "unauthorized")
+		h.answer(w, http.StatusUnauthorized, "unauthorized")
 		return
 	}
 	var p struct {
@@ -90,31 +93,31 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} `json:"issue"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil {
-		answer(w, http.StatusBadRequest, "undecodable payload")
+		h.answer(w, http.StatusBadRequest, "undecodable payload")
 		return
 	}
 	// Only issues carrying the shared label can be qase-sync's; the rest
 	// cost no read.
 	if p.Issue.ID == "" || p.Event == "jira:issue_deleted" || !hasLabel(p.Issue.Fields.Labels, h.o.SharedLabel) {
-		answer(w, http.StatusAccepted, "ignored")
+		h.answer(w, http.StatusAccepted, "ignored")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	is, err := h.o.Tracker.Get(ctx, qsync.IssueRef{ID: p.Issue.ID, Key: p.Issue.Key})
 	if errors.Is(err, qsync.ErrNotFound) {
-		answer(w, http.StatusAccepted, "ignored")
+		h.answer(w, http.StatusAccepted, "ignored")
 		return
 	}
 	if err != nil {
 		// Jira retries a failed delivery; the reconciler covers the rest.
 		h.o.Logger.WithError(err).WithField("issue", p.Issue.Key).Warn("jira webhook: reading the issue failed")
-		answer(w, http.StatusServiceUnavailable, "issue not readable now")
+		h.answer(w, http.StatusServiceUnavailable, "issue not readable now")
 		return
 	}
 	k, ok := qsync.ParseMarkerID(is.MarkerID)
 	if !ok {
-		answer(w, http.StatusAccepted, "ignored")
+		h.answer(w, http.StatusAccepted, "ignored")
 		return
 	}
 	dedup := r.Header.Get("X-Atlassian-Webhook-Identifier")
@@ -131,14 +134,14 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st, err := h.o.Acceptor.AcceptTracker(ctx, k, ev)
 	switch {
 	case errors.Is(err, qsync.ErrInboxClosed):
-		answer(w, http.StatusServiceUnavailable, "shutting down")
+		h.answer(w, http.StatusServiceUnavailable, "shutting down")
 	case err != nil:
 		h.o.Logger.WithError(err).Error("jira webhook: storing the delivery failed")
-		answer(w, http.StatusServiceUnavailable, "not stored")
+		h.answer(w, http.StatusServiceUnavailable, "not stored")
 	case st == qsync.StatusDuplicate:
-		answer(w, http.StatusOK, string(st))
+		h.answer(w, http.StatusOK, string(st))
 	default:
-		answer(w, http.StatusAccepted, string(st))
+		h.answer(w, http.StatusAccepted, string(st))
 	}
 }
 
@@ -177,4 +180,23 @@ func answer(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	b, _ := json.Marshal(map[string]string{"status": msg})
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// answer writes the reply and reports the delivery's result.
+func (h *WebhookHandler) answer(w http.ResponseWriter, status int, msg string) {
+	if h.o.Observe != nil {
+		result := msg
+		switch {
+		case status == http.StatusUnauthorized:
+			result = "rejected"
+		case status >= 500:
+			result = "failed"
+		case status >= 400:
+			result = "invalid"
+		case msg != "accepted" && msg != "duplicate" && msg != "ignored":
+			result = "ignored" // ping, events not served
+		}
+		h.o.Observe(result)
+	}
+	answer(w, status, msg)
 }

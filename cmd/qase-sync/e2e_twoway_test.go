@@ -298,6 +298,23 @@ func TestTwoWayGitHub(t *testing.T) {
 	if st := h.eventStatus(); st != after {
 		t.Fatalf("refused deliveries stored something: %+v → %+v", after, st)
 	}
+	// /metrics counts tracker deliveries by result (and holds no secret).
+	metricsText, samples := scrapeMetrics(t, h.url)
+	count := func(tracker, result string) float64 {
+		for _, s := range samples {
+			if s.name == "qase_sync_tracker_webhook_events_total" && s.labels["tracker"] == tracker && s.labels["result"] == result {
+				return s.value
+			}
+		}
+		return 0
+	}
+	if count("github", "rejected") != 3 || count("jira", "rejected") != 2 || count("github", "duplicate") != 1 || count("github", "accepted") < 2 {
+		t.Fatalf("tracker webhook metrics: rejected gh %v jira %v, duplicate %v, accepted %v",
+			count("github", "rejected"), count("jira", "rejected"), count("github", "duplicate"), count("github", "accepted"))
+	}
+	if strings.Contains(metricsText, ghHookSecret) || strings.Contains(metricsText, jiraHookToken) {
+		t.Fatal("a webhook secret reached /metrics")
+	}
 }
 
 // TestTwoWayReconcileRepairsMissedWebhook: without tracker webhooks, the

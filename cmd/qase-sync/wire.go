@@ -353,10 +353,10 @@ func (a *app) trackerWebhooks(mux *http.ServeMux, acc qsync.TrackerAcceptor) {
 		switch tc.Type {
 		case config.TrackerGitHub:
 			mux.Handle(path, github.NewWebhookHandler(github.WebhookOptions{Acceptor: acc, Secrets: reveal(tc.WebhookSecrets),
-				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock}))
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
 		case config.TrackerJira:
 			mux.Handle(path, jira.NewWebhookHandler(jira.WebhookOptions{Acceptor: acc, Tracker: a.trackers[tc.Name], Secrets: reveal(tc.WebhookSecrets),
-				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock}))
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
 		default:
 			continue
 		}
