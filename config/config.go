@@ -136,13 +136,20 @@ type Tracker struct {
 	Token     Secret `yaml:"token,omitempty" json:"token,omitempty"`
 	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
 	Rate      Rate   `yaml:"rate" json:"rate"`
+
+	// WebhookSecrets enable the tracker's webhook receiver at
+	// /webhooks/<name> (two-way routes): GitHub deliveries must be signed
+	// with one (X-Hub-Signature-256); Jira deliveries must carry one as
+	// the token query parameter or X-Qase-Sync-Token header, or be signed
+	// with one (X-Hub-Signature). Several allow rotation.
+	WebhookSecrets []Secret `yaml:"webhook_secrets,omitempty" json:"webhook_secrets,omitempty"`
 }
 
 // trackerKeys are the settings each tracker type takes (besides name and
 // type); validate reports any other key set on a tracker.
 var trackerKeys = map[string][]string{
-	TrackerJira:   {"dry_run", "url", "flavor", "email", "token", "token_file", "user_field", "transitions", "settle", "rate"},
-	TrackerGitHub: {"dry_run", "base_url", "token", "token_file", "app", "rate"},
+	TrackerJira:   {"dry_run", "url", "flavor", "email", "token", "token_file", "user_field", "transitions", "settle", "rate", "webhook_secrets"},
+	TrackerGitHub: {"dry_run", "base_url", "token", "token_file", "app", "rate", "webhook_secrets"},
 	TrackerDryRun: {"settle"},
 }
 

@@ -73,6 +73,7 @@ func (m *Mapping) Desired(name string, e qsync.Entity) (qsync.Desired, error) {
 	if r.kind == qsync.KindFailure {
 		d.Create = d.Create && failureCreatable(e)
 	}
+	d.LinkBack = r.writeBack.linkBack(e)
 	if d.Create && r.createWhen != nil {
 		ok, err := r.createWhen.Eval(data)
 		if err != nil {

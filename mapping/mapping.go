@@ -96,6 +96,8 @@ type route struct {
 	// failure routes only (failure.go)
 	signature *tmpl
 	failure   qsync.FailurePolicy
+	twoWay                                                    *qsync.TwoWay
+	writeBack                                                 WriteBack
 }
 
 type commentRule struct {
@@ -169,6 +171,8 @@ type (
 		CreateOnly  []string          `yaml:"create_only"`
 		Signature   string            `yaml:"signature"`
 		Failure     *failureDoc       `yaml:"failure"`
+		TwoWay      *twoWayDoc        `yaml:"two_way"`
+		WriteBack   *writeBackDoc     `yaml:"write_back"`
 	}
 	commentDoc struct {
 		ID   string `yaml:"id"`
@@ -513,6 +517,8 @@ func (m *Mapping) compileRoute(dr decodedRoute, opts Options) (*route, yamlpos.P
 		r.createOnly = append(r.createOnly, co)
 	}
 	ps = append(ps, m.compileFailure(r, doc, ix, field)...)
+	r.twoWay = compileTwoWay(doc, ix, at, &ps)
+	r.writeBack = compileWriteBack(doc, r.trackerType, ix, at, &ps)
 	return r, ps
 }
 

@@ -42,6 +42,11 @@ type Op struct {
 	Ref   *IssueRef `json:"ref,omitempty"`
 	// Cond, when set, names a condition checked when the op runs.
 	Cond string `json:"cond,omitempty"`
+	// Defect is the change a qase_update writes to the Qase defect.
+	Defect *DefectUpdate `json:"defect,omitempty"`
+	// Quiet are comment ids a qase_status write accounts for: the change
+	// they would announce came from the tracker (no echo comment).
+	Quiet []string `json:"quiet,omitempty"`
 }
 
 // CondUnlessCreatedSo: a status change planned after a create runs only
@@ -58,8 +63,14 @@ func (o Op) String() string {
 			fs[i] = c.Field
 		}
 		return string(o.Kind) + ":" + strings.Join(fs, ",")
-	case OpSetStatus:
+	case OpSetStatus, OpQaseStatus:
 		return string(o.Kind) + ":" + o.Status
+	case OpQaseUpdate:
+		fs := make([]string, len(o.Changes))
+		for i, c := range o.Changes {
+			fs[i] = strings.TrimPrefix(c.Field, "qase.")
+		}
+		return string(o.Kind) + ":" + strings.Join(fs, ",")
 	case OpComment:
 		return string(o.Kind) + ":" + o.Comment.ID
 	case OpAdopt, OpCloseDuplicate:

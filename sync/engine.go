@@ -46,10 +46,16 @@ type EngineOptions struct {
 	Mapper   Mapper
 	Trackers map[string]Tracker
 	// Source reads entities from the Qase API; nil means events only.
-	Source  EntitySource
-	Clock   Clock
-	Logger  *logrus.Entry
-	Metrics Metrics
+	Source EntitySource
+	// Writer writes tracker changes back to Qase (two-way routes); nil:
+	// no route may flow in.
+	Writer EntityWriter
+	// LinkTypes names, per tracker, the type Qase's external-issue links
+	// take (jira-cloud, jira-server); trackers not named cannot be linked.
+	LinkTypes map[string]string
+	Clock     Clock
+	Logger    *logrus.Entry
+	Metrics   Metrics
 
 	// Coverage says for which routes the store can vouch that a key
 	// without a link has no issue (nil: a new one; until RebuildLinks

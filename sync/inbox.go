@@ -89,10 +89,33 @@ func (in *Inbox) Accept(ctx context.Context, ev Event) (AcceptStatus, error) {
 	// An event no route triggers on may still describe the entity (only
 	// run.started carries a run's title): keep it, as context for later
 	// syncs, with no job.
-	if ev.ReceivedAt.IsZero() {
-		ev.ReceivedAt = in.clock.Now()
+	return in.accept(ctx, Inbound{Event: ev, Routes: routes})
+}
+
+// AcceptTracker stores a tracker delivery about the issue of key k: a
+// hint, routed to k's route alone, that the key needs a sync (two-way
+// routes read the issue and write changes back to Qase). A route that
+// takes nothing from the tracker ignores it.
+func (in *Inbox) AcceptTracker(ctx context.Context, k Key, ev Event) (AcceptStatus, error) {
+	tw, ok := in.mapper.(TwoWayMapper)
+	if !ok {
+		return StatusIgnored, nil
 	}
-	req := acceptReq{in: Inbound{Event: ev, Routes: routes}, reply: make(chan acceptReply, 1)}
+	if rule, ok := tw.TwoWay(k.Route); !ok || !rule.Inbound() {
+		return StatusIgnored, nil
+	}
+	if !IsTrackerEvent(ev.Name) {
+		ev.Name = TrackerEventPrefix + ev.Name
+	}
+	ev.Ref = k.EntityRef
+	return in.accept(ctx, Inbound{Event: ev, Routes: []string{k.Route}})
+}
+
+func (in *Inbox) accept(ctx context.Context, inb Inbound) (AcceptStatus, error) {
+	if inb.Event.ReceivedAt.IsZero() {
+		inb.Event.ReceivedAt = in.clock.Now()
+	}
+	req := acceptReq{in: inb, reply: make(chan acceptReply, 1)}
 	select {
 	case in.reqs <- req:
 	case <-in.done:

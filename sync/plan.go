@@ -117,11 +117,11 @@ func Decide(in PlanInput) Plan {
 	}
 	switch {
 	case in.Linked && in.Link.State == LinkLinked:
-		return planLinked(in)
+		return planLinkBack(in, planLinked(in))
 	case in.Linked && in.Link.State == LinkCreating:
-		return planCreating(in)
+		return planLinkBack(in, planCreating(in))
 	default:
-		return planUnlinked(in)
+		return planLinkBack(in, planUnlinked(in))
 	}
 }
 

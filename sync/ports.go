@@ -327,6 +327,13 @@ type Acceptor interface {
 	Accept(ctx context.Context, ev Event) (AcceptStatus, error)
 }
 
+// TrackerAcceptor takes tracker deliveries (implemented by Inbox; used by
+// the GitHub and Jira webhook handlers) once they know the key whose issue
+// changed. It returns only once the event is durably stored.
+type TrackerAcceptor interface {
+	AcceptTracker(ctx context.Context, k Key, ev Event) (AcceptStatus, error)
+}
+
 // CallObserver is told about every outbound API call, for metrics. status
 // is the HTTP status, 0 for a transport failure.
 type CallObserver func(system, op string, status int, d time.Duration)

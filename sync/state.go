@@ -56,6 +56,11 @@ func (s *State) Fold(ev Event) {
 		s.Seen = map[string]bool{}
 	}
 	s.Seen[ev.DedupKey] = true
+	if IsTrackerEvent(ev.Name) {
+		// A tracker delivery says the issue changed, nothing about the
+		// entity: it must not become the entity's last event.
+		return
+	}
 	st := Stamp{At: ev.Timestamp.UnixNano(), Seq: ev.Seq}
 	s.set(ev.Patch.Attrs, st)
 	if c := ev.Patch.Comment; c != nil {

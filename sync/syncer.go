@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -161,7 +162,20 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 			}
 		}
 	}
+	tw, err := e.twoWay(ctx, &in, ent, tr)
+	if err != nil {
+		return res, err
+	}
 	p, err := e.plan(ctx, &in, ent, tr)
+	if err == nil && tw != nil {
+		p.Ops = append(slices.Clip(tw.plan.Ops), p.Ops...)
+		if o.Verify && len(tw.plan.Ops) > 0 {
+			p.Drift = append(p.Drift, DriftInbound)
+		}
+		if len(tw.plan.Conflicts) > 0 {
+			p.Note = joinNote(p.Note, "changed on both sides: "+strings.Join(tw.plan.Conflicts, ", "))
+		}
+	}
 	res.Plan, res.Drift = p, p.Drift
 	if linked {
 		res.Issue = link.Issue
@@ -173,7 +187,7 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 		log.WithField("wait", p.Wait.Round(time.Second).String()).Info(p.Note)
 		return res, RetryAfter(errSettling, p.Wait)
 	}
-	x := &executor{e: e, k: k, tr: tr, d: d, o: o, log: log, res: &res, link: link, linked: linked, marker: MarkerFor(k)}
+	x := &executor{e: e, k: k, tr: tr, d: in.Desired, o: o, log: log, res: &res, link: link, linked: linked, marker: MarkerFor(k), tw: tw}
 	err = x.run(ctx, p)
 	if x.linked {
 		res.Issue = x.link.Issue
@@ -270,6 +284,7 @@ type executor struct {
 	link   Link
 	linked bool
 	marker Marker
+	tw     *twoWayRun // nil: a one-way route
 }
 
 // forget deletes the link, fenced by the job's lease when there is one.
@@ -295,7 +310,9 @@ func (x *executor) run(ctx context.Context, p Plan) error {
 		if op.Kind != OpForget && op.Kind != OpFollow {
 			x.res.Outcome = OutcomeApplied
 		}
-		if tracked(op.Kind) {
+		if op.Kind == OpQaseStatus || op.Kind == OpQaseUpdate || op.Kind == OpQaseLink {
+			x.e.o.Metrics.TrackerOps("qase", op.Kind)
+		} else if tracked(op.Kind) {
 			x.e.o.Metrics.TrackerOps(x.d.Tracker, op.Kind)
 		}
 	}
@@ -332,6 +349,17 @@ func (x *executor) run(ctx context.Context, p Plan) error {
 	x.res.Detail = joinNote(x.res.Detail, p.Note)
 	if !x.linked || x.link.State != LinkLinked {
 		return nil
+	}
+	if x.tw != nil {
+		// The two-way baseline: both sides as this sync leaves them.
+		after := x.trackerAfter()
+		sides := SidesAfter(x.tw.rule, x.tw.attrs, after, x.tw.tags(after.Labels), x.res.Ops)
+		if !maps.Equal(sides, x.link.Applied.Sides) {
+			x.link.Applied.Sides = sides
+			if err := x.save(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	// Every op ran: the desired state is applied and every desired comment
 	// accounted for.
@@ -425,6 +453,10 @@ func (x *executor) do(ctx context.Context, op Op) (ran bool, err error) {
 		return true, x.comment(ctx, *op.Comment)
 	case OpCloseDuplicate:
 		return true, x.closeDuplicate(ctx, op)
+	case OpQaseStatus, OpQaseUpdate:
+		return true, x.writeBack(ctx, op)
+	case OpQaseLink:
+		return x.linkBack(ctx)
 	}
 	return false, fmt.Errorf("unknown op %q", op.Kind)
 }

@@ -176,6 +176,9 @@ type Desired struct {
 	// created (create_when not met, or the entity is deleted).
 	Create bool      `json:"create"`
 	Spec   IssueSpec `json:"spec"`
+	// LinkBack, when set, is the link the route writes back to Qase once
+	// the issue exists (Jira only: a run's external issue, a case's).
+	LinkBack *LinkBack `json:"link_back,omitempty"`
 	// Unknown names the spec fields computed from attributes the service
 	// does not have (a thin event, a lost store, an entity Qase no longer
 	// serves): they are written when the issue is created, never over an
@@ -199,10 +202,15 @@ type Issue struct {
 	// when every part of it is there (Jira: entity property, marker and
 	// shared labels; GitHub: hidden body comment, marker and shared
 	// labels); "" otherwise, and then Mark completes it.
-	MarkerID    string    `json:"marker_id,omitempty"`
-	CommentIDs  []string  `json:"comment_ids,omitempty"`
-	CreatedAt   time.Time `json:"created_at,omitempty"`
-	Unreachable bool      `json:"-"`
+	MarkerID   string    `json:"marker_id,omitempty"`
+	CommentIDs []string  `json:"comment_ids,omitempty"`
+	CreatedAt  time.Time `json:"created_at,omitempty"`
+	// UpdatedAt is when the issue last changed (two-way: newest wins);
+	// StatusCategory is Jira's category key of its status (new,
+	// indeterminate, done), "" where the tracker has none.
+	UpdatedAt      time.Time `json:"updated_at,omitzero"`
+	StatusCategory string    `json:"status_category,omitempty"`
+	Unreachable    bool      `json:"-"`
 }
 
 // IssueRef locates a tracker issue. ID is the tracker's stable id (Jira
@@ -250,6 +258,11 @@ type Applied struct {
 	// the issue's status: it is reported once and not tried again until
 	// either changes.
 	Blocked *Blocked `json:"blocked,omitempty"`
+	// Sides is the two-way baseline: per two-way field, what Qase and the
+	// tracker held when they last agreed (see twoway.go).
+	Sides map[string]Side `json:"sides,omitempty"`
+	// LinkedBack is the issue key last written back to Qase (LinkBack).
+	LinkedBack string `json:"linked_back,omitempty"`
 }
 
 // Blocked is a status transition the workflow does not offer.

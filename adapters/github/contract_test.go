@@ -56,6 +56,8 @@ func TestContractGitHub(t *testing.T) {
 	logErr("find", err)
 	_, err = tr.List(c, "octocat/Hello-World")
 	logErr("list", err)
+	_, err = tr.Query(c, "octocat/Hello-World", "legacy bugs") // links adopt --label
+	logErr("query", err)
 
 	rec.AssertClean(t)
 	seen := map[string]bool{}
@@ -83,6 +85,13 @@ func TestContractGitHub(t *testing.T) {
 	}
 	if !marked {
 		t.Error("no marking PATCH (stamp and labels) reached the mock")
+	}
+	var queried bool
+	for _, e := range rec.Exchanges() {
+		queried = queried || e.Method == http.MethodGet && strings.HasSuffix(strings.Split(e.Path, "?")[0], "/issues") && strings.Contains(e.Path, "labels=legacy")
+	}
+	if !queried {
+		t.Error("no label query (links adopt --label) reached the mock")
 	}
 	for _, want := range []string{
 		"POST /repos/octocat/Hello-World/issues",

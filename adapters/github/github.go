@@ -328,12 +328,17 @@ func (t *Tracker) List(ctx context.Context, project string) ([]qsync.Issue, erro
 // creation in direction (asc, desc), handing each page to visit until it
 // returns false or the pages end.
 func (t *Tracker) pages(ctx context.Context, op, project, direction string, visit func([]*gh.Issue) bool) error {
+	return t.pagesLabeled(ctx, op, project, t.label, direction, visit)
+}
+
+// pagesLabeled is pages for the issues carrying label.
+func (t *Tracker) pagesLabeled(ctx context.Context, op, project, label, direction string, visit func([]*gh.Issue) bool) error {
 	owner, repo, err := splitProject(project)
 	if err != nil {
 		return err
 	}
 	opts := &gh.IssueListByRepoOptions{
-		Labels: []string{t.label}, State: "all", Sort: "created", Direction: direction,
+		Labels: []string{label}, State: "all", Sort: "created", Direction: direction,
 		ListOptions: gh.ListOptions{PerPage: perPage},
 	}
 	for page := 1; page != 0; {
@@ -598,6 +603,7 @@ func (t *Tracker) convert(project string, is *gh.Issue) qsync.Issue {
 		},
 		MarkerID:  t.markerOf(marker, is.Labels),
 		CreatedAt: is.GetCreatedAt().Time,
+		UpdatedAt: is.GetUpdatedAt().Time,
 	}
 	for _, a := range is.Assignees {
 		out.Assignees = append(out.Assignees, a.GetLogin())

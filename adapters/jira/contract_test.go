@@ -47,6 +47,8 @@ func TestContract(t *testing.T) {
 			logTolerated(t, "find", err)
 			_, err = tr.List(ctx, "ED")
 			logTolerated(t, "list", err)
+			_, err = tr.Query(ctx, "ED", `labels = "from-qase"`) // links adopt --jql
+			logTolerated(t, "query", err)
 			_, err = tr.Get(ctx, ref)
 			logTolerated(t, "get", err)
 			err = tr.Update(ctx, ref, qsync.Update{
@@ -102,6 +104,13 @@ func TestContract(t *testing.T) {
 			}
 			if !rode {
 				t.Error("no transition carrying a comment reached the mock")
+			}
+			var queried bool
+			for _, ex := range rec.Exchanges() {
+				queried = queried || strings.Contains(ex.Path, "/search") && strings.Contains(ex.Body, `(labels = \"from-qase\")`)
+			}
+			if !queried {
+				t.Error("no JQL query (links adopt --jql) reached the mock")
 			}
 		})
 	}

@@ -301,7 +301,7 @@ func (t *Tracker) List(ctx context.Context, project string) ([]qsync.Issue, erro
 // issueFields are the fields read back; "*navigable" brings custom fields.
 var issueFields = []string{
 	"summary", "description", "labels", "priority", "assignee", "components",
-	"status", "resolution", "created", "project", "comment", "*navigable",
+	"status", "resolution", "created", "updated", "project", "comment", "*navigable",
 }
 
 // searchQuery is what both searches send: the query and what to read back.
@@ -440,9 +440,14 @@ func (t *Tracker) toIssue(r rawIssue) qsync.Issue {
 			is.Components = append(is.Components, c.Name)
 		}
 	}
-	v = named{}
-	if decode(f["status"], &v) {
-		is.Status = v.Name
+	var st struct {
+		Name     string `json:"name"`
+		Category struct {
+			Key string `json:"key"`
+		} `json:"statusCategory"`
+	}
+	if decode(f["status"], &st) {
+		is.Status, is.StatusCategory = st.Name, st.Category.Key
 	}
 	v = named{}
 	if decode(f["resolution"], &v) {
@@ -451,6 +456,10 @@ func (t *Tracker) toIssue(r rawIssue) qsync.Issue {
 	var created string
 	if decode(f["created"], &created) {
 		is.CreatedAt = parseJiraTime(created)
+	}
+	var updated string
+	if decode(f["updated"], &updated) {
+		is.UpdatedAt = parseJiraTime(updated)
 	}
 	var cp commentPage
 	if decode(f["comment"], &cp) {

@@ -240,19 +240,37 @@ func (c *Client) scanByStatus(ctx context.Context, project string, kind qsync.Ki
 // get performs one GET, classifies failures and unwraps the
 // {status, result} envelope into out.
 func (c *Client) get(ctx context.Context, op, path string, q url.Values, out any) error {
+	return c.do(ctx, op, http.MethodGet, path, q, nil, out)
+}
+
+// do performs one request (a JSON body when body is non-nil), classifies
+// failures and unwraps the {status, result} envelope into out (nil: the
+// result is not needed).
+func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body any, out any) error {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return qsync.Permanentf("qase: %s %s: %v", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return qsync.Permanentf("qase: GET %s: %v", path, err)
+		return qsync.Permanentf("qase: %s %s: %v", method, path, err)
 	}
 	req.Header.Set("Token", c.token)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "qase-sync")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 
 	start := c.clock.Now()
 	resp, err := c.hc.Do(req)
@@ -261,41 +279,44 @@ func (c *Client) get(ctx context.Context, op, path string, q url.Values, out any
 		c.observe(op, 0, elapsed)
 		// Transport failures are retryable. url.Error prints the URL, which
 		// holds no credentials (the token travels in a header).
-		return fmt.Errorf("qase: GET %s: %w", path, c.redact(err))
+		return fmt.Errorf("qase: %s %s: %w", method, path, c.redact(err))
 	}
 	defer resp.Body.Close()
-	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	raw, readErr := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	c.observe(op, resp.StatusCode, elapsed)
-	c.log.WithFields(logrus.Fields{"op": op, "path": path, "status": resp.StatusCode, "took": elapsed.String()}).Debug("qase api")
+	c.log.WithFields(logrus.Fields{"op": op, "method": method, "path": path, "status": resp.StatusCode, "took": elapsed.String()}).Debug("qase api")
 	if readErr != nil {
-		return fmt.Errorf("qase: GET %s: reading response: %w", path, c.redact(readErr))
+		return fmt.Errorf("qase: %s %s: reading response: %w", method, path, c.redact(readErr))
 	}
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return c.classify(resp, path, body)
+		return c.classify(resp, method, path, raw)
 	}
 	var env struct {
 		Status       bool            `json:"status"`
 		Result       json.RawMessage `json:"result"`
 		ErrorMessage string          `json:"errorMessage"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return fmt.Errorf("qase: GET %s: undecodable response: %v", path, err)
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("qase: %s %s: undecodable response: %v", method, path, err)
 	}
 	if !env.Status {
-		return fmt.Errorf("qase: GET %s: status false: %s", path, c.scrub(env.ErrorMessage))
+		return fmt.Errorf("qase: %s %s: status false: %s", method, path, c.scrub(env.ErrorMessage))
+	}
+	if out == nil {
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(env.Result))
 	dec.UseNumber()
 	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("qase: GET %s: undecodable result: %v", path, err)
+		return fmt.Errorf("qase: %s %s: undecodable result: %v", method, path, err)
 	}
 	return nil
 }
 
 // classify maps an HTTP failure to the engine's retry vocabulary.
-func (c *Client) classify(resp *http.Response, path string, body []byte) error {
-	apiErr := &APIError{Method: http.MethodGet, Path: path, Status: resp.StatusCode, Message: c.scrub(errorMessage(body))}
+func (c *Client) classify(resp *http.Response, method, path string, body []byte) error {
+	apiErr := &APIError{Method: method, Path: path, Status: resp.StatusCode, Message: c.scrub(errorMessage(body))}
 	switch s := resp.StatusCode; {
 	case s == http.StatusNotFound:
 		return apiErr // matches qsync.ErrNotFound

@@ -272,20 +272,30 @@ func quote(v any) string {
 func cmdLinks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c commonFlags
 	var routes multiFlag
+	var entity, issue, jql, label, match string
 	fs := newFlagSet("links", stderr, &c)
-	fs.Var(&routes, "route", "only this route (repeatable)")
+	fs.Var(&routes, "route", "only this route (repeatable; adopt: exactly one)")
+	fs.StringVar(&entity, "entity", "", "adopt: the Qase entity, PROJECT/KIND/ID")
+	fs.StringVar(&issue, "issue", "", "adopt: the tracker issue (Jira key, GitHub owner/repo#N or N)")
+	fs.StringVar(&jql, "jql", "", "adopt in bulk: the Jira issues this JQL finds")
+	fs.StringVar(&label, "label", "", "adopt in bulk: the GitHub issues carrying this label")
+	fs.StringVar(&match, "match", "", "adopt in bulk: regexp finding the entity in an issue title (named groups project, id)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || pos[0] != "rebuild" {
-		return fmt.Errorf("%w: links rebuild -c FILE [--route R]", errUsage)
+	const usage = "links rebuild -c FILE [--route R] | links adopt -c FILE --route R (--entity P/KIND/ID --issue KEY | --jql Q | --label L [--match RE])"
+	if len(pos) != 1 || (pos[0] != "rebuild" && pos[0] != "adopt") {
+		return fmt.Errorf("%w: %s", errUsage, usage)
 	}
 	a, err := loadApp(c.config, stderr, appCLI)
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	if pos[0] == "adopt" {
+		return a.adopt(ctx, adoptArgs{routes: routes, entity: entity, issue: issue, jql: jql, label: label, match: match, json: c.output == "json"}, stdout)
+	}
 	n, err := a.engine.RebuildLinks(ctx, routes)
 	if err != nil {
 		return err

@@ -81,7 +81,7 @@ func newFailRig(t *testing.T, routes string) *failRig { return newFailRigOn(t, r
 
 // newFailRigOn is newFailRig on a store ("" SQLite, or a PostgreSQL DSN).
 func newFailRigOn(t *testing.T, routes, store string) *failRig {
-	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, store: store, trackers: "    rate: {per_second: 500, burst: 100}\n"})
+	h := newHarness(t, harnessOpts{qaseAPI: true, routes: routes, store: store, trackerYAML: "    rate: {per_second: 500, burst: 100}\n"})
 	h.qase.AddProject(failProject)
 	for c := int64(1); c <= 30; c++ {
 		h.qase.PutCase(failProject, map[string]any{"id": c, "title": fmt.Sprintf("Case %d works", c)})
@@ -552,7 +552,7 @@ func TestExampleFailureRoute(t *testing.T) {
 // no comment posted twice, no field written from nothing.
 func TestFailureLostDatabase(t *testing.T) {
 	t.Parallel()
-	o := harnessOpts{qaseAPI: true, routes: failGitHubRoutes, trackers: "    rate: {per_second: 500, burst: 100}\n"}
+	o := harnessOpts{qaseAPI: true, routes: failGitHubRoutes, trackerYAML: "    rate: {per_second: 500, burst: 100}\n"}
 	r := newFailRig(t, failGitHubRoutes)
 	for run := int64(1); run <= 2; run++ {
 		r.putRun(run, 20, []int64{1, 2})

@@ -241,10 +241,22 @@ func (a *app) explainOp(k qsync.Key, ek explainKey, op string) explainOp {
 	case qsync.OpComment:
 		id := strings.TrimPrefix(arg, k.Route+":")
 		r.Rule = "route " + k.Route + ": comments[" + id + "] (its when held; posted once)"
+	case qsync.OpQaseStatus, qsync.OpQaseUpdate:
+		r.Rule = "route " + k.Route + ": two_way: the tracker changed since the baseline; written back to Qase"
+	case qsync.OpQaseLink:
+		r.Rule = "route " + k.Route + ": write_back: the issue's link written to Qase"
 	default:
 		r.Rule = "route " + k.Route
 	}
 	r.Request = requestOf(ek, qsync.OpKind(kind))
+	switch qsync.OpKind(kind) {
+	case qsync.OpQaseStatus:
+		r.Request = "PATCH /v1/defect/" + k.Project + "/status/" + strconv.FormatInt(k.ID, 10)
+	case qsync.OpQaseUpdate:
+		r.Request = "PATCH /v1/defect/" + k.Project + "/" + strconv.FormatInt(k.ID, 10)
+	case qsync.OpQaseLink:
+		r.Request = "POST /v1/run/" + k.Project + "/external-issue or /v1/case/" + k.Project + "/external-issue/attach"
+	}
 	return r
 }
 

@@ -33,7 +33,8 @@ type harnessOpts struct {
 	routes    string // mapping routes; default: the shipped example routes
 	store     string // "" = sqlite in a temp dir, or a postgres DSN
 	wrapStore func(qsync.Store) qsync.Store
-	trackers  string // extra lines for each tracker (e.g. a rate:)
+	// trackerYAML is appended to each tracker's settings (e.g. webhook_secrets).
+	trackerYAML string
 }
 
 type harness struct {
@@ -133,7 +134,7 @@ log:
 %s
 mapping:
 %s
-`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, o.trackers), o.extraYAML, indent(routes, "  "))
+`, listen, testSecret, qaseAPI, store, trackersYAML(h.jira.URL, h.gh.URL, o.trackerYAML), o.extraYAML, indent(routes, "  "))
 	h.cfg = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
@@ -313,7 +314,7 @@ func tail(s string, n int) string {
 func rebuildEngine(a *app) *qsync.Engine {
 	w := a.cfg.Worker
 	return qsync.NewEngine(qsync.EngineOptions{
-		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), LinkTypes: linkTypes(a.cfg), Clock: a.clock,
 		Logger: a.log, Metrics: a.metrics, Concurrency: w.Concurrency, Lease: w.Lease,
 		MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge, BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax,
 	})

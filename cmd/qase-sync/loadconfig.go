@@ -49,6 +49,7 @@ func loadConfig(path string, env func(string) (string, bool)) (*config.Config, *
 		if fr := m.FailureRoutes(); len(fr) > 0 && !cfg.Qase.APIToken.IsSet() {
 			ps = append(ps, cfg.Problem("qase.api_token", "required: route %s files failed test results, which only the Qase API serves (set api_token or api_token_file)", strings.Join(fr, ", ")))
 		}
+		ps = append(ps, twoWayProblems(cfg, m)...)
 	}
 	if err := ps.Err(); err != nil {
 		return nil, nil, err
@@ -67,4 +68,26 @@ func quoted(s string) string {
 		return ""
 	}
 	return q
+}
+
+// twoWayProblems: a route that writes tracker changes (or links) back to
+// Qase needs the Qase API.
+func twoWayProblems(cfg *config.Config, m *mapping.Mapping) yamlpos.Problems {
+	var ps yamlpos.Problems
+	for i, tc := range cfg.Trackers {
+		if p := "/webhooks/" + tc.Name; len(tc.WebhookSecrets) > 0 && (p == cfg.Server.WebhookPath || strings.HasPrefix(cfg.Server.WebhookPath+"/", p+"/")) {
+			ps = append(ps, cfg.Problem(yamlpos.Elem("trackers", i)+".webhook_secrets", "the tracker's webhook path %s collides with server.webhook_path %s; rename the tracker", p, cfg.Server.WebhookPath))
+		}
+	}
+	if cfg.Qase.APIToken.IsSet() || cfg.Qase.APITokenFile != "" {
+		return ps
+	}
+	for _, name := range m.RouteNames() {
+		tw, ok := m.TwoWay(name)
+		wb := m.WriteBackOf(name)
+		if (ok && tw.Inbound()) || wb.RunIssue || wb.CaseIssue {
+			ps = append(ps, cfg.Problem("qase.api_token", "route %s writes back to Qase (two_way or write_back): set qase.api_token", name))
+		}
+	}
+	return ps
 }

@@ -39,6 +39,9 @@ Usage:
                                                 show what the webhook would do with an event (sends nothing)
   qase-sync reconcile   -c FILE [--route R]... [--dry-run] [--incremental] [--output text|json]
   qase-sync links rebuild -c FILE [--route R]...  restore correlation links from the markers in the trackers
+  qase-sync links adopt -c FILE --route R --entity PROJECT/KIND/ID --issue KEY
+  qase-sync links adopt -c FILE --route R (--jql QUERY | --label LABEL) [--match REGEXP]
+                                                stamp the marker on existing issues and link them
   qase-sync deadletters list|show ID|retry ID|drop ID -c FILE [--output text|json]
   qase-sync explain     ISSUE-KEY | PROJECT/KIND/ID -c FILE
                                                 why an issue says what it says: changes, requests, rules, events

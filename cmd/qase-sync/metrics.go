@@ -14,21 +14,22 @@ import (
 // metrics is every Prometheus series qase-sync exports. It implements
 // qsync.Metrics, the webhook observer and qsync.CallObserver.
 type metrics struct {
-	received   *prometheus.CounterVec
-	ackLatency prometheus.Histogram
-	jobs       *prometheus.CounterVec
-	jobLatency *prometheus.HistogramVec
-	retries    *prometheus.CounterVec
-	trackerOps *prometheus.CounterVec
-	calls      *prometheus.CounterVec
-	callTime   *prometheus.HistogramVec
-	rateWaits  *prometheus.CounterVec
-	drift      *prometheus.CounterVec
-	reconciles *prometheus.CounterVec
-	pruned     *prometheus.CounterVec
-	webhookGap *prometheus.CounterVec
-	onDrift    func(route, class string) // the status page's tally; may be nil
-	onGap      func(k qsync.Key)         // webhook coverage (ops); may be nil
+	received     *prometheus.CounterVec
+	ackLatency   prometheus.Histogram
+	jobs         *prometheus.CounterVec
+	jobLatency   *prometheus.HistogramVec
+	retries      *prometheus.CounterVec
+	trackerOps   *prometheus.CounterVec
+	calls        *prometheus.CounterVec
+	callTime     *prometheus.HistogramVec
+	rateWaits    *prometheus.CounterVec
+	drift        *prometheus.CounterVec
+	reconciles   *prometheus.CounterVec
+	pruned       *prometheus.CounterVec
+	webhookGap   *prometheus.CounterVec
+	trackerHooks *prometheus.CounterVec
+	onDrift      func(route, class string) // the status page's tally; may be nil
+	onGap        func(k qsync.Key)         // webhook coverage (ops); may be nil
 }
 
 func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
@@ -62,6 +63,8 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		reconciles: counter("qase_sync_reconcile_runs_total",
 			"Reconcile passes by result (ok, failed, skipped: one still running here, other_replica: another replica holds the reconcile lease).", "result"),
 		pruned: counter("qase_sync_pruned_rows_total", "Rows removed by retention, by table (events, ledger, dead_letters).", "table"),
+		trackerHooks: counter("qase_sync_tracker_webhook_events_total",
+			"Tracker webhook deliveries (two-way routes) by tracker and result (accepted, duplicate, ignored, rejected, invalid, failed).", "tracker", "result"),
 		webhookGap: counter("qase_sync_webhook_missed_changes_total",
 			"Keys whose reconcile verify repaired a change (missing, fields, status) that no webhook brought, by Qase project: webhook missing or disabled?", "project"),
 	}
@@ -76,6 +79,11 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 
 // Received counts a webhook delivery (webhook observer).
 func (m *metrics) Received(result, reason string) { m.received.WithLabelValues(result, reason).Inc() }
+
+// TrackerWebhook returns the observer of one tracker's webhook receiver.
+func (m *metrics) TrackerWebhook(tracker string) func(result string) {
+	return func(result string) { m.trackerHooks.WithLabelValues(tracker, result).Inc() }
+}
 
 // AckLatency records the time to acknowledge a delivery.
 func (m *metrics) AckLatency(d time.Duration) { m.ackLatency.Observe(d.Seconds()) }

@@ -152,6 +152,11 @@ func newRedactor(cfg *config.Config) redactor {
 	for _, s := range cfg.Qase.Secrets {
 		add(s)
 	}
+	for _, tc := range cfg.Trackers {
+		for _, s := range tc.WebhookSecrets {
+			add(s)
+		}
+	}
 	for _, list := range cfg.Qase.ProjectSecrets {
 		for _, s := range list {
 			add(s)

@@ -37,6 +37,9 @@ type planRoute struct {
 	Verdict string   `json:"verdict"` // create, skip, no-create
 	Spec    any      `json:"desired,omitempty"`
 	Ops     []planOp `json:"ops,omitempty"`
+	// TwoWay is the route's reverse mapping: once linked, tracker changes
+	// flow back (reconcile --dry-run shows those operations).
+	TwoWay *qsync.TwoWay `json:"two_way,omitempty"`
 }
 
 type planOutput struct {
@@ -148,6 +151,9 @@ func (a *app) planRoute(ctx context.Context, route string, ent qsync.Entity) (pl
 		return planRoute{}, fmt.Errorf("route %s: %w", route, err)
 	}
 	pr := planRoute{Route: route, Tracker: d.Tracker, Type: a.trackerType(d.Tracker)}
+	if tw, ok := a.mapper.TwoWay(route); ok {
+		pr.TwoWay = &tw
+	}
 	switch {
 	case d.Skip:
 		pr.Verdict = "skip: the route's `when` condition is false for this entity"
@@ -234,6 +240,15 @@ func printPlan(w io.Writer, out planOutput) {
 	}
 	for _, r := range out.Routes {
 		fmt.Fprintf(w, "\nroute %s → tracker %s (%s): %s\n", r.Route, r.Tracker, r.Type, r.Verdict)
+		if r.TwoWay != nil {
+			var dirs []string
+			for _, f := range qsync.TwoWayFields {
+				if d := r.TwoWay.Dir(f); d != qsync.DirOut {
+					dirs = append(dirs, f+" "+string(d))
+				}
+			}
+			fmt.Fprintf(w, "  two-way (%s; conflicts: %s): once linked, tracker changes flow back to Qase; `reconcile --dry-run` lists them\n", strings.Join(dirs, ", "), r.TwoWay.Conflict)
+		}
 		for i, op := range r.Ops {
 			fmt.Fprintf(w, "  %d. %s\n", i+1, describeOp(op.Op))
 			for _, rq := range op.Requests {
@@ -263,6 +278,12 @@ func describeOp(op qsync.Op) string {
 		return fmt.Sprintf("set status %q", op.Status)
 	case qsync.OpComment:
 		return fmt.Sprintf("comment %s", op.Comment.ID)
+	case qsync.OpQaseStatus:
+		return fmt.Sprintf("qase: set defect status %q (from the tracker)", op.Status)
+	case qsync.OpQaseUpdate:
+		return "qase: update defect " + strings.TrimPrefix(op.String(), string(op.Kind)+":") + " (from the tracker)"
+	case qsync.OpQaseLink:
+		return "qase: write the issue link back (write_back)"
 	}
 	return op.String()
 }

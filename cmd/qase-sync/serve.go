@@ -73,6 +73,7 @@ func (a *app) serve(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle(srv.WebhookPath, hook)
 	mux.Handle(srv.WebhookPath+"/{project}", hook) // S21 envelopes carry no project code
+	a.trackerWebhooks(mux, inbox)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

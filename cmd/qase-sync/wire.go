@@ -49,6 +49,7 @@ type app struct {
 	store    qsync.Store
 	trackers map[string]qsync.Tracker
 	source   qsync.EntitySource
+	writer   *qase.Client // Qase API writes (two-way routes, write-back); nil without a token
 	engine   *qsync.Engine
 	coverage *qsync.Coverage
 	metrics  *metrics
@@ -109,8 +110,9 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		// One budget for the API token: the worker's reads and the
 		// reconciler's lists spend it together, across replicas.
 		lim := a.requestLimiter(ratelimit.CredentialID("qase", cfg.Qase.APIURL, cfg.Qase.APIToken.Reveal()), "qase-api", cfg.Qase.APIRate)
-		a.source = qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: ratelimit.Client(hc, lim),
+		c := qase.NewClient(qase.ClientOptions{BaseURL: cfg.Qase.APIURL, Token: cfg.Qase.APIToken.Reveal(), HTTPClient: ratelimit.Client(hc, lim),
 			Logger: a.log.WithField("component", "qase-api"), Observer: a.metrics.Call, Clock: a.clock})
+		a.source, a.writer = c, c
 	} else {
 		a.log.Info("no qase.api_token: working from webhook payloads alone (thin events; the reconciler cannot recover missed ones)")
 	}
@@ -132,7 +134,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 	}
 	a.coverage = qsync.NewCoverage(created, late)
 	a.engine = qsync.NewEngine(qsync.EngineOptions{
-		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Clock: a.clock,
+		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), LinkTypes: linkTypes(cfg), Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
 		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
@@ -406,4 +408,52 @@ func dryRunStatePath(sc config.Store, tracker string) string {
 		return ""
 	}
 	return strings.TrimSuffix(p, ".db") + ".dryrun-" + tracker + ".json"
+}
+
+// entityWriter is the Qase API client as the engine's writer (a nil
+// interface without a token, so the engine can tell).
+func (a *app) entityWriter() qsync.EntityWriter {
+	if a.writer == nil {
+		return nil
+	}
+	return a.writer
+}
+
+// trackerWebhooks mounts /webhooks/<tracker name> for every tracker with
+// webhook secrets: tracker deliveries for two-way routes.
+func (a *app) trackerWebhooks(mux *http.ServeMux, acc qsync.TrackerAcceptor) {
+	for _, tc := range a.cfg.Trackers {
+		if len(tc.WebhookSecrets) == 0 || tc.DryRun {
+			continue
+		}
+		log := a.log.WithFields(logrus.Fields{"component": "tracker-webhook", "tracker": tc.Name})
+		path := "/webhooks/" + tc.Name
+		switch tc.Type {
+		case config.TrackerGitHub:
+			mux.Handle(path, github.NewWebhookHandler(github.WebhookOptions{Acceptor: acc, Secrets: reveal(tc.WebhookSecrets),
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
+		case config.TrackerJira:
+			mux.Handle(path, jira.NewWebhookHandler(jira.WebhookOptions{Acceptor: acc, Tracker: a.trackers[tc.Name], Secrets: reveal(tc.WebhookSecrets),
+				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
+		default:
+			continue
+		}
+		log.WithField("path", path).Info("tracker webhook receiver enabled")
+	}
+}
+
+// linkTypes names the Qase external-issue type of each Jira tracker (Qase
+// links Jira issues only).
+func linkTypes(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, tc := range cfg.Trackers {
+		if tc.Type != config.TrackerJira {
+			continue
+		}
+		out[tc.Name] = "jira-cloud"
+		if tc.Flavor == "datacenter" {
+			out[tc.Name] = "jira-server"
+		}
+	}
+	return out
 }

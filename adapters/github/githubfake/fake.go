@@ -83,6 +83,7 @@ type Server struct {
 	requests      []Request
 	writes        int
 	nextCommentID int64
+	hook          *hook
 }
 
 // New starts a fake GitHub API on a loopback port.
@@ -216,8 +217,10 @@ func (s *Server) EditIssue(repo string, number int, fn func(*IssueState)) bool {
 	if r == nil || r.issues[number] == nil {
 		return false
 	}
+	before := r.issues[number].clone()
 	fn(r.issues[number])
 	r.issues[number].UpdatedAt = s.tick()
+	s.emit("issues", issueAction(&before, r.issues[number]), r.issues[number], nil)
 	return true
 }
 
@@ -300,7 +303,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		s.writes++
 	}
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	var before *IssueState
+	if len(parts) >= 5 && parts[0] == "repos" {
+		if rs := s.repos[parts[1]+"/"+parts[2]]; rs != nil {
+			if n, err := strconv.Atoi(parts[4]); err == nil && rs.issues[n] != nil {
+				c := rs.issues[n].clone()
+				before = &c
+			}
+		}
+	}
 	status := s.handle(w, r, raw)
+	s.emitAfterRequest(r.Method, parts, before, status)
 	rec.Status = status
 	s.requests = append(s.requests, rec)
 }

@@ -139,6 +139,7 @@ type Server struct {
 	pageCap     int
 	embedCap    int
 	now         func() time.Time
+	hook        *hook
 }
 
 // New starts a fake Jira with the default workflow. Close it when done.
@@ -302,6 +303,7 @@ func (s *Server) Edit(idOrKey string, fn func(is *IssueState)) bool {
 	fn(is)
 	is.ID, is.Key, is.Project = id, key, proj
 	is.Updated = s.now()
+	s.emit("jira:issue_updated", is, nil)
 	return true
 }
 
@@ -313,7 +315,8 @@ func (s *Server) AddHumanComment(idOrKey, body string) bool {
 	if is == nil {
 		return false
 	}
-	s.addComment(is, body)
+	c := s.addComment(is, body)
+	s.emit("comment_created", is, &c)
 	return true
 }
 
@@ -442,7 +445,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	idx := len(s.requests) - 1
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	defer func() { s.requests[idx].Status = sw.status }()
+	defer func() {
+		s.requests[idx].Status = sw.status
+		s.emitAfterRequest(r.Method, r.URL.Path, sw.status)
+	}()
 
 	if f, ok := s.Next(); ok {
 		maps.Copy(sw.Header(), f.Header)

@@ -88,6 +88,18 @@ func parseJQL(s string) (query, error) {
 	if err != nil {
 		return q, err
 	}
+	// Parentheses group clauses; with AND the only connective they change
+	// nothing, so the subset drops them.
+	kept := toks[:0]
+	for _, t := range toks {
+		if t.quoted || strings.Trim(t.text, "()") != "" {
+			if !t.quoted {
+				t.text = strings.Trim(t.text, "()")
+			}
+			kept = append(kept, t)
+		}
+	}
+	toks = kept
 	kw := func(i int, w string) bool {
 		return i < len(toks) && !toks[i].quoted && strings.EqualFold(toks[i].text, w)
 	}

@@ -37,6 +37,7 @@ type Request struct {
 	Path   string // as received, including the /v1 prefix
 	Query  url.Values
 	Status int
+	Body   string // writes only
 }
 
 // Server is the fake API. Use URL as the client's BaseURL. Faults are
@@ -60,7 +61,8 @@ type Server struct {
 	hashSeq int
 	// touched is when each entity was last put (its update time for
 	// searches when the record has no updated_at).
-	touched map[string]time.Time
+	touched   map[string]time.Time
+	caseLinks map[string][]string // "PROJ/case_id" → Jira issue keys
 }
 
 // New starts a fake that accepts only the given token. Close it when done.
@@ -200,11 +202,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	status := s.handle(w, r)
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: status})
+	var body []byte
+	if r.Method != http.MethodGet {
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	}
+	status := s.handle(w, r, body)
+	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: status, Body: string(body)})
 }
 
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) int {
 	w.Header().Set("X-RateLimit-Limit", "200")
 	if r.Header.Get("Token") == "" || r.Header.Get("Token") != s.token {
 		return fail(w, http.StatusUnauthorized, "Unauthenticated.")
@@ -225,10 +231,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) int {
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
 	switch {
-	case parts[0] == "result" || parts[0] == "case":
+	case (parts[0] == "result" || parts[0] == "case") && r.Method == http.MethodGet:
 		return s.handleResults(w, r, parts)
 	case parts[0] == "search" && len(parts) == 1 && r.Method == http.MethodGet:
 		return s.search(w, r.URL.Query())
+	}
+	if r.Method != http.MethodGet {
+		return s.write(w, r.Method, parts, body)
 	}
 	kind := qsync.Kind(parts[0])
 	if !kind.Valid() || kind == qsync.KindFailure || len(parts) < 2 || len(parts) > 3 {
