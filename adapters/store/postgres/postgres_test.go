@@ -14,7 +14,7 @@ import (
 
 	"github.com/qase-sync/qase-sync/internal/pgtest"
 
-	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -95,10 +95,10 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	}
 	ctx := context.Background()
 	var rows int
-	if err := stores[0].pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
+	if err := stores[0].db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := storeutil.LoadMigrations(migrationFS, "migrations")
+	ms, _ := sqlstore.LoadMigrations(migrationFS, "migrations")
 	if rows != len(ms) {
 		t.Errorf("schema_migrations has %d rows, want %d", rows, len(ms))
 	}

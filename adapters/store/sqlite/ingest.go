@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -48,7 +49,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 		ev := ib.Event
 		seq = 0
 		err := insEvent.run(readSeq, ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
-			us(ev.Timestamp), us(ev.ReceivedAt), ev.ActorID, patches[i], ev.Payload)
+			ev.Timestamp.UnixMicro(), ev.ReceivedAt.UnixMicro(), ev.ActorID, patches[i], ev.Payload)
 		if err != nil {
 			return nil, err
 		}
@@ -80,7 +81,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 	bumps := map[qsync.Key]int64{}
 	var keys []qsync.Key
 	for i, ib := range in {
-		for _, route := range uniqueRoutes(ib.Routes) {
+		for _, route := range sqlstore.UniqueRoutes(ib.Routes) {
 			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
 			if bumps[k] == 0 {
 				keys = append(keys, k)

@@ -308,7 +308,7 @@ func TestIngestFailureRollsBackBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The delivery insert, the batch's last statement, now fails.
-	if _, err := s.exec(ctx, `ALTER TABLE deliveries RENAME TO deliveries_away`); err != nil {
+	if _, err := s.execLocked(ctx, `ALTER TABLE deliveries RENAME TO deliveries_away`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now()); err == nil {
@@ -317,7 +317,7 @@ func TestIngestFailureRollsBackBatch(t *testing.T) {
 	if n := count("events"); n != 2 {
 		t.Errorf("events after the failed batch = %d, want 2 (rolled back)", n)
 	}
-	if _, err := s.exec(ctx, `ALTER TABLE deliveries_away RENAME TO deliveries`); err != nil {
+	if _, err := s.execLocked(ctx, `ALTER TABLE deliveries_away RENAME TO deliveries`); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now())
@@ -392,4 +392,12 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 	}
 
 	storetest.UpgradedLeaseAndLedger(t, open(t, path))
+}
+
+// execLocked runs a statement on the writer, taking turns with the
+// store's own writes.
+func (s *Store) execLocked(ctx context.Context, q string) (sql.Result, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.w.ExecContext(ctx, q)
 }

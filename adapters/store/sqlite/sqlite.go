@@ -1,5 +1,7 @@
 // Package sqlite implements qsync.Store on a SQLite file (modernc.org/sqlite,
-// pure Go). It is the default store: one process, no server.
+// pure Go). It is the default store: one process, no server. Its queries
+// are the shared program of package sqlstore; this package opens the
+// connections, holds the migrations and writes ingest batches.
 //
 // SQLite admits one writer at a time. Writes go through two dedicated
 // connections, taken in turn under one mutex, so goroutines of this
@@ -36,7 +38,7 @@ import (
 	"github.com/sirupsen/logrus"
 	_ "modernc.org/sqlite" // registers driver "sqlite"
 
-	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -54,6 +56,7 @@ type Options struct {
 
 // Store is a qsync.Store backed by SQLite.
 type Store struct {
+	*sqlstore.Store
 	// wmu serializes the two writer connections of this process: w for
 	// everything, and raw for ingest (see rawConn).
 	wmu      sync.Mutex
@@ -62,10 +65,17 @@ type Store struct {
 	ckpt     *checkpointer
 	syncMode string
 	r        *sql.DB // read pool (query_only)
-	// turn is the project the last Lease batch ended on (fairness; see
-	// Lease). Guarded by wmu: Lease reads and sets it in its transaction.
-	turn string
-	log  *logrus.Entry
+	log      *logrus.Entry
+}
+
+// dialect is SQLite's side of the shared program: times are unix
+// microseconds, one writer at a time needs no row locks, integer lists
+// come as JSON arrays.
+var dialect = sqlstore.Dialect{
+	Name:          "sqlite",
+	QuestionMarks: true,
+	Time:          func(t time.Time) any { return t.UnixMicro() },
+	IntList:       func(p string) string { return `SELECT value FROM json_each(` + p + `)` },
 }
 
 var _ qsync.Store = (*Store)(nil)
@@ -109,15 +119,34 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: log, syncMode: syncMode}
-	if err := s.init(ctx, base, common); err != nil {
+	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("sqlite: open readers: %w", err)
+	}
+	n := max(4, runtime.NumCPU())
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	s := &Store{w: w, r: r, log: log, syncMode: syncMode}
+	s.Store = sqlstore.New(sqlstore.Config{
+		Dialect: dialect, W: w, R: r, WriteMu: &s.wmu,
+		AfterWrite: func() { // under wmu
+			if s.ckpt != nil { // nil while migrating
+				s.ckpt.wake()
+			}
+		},
+		Accept: func(_ context.Context, in []qsync.Inbound, patches [][]byte, now time.Time) ([]qsync.AcceptResult, error) {
+			return s.writeBatch(in, patches, now.UnixMicro())
+		},
+	})
+	if err := s.init(ctx, base); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Store) init(ctx context.Context, base, common string) error {
+func (s *Store) init(ctx context.Context, base string) error {
 	if err := s.w.PingContext(ctx); err != nil {
 		return fmt.Errorf("sqlite: open: %w", err)
 	}
@@ -142,99 +171,22 @@ func (s *Store) init(ctx context.Context, base, common string) error {
 		}
 		s.log.Info("WAL checkpoints succeed again")
 	})
-	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
-	if err != nil {
-		return fmt.Errorf("sqlite: open readers: %w", err)
-	}
-	n := max(4, runtime.NumCPU())
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	s.r = r
 	return nil
 }
 
 // migrate applies the embedded migrations not yet recorded in
-// schema_migrations, each in its own IMMEDIATE transaction (which also
-// keeps two processes opening a fresh file from migrating twice).
+// schema_migrations, in one IMMEDIATE transaction (which also keeps two
+// processes opening a fresh file from migrating twice).
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := storeutil.LoadMigrations(migrationFS, "migrations")
+	ms, err := sqlstore.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	return s.Migrate(ctx, ms, "", `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT    NOT NULL,
-		applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("sqlite: migrations table: %w", err)
-	}
-	for _, m := range ms {
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
-				return err
-			}
-			s.log.WithField("migration", m.Name).Info("applied schema migration")
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
-		}
-	}
-	return nil
-}
-
-// tx runs fn in a write transaction on the writer connection.
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	if s.ckpt != nil { // nil while migrating
-		s.ckpt.wake()
-	}
-	return nil
-}
-
-// exec runs one write statement outside a transaction, serialized with
-// the other writes of this process.
-func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	res, err := s.w.ExecContext(ctx, query, args...)
-	if err == nil && s.ckpt != nil {
-		s.ckpt.wake()
-	}
-	return res, err
-}
-
-// Ping checks both the writer and the readers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.w.PingContext(ctx); err != nil {
-		return fmt.Errorf("sqlite: ping: %w", err)
-	}
-	if err := s.r.PingContext(ctx); err != nil {
-		return fmt.Errorf("sqlite: ping: %w", err)
-	}
-	return nil
+		applied_at INTEGER NOT NULL)`,
+		func(name string) { s.log.WithField("migration", name).Info("applied schema migration") })
 }
 
 // Close releases the connections.
@@ -257,13 +209,4 @@ func (s *Store) Close() error {
 	}
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)
-}
-
-// CreatedAt implements qsync.Store: when the first migration was applied.
-func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
-	var at int64
-	if err := s.r.QueryRowContext(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&at); err != nil {
-		return time.Time{}, fmt.Errorf("sqlite: created at: %w", err)
-	}
-	return time.UnixMicro(at).UTC(), nil
 }
