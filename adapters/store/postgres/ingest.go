@@ -42,9 +42,6 @@ SELECT seq, false FROM ins
 UNION ALL
 SELECT seq, true FROM events WHERE dedup_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)`
 
-// lockAccept serialises ingest (arbitrary, fixed: "qs" + 2).
-const lockAccept int64 = 0x7173_0002
-
 // entityLocks are the advisory lock keys of the batch's entities, sorted
 // (every transaction takes its locks in one order: no deadlock between
 // batches). Two entities may share a key; they then merely take turns.
@@ -72,7 +69,7 @@ func entityLocks(in []qsync.Inbound) []int64 {
 // entities, from this or another replica, go on beside it.
 func (s *Store) accept(ctx context.Context, in []qsync.Inbound, patches [][]byte, now time.Time) ([]qsync.AcceptResult, error) {
 	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockAccept)
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, entityLocks(in))
 	for i, ib := range in {
 		ev := ib.Event
 		b.Queue(acceptSQL, clean(ev.DedupKey), clean(ev.Name), ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,

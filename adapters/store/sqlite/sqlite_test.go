@@ -141,3 +141,10 @@ func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
 func BenchmarkLease(b *testing.B) {
 	storetest.BenchLease(b, open(b, filepath.Join(b.TempDir(), "qs.db")), 20, 500, 4)
 }
+
+// Processes on one file ingest at once: no lost or doubled event, and
+// each entity's events appear in seq order.
+func TestAcceptAcrossInstances(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qs.db")
+	storetest.AcceptAcrossReplicas(t, open(t, path), open(t, path))
+}
