@@ -7,7 +7,7 @@
 // connections, taken in turn under one mutex, so goroutines of this
 // process never race each other into SQLITE_BUSY: a database/sql
 // connection for everything but ingest, and the ingest connection, driven
-// through the C API with statements prepared once (rawConn; ingest is the
+// through the C API with statements prepared once (package capi; ingest is the
 // hot path). Reads use a separate pool of query-only connections, which
 // WAL mode lets run beside the writer. WAL checkpoints run on their own
 // connection and goroutine (checkpointer), never inside a commit. Another
@@ -39,6 +39,7 @@ import (
 	_ "modernc.org/sqlite" // registers driver "sqlite"
 
 	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -58,10 +59,10 @@ type Options struct {
 type Store struct {
 	*sqlstore.Store
 	// wmu serializes the two writer connections of this process: w for
-	// everything, and raw for ingest (see rawConn).
+	// everything, and raw for ingest (see package capi).
 	wmu      sync.Mutex
 	w        *sql.DB // exactly one connection: the writer
-	raw      *rawConn
+	raw      *capi.Conn
 	ckpt     *checkpointer
 	syncMode string
 	r        *sql.DB // read pool (query_only)
@@ -154,13 +155,13 @@ func (s *Store) init(ctx context.Context, base string) error {
 		return err
 	}
 	// Automatic checkpoints are off on both writers (see checkpointer).
-	raw, err := openRaw(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA temp_store = MEMORY;
+	raw, err := capi.Open(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA temp_store = MEMORY;
 		PRAGMA synchronous = %s; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0`, busyTimeoutMS, s.syncMode))
 	if err != nil {
 		return fmt.Errorf("sqlite: open ingest connection: %w", err)
 	}
 	s.raw = raw
-	cc, err := openRaw(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA synchronous = %s`, busyTimeoutMS, s.syncMode))
+	cc, err := capi.Open(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA synchronous = %s`, busyTimeoutMS, s.syncMode))
 	if err != nil {
 		return fmt.Errorf("sqlite: open checkpoint connection: %w", err)
 	}
@@ -205,7 +206,7 @@ func (s *Store) Close() error {
 		errs = append(errs, ckpt.close())
 	}
 	if raw != nil {
-		errs = append(errs, raw.close())
+		errs = append(errs, raw.Close())
 	}
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)
