@@ -58,6 +58,7 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteApplied", testCompleteApplied},
 		{"CompleteReleasesAfterGenBump", testCompleteReleasesAfterGenBump},
 		{"CompleteKeepsVerifyAskedDuringLease", testCompleteKeepsVerify},
+		{"Finish", testFinish},
 		{"RetryBackoff", testRetryBackoff},
 		{"RetrySanitizesError", testRetrySanitizesError},
 		{"RetryUncharged", testRetryUncharged},

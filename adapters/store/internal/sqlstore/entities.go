@@ -54,22 +54,37 @@ func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int6
 
 // SaveSnapshot implements qsync.SnapshotStore.
 func (s *Store) SaveSnapshot(ctx context.Context, snap qsync.Snapshot, prevSeq int64) (bool, error) {
-	state, err := json.Marshal(snap.State)
+	var ok bool
+	err := s.Tx(ctx, func(tx *Tx) (err error) {
+		ok, err = s.saveSnapshot(tx, snap, prevSeq)
+		return err
+	})
 	if err != nil {
 		return false, s.errf("save snapshot %s: %w", snap.Ref, err)
+	}
+	return ok, nil
+}
+
+// saveSnapshot writes snap in tx if the stored LastSeq still equals
+// prevSeq (no row counts as 0).
+func (s *Store) saveSnapshot(tx *Tx, snap qsync.Snapshot, prevSeq int64) (bool, error) {
+	state, err := json.Marshal(snap.State)
+	if err != nil {
+		return false, err
 	}
 	q := `UPDATE snapshots SET last_seq = $4, state = $5
 		WHERE project = $1 AND kind = $2 AND entity_id = $3 AND last_seq = $6`
 	if prevSeq == 0 {
-		// No row counts as LastSeq 0. On PostgreSQL a concurrent inserter
-		// makes this wait, then re-check the condition against its row.
+		// On PostgreSQL a concurrent inserter makes this wait, then
+		// re-check the condition against its row.
 		q = `INSERT INTO snapshots (project, kind, entity_id, last_seq, state) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (project, kind, entity_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state
 			WHERE snapshots.last_seq = $6`
 	}
-	n, err := s.exec(ctx, q, append(refArgs(snap.Ref), snap.LastSeq, string(state), prevSeq)...)
+	res, err := tx.Exec(q, append(refArgs(snap.Ref), snap.LastSeq, string(state), prevSeq)...)
 	if err != nil {
-		return false, s.errf("save snapshot %s: %w", snap.Ref, err)
+		return false, err
 	}
-	return n == 1, nil
+	n, err := res.RowsAffected()
+	return n == 1, err
 }

@@ -287,78 +287,117 @@ func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error
 
 // Complete implements qsync.JobStore.
 func (s *Store) Complete(ctx context.Context, job qsync.Job, outcome qsync.Outcome, entry qsync.LedgerEntry, now time.Time) error {
-	switch outcome {
-	case qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
-	default:
-		return s.errf("complete %s: unknown outcome %q", job.Key, outcome)
+	if outcome == "" {
+		return s.errf("complete %s: no outcome", job.Key)
 	}
-	entry = FillEntry(entry, job, outcome, now)
-	ops, err := json.Marshal(entry.Ops)
-	if err != nil {
+	if err := s.finish(ctx, job, qsync.JobOutcome{Outcome: outcome, Entry: entry}, now); err != nil {
 		return s.errf("complete %s: %w", job.Key, err)
-	}
-	drift, err := MarshalDrift(entry.Drift)
-	if err != nil {
-		return s.errf("complete %s: %w", job.Key, err)
-	}
-	k := job.Key
-	err = s.Tx(ctx, func(tx *Tx) error {
-		gen, err := s.holds(tx, job)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(`UPDATE deliveries SET status = $5
-			WHERE `+keyWhere+` AND gen <= $6 AND status = 'pending'`,
-			append(keyArgs(k), string(outcome), job.Gen)...); err != nil {
-			return err
-		}
-		ek := entry.Key
-		if _, err := tx.Exec(`INSERT INTO ledger
-			(at, route, project, kind, entity_id, gen, outcome, ops, drift, detail, issue, request)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-			s.d.Time(entry.At), ek.Route, ek.Project, string(ek.Kind), ek.ID, entry.Gen, string(entry.Outcome),
-			string(ops), string(drift), s.d.Text(entry.Detail), s.d.Text(entry.Issue), s.d.Text(entry.Request)); err != nil {
-			return err
-		}
-		if outcome == qsync.OutcomeDead {
-			if _, err := tx.Exec(`INSERT INTO dead_letters
-				(route, project, kind, entity_id, reason, attempts, last_request, created_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-				append(keyArgs(k), s.d.Text(entry.Detail), job.Attempts+1, s.d.Text(entry.Request), s.d.Time(now))...); err != nil {
-				return err
-			}
-		}
-		if gen <= job.Gen {
-			_, err = tx.Exec(`DELETE FROM jobs WHERE `+keyWhere, keyArgs(k)...)
-			return err
-		}
-		// Events arrived while we worked: hand the key back, due now, as a
-		// fresh job for those events. A verify asked for meanwhile (the
-		// reconciler) survives unless this attempt already verified.
-		_, err = tx.Exec(`UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-			attempts = 0, last_error = '', verify = verify AND NOT $5, due_at = $6, first_at = $6 WHERE `+keyWhere,
-			append(keyArgs(k), job.Verify, s.d.Time(now))...)
-		return err
-	})
-	if err != nil {
-		return s.errf("complete %s: %w", k, err)
 	}
 	return nil
 }
 
 // Retry implements qsync.JobStore.
 func (s *Store) Retry(ctx context.Context, job qsync.Job, due time.Time, lastErr string, charge bool, now time.Time) error {
-	n, err := s.exec(ctx, `UPDATE jobs SET attempts = attempts + CASE WHEN $6 THEN 1 ELSE 0 END,
-		last_error = $7, due_at = $8, lease_owner = NULL, lease_until = NULL, lease_token = NULL
-		WHERE `+leaseWhere,
-		append(leaseArgs(job), charge, s.d.Text(lastErr), s.d.Time(due))...)
-	if err != nil {
+	if err := s.finish(ctx, job, qsync.JobOutcome{RetryAt: due, LastErr: lastErr, Charge: charge}, now); err != nil {
 		return s.errf("retry %s: %w", job.Key, err)
 	}
-	if n == 0 {
-		return s.errf("retry %s: %w", job.Key, qsync.ErrLeaseLost)
+	return nil
+}
+
+// Finish implements qsync.JobStore.
+func (s *Store) Finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, now time.Time) error {
+	if err := s.finish(ctx, job, o, now); err != nil {
+		return s.errf("finish %s: %w", job.Key, err)
 	}
 	return nil
+}
+
+// finish is Finish, Complete and Retry: the job row stays locked from the
+// token check to the commit, so no Lease can come between them.
+func (s *Store) finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, now time.Time) error {
+	switch o.Outcome {
+	case "", qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
+	default:
+		return fmt.Errorf("unknown outcome %q", o.Outcome)
+	}
+	if o.Link != nil && o.Link.Key != job.Key {
+		return fmt.Errorf("link of %s fenced by the job of another key", o.Link.Key)
+	}
+	if o.Snapshot != nil && o.Snapshot.Ref != job.Key.EntityRef {
+		return fmt.Errorf("snapshot of %s fenced by the job of another entity", o.Snapshot.Ref)
+	}
+	entry := FillEntry(o.Entry, job, o.Outcome, now)
+	ops, err := json.Marshal(entry.Ops)
+	if err != nil {
+		return err
+	}
+	drift, err := MarshalDrift(entry.Drift)
+	if err != nil {
+		return err
+	}
+	return s.Tx(ctx, func(tx *Tx) error {
+		gen, err := s.holds(tx, job)
+		if err != nil {
+			return err
+		}
+		if o.Snapshot != nil {
+			if _, err := s.saveSnapshot(tx, *o.Snapshot, o.PrevSeq); err != nil {
+				return err
+			}
+		}
+		if o.Link != nil {
+			if err := s.saveLink(tx, *o.Link); err != nil {
+				return err
+			}
+		}
+		if o.Outcome == "" {
+			_, err := tx.Exec(`UPDATE jobs SET attempts = attempts + CASE WHEN $5 THEN 1 ELSE 0 END,
+				last_error = $6, due_at = $7, lease_owner = NULL, lease_until = NULL, lease_token = NULL
+				WHERE `+keyWhere, append(keyArgs(job.Key), o.Charge, s.d.Text(o.LastErr), s.d.Time(o.RetryAt))...)
+			return err
+		}
+		return s.complete(tx, job, gen, entry, string(ops), string(drift), now)
+	})
+}
+
+// complete ends a held job (current gen gen) with entry.Outcome: events
+// of the key up to job.Gen get that outcome, the ledger entry is written
+// (and a dead letter for OutcomeDead), and the job is removed, or
+// released due now if it was re-enqueued meanwhile.
+func (s *Store) complete(tx *Tx, job qsync.Job, gen int64, entry qsync.LedgerEntry, ops, drift string, now time.Time) error {
+	k := job.Key
+	if _, err := tx.Exec(`UPDATE deliveries SET status = $5
+		WHERE `+keyWhere+` AND gen <= $6 AND status = 'pending'`,
+		append(keyArgs(k), string(entry.Outcome), job.Gen)...); err != nil {
+		return err
+	}
+	ek := entry.Key
+	if _, err := tx.Exec(`INSERT INTO ledger
+		(at, route, project, kind, entity_id, gen, outcome, ops, drift, detail, issue, request)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		s.d.Time(entry.At), ek.Route, ek.Project, string(ek.Kind), ek.ID, entry.Gen, string(entry.Outcome),
+		ops, drift, s.d.Text(entry.Detail), s.d.Text(entry.Issue), s.d.Text(entry.Request)); err != nil {
+		return err
+	}
+	if entry.Outcome == qsync.OutcomeDead {
+		if _, err := tx.Exec(`INSERT INTO dead_letters
+			(route, project, kind, entity_id, reason, attempts, last_request, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			append(keyArgs(k), s.d.Text(entry.Detail), job.Attempts+1, s.d.Text(entry.Request), s.d.Time(now))...); err != nil {
+			return err
+		}
+	}
+	if gen <= job.Gen {
+		_, err := tx.Exec(`DELETE FROM jobs WHERE `+keyWhere, keyArgs(k)...)
+		return err
+	}
+	// Events arrived while we worked: hand the key back, due now, as a
+	// fresh job for those events. A verify asked for meanwhile (the
+	// reconciler) survives unless this attempt already verified.
+	_, err := tx.Exec(`UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+		attempts = 0, last_error = '', verify = verify AND NOT $5, due_at = $6, first_at = $6 WHERE `+keyWhere,
+		append(keyArgs(k), job.Verify, s.d.Time(now))...)
+	return err
 }
 
 // Release implements qsync.JobStore: lease_owner is the owner every token
