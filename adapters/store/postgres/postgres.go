@@ -29,7 +29,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -96,12 +95,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DSN == "" {
 		return nil, errors.New("postgres: empty DSN")
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log := sqlstore.Logger(opts.Logger)
 	// pgxpool's parser, for its pool_ parameters (pgx's would send them
 	// to the server).
 	cfg, err := pgxpool.ParseConfig(opts.DSN)

@@ -24,7 +24,7 @@ func testDB(t testing.TB) string { return pgtest.Database(t, "qs_test") }
 
 // schemaDSN creates an empty schema in the database and returns a DSN
 // whose search_path points at it: a clean store without a new database.
-func schemaDSN(t *testing.T, dsn string, n int64) string {
+func schemaDSN(t testing.TB, dsn string, n int64) string {
 	t.Helper()
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, dsn)
@@ -201,4 +201,16 @@ func BenchmarkAcceptReplicas(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N*16)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkJob: the store's share of one update job, its bookkeeping as
+// one Finish or split as before Finish (see storetest.BenchJob).
+func BenchmarkJob(b *testing.B) {
+	dsn := testDB(b)
+	var n atomic.Int64
+	for _, mode := range []string{"finish", "split"} {
+		b.Run(mode, func(b *testing.B) {
+			storetest.BenchJob(b, open(b, schemaDSN(b, dsn, n.Add(1))), mode == "split")
+		})
+	}
 }

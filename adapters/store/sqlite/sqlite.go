@@ -28,7 +28,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"runtime"
 	"strings"
@@ -99,12 +98,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("sqlite: synchronous %q: want full or normal", opts.Synchronous)
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log := sqlstore.Logger(opts.Logger)
 	log = log.WithField("store", "sqlite")
 
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()

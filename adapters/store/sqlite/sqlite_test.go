@@ -148,3 +148,16 @@ func TestAcceptAcrossInstances(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "qs.db")
 	storetest.AcceptAcrossReplicas(t, open(t, path), open(t, path))
 }
+
+// BenchmarkJob: the store's share of one update job, its bookkeeping as
+// one Finish or split as before Finish (see storetest.BenchJob).
+func BenchmarkJob(b *testing.B) {
+	for _, sync := range []string{"normal", "full"} {
+		for _, mode := range []string{"finish", "split"} {
+			b.Run(sync+"/"+mode, func(b *testing.B) {
+				s, err := Open(context.Background(), Options{Path: filepath.Join(b.TempDir(), "qs.db"), Synchronous: sync})
+				storetest.BenchJob(b, storetest.Opened(b, s, err), mode == "split")
+			})
+		}
+	}
+}

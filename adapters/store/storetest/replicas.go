@@ -24,14 +24,9 @@ import (
 func AcceptAcrossReplicas(t *testing.T, stores ...qsync.Store) {
 	ctx := context.Background()
 	const entities, senders, batches, perBatch = 3, 3, 12, 5
-	type acc struct {
-		dedup string
-		ref   qsync.EntityRef
-		res   qsync.AcceptResult
-	}
 	var (
 		mu      sync.Mutex
-		results []acc
+		results []accepted
 		wg      sync.WaitGroup
 	)
 	errs := make(chan error, len(stores)*senders+entities)
@@ -91,7 +86,7 @@ func AcceptAcrossReplicas(t *testing.T, stores ...qsync.Store) {
 					}
 					mu.Lock()
 					for i, r := range res {
-						results = append(results, acc{ins[i].Event.DedupKey, ins[i].Event.Ref, r})
+						results = append(results, accepted{ins[i].Event.DedupKey, ins[i].Event.Ref, r})
 					}
 					mu.Unlock()
 				}
@@ -106,42 +101,5 @@ func AcceptAcrossReplicas(t *testing.T, stores ...qsync.Store) {
 		t.Fatal(err)
 	}
 
-	s := stores[0]
-	seqOf := map[string]int64{}
-	newCount := map[string]int{}
-	perRef := map[qsync.EntityRef]int64{}
-	for _, a := range results {
-		if q, ok := seqOf[a.dedup]; ok && q != a.res.Seq {
-			t.Errorf("%s got seqs %d and %d", a.dedup, q, a.res.Seq)
-		}
-		seqOf[a.dedup] = a.res.Seq
-		perRef[a.ref]++
-		if !a.res.Duplicate {
-			newCount[a.dedup]++
-		}
-	}
-	for dk := range seqOf {
-		if newCount[dk] != 1 {
-			t.Errorf("%s accepted as new %d times", dk, newCount[dk])
-		}
-	}
-	wantStatus(t, s, qsync.EventStatus{Pending: len(seqOf)})
-	stored := 0
-	for r := range perRef {
-		stored += len(eventsAfter(t, s, r, 0, 0))
-	}
-	if stored != len(seqOf) {
-		t.Errorf("%d events stored, want %d", stored, len(seqOf))
-	}
-	gens := map[qsync.Key]int64{}
-	for _, j := range lease(t, s, "w", 100, t0) {
-		gens[j.Key] = j.Gen
-	}
-	for r, n := range perRef {
-		for _, route := range []string{"r", "s"} {
-			if g := gens[qsync.Key{Route: route, EntityRef: r}]; g != n {
-				t.Errorf("gen of %s:%s = %d, want %d (one per delivery, duplicates too)", route, r, g, n)
-			}
-		}
-	}
+	checkAccepted(t, stores[0], results)
 }

@@ -18,10 +18,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -292,6 +295,16 @@ func (s *Store) Migrate(ctx context.Context, ms []Migration, lock, table string,
 		return s.errf("migrate: %w", err)
 	}
 	return nil
+}
+
+// Logger is log, or one that discards everything when log is nil.
+func Logger(log *logrus.Entry) *logrus.Entry {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
 }
 
 // errNoRows reports a QueryRow that found nothing.
