@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -153,11 +154,7 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 func unmigrated(t *testing.T) (db *sql.DB, path string) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "qs.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, path
+	return sql.OpenDB(&capi.Connector{URI: "file:" + path}), path
 }
 
 // A database written before migration 2 keeps its events, their

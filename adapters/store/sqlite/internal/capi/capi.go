@@ -1,8 +1,11 @@
-// Package capi drives one SQLite connection through SQLite's C API
+// Package capi drives SQLite connections through SQLite's C API
 // (modernc.org/sqlite/lib, the same engine modernc's database/sql driver
-// wraps), for the store's ingest hot path and its WAL checkpoints. It is
-// the one place in the store that uses unsafe, and it is here because a
-// measurement demands it.
+// wraps): the store's ingest hot path and WAL checkpoints directly, and
+// every other query through a database/sql driver (Connector) whose
+// connections keep their statements prepared. It is the one place in the
+// store that uses unsafe, and it is here because measurements demand it:
+// the shared store program's CPU per job fell by half on it (see
+// docs/performance.md).
 //
 // Why not database/sql: modernc's driver compiles a statement again on
 // every execution (prepared or not) and copies each text argument into a
@@ -47,11 +50,12 @@ import (
 //
 // A Conn is not safe for concurrent use; its user serializes it.
 type Conn struct {
-	tls   *libc.TLS
-	db    uintptr
-	stmts map[string]*Stmt
-	arena uintptr // scratch C memory for the current row's text and blob arguments
-	size  int
+	tls     *libc.TLS
+	db      uintptr
+	stmts   map[string]*Stmt
+	arena   uintptr // scratch C memory for the current row's text and blob arguments
+	size    int
+	arenaBy *Stmt // the statement whose bindings point into the arena
 }
 
 // cptr turns C memory (never Go memory) into a pointer Go can read or
@@ -135,6 +139,16 @@ func (c *Conn) Stmt(sql string) (*Stmt, error) {
 	if s, ok := c.stmts[sql]; ok {
 		return s, nil
 	}
+	s, err := c.prepare(sql, true)
+	if err != nil {
+		return nil, err
+	}
+	c.stmts[sql] = s
+	return s, nil
+}
+
+// prepare compiles sql; persistent: it is kept for many runs.
+func (c *Conn) prepare(sql string, persistent bool) (*Stmt, error) {
 	p, err := libc.CString(sql)
 	if err != nil {
 		return nil, err
@@ -145,13 +159,18 @@ func (c *Conn) Stmt(sql string) (*Stmt, error) {
 		return nil, errors.New("sqlite: out of memory")
 	}
 	defer libc.Xfree(c.tls, out)
-	if rc := lib.Xsqlite3_prepare_v3(c.tls, c.db, p, int32(len(sql)), lib.SQLITE_PREPARE_PERSISTENT, out, 0); rc != lib.SQLITE_OK {
+	var flags uint32
+	if persistent {
+		flags = lib.SQLITE_PREPARE_PERSISTENT
+	}
+	if rc := lib.Xsqlite3_prepare_v3(c.tls, c.db, p, int32(len(sql)), flags, out, 0); rc != lib.SQLITE_OK {
 		return nil, c.err(rc)
 	}
-	s := &Stmt{c: c, p: *(*uintptr)(cptr(out))}
-	c.stmts[sql] = s
-	return s, nil
+	return &Stmt{c: c, p: *(*uintptr)(cptr(out))}, nil
 }
+
+// finalize frees a statement prepare made that the cache does not keep.
+func (s *Stmt) finalize() { lib.Xsqlite3_finalize(s.c.tls, s.p) }
 
 // reserve makes the arena hold at least n bytes.
 func (c *Conn) reserve(n int) error {
@@ -189,27 +208,51 @@ func (c *Conn) Close() error {
 
 // Stmt is a prepared statement of a Conn.
 type Stmt struct {
-	c *Conn
-	p uintptr
+	c    *Conn
+	p    uintptr
+	busy bool // bound and not yet reset
 }
 
-// run binds args (int64, int, string, []byte or nil), one per parameter,
-// steps through the result rows calling row for each, and resets the
-// statement. Text and blob arguments are copied into the connection's
-// arena and bound as SQLITE_STATIC: they stay put until the reset, after
-// which the bindings are cleared (the arena is reused by the next run).
+// transient tells SQLite to copy a bound value (SQLITE_TRANSIENT).
+const transient = ^uintptr(0)
+
+// Run binds args (see Bind), steps through the result rows calling row for
+// each, and resets the statement.
 func (s *Stmt) Run(row func(*Stmt) error, args ...any) (err error) {
-	c := s.c
 	defer func() {
-		rc := lib.Xsqlite3_reset(c.tls, s.p)
-		lib.Xsqlite3_clear_bindings(c.tls, s.p)
-		if err == nil && rc != lib.SQLITE_OK {
-			err = c.err(rc)
+		if rerr := s.Reset(); err == nil {
+			err = rerr
 		}
 	}()
+	if err := s.Bind(args...); err != nil {
+		return err
+	}
+	for {
+		more, err := s.Step()
+		if err != nil || !more {
+			return err
+		}
+		if row != nil {
+			if err := row(s); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Bind binds args (nil, int64, int, bool, float64, string or []byte),
+// one per parameter. Text and blob arguments are copied into the
+// connection's arena and bound as SQLITE_STATIC: they stay put until
+// Reset, after which the bindings are cleared (the arena is reused by the
+// next statement). While another statement of the connection holds the
+// arena (its rows are still being read), SQLite copies them instead.
+func (s *Stmt) Bind(args ...any) error {
+	c := s.c
+	s.busy = true
 	if n := int(lib.Xsqlite3_bind_parameter_count(c.tls, s.p)); n != len(args) {
 		return fmt.Errorf("sqlite: statement takes %d arguments, got %d", n, len(args))
 	}
+	static := c.arenaBy == nil || c.arenaBy == s
 	need := 0
 	for _, a := range args {
 		switch v := a.(type) {
@@ -219,11 +262,35 @@ func (s *Stmt) Run(row func(*Stmt) error, args ...any) (err error) {
 			need += len(v)
 		}
 	}
-	if err := c.reserve(need); err != nil {
-		return err
+	if static {
+		if err := c.reserve(need); err != nil {
+			return err
+		}
+		c.arenaBy = s
 	}
-	mem := unsafe.Slice((*byte)(cptr(c.arena)), c.size)
 	off := 0
+	// bytes binds v as text or a blob: from the arena, or, while another
+	// statement holds it, from a block of its own that SQLite copies.
+	bytes := func(col int32, str string, b []byte, blob bool) int32 {
+		n := len(str) + len(b) // one of them is empty
+		p, destr := c.arena+uintptr(off), uintptr(0)
+		if static {
+			off += n
+		} else {
+			p, destr = c.alloc(max(n, 1)), transient
+			if p == 0 {
+				return lib.SQLITE_NOMEM
+			}
+			defer libc.Xfree(c.tls, p)
+		}
+		dst := unsafe.Slice((*byte)(cptr(p)), n)
+		copy(dst, str)
+		copy(dst, b)
+		if blob {
+			return lib.Xsqlite3_bind_blob(c.tls, s.p, col, p, int32(n), destr)
+		}
+		return lib.Xsqlite3_bind_text(c.tls, s.p, col, p, int32(n), destr)
+	}
 	for i, a := range args {
 		col := int32(i + 1)
 		var rc int32
@@ -234,18 +301,22 @@ func (s *Stmt) Run(row func(*Stmt) error, args ...any) (err error) {
 			rc = lib.Xsqlite3_bind_int64(c.tls, s.p, col, v)
 		case int:
 			rc = lib.Xsqlite3_bind_int64(c.tls, s.p, col, int64(v))
+		case bool:
+			var n int64
+			if v {
+				n = 1
+			}
+			rc = lib.Xsqlite3_bind_int64(c.tls, s.p, col, n)
+		case float64:
+			rc = lib.Xsqlite3_bind_double(c.tls, s.p, col, v)
 		case string:
-			copy(mem[off:], v)
-			rc = lib.Xsqlite3_bind_text(c.tls, s.p, col, c.arena+uintptr(off), int32(len(v)), 0)
-			off += len(v)
+			rc = bytes(col, v, nil, false)
 		case []byte:
 			if v == nil {
 				rc = lib.Xsqlite3_bind_null(c.tls, s.p, col)
 				break
 			}
-			copy(mem[off:], v)
-			rc = lib.Xsqlite3_bind_blob(c.tls, s.p, col, c.arena+uintptr(off), int32(len(v)), 0)
-			off += len(v)
+			rc = bytes(col, "", v, true)
 		default:
 			// reflect.TypeOf, not %T: handing a to fmt would make every
 			// argument of every call escape to the heap.
@@ -255,24 +326,83 @@ func (s *Stmt) Run(row func(*Stmt) error, args ...any) (err error) {
 			return c.err(rc)
 		}
 	}
-	for {
-		switch rc := lib.Xsqlite3_step(c.tls, s.p); rc {
-		case lib.SQLITE_ROW:
-			if row == nil {
-				continue
-			}
-			if err := row(s); err != nil {
-				return err
-			}
-		case lib.SQLITE_DONE:
-			return nil
-		default:
-			return c.err(rc)
-		}
+	return nil
+}
+
+// Step moves to the next result row; false when there is none.
+func (s *Stmt) Step() (bool, error) {
+	switch rc := lib.Xsqlite3_step(s.c.tls, s.p); rc {
+	case lib.SQLITE_ROW:
+		return true, nil
+	case lib.SQLITE_DONE:
+		return false, nil
+	default:
+		return false, s.c.err(rc)
 	}
 }
 
+// Reset readies the statement for its next run, clearing its bindings
+// (and so freeing the arena).
+func (s *Stmt) Reset() error {
+	c := s.c
+	rc := lib.Xsqlite3_reset(c.tls, s.p)
+	lib.Xsqlite3_clear_bindings(c.tls, s.p)
+	s.busy = false
+	if c.arenaBy == s {
+		c.arenaBy = nil
+	}
+	if rc != lib.SQLITE_OK {
+		return c.err(rc)
+	}
+	return nil
+}
+
+// Int64 reads column col of the current row as an integer.
 func (s *Stmt) Int64(col int) int64 { return lib.Xsqlite3_column_int64(s.c.tls, s.p, int32(col)) }
+
+// Columns are the result columns' names.
+func (s *Stmt) Columns() []string {
+	n := int(lib.Xsqlite3_column_count(s.c.tls, s.p))
+	names := make([]string, n)
+	for i := range names {
+		names[i] = libc.GoString(lib.Xsqlite3_column_name(s.c.tls, s.p, int32(i)))
+	}
+	return names
+}
+
+// Value reads column col of the current row as database/sql's driver
+// sees values: int64, float64, string, []byte (a copy) or nil.
+func (s *Stmt) Value(col int) any {
+	c, i := s.c, int32(col)
+	switch lib.Xsqlite3_column_type(c.tls, s.p, i) {
+	case lib.SQLITE_INTEGER:
+		return lib.Xsqlite3_column_int64(c.tls, s.p, i)
+	case lib.SQLITE_FLOAT:
+		return lib.Xsqlite3_column_double(c.tls, s.p, i)
+	case lib.SQLITE_TEXT:
+		p := lib.Xsqlite3_column_text(c.tls, s.p, i)
+		n := int(lib.Xsqlite3_column_bytes(c.tls, s.p, i))
+		if p == 0 || n == 0 {
+			return ""
+		}
+		return string(unsafe.Slice((*byte)(cptr(p)), n))
+	case lib.SQLITE_BLOB:
+		p := lib.Xsqlite3_column_blob(c.tls, s.p, i)
+		n := int(lib.Xsqlite3_column_bytes(c.tls, s.p, i))
+		if p == 0 || n == 0 {
+			return []byte{}
+		}
+		return append([]byte(nil), unsafe.Slice((*byte)(cptr(p)), n)...)
+	default:
+		return nil
+	}
+}
+
+// Changes is the number of rows the last statement changed.
+func (c *Conn) Changes() int64 { return lib.Xsqlite3_changes64(c.tls, c.db) }
+
+// LastInsertID is the rowid of the last row inserted.
+func (c *Conn) LastInsertID() int64 { return lib.Xsqlite3_last_insert_rowid(c.tls, c.db) }
 
 var pinOnce sync.Once
 
