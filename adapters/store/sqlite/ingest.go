@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -30,20 +31,13 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, 'pending')`
 )
 
-// batchConn runs one statement of the ingest path: query with args,
-// returning the first column of its first row (0 if it returns none).
-// Statements are prepared once per connection.
-type batchConn interface {
-	One(query string, args ...any) (int64, error)
-}
-
 // insertBatch writes a batch inside an open transaction of c: the events
 // in batch order (so seqs follow arrival), each (route, entity) job bumped
 // once by its number of events, new or duplicate, and one pending delivery
 // per (new event, route). A duplicate stores no row of its own, but its
 // bump makes the key sync again (invariant I6): an equal body may still
 // be news, and a job leased meanwhile is then released, not deleted.
-func insertBatch(c batchConn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
+func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
 	res := make([]qsync.AcceptResult, len(in))
 	isNew := make([]bool, len(in))
 	for i, ib := range in {

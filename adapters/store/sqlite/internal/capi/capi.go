@@ -16,7 +16,7 @@
 // per bound text argument, and the process then loses the allocator-page
 // pin below. Measured side by side: the store's insertBatch (16 new events
 // per transaction) over this Conn and over a zombiezen Conn behind the
-// same one-method seam (batchConn), each engine in its own process, four
+// same one-method seam (One), each engine in its own process, four
 // alternating runs, process CPU per event on 2 shared cores:
 // synchronous=normal 21.7-23.3 µs here vs 24.1-28.6 µs with zombiezen
 // (median +11%); synchronous=full 31.3-38.9 vs 36.2-46.1 µs (median +15%).
@@ -424,17 +424,25 @@ func pinAllocatorPages() {
 
 // One runs query with args (prepared once, see Stmt) and returns the
 // first column of its first row as an integer, 0 if it returns no row.
-func (c *Conn) One(query string, args ...any) (v int64, err error) {
+func (c *Conn) One(query string, args ...any) (int64, error) {
 	s, err := c.Stmt(query)
 	if err != nil {
 		return 0, err
 	}
-	first := true
-	err = s.Run(func(s *Stmt) error {
-		if first {
-			v, first = s.Int64(0), false
+	var v int64
+	if err = s.Bind(args...); err == nil {
+		for first := true; ; first = false {
+			var more bool
+			if more, err = s.Step(); err != nil || !more {
+				break
+			}
+			if first {
+				v = s.Int64(0)
+			}
 		}
-		return nil
-	}, args...)
+	}
+	if rerr := s.Reset(); err == nil {
+		err = rerr
+	}
 	return v, err
 }
