@@ -223,7 +223,8 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 	if j.Verify {
 		pass = e.pass.Load()
 	}
-	res, err := e.Sync(ctx, j.Key, SyncOptions{Verify: j.Verify, Pass: pass, Job: &j, Log: log})
+	later := &deferred{}
+	res, err := e.Sync(ctx, j.Key, SyncOptions{Verify: j.Verify, Pass: pass, Job: &j, Log: log, later: later})
 	cancel()
 	if onResult != nil {
 		onResult(j, res, err)
@@ -245,9 +246,24 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 	if res.Issue != (IssueRef{}) {
 		entry.Issue = res.Issue.String()
 	}
+	// The attempt's one commit: what the sync left for later, and its
+	// outcome or retry.
+	finish := func(o JobOutcome) error {
+		o.Link, o.Snapshot, o.PrevSeq = later.link, later.snap, later.prev
+		ferr := e.o.Store.Finish(bctx, j, o, now)
+		if ferr != nil && !errors.Is(ferr, ErrLeaseLost) {
+			// Nothing of the commit landed. Hand the key back at once
+			// rather than when its lease ends: the next attempt starts
+			// from the last saved link, and looks before it creates.
+			if rerr := e.o.Store.Retry(bctx, j, now, "recording the outcome failed: "+ferr.Error(), false, now); rerr != nil {
+				log.WithError(rerr).Warn("releasing the job after a failed outcome")
+			}
+		}
+		return ferr
+	}
 	if err == nil {
 		entry.Outcome = res.Outcome
-		if cerr := e.o.Store.Complete(bctx, j, res.Outcome, entry, now); cerr != nil {
+		if cerr := finish(JobOutcome{Outcome: res.Outcome, Entry: entry}); cerr != nil {
 			log.WithError(cerr).Error("recording job outcome")
 			return
 		}
@@ -262,7 +278,7 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 	// rate-limit wait or shutdown cut short. Try again without charging.
 	if errors.Is(err, errSettling) || errors.Is(err, ErrRateWait) || parent.Err() != nil {
 		wait, _ := RetryWait(err)
-		if rerr := e.o.Store.Retry(bctx, j, now.Add(wait), err.Error(), false, now); rerr != nil {
+		if rerr := finish(JobOutcome{RetryAt: now.Add(wait), LastErr: err.Error()}); rerr != nil {
 			log.WithError(rerr).Error("scheduling retry")
 		}
 		return
@@ -278,7 +294,7 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 		if errors.As(err, &rq) {
 			entry.Request = rq.Request()
 		}
-		if cerr := e.o.Store.Complete(bctx, j, OutcomeDead, entry, now); cerr != nil {
+		if cerr := finish(JobOutcome{Outcome: OutcomeDead, Entry: entry}); cerr != nil {
 			log.WithError(cerr).Error("recording dead letter")
 			return
 		}
@@ -290,7 +306,7 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 	if w, ok := RetryWait(err); ok && w > wait {
 		wait = w
 	}
-	if rerr := e.o.Store.Retry(bctx, j, now.Add(wait), err.Error(), true, now); rerr != nil {
+	if rerr := finish(JobOutcome{RetryAt: now.Add(wait), LastErr: err.Error(), Charge: true}); rerr != nil {
 		log.WithError(rerr).Error("scheduling retry")
 		return
 	}

@@ -92,7 +92,7 @@ func (e *Engine) ingestRun(ctx context.Context, k Key, o SyncOptions) (Result, e
 	}
 	// The run itself: its events are folded (so retention can prune them)
 	// and its title read; a run Qase no longer has has no results.
-	run, err := e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass)
+	run, err := e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass, nil)
 	if err != nil {
 		return res, err
 	}
@@ -416,7 +416,7 @@ func (e *Engine) ingests(k Key) bool {
 // stored runs (there is nothing to read from Qase for them).
 func (e *Engine) keyEntity(ctx context.Context, k Key, o SyncOptions) (Entity, error) {
 	if k.Kind != KindFailure {
-		return e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass)
+		return e.entity(ctx, k.EntityRef, !o.DryRun, o.Pass, o.later)
 	}
 	snap, err := e.o.Store.Snapshot(ctx, k.EntityRef)
 	if err != nil {

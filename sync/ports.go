@@ -59,10 +59,36 @@ type JobStore interface {
 	// error. charge=false leaves the attempt count alone (the attempt was
 	// cut short by shutdown or a rate-limit wait, not failed by the tracker).
 	Retry(ctx context.Context, job Job, due time.Time, lastErr string, charge bool, now time.Time) error
+	// Finish records everything one attempt of the job leaves behind in
+	// one transaction, fenced by job.Lease (ErrLeaseLost, and nothing
+	// written, once the token no longer holds the job): the entity's
+	// snapshot and the key's link, when given, then the outcome as
+	// Complete, or as Retry when o.Outcome is empty. A worker so commits
+	// once per job; only writes that must be durable before a tracker call
+	// (a create's intent, a comment marked pending) go before it.
+	Finish(ctx context.Context, job Job, o JobOutcome, now time.Time) error
 	// Release gives back every lease issued to owner (graceful shutdown).
 	Release(ctx context.Context, owner string) error
 	// QueueDepth counts jobs not yet finished.
 	QueueDepth(ctx context.Context) (int, error)
+}
+
+// JobOutcome is what Finish records for one attempt of a job.
+type JobOutcome struct {
+	// Outcome (applied, noop or dead) ends the job as Complete does, with
+	// Entry; empty releases it for another attempt as Retry does.
+	Outcome Outcome
+	Entry   LedgerEntry
+	RetryAt time.Time
+	LastErr string
+	Charge  bool
+	// Link, when set, is saved as the key's link (the job's key).
+	Link *Link
+	// Snapshot, when set, is saved as SaveSnapshot(*Snapshot, PrevSeq)
+	// does; a lost compare-and-set is no error (another fold got there
+	// first, and the snapshot is only a cache of the events).
+	Snapshot *Snapshot
+	PrevSeq  int64
 }
 
 // SnapshotStore keeps each entity's folded state and its events.

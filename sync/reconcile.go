@@ -775,7 +775,7 @@ func (e *Engine) ProcessUntilIdle(ctx context.Context, onResult func(Job, Result
 // known to be gone; ok=false when only a read could tell.
 func (e *Engine) passEntity(ctx context.Context, ref EntityRef, pass *Pass) (Entity, bool) {
 	if _, _, listed := pass.entity(ref, e.o.Clock.Now()); listed || e.o.Source == nil {
-		ent, err := e.entity(ctx, ref, false, pass)
+		ent, err := e.entity(ctx, ref, false, pass, nil)
 		return ent, err == nil
 	}
 	return e.knownGone(ctx, ref)

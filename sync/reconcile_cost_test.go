@@ -13,6 +13,8 @@ import (
 	"time"
 
 	qsync "github.com/qase-sync/qase-sync/sync"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite": the digest reads the store's file directly
 )
 
 // memQase searches like Qase's QQL: defects by their "updated_at" attr

@@ -417,6 +417,8 @@ type bundle struct {
 	// as, when set, is how the engine sees the tracker (an optional
 	// capability added).
 	as func(*memTracker) qsync.Tracker
+	// wrap, when set, is how the engine and inbox see the store.
+	wrap func(qsync.Store) qsync.Store
 }
 
 func quietLog() *logrus.Entry {
@@ -492,7 +494,10 @@ func (b *bundle) build() {
 	if b.stop != nil {
 		b.stop()
 	}
-	st := b.store
+	var st qsync.Store = b.store
+	if b.wrap != nil {
+		st = b.wrap(st)
+	}
 	o := b.opts
 	o.Store, o.Coverage = st, b.cov
 	o.Trackers = map[string]qsync.Tracker{"mem": b.tracker}

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -16,10 +17,12 @@ import (
 // its snapshot, refreshed from the Qase API when a source is configured
 // (payloads are thin; the API is the truth).
 func (e *Engine) Entity(ctx context.Context, ref EntityRef) (Entity, error) {
-	return e.entity(ctx, ref, true, nil)
+	return e.entity(ctx, ref, true, nil, nil)
 }
 
-func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pass) (Entity, error) {
+// entity folds the entity's new events into its snapshot and saves it
+// (save), or leaves the save to the job's Finish (later set).
+func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pass, later *deferred) (Entity, error) {
 	var (
 		attrs  map[string]any
 		found  bool
@@ -69,6 +72,10 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pas
 		if !save {
 			return snap.State.Entity(ref), nil
 		}
+		if later != nil {
+			later.snap, later.prev = &snap, prev
+			return snap.State.Entity(ref), nil
+		}
 		ok, err := e.o.Store.SaveSnapshot(ctx, snap, prev)
 		if err != nil {
 			return Entity{}, err
@@ -93,6 +100,23 @@ type SyncOptions struct {
 	// DryRun plans (making only reads) and executes nothing.
 	DryRun bool
 	Log    *logrus.Entry
+	// later, when set, collects the writes that may wait for the job's
+	// one Finish commit (Engine.process sets it).
+	later *deferred
+}
+
+// deferred is what a queued sync leaves for its job's Finish: the folded
+// snapshot and the link as the last write left it. Only what must be
+// durable before a tracker call is saved at once: a create's intent (so
+// a crash looks for the issue before creating again) and a comment
+// marked pending (so it is looked up before posting again). Whatever
+// else a crash loses before Finish, the next attempt redoes from the
+// last saved link: idempotent field and status writes, never a second
+// issue or comment.
+type deferred struct {
+	snap *Snapshot
+	prev int64
+	link *Link // nil: unchanged
 }
 
 // Result is what one sync of a key planned and did.
@@ -287,16 +311,45 @@ type executor struct {
 	tw     *twoWayRun // nil: a one-way route
 }
 
-// forget deletes the link, fenced by the job's lease when there is one.
+// forget deletes the link at once, fenced by the job's lease when there
+// is one.
 func (x *executor) forget(ctx context.Context) error {
+	if x.o.later != nil {
+		x.o.later.link = nil
+	}
 	if x.o.Job != nil {
 		return x.e.o.Store.DeleteLinkFenced(ctx, x.k, *x.o.Job)
 	}
 	return x.e.o.Store.DeleteLink(ctx, x.k)
 }
 
-// save writes the link, fenced by the job's lease when there is one.
+// save records the link after a write: at once, or with the job's Finish
+// (see deferred).
 func (x *executor) save(ctx context.Context) error {
+	if x.o.later == nil {
+		return x.persist(ctx)
+	}
+	x.link.UpdatedAt = x.e.o.Clock.Now()
+	l := x.link
+	// A copy as the store would keep it: later ops change x.link in place.
+	b, err := json.Marshal(x.link.Applied)
+	if err == nil {
+		l.Applied = Applied{}
+		err = json.Unmarshal(b, &l.Applied)
+	}
+	if err != nil {
+		return fmt.Errorf("link of %s: %w", x.k, err)
+	}
+	x.o.later.link = &l
+	return nil
+}
+
+// persist writes the link at once, fenced by the job's lease when there
+// is one: for state a tracker call about to be made depends on.
+func (x *executor) persist(ctx context.Context) error {
+	if x.o.later != nil {
+		x.o.later.link = nil
+	}
 	x.link.UpdatedAt = x.e.o.Clock.Now()
 	if x.o.Job != nil {
 		return x.e.o.Store.SaveLinkFenced(ctx, x.link, *x.o.Job)
@@ -492,7 +545,7 @@ func (x *executor) statusWithComment(ctx context.Context, sc StatusCommenter, op
 		return ran, false, err
 	}
 	a.Pending = append(a.Pending, c.ID)
-	if err := x.save(ctx); err != nil {
+	if err := x.persist(ctx); err != nil {
 		return false, false, err
 	}
 	err = sc.SetStatusWithComment(ctx, x.link.Issue, op.Status, op.Reason, c)
@@ -522,7 +575,7 @@ func (x *executor) create(ctx context.Context, spec IssueSpec) error {
 	}
 	x.link = Link{Key: x.k, State: LinkCreating, Tracker: x.d.Tracker, Marker: x.marker, IntentAt: now, CreatedAt: created}
 	x.linked = true
-	if err := x.save(ctx); err != nil {
+	if err := x.persist(ctx); err != nil {
 		return err
 	}
 	is, err := x.tr.Create(ctx, spec, x.marker)
@@ -576,7 +629,7 @@ func (x *executor) comment(ctx context.Context, c Comment) error {
 	}
 	if !slices.Contains(a.Pending, c.ID) {
 		a.Pending = append(a.Pending, c.ID)
-		if err := x.save(ctx); err != nil {
+		if err := x.persist(ctx); err != nil {
 			return err
 		}
 	}

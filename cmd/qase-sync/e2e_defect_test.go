@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
@@ -241,6 +242,16 @@ func (f *failLinkOnce) SaveLinkFenced(ctx context.Context, l qsync.Link, j qsync
 		return err
 	}
 	return f.Store.SaveLinkFenced(ctx, l, j)
+}
+
+// Finish saves a worker's link with the job's outcome, in one commit.
+func (f *failLinkOnce) Finish(ctx context.Context, j qsync.Job, o qsync.JobOutcome, now time.Time) error {
+	if o.Link != nil {
+		if err := f.crash(*o.Link); err != nil {
+			return err
+		}
+	}
+	return f.Store.Finish(ctx, j, o, now)
 }
 
 func (f *failLinkOnce) crash(l qsync.Link) error {

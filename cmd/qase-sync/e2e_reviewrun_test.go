@@ -754,6 +754,14 @@ func (f *rrFailLinkOnce) SaveLinkFenced(ctx context.Context, l qsync.Link, j qsy
 	return f.Store.SaveLinkFenced(ctx, l, j)
 }
 
+// Finish saves a worker's link with the job's outcome, in one commit.
+func (f *rrFailLinkOnce) Finish(ctx context.Context, j qsync.Job, o qsync.JobOutcome, now time.Time) error {
+	if o.Link != nil && o.Link.State == qsync.LinkLinked && f.failed.CompareAndSwap(false, true) {
+		return errors.New("simulated crash before the link was saved")
+	}
+	return f.Store.Finish(ctx, j, o, now)
+}
+
 // TestRRLinkSaveCrashAdopts: the create reached GitHub but the link was not
 // saved; the retry adopts the issue instead of filing a second one.
 func TestRRLinkSaveCrashAdopts(t *testing.T) {

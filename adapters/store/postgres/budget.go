@@ -2,11 +2,10 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ReserveRate reserves n tokens of the request budget key, refilled at
@@ -27,7 +26,7 @@ func (s *Store) ReserveRate(ctx context.Context, key string, n int, perSecond fl
 	// only puts the tokens later.
 	var ahead float64
 	q := func() error {
-		return s.pool.QueryRow(ctx, `
+		return s.db.QueryRowContext(ctx, `
 			WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)
 			UPDATE rate_budgets b SET tat = greatest(b.tat, now.t) + $2::int * $3::float8
 			FROM now
@@ -35,9 +34,9 @@ func (s *Store) ReserveRate(ctx context.Context, key string, n int, perSecond fl
 			RETURNING b.tat - now.t`, key, n, interval).Scan(&ahead)
 	}
 	err := q()
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) {
 		// First use of this budget on the database: it starts full.
-		if _, err = s.pool.Exec(ctx, `INSERT INTO rate_budgets (key, tat) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING`, key); err == nil {
+		if _, err = s.db.ExecContext(ctx, `INSERT INTO rate_budgets (key, tat) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING`, key); err == nil {
 			err = q()
 		}
 	}

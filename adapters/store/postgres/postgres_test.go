@@ -14,7 +14,7 @@ import (
 
 	"github.com/qase-sync/qase-sync/internal/pgtest"
 
-	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -24,7 +24,7 @@ func testDB(t testing.TB) string { return pgtest.Database(t, "qs_test") }
 
 // schemaDSN creates an empty schema in the database and returns a DSN
 // whose search_path points at it: a clean store without a new database.
-func schemaDSN(t *testing.T, dsn string, n int64) string {
+func schemaDSN(t testing.TB, dsn string, n int64) string {
 	t.Helper()
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, dsn)
@@ -95,10 +95,10 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	}
 	ctx := context.Background()
 	var rows int
-	if err := stores[0].pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
+	if err := stores[0].db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := storeutil.LoadMigrations(migrationFS, "migrations")
+	ms, _ := sqlstore.LoadMigrations(migrationFS, "migrations")
 	if rows != len(ms) {
 		t.Errorf("schema_migrations has %d rows, want %d", rows, len(ms))
 	}
@@ -166,4 +166,51 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 // BenchmarkLease: four jobs out of a 10,000-job backlog over 20 projects.
 func BenchmarkLease(b *testing.B) {
 	storetest.BenchLease(b, open(b, testDB(b)), 20, 500, 4)
+}
+
+// Replicas ingest at once, without a global lock: no lost or doubled
+// event, and each entity's events appear in seq order.
+func TestAcceptAcrossReplicas(t *testing.T) {
+	dsn := testDB(t)
+	storetest.AcceptAcrossReplicas(t, open(t, dsn), open(t, dsn), open(t, dsn))
+}
+
+// BenchmarkAcceptReplicas: two replicas, four senders each, batches of 16
+// new defects; ingest throughput across replicas.
+func BenchmarkAcceptReplicas(b *testing.B) {
+	dsn := testDB(b)
+	stores := []*Store{open(b, dsn), open(b, dsn)}
+	var n atomic.Int64
+	now := time.Now()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := stores[n.Add(1)%2]
+		for pb.Next() {
+			ins := make([]qsync.Inbound, 16)
+			for i := range ins {
+				id := n.Add(1)
+				ins[i] = qsync.Inbound{Event: qsync.Event{DedupKey: fmt.Sprint("bench-", id), Name: "defect.created",
+					Ref: qsync.EntityRef{Project: "BENCH", Kind: qsync.KindDefect, ID: id}, Timestamp: now, ReceivedAt: now,
+					Patch: qsync.Patch{Attrs: map[string]any{"title": "t"}}}, Routes: []string{"jira"}}
+			}
+			if _, err := s.AcceptEvents(context.Background(), ins, now); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*16)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkJob: the store's share of one update job, its bookkeeping as
+// one Finish or split as before Finish (see storetest.BenchJob).
+func BenchmarkJob(b *testing.B) {
+	dsn := testDB(b)
+	var n atomic.Int64
+	for _, mode := range []string{"finish", "split"} {
+		b.Run(mode, func(b *testing.B) {
+			storetest.BenchJob(b, open(b, schemaDSN(b, dsn, n.Add(1))), mode == "split")
+		})
+	}
 }

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"time"
+
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 )
 
 // checkpointEvery bounds how often the checkpointer runs: pages written
@@ -16,7 +18,7 @@ const checkpointEvery = 100 * time.Millisecond
 // profiles). A PASSIVE checkpoint runs beside the writer and never blocks
 // it.
 type checkpointer struct {
-	conn *rawConn
+	conn *capi.Conn
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
@@ -26,7 +28,7 @@ type checkpointer struct {
 	lastErr string
 }
 
-func startCheckpointer(conn *rawConn, report func(error)) *checkpointer {
+func startCheckpointer(conn *capi.Conn, report func(error)) *checkpointer {
 	c := &checkpointer{conn: conn, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), report: report}
 	go c.run()
 	return c
@@ -48,7 +50,7 @@ func (c *checkpointer) run() {
 			return
 		case <-c.kick:
 		}
-		switch err := c.conn.exec("PRAGMA wal_checkpoint(PASSIVE)"); {
+		switch err := c.conn.Exec("PRAGMA wal_checkpoint(PASSIVE)"); {
 		case err != nil && err.Error() != c.lastErr:
 			c.lastErr = err.Error()
 			c.report(err)
@@ -71,6 +73,6 @@ func (c *checkpointer) run() {
 func (c *checkpointer) close() error {
 	close(c.stop)
 	<-c.done
-	_ = c.conn.exec("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE)")
-	return c.conn.close()
+	_ = c.conn.Exec("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE)")
+	return c.conn.Close()
 }

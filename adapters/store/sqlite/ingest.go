@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -35,20 +37,13 @@ const (
 // per (new event, route). A duplicate stores no row of its own, but its
 // bump makes the key sync again (invariant I6): an equal body may still
 // be news, and a job leased meanwhile is then released, not deleted.
-func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
-	insEvent, err := c.stmt(sqlInsertEvent)
-	if err != nil {
-		return nil, err
-	}
+func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
 	res := make([]qsync.AcceptResult, len(in))
 	isNew := make([]bool, len(in))
-	var seq int64
-	readSeq := func(s *rawStmt) error { seq = s.int64(0); return nil }
 	for i, ib := range in {
 		ev := ib.Event
-		seq = 0
-		err := insEvent.run(readSeq, ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
-			us(ev.Timestamp), us(ev.ReceivedAt), ev.ActorID, patches[i], ev.Payload)
+		seq, err := c.One(sqlInsertEvent, ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
+			ev.Timestamp.UnixMicro(), ev.ReceivedAt.UnixMicro(), ev.ActorID, patches[i], ev.Payload)
 		if err != nil {
 			return nil, err
 		}
@@ -57,11 +52,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 			continue
 		}
 		// Stored before, or earlier in this batch: a duplicate of that event.
-		lookup, err := c.stmt(sqlEventSeq)
-		if err != nil {
-			return nil, err
-		}
-		if err := lookup.run(readSeq, ev.Ref.ID, ev.DedupKey); err != nil {
+		if seq, err = c.One(sqlEventSeq, ev.Ref.ID, ev.DedupKey); err != nil {
 			return nil, err
 		}
 		if seq == 0 {
@@ -80,7 +71,7 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 	bumps := map[qsync.Key]int64{}
 	var keys []qsync.Key
 	for i, ib := range in {
-		for _, route := range uniqueRoutes(ib.Routes) {
+		for _, route := range sqlstore.UniqueRoutes(ib.Routes) {
 			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
 			if bumps[k] == 0 {
 				keys = append(keys, k)
@@ -91,42 +82,23 @@ func insertBatch(c *rawConn, in []qsync.Inbound, patches [][]byte, nowUS int64) 
 			}
 		}
 	}
-	if len(keys) == 0 {
-		return res, nil
-	}
-	bump, err := c.stmt(sqlBumpJob)
-	if err != nil {
-		return nil, err
-	}
-	newJob, err := c.stmt(sqlNewJob)
-	if err != nil {
-		return nil, err
-	}
 	gens := make(map[qsync.Key]int64, len(keys))
-	var gen int64
-	readGen := func(s *rawStmt) error { gen = s.int64(0); return nil }
 	for _, k := range keys {
-		gen = 0
-		if err := bump.run(readGen, bumps[k], k.Route, k.Project, string(k.Kind), k.ID); err != nil {
-			return nil, err
+		gen, err := c.One(sqlBumpJob, bumps[k], k.Route, k.Project, string(k.Kind), k.ID)
+		if err == nil && gen == 0 {
+			gen, err = c.One(sqlNewJob, k.Route, k.Project, string(k.Kind), k.ID, bumps[k], nowUS, nowUS)
 		}
-		if gen == 0 {
-			if err := newJob.run(readGen, k.Route, k.Project, string(k.Kind), k.ID, bumps[k], nowUS, nowUS); err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
 		}
 		if gen == 0 {
 			return nil, fmt.Errorf("job %s: not stored", k)
 		}
 		gens[k] = gen
 	}
-	insDelivery, err := c.stmt(sqlInsertDelivery)
-	if err != nil {
-		return nil, err
-	}
 	for _, d := range dels {
 		k := d.key
-		if err := insDelivery.run(nil, d.seq, k.Route, k.Project, string(k.Kind), k.ID, gens[k]); err != nil {
+		if _, err := c.One(sqlInsertDelivery, d.seq, k.Route, k.Project, string(k.Kind), k.ID, gens[k]); err != nil {
 			return nil, err
 		}
 	}
@@ -141,17 +113,17 @@ func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) (r
 	if s.raw == nil {
 		return nil, errors.New("store closed")
 	}
-	if err := s.raw.run("BEGIN IMMEDIATE"); err != nil {
+	if err := s.raw.Run("BEGIN IMMEDIATE"); err != nil {
 		return nil, err
 	}
 	if res, err = insertBatch(s.raw, in, patches, nowUS); err != nil {
-		_ = s.raw.run("ROLLBACK")
+		_ = s.raw.Run("ROLLBACK")
 		return nil, err
 	}
-	if err := s.raw.run("COMMIT"); err != nil {
+	if err := s.raw.Run("COMMIT"); err != nil {
 		// A failed COMMIT may leave the transaction open (SQLITE_BUSY):
 		// roll back so the connection is usable for the next batch.
-		_ = s.raw.run("ROLLBACK")
+		_ = s.raw.Run("ROLLBACK")
 		return nil, err
 	}
 	if s.ckpt != nil {

@@ -7,83 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qase-sync/qase-sync/adapters/store/sqlite/internal/capi"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
-
-func openRawT(t *testing.T) *rawConn {
-	t.Helper()
-	c, err := openRaw("file:"+filepath.Join(t.TempDir(), "raw.db"), "PRAGMA journal_mode = WAL")
-	return storetest.Opened(t, rawCloser{c}, err).rawConn
-}
-
-// rawCloser is a rawConn with the Close method storetest.Opened wants.
-type rawCloser struct{ *rawConn }
-
-func (c rawCloser) Close() error { return c.close() }
-
-func rawCount(t *testing.T, c *rawConn, query string, args ...any) int64 {
-	t.Helper()
-	s, err := c.stmt(query)
-	if err != nil {
-		t.Fatalf("prepare %q: %v", query, err)
-	}
-	var n int64
-	if err := s.run(func(s *rawStmt) error { n = s.int64(0); return nil }, args...); err != nil {
-		t.Fatalf("run %q: %v", query, err)
-	}
-	return n
-}
-
-// Empty strings and blobs stay empty values, not NULL, even as the first
-// arguments a connection binds (its scratch block is allocated lazily);
-// nil is NULL; bytes round-trip exactly.
-func TestRawConnBindsValues(t *testing.T) {
-	c := openRawT(t)
-	if err := c.exec(`CREATE TABLE t (a TEXT, b BLOB, c BLOB, d INTEGER, e TEXT)`); err != nil {
-		t.Fatal(err)
-	}
-	ins, err := c.stmt(`INSERT INTO t VALUES (?, ?, ?, ?, ?)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ins.run(nil, "", []byte(nil), []byte{}, 7, ""); err != nil {
-		t.Fatal(err)
-	}
-	if n := rawCount(t, c, `SELECT count(*) FROM t WHERE typeof(a) = 'text' AND a = '' AND b IS NULL
-		AND typeof(c) = 'blob' AND length(c) = 0 AND d = 7 AND e = ''`); n != 1 {
-		t.Errorf("row with '', NULL, empty blob, 7, '' not found (%d)", n)
-	}
-	// A later, larger row must not see the previous row's bytes.
-	odd := string([]byte{0, 0xff, 'q', 0}) + strings.Repeat("é", 3000)
-	if err := ins.run(nil, odd, []byte{1, 0, 2}, []byte("z"), int64(-1), ""); err != nil {
-		t.Fatal(err)
-	}
-	if n := rawCount(t, c, `SELECT count(*) FROM t WHERE a = ? AND b = ? AND d = -1 AND e = ''`, odd, []byte{1, 0, 2}); n != 1 {
-		t.Errorf("second row did not round-trip (%d)", n)
-	}
-	if err := ins.run(nil, "too", "few"); err == nil || !strings.Contains(err.Error(), "takes 5 arguments, got 2") {
-		t.Errorf("short argument list: err = %v", err)
-	}
-	if err := ins.run(nil, 1.5, nil, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "float64") {
-		t.Errorf("float argument: err = %v, want unsupported type", err)
-	}
-	// The failed run reset the statement; it is usable again.
-	if err := ins.run(nil, "ok", nil, nil, 1, "ok"); err != nil {
-		t.Errorf("statement after a failed run: %v", err)
-	}
-	if _, err := c.stmt(`SELEC nonsense`); err == nil || !strings.Contains(err.Error(), "syntax error") {
-		t.Errorf("bad SQL: err = %v, want SQLite's syntax error", err)
-	}
-	if err := c.exec(`CREATE UNIQUE INDEX t_a ON t (a); INSERT INTO t (a) VALUES ('ok')`); err == nil || !strings.Contains(err.Error(), "UNIQUE") {
-		t.Errorf("constraint: err = %v, want SQLite's UNIQUE message", err)
-	}
-}
 
 // Payloads are stored byte for byte through the ingest connection.
 func TestIngestRoundTripsEvents(t *testing.T) {
@@ -223,11 +154,7 @@ func TestIngestBesideOtherWriters(t *testing.T) {
 func unmigrated(t *testing.T) (db *sql.DB, path string) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "qs.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, path
+	return sql.OpenDB(&capi.Connector{URI: "file:" + path}), path
 }
 
 // A database written before migration 2 keeps its events, their
@@ -275,15 +202,6 @@ func TestMigrationDedupPerEntityKeepsEvents(t *testing.T) {
 	}
 }
 
-func TestOpenRawFailures(t *testing.T) {
-	if _, err := openRaw("file:"+filepath.Join(t.TempDir(), "missing", "x.db"), ""); err == nil || !strings.Contains(err.Error(), "unable to open") {
-		t.Errorf("missing directory: err = %v, want SQLite's open error", err)
-	}
-	if _, err := openRaw("file:"+filepath.Join(t.TempDir(), "x.db"), "PRAGMA nonsense("); err == nil {
-		t.Error("bad setup SQL accepted")
-	}
-}
-
 // A batch that fails part-way leaves nothing behind, and the ingest
 // connection works again once the cause is gone.
 func TestIngestFailureRollsBackBatch(t *testing.T) {
@@ -308,7 +226,7 @@ func TestIngestFailureRollsBackBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The delivery insert, the batch's last statement, now fails.
-	if _, err := s.exec(ctx, `ALTER TABLE deliveries RENAME TO deliveries_away`); err != nil {
+	if _, err := s.execLocked(ctx, `ALTER TABLE deliveries RENAME TO deliveries_away`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now()); err == nil {
@@ -317,7 +235,7 @@ func TestIngestFailureRollsBackBatch(t *testing.T) {
 	if n := count("events"); n != 2 {
 		t.Errorf("events after the failed batch = %d, want 2 (rolled back)", n)
 	}
-	if _, err := s.exec(ctx, `ALTER TABLE deliveries_away RENAME TO deliveries`); err != nil {
+	if _, err := s.execLocked(ctx, `ALTER TABLE deliveries_away RENAME TO deliveries`); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.AcceptEvents(ctx, batch("c", "d"), time.Now())
@@ -392,4 +310,12 @@ func TestMigrationLeaseTokensAndDriftKeepOldRows(t *testing.T) {
 	}
 
 	storetest.UpgradedLeaseAndLedger(t, open(t, path))
+}
+
+// execLocked runs a statement on the writer, taking turns with the
+// store's own writes.
+func (s *Store) execLocked(ctx context.Context, q string) (sql.Result, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.w.ExecContext(ctx, q)
 }

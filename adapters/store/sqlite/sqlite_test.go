@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qase-sync/qase-sync/adapters/store/internal/storeutil"
+	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
 	"github.com/qase-sync/qase-sync/adapters/store/storetest"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -149,7 +149,7 @@ func BenchmarkLease(b *testing.B) {
 // group_concat prints them.
 func migrationVersions(t *testing.T) string {
 	t.Helper()
-	ms, err := storeutil.LoadMigrations(migrationFS, "migrations")
+	ms, err := sqlstore.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,4 +158,24 @@ func migrationVersions(t *testing.T) string {
 		vs[i] = strconv.Itoa(m.Version)
 	}
 	return strings.Join(vs, ",")
+}
+
+// Processes on one file ingest at once: no lost or doubled event, and
+// each entity's events appear in seq order.
+func TestAcceptAcrossInstances(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qs.db")
+	storetest.AcceptAcrossReplicas(t, open(t, path), open(t, path))
+}
+
+// BenchmarkJob: the store's share of one update job, its bookkeeping as
+// one Finish or split as before Finish (see storetest.BenchJob).
+func BenchmarkJob(b *testing.B) {
+	for _, sync := range []string{"normal", "full"} {
+		for _, mode := range []string{"finish", "split"} {
+			b.Run(sync+"/"+mode, func(b *testing.B) {
+				s, err := Open(context.Background(), Options{Path: filepath.Join(b.TempDir(), "qs.db"), Synchronous: sync})
+				storetest.BenchJob(b, storetest.Opened(b, s, err), mode == "split")
+			})
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,7 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteApplied", testCompleteApplied},
 		{"CompleteReleasesAfterGenBump", testCompleteReleasesAfterGenBump},
 		{"CompleteKeepsVerifyAskedDuringLease", testCompleteKeepsVerify},
+		{"Finish", testFinish},
 		{"RetryBackoff", testRetryBackoff},
 		{"RetrySanitizesError", testRetrySanitizesError},
 		{"RetryUncharged", testRetryUncharged},
@@ -1133,12 +1135,7 @@ func LeaseExclusive(t *testing.T, stores ...qsync.Store) {
 func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
 	const goroutines, batches, perBatch = 6, 8, 4
-	type acc struct {
-		dedup string
-		ref   qsync.EntityRef
-		res   qsync.AcceptResult
-	}
-	results := make([][]acc, goroutines)
+	results := make([][]accepted, goroutines)
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
 	for g := range goroutines {
@@ -1160,7 +1157,7 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 					return
 				}
 				for i, r := range res {
-					results[g] = append(results[g], acc{ins[i].Event.DedupKey, ins[i].Event.Ref, r})
+					results[g] = append(results[g], accepted{ins[i].Event.DedupKey, ins[i].Event.Ref, r})
 				}
 			}
 		}()
@@ -1170,25 +1167,40 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 	for err := range errs {
 		t.Fatalf("AcceptEvents: %v", err)
 	}
+	distinct := checkAccepted(t, s, slices.Concat(results...))
+	if want := batches + goroutines*batches*(perBatch-1); distinct != want {
+		t.Errorf("%d distinct dedup keys, want %d", distinct, want)
+	}
+}
+
+// accepted is AcceptEvents' answer for one event.
+type accepted struct {
+	dedup string
+	ref   qsync.EntityRef
+	res   qsync.AcceptResult
+}
+
+// checkAccepted checks the answers of concurrent AcceptEvents calls
+// (routes "r" and "s") against what s stores: one seq per dedup key, new
+// exactly once, no seq shared; every key pending and stored once; each
+// key's job gen counting every delivery, duplicates included. It returns
+// the number of distinct dedup keys.
+func checkAccepted(t *testing.T, s qsync.Store, results []accepted) int {
+	t.Helper()
 	seqOf := map[string]int64{}
 	newCount := map[string]int{}
 	perRef := map[qsync.EntityRef]int64{} // deliveries, duplicates included
-	for _, rs := range results {
-		for _, a := range rs {
-			if s, ok := seqOf[a.dedup]; ok && s != a.res.Seq {
-				t.Errorf("%s got seqs %d and %d", a.dedup, s, a.res.Seq)
-			}
-			seqOf[a.dedup] = a.res.Seq
-			perRef[a.ref]++
-			if !a.res.Duplicate {
-				newCount[a.dedup]++
-			}
+	for _, a := range results {
+		if q, ok := seqOf[a.dedup]; ok && q != a.res.Seq {
+			t.Errorf("%s got seqs %d and %d", a.dedup, q, a.res.Seq)
+		}
+		seqOf[a.dedup] = a.res.Seq
+		perRef[a.ref]++
+		if !a.res.Duplicate {
+			newCount[a.dedup]++
 		}
 	}
 	distinct := len(seqOf)
-	if want := batches + goroutines*batches*(perBatch-1); distinct != want {
-		t.Fatalf("%d distinct dedup keys, want %d", distinct, want)
-	}
 	bySeq := map[int64]string{}
 	for dk, seq := range seqOf {
 		if newCount[dk] != 1 {
@@ -1218,6 +1230,7 @@ func testConcurrentAccept(t *testing.T, s qsync.Store) {
 			}
 		}
 	}
+	return distinct
 }
 
 // ledger returns the key's ledger, newest first.

@@ -1,6 +1,4 @@
-// Package storeutil holds what the SQLite and PostgreSQL stores share
-// beyond their SQL: migration files and ledger bookkeeping.
-package storeutil
+package sqlstore
 
 import (
 	"crypto/rand"

@@ -1,0 +1,311 @@
+// Package sqlstore is the one program behind the SQLite and PostgreSQL
+// stores: every query and transaction of qsync.Store, written once over
+// database/sql, with a Dialect for the few places the two databases
+// differ (placeholders, time columns, row locks, integer lists, which
+// failures to run again) and the ingest batch, which each backend writes
+// its own fastest way (Config.Accept).
+//
+// Adding a query or a table: write the SQL once here with $n placeholders
+// (Rebind turns them into SQLite's ?n), pass times through Dialect.Time
+// and scan them with At, pass free text through Dialect.Text; put the
+// table's CREATE in a new migration file in both backends' migrations/
+// directories (SQLite: INTEGER microseconds for times; PostgreSQL:
+// timestamptz). Add a Dialect field only where the SQL itself must differ.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	qsync "github.com/qase-sync/qase-sync/sync"
+)
+
+// Dialect is what differs between the databases.
+type Dialect struct {
+	// Name prefixes errors ("sqlite", "postgres").
+	Name string
+	// QuestionMarks: placeholders are ?n, not $n.
+	QuestionMarks bool
+	// Time turns a time into a bind argument.
+	Time func(time.Time) any
+	// Text makes free text storable (PostgreSQL text holds no NUL).
+	Text func(string) string
+	// ForUpdate locks the rows a SELECT in a write transaction reads, and
+	// SkipLocked also passes over rows locked by others ("" for a database
+	// with one writer at a time).
+	ForUpdate, SkipLocked string
+	// IntList is a subquery yielding the integers of the JSON array bound
+	// to param (e.g. "$3").
+	IntList func(param string) string
+	// Retryable tells a failed transaction that may succeed when run
+	// again (a deadlock, a serialization failure); nil: none.
+	Retryable func(error) bool
+}
+
+// AcceptFunc writes an ingest batch in one transaction (see
+// qsync.InboxStore.AcceptEvents); patches[i] is in[i]'s patch as JSON.
+type AcceptFunc func(ctx context.Context, in []qsync.Inbound, patches [][]byte, now time.Time) ([]qsync.AcceptResult, error)
+
+// Config assembles a Store.
+type Config struct {
+	Dialect Dialect
+	// W runs writes, R reads (R may be W).
+	W, R *sql.DB
+	// WriteMu, if set, is held around every write (SQLite: the process's
+	// writers take turns instead of racing into SQLITE_BUSY).
+	WriteMu *sync.Mutex
+	// AfterWrite, if set, runs after every committed write.
+	AfterWrite func()
+	Accept     AcceptFunc
+}
+
+// Store implements qsync.Store but Close.
+type Store struct {
+	d      Dialect
+	w, r   *sql.DB
+	wmu    *sync.Mutex
+	after  func()
+	accept AcceptFunc
+	rebind sync.Map // query -> query with the dialect's placeholders
+
+	// turn is the project this instance's last Lease batch ended on
+	// (fairness; see Lease).
+	turnMu sync.Mutex
+	turn   string
+}
+
+// New returns a Store over the configured databases.
+func New(c Config) *Store {
+	if c.Dialect.Text == nil {
+		c.Dialect.Text = func(s string) string { return s }
+	}
+	return &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, after: c.AfterWrite, accept: c.Accept}
+}
+
+// errf prefixes an error with the backend's name.
+func (s *Store) errf(format string, args ...any) error {
+	return fmt.Errorf(s.d.Name+": "+format, args...)
+}
+
+// q returns query with the dialect's placeholders.
+func (s *Store) q(query string) string {
+	if !s.d.QuestionMarks {
+		return query
+	}
+	if v, ok := s.rebind.Load(query); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	for i := 0; i < len(query); i++ {
+		if query[i] == '$' && i+1 < len(query) && query[i+1] >= '0' && query[i+1] <= '9' {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	s.rebind.Store(query, b.String())
+	return b.String()
+}
+
+// Tx is a write transaction.
+type Tx struct {
+	s   *Store
+	ctx context.Context
+	tx  *sql.Tx
+}
+
+// Exec runs a statement.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, t.s.q(query), args...)
+}
+
+// Query runs a query.
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(t.ctx, t.s.q(query), args...)
+}
+
+// QueryRow runs a query of at most one row.
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, t.s.q(query), args...)
+}
+
+// Tx runs fn in one write transaction, again (up to three times in all)
+// when it fails in a way the dialect calls retryable; fn must not keep
+// state across runs.
+func (s *Store) Tx(ctx context.Context, fn func(*Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.tx1(ctx, fn)
+		if err == nil || attempt == 3 || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) tx1(ctx context.Context, fn func(*Tx) error) error {
+	if s.wmu != nil {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(&Tx{s: s, ctx: ctx, tx: tx}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if s.after != nil {
+		s.after()
+	}
+	return nil
+}
+
+// exec runs one write statement in its own transaction and returns the
+// number of rows it changed.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := s.Tx(ctx, func(tx *Tx) error {
+		res, err := tx.Exec(query, args...)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return s.r.QueryContext(ctx, s.q(query), args...)
+}
+
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return s.r.QueryRowContext(ctx, s.q(query), args...)
+}
+
+// collect scans every row of rows with scan.
+func collect[T any](rows *sql.Rows, err error, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// At scans a time column (SQLite: unix microseconds; PostgreSQL:
+// timestamptz) into t, in UTC; NULL is the zero time.
+func At(t *time.Time) sql.Scanner { return timeDest{t} }
+
+type timeDest struct{ t *time.Time }
+
+func (d timeDest) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*d.t = time.Time{}
+	case int64:
+		*d.t = time.UnixMicro(x).UTC()
+	case time.Time:
+		*d.t = x.UTC()
+	default:
+		return fmt.Errorf("time column holds %T", v)
+	}
+	return nil
+}
+
+// Ping checks the writer and the readers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.w.PingContext(ctx); err != nil {
+		return s.errf("ping: %w", err)
+	}
+	if err := s.r.PingContext(ctx); err != nil {
+		return s.errf("ping: %w", err)
+	}
+	return nil
+}
+
+// CreatedAt implements qsync.Store: when the first migration was applied.
+func (s *Store) CreatedAt(ctx context.Context) (time.Time, error) {
+	var at time.Time
+	if err := s.queryRow(ctx, `SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1`).Scan(At(&at)); err != nil {
+		return time.Time{}, s.errf("created at: %w", err)
+	}
+	return at, nil
+}
+
+// Migrate applies the migrations not yet recorded in schema_migrations,
+// all in one transaction (DDL is transactional in both databases, so a
+// failure leaves no trace). lock, if set, is run first (PostgreSQL: an
+// advisory lock, so replicas starting at once migrate once; SQLite's
+// IMMEDIATE transactions already exclude each other). table creates
+// schema_migrations (version, name, applied_at) if missing.
+func (s *Store) Migrate(ctx context.Context, ms []Migration, lock, table string, applied func(name string)) error {
+	err := s.Tx(ctx, func(tx *Tx) error {
+		// Migration files go to the driver as they are: no rebinding.
+		for _, q := range []string{lock, table} {
+			if q == "" {
+				continue
+			}
+			if _, err := tx.tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(`SELECT version FROM schema_migrations`)
+		versions, err := collect(rows, err, func(r *sql.Rows) (int, error) {
+			var v int
+			return v, r.Scan(&v)
+		})
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if slices.Contains(versions, m.Version) {
+				continue
+			}
+			if _, err := tx.tx.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
+			}
+			if _, err := tx.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.Version, m.Name, s.d.Time(time.Now())); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
+			}
+			applied(m.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return s.errf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Logger is log, or one that discards everything when log is nil.
+func Logger(log *logrus.Entry) *logrus.Entry {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+// errNoRows reports a QueryRow that found nothing.
+func errNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
