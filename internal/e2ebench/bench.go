@@ -53,7 +53,7 @@ func benchMain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds (no-op, qase-sync, no-op, …); figures are medians over them")
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "length of each closed-loop run")
 	fs.DurationVar(&o.rateDuration, "rate-duration", 20*time.Second, "length of each fixed-rate run")
-	fs.DurationVar(&o.drainMax, "drain", 20*time.Second, "how long to watch the workers drain after a run")
+	fs.DurationVar(&o.drainMax, "drain", 15*time.Second, "how long to watch the workers drain after a run")
 	sendersFlag := fs.String("senders", "16,32,128", "closed-loop sender counts (SQLite)")
 	pgSendersFlag := fs.String("pg-senders", "32,128", "closed-loop sender counts (PostgreSQL)")
 	fs.Float64Var(&o.rate, "rate", 1000, "offered events per second of the fixed-rate runs")
@@ -339,6 +339,8 @@ type run struct {
 	rate     float64 // fixed rate offered; 0 for closed loop
 	load     loadResult
 	cpu      time.Duration // server processes, during the load
+	loadCPU  time.Duration // this process (the load generator)
+	others   time.Duration // everything else on the machine
 	steal    float64
 	rss, hwm int64 // after the load (VmRSS sum, highest VmHWM)
 	jobs     float64
@@ -363,7 +365,7 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 	r := run{round: round, target: t.name, senders: senders, rate: rate}
 	ctx := context.Background()
 	m0 := scrapeAll(ctx, ps)
-	u0, t0 := usageOf(ps), readTicks()
+	u0, t0, s0 := usageOf(ps), readTicks(), selfCPU()
 	length := b.opt.duration
 	if senders == 0 {
 		length = b.opt.rateDuration
@@ -384,9 +386,11 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 			b.logf("profile: %v", err)
 		}
 	}
-	u1, t1 := usageOf(ps), readTicks()
+	u1, t1, s1 := usageOf(ps), readTicks(), selfCPU()
 	m1 := scrapeAll(ctx, ps)
 	r.cpu, r.steal, r.rss, r.hwm, r.jobs = u1.cpu-u0.cpu, stealPct(t0, t1), u1.rss, u1.hwm, m1.jobs-m0.jobs
+	r.loadCPU = s1 - s0
+	r.others = othersCPU(t0, t1, r.cpu, r.loadCPU)
 	if t.store == "sqlite" && b.opt.drainMax > 0 { // PostgreSQL: ingest only
 		r.drain = b.watchDrain(ps, m1.jobs, u1)
 		r.hwm = max(r.hwm, usageOf(ps).hwm)
@@ -545,12 +549,30 @@ type results struct {
 	runs           []run
 	rec            reconcileResult
 	version        string
+	pgSkipped      string // why PostgreSQL was not measured
+}
+
+func pgReachable(dsn string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	return c.Close(ctx)
 }
 
 func (b *bench) run() (*results, error) {
 	res := &results{started: time.Now()}
 	if out, err := exec.Command(b.opt.bin, "version").Output(); err == nil {
 		res.version = strings.TrimSpace(string(out))
+	}
+	if b.opt.pgDSN != "" {
+		if err := pgReachable(b.opt.pgDSN); err != nil {
+			b.logf("PostgreSQL skipped: %v", err)
+			res.pgSkipped = err.Error()
+			b.opt.pgDSN = ""
+		}
 	}
 	noop := target{name: "noop"}
 	sqlite := target{name: "sqlite", store: "sqlite", replicas: 1}

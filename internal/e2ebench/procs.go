@@ -146,7 +146,7 @@ func usageOf(ps []*proc) usage {
 }
 
 // ticks are the machine's CPU counters (first line of /proc/stat).
-type ticks struct{ steal, total uint64 }
+type ticks struct{ steal, idle, total uint64 }
 
 func readTicks() ticks {
 	b, err := os.ReadFile("/proc/stat")
@@ -163,6 +163,9 @@ func readTicks() ticks {
 		}
 		if i == 7 {
 			t.steal = n
+		}
+		if i == 3 || i == 4 { // idle, iowait
+			t.idle += n
 		}
 	}
 	return t
@@ -235,3 +238,17 @@ func lastFloat(line string) float64 {
 }
 
 var errNotDrained = errors.New("queue not drained")
+
+// othersCPU is the CPU time the machine spent between two readings in
+// processes other than the measured servers and this driver (other
+// users of the machine, PostgreSQL's backends): it says how quiet the
+// machine was.
+func othersCPU(a, b ticks, servers, self time.Duration) time.Duration {
+	busy := (b.total - a.total) - (b.idle - a.idle) - (b.steal - a.steal)
+	return max(0, time.Duration(busy)*time.Second/clkTck-servers-self)
+}
+
+func selfCPU() time.Duration {
+	u, _ := readUsage(os.Getpid())
+	return u.cpu
+}

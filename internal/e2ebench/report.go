@@ -164,6 +164,10 @@ func (r *results) markdown(o options) string {
 			med(x, func(p pair) float64 { return mib(p.run.hwm) }),
 			med(x, func(p pair) float64 { return p.run.steal }), med(x, func(p pair) float64 { return p.base.steal }))
 	}
+	if r.pgSkipped != "" {
+		p("")
+		p("PostgreSQL was not measured: %s.", r.pgSkipped)
+	}
 	p("")
 	p("## Worker drain (SQLite, dry-run trackers)")
 	p("")
@@ -238,11 +242,15 @@ func (r *results) markdown(o options) string {
 	p("")
 	p("## All runs")
 	p("")
-	p("| round | target | load | acknowledged/s | failed | p50 | p99 | server CPU | jobs (+ drained) | peak RSS | steal |")
+	p("CPU columns are seconds of CPU during the load: the server processes, the")
+	p("load generator (this driver), and everything else on the machine (other")
+	p("users; PostgreSQL's own processes in the PostgreSQL runs).")
+	p("")
+	p("| round | target | load | acknowledged/s | failed | p50 | p99 | CPU server / load / others | jobs (+ drained) | peak RSS | steal |")
 	p("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, x := range r.runs {
-		p("| %d | %s | %s | %.0f | %d | %.2f ms | %.2f ms | %s | %.0f (+%.0f) | %.0f MiB | %.1f%% |", x.round, x.target, loadName(x.senders, x.rate), x.load.rate(), x.load.failed,
-			ms(x.load.pct(.5)), ms(x.load.pct(.99)), x.cpu.Round(time.Millisecond), x.jobs, x.drain.jobs, mib(x.hwm), x.steal)
+		p("| %d | %s | %s | %.0f | %d | %.2f ms | %.2f ms | %.1f / %.1f / %.1f s | %.0f (+%.0f) | %.0f MiB | %.1f%% |", x.round, x.target, loadName(x.senders, x.rate), x.load.rate(), x.load.failed,
+			ms(x.load.pct(.5)), ms(x.load.pct(.99)), x.cpu.Seconds(), x.loadCPU.Seconds(), x.others.Seconds(), x.jobs, x.drain.jobs, mib(x.hwm), x.steal)
 	}
 	return w.String()
 }
