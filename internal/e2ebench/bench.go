@@ -373,8 +373,16 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 	var profiled chan error
 	if b.opt.profile != "" && round == 1 && t.store != "" {
 		profiled = make(chan error, 1)
-		name := filepath.Join(b.opt.profile, fmt.Sprintf("cpu-%s-%s.pprof", t.name, strings.ReplaceAll(loadName(senders, rate), " ", "-")))
-		go func() { profiled <- cpuProfile(ps[0].addr, length, name) }()
+		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "").Replace(loadName(senders, rate)))
+		go func() { profiled <- cpuProfile(ps[0].addr, length, base+".cpu.pprof") }()
+		// Where goroutines wait (off-CPU: locks, SQLite's busy handler),
+		// halfway through the load.
+		go func() {
+			time.Sleep(length / 2)
+			if err := fetch(ps[0].addr, "/debug/pprof/goroutine?debug=1", time.Minute, base+".goroutines.txt"); err != nil {
+				b.logf("goroutine profile: %v", err)
+			}
+		}()
 	}
 	if senders > 0 {
 		r.load = closedLoop(addrs(ps), senders, length, p)
@@ -442,6 +450,7 @@ type reconcileResult struct {
 	cpu           time.Duration
 	writeBytes    int64 // /proc/PID/io write_bytes of the server
 	fileGrowth    int64 // SQLite db + WAL + dry-run state files
+	logBytes      int64 // the service's log (inside writeBytes)
 	jobs          float64
 	seedWall      time.Duration
 	steal         float64
@@ -491,7 +500,7 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	}
 	res.seedWall = time.Since(t0)
 	time.Sleep(2 * time.Second) // let the last writes (WAL checkpoint, state file) land before the reading
-	files0 := dirBytes(dir)
+	files0, log0 := dirBytes(dir), fileSize(filepath.Join(dir, "service-0.log"))
 	m0 := scrape(context.Background(), ps[0].addr)
 	u0, tk0 := usageOf(ps), readTicks()
 	w0 := time.Now()
@@ -504,9 +513,18 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	u1, tk1 := usageOf(ps), readTicks()
 	m1 := scrape(context.Background(), ps[0].addr)
 	res.report, res.passWall, res.drained, res.done = rep, passWall, ok, true
+	res.logBytes = fileSize(filepath.Join(dir, "service-0.log")) - log0
 	res.cpu, res.writeBytes, res.fileGrowth, res.jobs, res.steal = u1.cpu-u0.cpu, u1.writeBytes-u0.writeBytes, dirBytes(dir)-files0, m1.jobs-m0.jobs, stealPct(tk0, tk1)
 	b.logf("reconcile measured pass: %v, cpu %s, wrote %d bytes, files grew %d bytes", rep, res.cpu, res.writeBytes, res.fileGrowth)
 	return res, nil
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // dirBytes sums the sizes of the files in dir (store, WAL, state files).
@@ -636,15 +654,20 @@ func (b *bench) run() (*results, error) {
 // cpuProfile saves a CPU profile of the service over d (the admin
 // listener's /debug/pprof, behind the admin token).
 func cpuProfile(addr string, d time.Duration, path string) error {
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(1, int(d.Seconds()))), nil)
+	return fetch(addr, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), d+time.Minute, path)
+}
+
+// fetch saves an admin endpoint's answer to path.
+func fetch(addr, endpoint string, timeout time.Duration, path string) error {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+endpoint, nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("pprof: %s", resp.Status)
+		return fmt.Errorf("%s: %s", endpoint, resp.Status)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err

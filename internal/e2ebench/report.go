@@ -224,7 +224,8 @@ func (r *results) markdown(o options) string {
 		p("- pass report: `%v`", rec.report)
 		p("- wall: %s for the pass itself, %s until its %.0f jobs finished", rec.passWall.Round(time.Millisecond), rec.wall.Round(time.Millisecond), rec.jobs)
 		p("- server CPU: %s in all, %.2f ms per key", rec.cpu.Round(time.Millisecond), cpuPer(rec.cpu, float64(rec.keys))/1000)
-		p("- written: %.1f MiB (/proc/PID/io write_bytes), %.0f B per key; SQLite files and the dry-run state file grew by %.1f MiB", mib(rec.writeBytes), float64(rec.writeBytes)/float64(rec.keys), mib(rec.fileGrowth))
+		p("- written: %.1f MiB (/proc/PID/io write_bytes), %.0f B per key, of which the JSON log %.1f MiB (%.0f B per key); SQLite files and the dry-run state files grew by %.1f MiB",
+			mib(rec.writeBytes), float64(rec.writeBytes)/float64(rec.keys), mib(rec.logBytes), float64(rec.logBytes)/float64(rec.keys), mib(rec.fileGrowth))
 		p("- steal: %.0f%%", rec.steal)
 	}
 	if o.readcost != "" {
