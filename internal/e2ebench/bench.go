@@ -504,6 +504,11 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	m0 := scrape(context.Background(), ps[0].addr)
 	u0, tk0 := usageOf(ps), readTicks()
 	w0 := time.Now()
+	var profiled chan error
+	if b.opt.profile != "" {
+		profiled = make(chan error, 1)
+		go func() { profiled <- cpuProfile(ps[0].addr, 20*time.Second, filepath.Join(b.opt.profile, "reconcile-pass.cpu.pprof")) }()
+	}
 	rep, passWall, ok, err := pass()
 	if err != nil {
 		return res, err
@@ -512,6 +517,11 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	time.Sleep(2 * time.Second)
 	u1, tk1 := usageOf(ps), readTicks()
 	m1 := scrape(context.Background(), ps[0].addr)
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			b.logf("profile: %v", err)
+		}
+	}
 	res.report, res.passWall, res.drained, res.done = rep, passWall, ok, true
 	res.logBytes = fileSize(filepath.Join(dir, "service-0.log")) - log0
 	res.cpu, res.writeBytes, res.fileGrowth, res.jobs, res.steal = u1.cpu-u0.cpu, u1.writeBytes-u0.writeBytes, dirBytes(dir)-files0, m1.jobs-m0.jobs, stealPct(tk0, tk1)
