@@ -507,7 +507,9 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	var profiled chan error
 	if b.opt.profile != "" {
 		profiled = make(chan error, 1)
-		go func() { profiled <- cpuProfile(ps[0].addr, 20*time.Second, filepath.Join(b.opt.profile, "reconcile-pass.cpu.pprof")) }()
+		go func() {
+			profiled <- cpuProfile(ps[0].addr, 20*time.Second, filepath.Join(b.opt.profile, "reconcile-pass.cpu.pprof"))
+		}()
 	}
 	rep, passWall, ok, err := pass()
 	if err != nil {
