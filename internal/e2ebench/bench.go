@@ -373,7 +373,7 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 	var profiled chan error
 	if b.opt.profile != "" && round == 1 && t.store != "" {
 		profiled = make(chan error, 1)
-		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "").Replace(loadName(senders, rate)))
+		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "-per-").Replace(loadName(senders, rate)))
 		go func() { profiled <- cpuProfile(ps[0].addr, length, base+".cpu.pprof") }()
 		// Where goroutines wait (off-CPU: locks, SQLite's busy handler),
 		// halfway through the load.
