@@ -454,6 +454,7 @@ type reconcileResult struct {
 	jobs          float64
 	seedWall      time.Duration
 	steal         float64
+	others        float64 // CPUs the rest of the machine kept busy
 	drained, done bool
 }
 
@@ -502,7 +503,7 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	time.Sleep(2 * time.Second) // let the last writes (WAL checkpoint, state file) land before the reading
 	files0, log0 := dirBytes(dir), fileSize(filepath.Join(dir, "service-0.log"))
 	m0 := scrape(context.Background(), ps[0].addr)
-	u0, tk0 := usageOf(ps), readTicks()
+	u0, tk0, s0 := usageOf(ps), readTicks(), selfCPU()
 	w0 := time.Now()
 	var profiled chan error
 	if b.opt.profile != "" {
@@ -517,8 +518,9 @@ func (b *bench) reconcile() (reconcileResult, error) {
 	}
 	res.wall = time.Since(w0)
 	time.Sleep(2 * time.Second)
-	u1, tk1 := usageOf(ps), readTicks()
+	u1, tk1, s1 := usageOf(ps), readTicks(), selfCPU()
 	m1 := scrape(context.Background(), ps[0].addr)
+	res.others = othersCPU(tk0, tk1, u1.cpu-u0.cpu, s1-s0).Seconds() / time.Since(w0).Seconds()
 	if profiled != nil {
 		if err := <-profiled; err != nil {
 			b.logf("profile: %v", err)

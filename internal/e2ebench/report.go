@@ -101,9 +101,11 @@ func (r *results) markdown(o options) string {
 	p("")
 	p("Figures are medians over the rounds; a ratio is the median of each round's")
 	p("ratio to the no-op run just before it. Steal is the share of CPU time the")
-	p("VM's host took during the runs (median; from /proc/stat).")
+	p("VM's host took during the runs (median; from /proc/stat); others is how many")
+	p("of the machine's CPUs the rest of the machine kept busy meanwhile (other")
+	p("users' work; PostgreSQL itself in its runs): a quiet machine shows 0.0.")
 	p("")
-	p("| goal | measured | target | met | steal |")
+	p("| goal | measured | target | met | steal / others |")
 	p("|---|---|---|---|---|")
 	for _, g := range []struct {
 		senders int
@@ -114,32 +116,32 @@ func (r *results) markdown(o options) string {
 			continue
 		}
 		ratio := med(x, func(p pair) float64 { return p.run.load.rate() / p.base.load.rate() })
-		p("| durable ingest (SQLite) at %d senders vs no-op | %.1f%% (%.0f vs %.0f req/s) | ≥ %.0f%% | %s | %.0f%% |", g.senders, 100*ratio,
+		p("| durable ingest (SQLite) at %d senders vs no-op | %.1f%% (%.0f vs %.0f req/s) | ≥ %.0f%% | %s | %s |", g.senders, 100*ratio,
 			med(x, func(p pair) float64 { return p.run.load.rate() }), med(x, func(p pair) float64 { return p.base.load.rate() }), 100*g.min, yesNo(ratio >= g.min),
-			med(x, func(p pair) float64 { return p.run.steal }))
+			quiet(x))
 	}
 	if x := ps[loadKey{"sqlite", 0, o.rate}]; len(x) > 0 {
 		acked := med(x, func(p pair) float64 { return p.run.load.rate() })
 		backlog := med(x, func(p pair) float64 { return p.run.drain.jobs })
 		complete := !slices.ContainsFunc(x, func(p pair) bool { return !p.run.drain.complete })
-		steal := med(x, func(p pair) float64 { return p.run.steal })
+		steal := quiet(x)
 		sustained := acked >= 0.99*o.rate && backlog <= o.rate && complete
-		p("| pipeline (accept + sync to dry-run Jira) sustains %.0f events/s, queue not growing | %.0f/s acknowledged, %.0f jobs/s finished during the load; backlog at its end %.0f jobs%s | ≥ %.0f/s acknowledged, backlog ≤ 1 s of load | %s | %.0f%% |",
+		p("| pipeline (accept + sync to dry-run Jira) sustains %.0f events/s, queue not growing | %.0f/s acknowledged, %.0f jobs/s finished during the load; backlog at its end %.0f jobs%s | ≥ %.0f/s acknowledged, backlog ≤ 1 s of load | %s | %s |",
 			o.rate, acked, med(x, func(p pair) float64 { return p.run.jobs / p.run.load.elapsed.Seconds() }), backlog, map[bool]string{true: "", false: " (not drained)"}[complete], o.rate, yesNo(sustained), steal)
 		cpuJob := med(x, func(p pair) float64 { return cpuPer(p.run.cpu+p.run.drain.cpu, p.run.jobs+p.run.drain.jobs) })
-		p("| CPU per job at %.0f events/s (ingest and sync together) | %.0f µs | ≤ 500 µs | %s | %.0f%% |", o.rate, cpuJob, yesNo(cpuJob <= 500), steal)
+		p("| CPU per job at %.0f events/s (ingest and sync together) | %.0f µs | ≤ 500 µs | %s | %s |", o.rate, cpuJob, yesNo(cpuJob <= 500), steal)
 		p99 := med(x, func(p pair) float64 { return ms(p.run.load.pct(.99)) })
-		p("| ack p99 at %.0f events/s offered | %.1f ms (no-op %.1f ms) | < 10 ms | %s | %.0f%% |", o.rate, p99, med(x, func(p pair) float64 { return ms(p.base.load.pct(.99)) }), yesNo(p99 < 10), steal)
+		p("| ack p99 at %.0f events/s offered | %.1f ms (no-op %.1f ms) | < 10 ms | %s | %s |", o.rate, p99, med(x, func(p pair) float64 { return ms(p.base.load.pct(.99)) }), yesNo(p99 < 10), steal)
 		hwm := med(x, func(p pair) float64 { return mib(p.run.hwm) })
-		p("| peak RSS (VmHWM) at %.0f events/s | %.0f MiB | ≤ 64 MiB | %s | %.0f%% |", o.rate, hwm, yesNo(hwm <= 64), steal)
+		p("| peak RSS (VmHWM) at %.0f events/s | %.0f MiB | ≤ 64 MiB | %s | %s |", o.rate, hwm, yesNo(hwm <= 64), steal)
 	}
 	if rec := r.rec; rec.done && rec.keys > 0 {
 		perKey := float64(rec.writeBytes) / float64(rec.keys)
-		p("| reconcile over %d unchanged keys: bytes written per key | %.0f B (/proc write_bytes; files grew %.0f B/key) | nothing (< 100 B) | %s | %.0f%% |", rec.keys, perKey, float64(rec.fileGrowth)/float64(rec.keys), yesNo(perKey < 100), rec.steal)
+		p("| reconcile over %d unchanged keys: bytes written per key | %.0f B (/proc write_bytes; files grew %.0f B/key) | nothing (< 100 B) | %s | %.0f%% / %.1f |", rec.keys, perKey, float64(rec.fileGrowth)/float64(rec.keys), yesNo(perKey < 100), rec.steal, rec.others)
 		cpuKey := cpuPer(rec.cpu, float64(rec.keys)) / 1000
-		p("| reconcile over %d unchanged keys: CPU per key | %.2f ms | ≤ 0.3 ms | %s | %.0f%% |", rec.keys, cpuKey, yesNo(cpuKey <= 0.3), rec.steal)
+		p("| reconcile over %d unchanged keys: CPU per key | %.2f ms | ≤ 0.3 ms | %s | %.0f%% / %.1f |", rec.keys, cpuKey, yesNo(cpuKey <= 0.3), rec.steal, rec.others)
 	}
-	p("| one commit per job outcome | not measured here (a count of store commits needs the store's cooperation) | 1 | ? | – |")
+	p("| one commit per job outcome | not measured by make bench; about 6 fsynced commits per job counted once with strace (performance.md) | 1 | **no** (manual count) | – |")
 	p("")
 	p("## Ingest, closed loop")
 	p("")
@@ -147,14 +149,14 @@ func (r *results) markdown(o options) string {
 	p("processes' user + system time over the run (all replicas; not the load")
 	p("generator's, not PostgreSQL's) divided by the deliveries acknowledged.")
 	p("")
-	p("| target | senders | req/s | no-op req/s | ratio | CPU/webhook | no-op CPU/webhook | ack p50 / p99 | no-op p50 / p99 | peak RSS | steal |")
-	p("|---|---|---|---|---|---|---|---|---|---|---|")
+	p("| target | senders | req/s | no-op req/s | ratio | CPU/webhook | no-op CPU/webhook | ack p50 / p99 | no-op p50 / p99 | peak RSS | steal | others (CPUs) |")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, k := range order {
 		if k.senders == 0 {
 			continue
 		}
 		x := ps[k]
-		p("| %s | %d | %.0f | %.0f | %.1f%% | %.0f µs | %.0f µs | %.2f / %.2f ms | %.2f / %.2f ms | %.0f MiB | %.0f%% / %.0f%% |", describe(k.target), k.senders,
+		p("| %s | %d | %.0f | %.0f | %.1f%% | %.0f µs | %.0f µs | %.2f / %.2f ms | %.2f / %.2f ms | %.0f MiB | %.0f%% / %.0f%% | %.1f / %.1f |", describe(k.target), k.senders,
 			med(x, func(p pair) float64 { return p.run.load.rate() }), med(x, func(p pair) float64 { return p.base.load.rate() }),
 			100*med(x, func(p pair) float64 { return p.run.load.rate() / p.base.load.rate() }),
 			med(x, func(p pair) float64 { return cpuPer(p.run.cpu, float64(p.run.load.accepted)) }),
@@ -162,7 +164,8 @@ func (r *results) markdown(o options) string {
 			med(x, func(p pair) float64 { return ms(p.run.load.pct(.5)) }), med(x, func(p pair) float64 { return ms(p.run.load.pct(.99)) }),
 			med(x, func(p pair) float64 { return ms(p.base.load.pct(.5)) }), med(x, func(p pair) float64 { return ms(p.base.load.pct(.99)) }),
 			med(x, func(p pair) float64 { return mib(p.run.hwm) }),
-			med(x, func(p pair) float64 { return p.run.steal }), med(x, func(p pair) float64 { return p.base.steal }))
+			med(x, func(p pair) float64 { return p.run.steal }), med(x, func(p pair) float64 { return p.base.steal }),
+			med(x, func(p pair) float64 { return p.run.othersCPUs() }), med(x, func(p pair) float64 { return p.base.othersCPUs() }))
 	}
 	if r.pgSkipped != "" {
 		p("")
@@ -200,14 +203,15 @@ func (r *results) markdown(o options) string {
 		p("%.0f deliveries per second offered for %s whatever the answers take;", o.rate, o.rateDuration)
 		p("each acknowledgement is timed from the moment its delivery was due.")
 		p("")
-		p("| target | offered | acknowledged/s | failed | ack p50 | ack p99 | CPU per webhook | peak RSS | steal |")
-		p("|---|---|---|---|---|---|---|---|---|")
+		p("| target | offered | acknowledged/s | failed | ack p50 | ack p99 | CPU per webhook | peak RSS | steal | others (CPUs) |")
+		p("|---|---|---|---|---|---|---|---|---|---|")
 		row := func(name string, f func(pair) run) {
-			p("| %s | %.0f/s | %.0f | %.0f | %.2f ms | %.2f ms | %.0f µs | %.0f MiB | %.0f%% |", name, o.rate,
+			p("| %s | %.0f/s | %.0f | %.0f | %.2f ms | %.2f ms | %.0f µs | %.0f MiB | %.0f%% | %.1f |", name, o.rate,
 				med(x, func(p pair) float64 { return f(p).load.rate() }), med(x, func(p pair) float64 { return float64(f(p).load.failed) }),
 				med(x, func(p pair) float64 { return ms(f(p).load.pct(.5)) }), med(x, func(p pair) float64 { return ms(f(p).load.pct(.99)) }),
 				med(x, func(p pair) float64 { return cpuPer(f(p).cpu, float64(f(p).load.accepted)) }),
-				med(x, func(p pair) float64 { return mib(f(p).hwm) }), med(x, func(p pair) float64 { return f(p).steal }))
+				med(x, func(p pair) float64 { return mib(f(p).hwm) }), med(x, func(p pair) float64 { return f(p).steal }),
+				med(x, func(p pair) float64 { return f(p).othersCPUs() }))
 		}
 		row("no-op", func(p pair) run { return p.base })
 		row(describe("sqlite"), func(p pair) run { return p.run })
@@ -226,7 +230,7 @@ func (r *results) markdown(o options) string {
 		p("- server CPU: %s in all, %.2f ms per key", rec.cpu.Round(time.Millisecond), cpuPer(rec.cpu, float64(rec.keys))/1000)
 		p("- written: %.1f MiB (/proc/PID/io write_bytes), %.0f B per key, of which the JSON log %.1f MiB (%.0f B per key); SQLite files and the dry-run state files grew by %.1f MiB",
 			mib(rec.writeBytes), float64(rec.writeBytes)/float64(rec.keys), mib(rec.logBytes), float64(rec.logBytes)/float64(rec.keys), mib(rec.fileGrowth))
-		p("- steal: %.0f%%", rec.steal)
+		p("- steal: %.0f%%; the rest of the machine kept %.1f CPUs busy meanwhile", rec.steal, rec.others)
 	}
 	if o.readcost != "" {
 		if b, err := os.ReadFile(o.readcost); err == nil {
@@ -282,4 +286,13 @@ func cpuModel() string {
 func kernel() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return "Linux " + strings.TrimSpace(string(b))
+}
+
+// othersCPUs is how many CPUs the rest of the machine kept busy during
+// the run.
+func (r run) othersCPUs() float64 { return r.others.Seconds() / r.load.elapsed.Seconds() }
+
+// quiet formats the median steal and others of a set of runs.
+func quiet(x []pair) string {
+	return fmt.Sprintf("%.0f%% / %.1f", med(x, func(p pair) float64 { return p.run.steal }), med(x, func(p pair) float64 { return p.run.othersCPUs() }))
 }
