@@ -13,7 +13,16 @@ CONFIG ?= config.example.yaml
 # coordinator can fail a clean run with a bare "context deadline exceeded"
 # at its end when the machine is loaded (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 60000x
-BENCHTIME ?= 2s
+# make bench: interleaved rounds, seconds per closed-loop run, the fixed
+# rate and its length, reconcile keys, PostgreSQL admin DSN (empty skips it).
+BENCH_ROUNDS ?= 3
+BENCH_DURATION ?= 8s
+BENCH_RATE ?= 1000
+BENCH_RATE_DURATION ?= 20s
+BENCH_DRAIN ?= 15s
+BENCH_KEYS ?= 10000
+BENCH_PG ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+BENCH_FLAGS ?=
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
@@ -69,10 +78,12 @@ lint: ## gofmt, go vet, the import rules and the import aliases
 	$(GO) vet ./...
 	$(GO) test -count=1 -run 'TestImport(Rules|Aliases)' ./cmd/qase-sync
 
-bench: ## Benchmarks and the reconciler's read cost; writes docs/benchmarks.md
-	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -count=3 ./cmd/qase-sync ./adapters/store/sqlite | tee .bench.out
+bench: build ## End-to-end benchmark (~15 min; BENCH_ROUNDS, BENCH_DURATION, BENCH_KEYS…): the real binary, load from a separate process; writes docs/benchmarks.md
+	CGO_ENABLED=0 $(GO) build -o bin/e2ebench ./internal/e2ebench
 	QASE_SYNC_READCOST_OUT=$(CURDIR)/.readcost.out $(GO) test -count=1 -run='^TestRecReadCost$$' ./cmd/qase-sync
-	$(GO) run ./internal/benchreport -readcost .readcost.out < .bench.out > docs/benchmarks.md
+	./bin/e2ebench -bin bin/qase-sync -rounds $(BENCH_ROUNDS) -duration $(BENCH_DURATION) -rate $(BENCH_RATE) \
+		-rate-duration $(BENCH_RATE_DURATION) -drain $(BENCH_DRAIN) -reconcile-keys $(BENCH_KEYS) -pg '$(BENCH_PG)' \
+		-readcost .readcost.out $(BENCH_FLAGS) -out docs/benchmarks.md
 	@cat docs/benchmarks.md
 
 docker: ## Build the container image qase-sync:$(VERSION)

@@ -9,6 +9,7 @@
 package dryrun
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,7 +36,16 @@ type Tracker struct {
 	next   int
 	issues map[string]*issue // by id
 	writes int
-	path   string // state file; "" keeps issues in memory only
+
+	// Persistence (Open): a snapshot file plus a journal of the issues
+	// written since, so that a write costs one issue's encoding, not the
+	// whole set's (rewriting every issue per write made a dry-run sync
+	// cost O(issues) CPU under the tracker's lock). The journal is folded
+	// into the snapshot when it outgrows it, at Open and at Close.
+	path         string   // snapshot; "" keeps issues in memory only
+	journal      *os.File // opened at the first write after a snapshot
+	journalBytes int64
+	snapBytes    int64
 }
 
 // stateFile is the persisted form of a tracker's issues.
@@ -51,43 +61,130 @@ type savedIssue struct {
 	Comments []qsync.Comment `json:"comments,omitempty"`
 }
 
+// journalRecord is one line of the journal: an issue's whole state after
+// a write, or its deletion.
+type journalRecord struct {
+	Next    int         `json:"next"`
+	Issue   *savedIssue `json:"issue,omitempty"`
+	Deleted string      `json:"deleted,omitempty"`
+}
+
+// journalPath is where the writes since the snapshot go, one JSON object
+// a line (qase-sync.dryrun-jira.json → qase-sync.dryrun-jira.journal.json).
+func journalPath(path string) string { return strings.TrimSuffix(path, ".json") + ".journal.json" }
+
 // Open returns a dry-run tracker whose issues live in the JSON file at
-// path (created on the first write), loading what an earlier run left.
+// path (created on the first write) and its journal, loading what an
+// earlier run left.
 func Open(name string, log *logrus.Entry, clock qsync.Clock, path string) (*Tracker, error) {
 	t := New(name, log, clock)
 	t.path = path
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return t, nil
 	case err != nil:
 		return nil, fmt.Errorf("dry-run tracker %s: %w", name, err)
-	}
-	var st stateFile
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("dry-run tracker %s: %s: %w (delete it together with the store file to start over)", name, path, err)
-	}
-	t.next = st.Next
-	for _, si := range st.Issues {
-		is := &issue{Issue: si.Issue, marker: si.Marker, comments: si.Comments}
-		t.issues[is.Ref.ID] = is
-		if n, err := strconv.Atoi(is.Ref.ID); err == nil && n > t.next {
-			t.next = n
+	default:
+		var st stateFile
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, fmt.Errorf("dry-run tracker %s: %s: %w (delete it together with the store file to start over)", name, path, err)
 		}
+		t.next = st.Next
+		for _, si := range st.Issues {
+			t.load(si)
+		}
+		t.snapBytes = int64(len(b))
 	}
-	if len(st.Issues) > 0 {
-		t.log.WithFields(logrus.Fields{"issues": len(st.Issues), "file": path}).Info("dry-run tracker: issues of earlier runs loaded")
+	replayed, err := t.replay()
+	if err != nil {
+		return nil, fmt.Errorf("dry-run tracker %s: %w (delete it together with the store file to start over)", name, err)
+	}
+	if replayed > 0 {
+		t.compact()
+	}
+	if len(t.issues) > 0 {
+		t.log.WithFields(logrus.Fields{"issues": len(t.issues), "file": path}).Info("dry-run tracker: issues of earlier runs loaded")
 	}
 	return t, nil
 }
 
-// save writes the state file (atomically: a temporary file renamed over
-// it). The caller holds mu. A failure is logged: the issues stay in
-// memory for this run, as without a file.
-func (t *Tracker) save() {
+func (t *Tracker) load(si savedIssue) {
+	is := &issue{Issue: si.Issue, marker: si.Marker, comments: si.Comments}
+	t.issues[is.Ref.ID] = is
+	if n, err := strconv.Atoi(is.Ref.ID); err == nil && n > t.next {
+		t.next = n
+	}
+}
+
+// replay applies the journal's records; a torn last line (a crash in
+// the middle of a write) is ignored, a bad line before it is an error.
+func (t *Tracker) replay() (int, error) {
+	b, err := os.ReadFile(journalPath(t.path))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	n := 0
+	for i, line := range lines {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var rec journalRecord
+		if err := json.Unmarshal(line, &rec); err != nil {
+			if i == len(lines)-1 {
+				break
+			}
+			return n, fmt.Errorf("%s line %d: %w", journalPath(t.path), i+1, err)
+		}
+		t.next = max(t.next, rec.Next)
+		switch {
+		case rec.Issue != nil:
+			t.load(*rec.Issue)
+		case rec.Deleted != "":
+			delete(t.issues, rec.Deleted)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// persist records the state of issue id after a write (or its absence):
+// one journal line, or a new snapshot when there is none yet or the
+// journal has outgrown it. The caller holds mu. A failure is logged: the
+// issues stay in memory for this run, as without a file.
+func (t *Tracker) persist(id string) {
 	if t.path == "" {
 		return
 	}
+	if t.snapBytes == 0 || t.journalBytes > max(1<<20, 2*t.snapBytes) {
+		t.compact()
+		return
+	}
+	rec := journalRecord{Next: t.next, Deleted: id}
+	if is, ok := t.issues[id]; ok {
+		rec = journalRecord{Next: t.next, Issue: &savedIssue{Issue: is.Issue, Marker: is.marker, Comments: is.comments}}
+	}
+	b, err := json.Marshal(rec)
+	if err == nil && t.journal == nil {
+		t.journal, err = os.OpenFile(journalPath(t.path), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	}
+	if err == nil {
+		var n int
+		n, err = t.journal.Write(append(b, '\n'))
+		t.journalBytes += int64(n)
+	}
+	if err != nil {
+		t.log.WithError(err).Error("dry-run tracker: could not save its issues; they will be forgotten at restart")
+	}
+}
+
+// compact writes the snapshot (atomically: a temporary file renamed over
+// it), then empties the journal. A crash between the two replays records
+// the snapshot already holds, which is harmless.
+func (t *Tracker) compact() {
 	st := stateFile{Tracker: t.name, Next: t.next}
 	for _, is := range t.sorted() {
 		st.Issues = append(st.Issues, savedIssue{Issue: is.Issue, Marker: is.marker, Comments: is.comments})
@@ -99,9 +196,37 @@ func (t *Tracker) save() {
 			err = os.Rename(tmp, t.path)
 		}
 	}
+	if err == nil {
+		t.snapBytes = int64(len(b)) + 1
+		if t.journal != nil {
+			err = t.journal.Truncate(0)
+		} else if rmErr := os.Remove(journalPath(t.path)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			err = rmErr
+		}
+		t.journalBytes = 0
+	}
 	if err != nil {
 		t.log.WithError(err).Error("dry-run tracker: could not save its issues; they will be forgotten at restart")
 	}
+}
+
+// Close folds the journal into the snapshot and closes it. The tracker
+// stays usable (a later write reopens the journal).
+func (t *Tracker) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.path == "" {
+		return nil
+	}
+	if t.journalBytes > 0 {
+		t.compact()
+	}
+	if t.journal == nil {
+		return nil
+	}
+	err := t.journal.Close()
+	t.journal = nil
+	return err
 }
 
 type issue struct {
@@ -120,7 +245,7 @@ func New(name string, log *logrus.Entry, clock qsync.Clock) *Tracker {
 
 // logOp records a write: logged as it would be sent, and saved.
 func (t *Tracker) logOp(op string, ref qsync.IssueRef, fields logrus.Fields) {
-	t.save()
+	t.persist(ref.ID)
 	t.writes++
 	t.log.WithFields(fields).WithFields(logrus.Fields{"op": op, "issue": ref.String(), "dry_run": true}).Info("would send")
 }
@@ -331,7 +456,7 @@ func (t *Tracker) Delete(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.issues, id)
-	t.save()
+	t.persist(id)
 }
 
 // Edit changes an issue the way a person would, bypassing the log.
@@ -342,7 +467,7 @@ func (t *Tracker) Edit(id string, f func(*qsync.Issue)) {
 	defer t.mu.Unlock()
 	if is, ok := t.issues[id]; ok {
 		f(&is.Issue)
-		t.save()
+		t.persist(id)
 	}
 }
 

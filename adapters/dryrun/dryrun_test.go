@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -134,5 +135,82 @@ func TestMark(t *testing.T) {
 	}
 	if err := tr.Mark(ctx, is.Ref, qsync.Marker{}); !qsync.IsPermanent(err) {
 		t.Errorf("empty marker: %v", err)
+	}
+}
+
+// A write costs one journal line, not a rewrite of every issue; the
+// journal survives a crash (no Close), a torn last line is ignored, and
+// Close folds the journal into the snapshot.
+func TestJournal(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qase-sync.dryrun-jira.json")
+	tr, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []qsync.IssueRef
+	for i := range 50 {
+		is, err := tr.Create(ctx, qsync.IssueSpec{Project: "QA", IssueFields: qsync.IssueFields{Title: "t"}}, qsync.Marker{ID: "m" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, is.Ref)
+	}
+	snap, _ := os.Stat(path)
+	if err := tr.SetStatus(ctx, refs[7], "Done", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	tr.Delete(refs[3].ID)
+	if after, _ := os.Stat(path); after.Size() != snap.Size() || !after.ModTime().Equal(snap.ModTime()) {
+		t.Errorf("a write rewrote the snapshot (%d → %d bytes)", snap.Size(), after.Size())
+	}
+	j, err := os.ReadFile(journalPath(path))
+	if err != nil || len(j) == 0 {
+		t.Fatalf("journal: %v (%d bytes)", err, len(j))
+	}
+	// A crash in the middle of the next line.
+	if err := os.WriteFile(journalPath(path), append(j, []byte(`{"next":51,"issue":{"id`)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	again, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := again.Get(ctx, refs[7]); err != nil || got.Status != "Done" || got.Reason != "fixed" {
+		t.Errorf("journaled status lost: %+v %v", got, err)
+	}
+	if _, err := again.Get(ctx, refs[3]); !errors.Is(err, qsync.ErrNotFound) {
+		t.Errorf("journaled delete lost: %v", err)
+	}
+	if n := len(again.Issues()); n != 49 {
+		t.Errorf("%d issues after replay, want 49", n)
+	}
+	if b, _ := os.ReadFile(journalPath(path)); len(b) != 0 {
+		t.Errorf("journal not folded into the snapshot at Open: %d bytes", len(b))
+	}
+	if err := again.AddComment(ctx, refs[9], qsync.Comment{ID: "c", Body: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(journalPath(path)); len(b) != 0 {
+		t.Errorf("journal not folded at Close: %d bytes", len(b))
+	}
+	third, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := third.HasComment(ctx, refs[9], "c"); !ok {
+		t.Error("comment lost across Close")
+	}
+	if is, _ := third.Create(ctx, qsync.IssueSpec{Project: "QA"}, qsync.Marker{ID: "new"}); is.Ref.ID != "51" {
+		t.Errorf("numbering after replay: %s, want 51", is.Ref.ID)
+	}
+	// A bad line before the last is corruption, not a torn write.
+	_ = os.WriteFile(journalPath(path), []byte("{\n{\"next\":1}\n"), 0o600)
+	if _, err := Open("jira", quiet(), nil, path); err == nil {
+		t.Error("a corrupt journal was silently skipped")
 	}
 }

@@ -143,6 +143,15 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 }
 
 func (a *app) close() {
+	// Trackers that keep state (the dry-run tracker's journal) fold it
+	// away; the workers have stopped by now.
+	for name, tr := range a.trackers {
+		if c, ok := tr.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				a.log.WithError(err).WithField("tracker", name).Warn("closing tracker")
+			}
+		}
+	}
 	if a.store != nil {
 		if err := a.store.Close(); err != nil {
 			a.log.WithError(err).Warn("closing store")
