@@ -95,7 +95,9 @@ func (in *Inbox) Accept(ctx context.Context, ev Event) (AcceptStatus, error) {
 // AcceptTracker stores a tracker delivery about the issue of key k: a
 // hint, routed to k's route alone, that the key needs a sync (two-way
 // routes read the issue and write changes back to Qase). A route that
-// takes nothing from the tracker ignores it.
+// takes nothing from the tracker ignores it. A duplicate of a delivery
+// whose DedupKey is the tracker's delivery id ("github:<X-GitHub-Delivery>")
+// is a redelivery of a change already stored: it enqueues no second sync.
 func (in *Inbox) AcceptTracker(ctx context.Context, k Key, ev Event) (AcceptStatus, error) {
 	tw, ok := in.mapper.(TwoWayMapper)
 	if !ok {
@@ -108,7 +110,7 @@ func (in *Inbox) AcceptTracker(ctx context.Context, k Key, ev Event) (AcceptStat
 		ev.Name = TrackerEventPrefix + ev.Name
 	}
 	ev.Ref = k.EntityRef
-	return in.accept(ctx, Inbound{Event: ev, Routes: []string{k.Route}})
+	return in.accept(ctx, Inbound{Event: ev, Routes: []string{k.Route}, QuietDuplicate: quietTrackerDuplicate(ev.DedupKey)})
 }
 
 func (in *Inbox) accept(ctx context.Context, inb Inbound) (AcceptStatus, error) {

@@ -17,6 +17,7 @@ type memInbox struct {
 	mu      gosync.Mutex
 	seen    map[string]int64
 	batches []int
+	stored  []Inbound
 	fail    error
 	block   chan struct{} // if set, AcceptEvents waits on it
 }
@@ -31,6 +32,7 @@ func (m *memInbox) AcceptEvents(_ context.Context, in []Inbound, _ time.Time) ([
 		return nil, m.fail
 	}
 	m.batches = append(m.batches, len(in))
+	m.stored = append(m.stored, in...)
 	out := make([]AcceptResult, len(in))
 	for i, ib := range in {
 		if seq, ok := m.seen[ib.Event.DedupKey]; ok {
@@ -133,6 +135,58 @@ func TestInboxGroupCommitAndStatuses(t *testing.T) {
 	<-done
 	if _, err := in.Accept(context.Background(), ev("late", KindDefect, "P")); !errors.Is(err, ErrInboxClosed) {
 		t.Fatalf("after stop: %v, want ErrInboxClosed", err)
+	}
+}
+
+// twoWayRoute makes oneRoute's route r two-way, taking the status in.
+type twoWayRoute struct{ oneRoute }
+
+func (twoWayRoute) TwoWay(route string) (TwoWay, bool) {
+	return TwoWay{Fields: map[string]Direction{"status": DirIn}}, route == "r"
+}
+
+// A tracker delivery keyed by its delivery id is stored with
+// QuietDuplicate (its redelivery is no news); one keyed by a body hash,
+// and every Qase event, is not (an equal body may be a new change, I6).
+func TestInboxTrackerDuplicatesQuiet(t *testing.T) {
+	st := &memInbox{seen: map[string]int64{}}
+	in := NewInbox(InboxOptions{Store: st, Mapper: twoWayRoute{}, Logger: quietLog()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { in.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	k := Key{Route: "r", EntityRef: EntityRef{Project: "P", Kind: KindDefect, ID: 1}}
+	cases := []struct {
+		dedup string
+		quiet bool
+	}{
+		{"github:72d3162e-cc78-11e3-81ab-4c9367dc0958", true},
+		{"jira:1234567", true},
+		{"github:" + TrackerBodyKey + "0123456789abcdef0123456789abcdef", false},
+		{"jira:" + TrackerBodyKey + "0123456789abcdef0123456789abcdef", false},
+		{"nocolon", false},
+	}
+	for _, c := range cases {
+		if st, err := in.AcceptTracker(context.Background(), k, Event{DedupKey: c.dedup, Name: "github.issues.edited"}); err != nil || st != StatusAccepted {
+			t.Fatalf("AcceptTracker(%s) = %s, %v", c.dedup, st, err)
+		}
+	}
+	if _, err := in.Accept(context.Background(), ev("qase", KindDefect, "P")); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.stored) != len(cases)+1 {
+		t.Fatalf("stored %d inbounds, want %d", len(st.stored), len(cases)+1)
+	}
+	for i, c := range cases {
+		if got := st.stored[i]; got.QuietDuplicate != c.quiet || !IsTrackerEvent(got.Event.Name) {
+			t.Errorf("%s: QuietDuplicate = %v (name %q), want %v", c.dedup, got.QuietDuplicate, got.Event.Name, c.quiet)
+		}
+	}
+	if st.stored[len(cases)].QuietDuplicate {
+		t.Error("a Qase event was stored with QuietDuplicate (I6)")
 	}
 }
 

@@ -12,6 +12,13 @@ import (
 type Inbound struct {
 	Event  Event
 	Routes []string
+	// QuietDuplicate: a duplicate of this event (its DedupKey already
+	// stored) enqueues and bumps nothing. Set for tracker deliveries whose
+	// DedupKey is the tracker's own delivery id: a redelivery of that id
+	// carries no change the first one did not. Qase events leave it false
+	// (invariant I6: their keys are content hashes, and an equal body may
+	// still be news).
+	QuietDuplicate bool
 }
 
 // AcceptResult tells, per inbound event, whether it was new.
@@ -26,7 +33,7 @@ type InboxStore interface {
 	// DedupKey is new for its entity is inserted with one pending delivery
 	// per route. For every event, new or duplicate, each of its routes'
 	// keys gets its job enqueued or bumped (one job per key; the Gen
-	// grows): thin Qase events of one second have equal bodies, so a
+	// grows), except a duplicate marked QuietDuplicate: thin Qase events of one second have equal bodies, so a
 	// duplicate may still be news, and dedup may spare a ledger row but
 	// never a sync (invariant I6). It returns only after the transaction
 	// committed. Dedup keys are content-derived and name their entity, so

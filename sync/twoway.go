@@ -155,6 +155,22 @@ const TrackerEventPrefix = "tracker."
 // IsTrackerEvent reports whether an event name is a tracker delivery.
 func IsTrackerEvent(name string) bool { return strings.HasPrefix(name, TrackerEventPrefix) }
 
+// TrackerBodyKey marks a tracker delivery's DedupKey ("github:" +
+// TrackerBodyKey + hash) derived from its body because the delivery
+// carried no delivery id. Unlike a delivery id, an equal body need not be
+// the same delivery (a GitHub issue closed, reopened and closed again
+// within one second sends two equal "closed" bodies), so its duplicates
+// still sync again, as Qase's do (invariant I6).
+const TrackerBodyKey = "body-sha256:"
+
+// quietTrackerDuplicate reports whether a duplicate of the tracker
+// delivery with this DedupKey ("<tracker>:<delivery id>") is a redelivery
+// of the same change: true unless the key is a body hash.
+func quietTrackerDuplicate(dedupKey string) bool {
+	_, id, ok := strings.Cut(dedupKey, ":")
+	return ok && id != "" && !strings.HasPrefix(id, TrackerBodyKey)
+}
+
 // TwoWayInput is what the two-way decision depends on.
 type TwoWayInput struct {
 	Rule TwoWay

@@ -95,7 +95,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dedup := gh.DeliveryID(r)
 	if dedup == "" {
 		sum := sha256.Sum256(body)
-		dedup = hex.EncodeToString(sum[:16])
+		dedup = qsync.TrackerBodyKey + hex.EncodeToString(sum[:16])
 	}
 	ev := qsync.Event{
 		DedupKey: "github:" + dedup, Name: qsync.TrackerEventPrefix + "github." + event + "." + p.Action, Ref: k.EntityRef,

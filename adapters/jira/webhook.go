@@ -123,7 +123,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dedup := r.Header.Get("X-Atlassian-Webhook-Identifier")
 	if dedup == "" {
 		sum := sha256.Sum256(body)
-		dedup = hex.EncodeToString(sum[:16])
+		dedup = qsync.TrackerBodyKey + hex.EncodeToString(sum[:16])
 	}
 	at := time.UnixMilli(p.Timestamp)
 	if p.Timestamp == 0 {

@@ -254,20 +254,57 @@ func TestTwoWayGitHub(t *testing.T) {
 		t.Fatalf("github writes after people's changes = %d, want 0", d)
 	}
 
-	// A duplicate delivery is stored once and writes nothing.
-	before := h.eventStatus()
+	// A duplicate delivery (same X-GitHub-Delivery) is stored once and
+	// causes no second sync: no job, no ledger entry, no read of either side.
+	ledgers := func() (n int) {
+		for id := int64(1); id <= 2; id++ {
+			k := qsync.Key{Route: "defects-to-github", EntityRef: qsync.EntityRef{Project: "GH", Kind: qsync.KindDefect, ID: id}}
+			es, err := h.a.store.Ledger(context.Background(), k, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(es)
+		}
+		return n
+	}
+	jobsRun := func() (n float64) {
+		_, samples := scrapeMetrics(t, h.url)
+		for _, s := range samples {
+			if s.name == "qase_sync_jobs_total" && s.labels["route"] == "defects-to-github" {
+				n += s.value
+			}
+		}
+		return n
+	}
+	before, ledgerBefore, jobsBefore := h.eventStatus(), ledgers(), jobsRun()
+	ghReqs, qaseReqs := len(h.gh.Requests()), h.qase.RequestCount()
 	dels := h.gh.Deliveries()
 	last := dels[len(dels)-1]
 	if !h.gh.Redeliver(last.ID) {
 		t.Fatal("redeliver failed")
 	}
 	h.settle()
-	if got := h.gh.Deliveries(); got[len(got)-1].Status != http.StatusOK {
-		t.Fatalf("redelivery answered %d, want 200 (duplicate)", got[len(got)-1].Status)
+	if got := h.gh.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
+		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
 	}
 	after := h.eventStatus()
 	if after.Applied+after.Noop+after.Dead != before.Applied+before.Noop+before.Dead {
 		t.Fatalf("duplicate stored: %+v → %+v", before, after)
+	}
+	if n, err := h.a.store.QueueDepth(context.Background()); err != nil || n != 0 {
+		t.Fatalf("queue depth after the duplicate = %d, %v; want 0", n, err)
+	}
+	if d := ledgers() - ledgerBefore; d != 0 {
+		t.Fatalf("duplicate added %d ledger entries, want 0 (one sync per delivery)", d)
+	}
+	if d := jobsRun() - jobsBefore; d != 0 {
+		t.Fatalf("duplicate ran %v jobs, want 0", d)
+	}
+	if d := len(h.gh.Requests()) - ghReqs; d != 0 {
+		t.Fatalf("duplicate made %d github requests, want 0: %+v", d, h.gh.Requests()[ghReqs:])
+	}
+	if d := h.qase.RequestCount() - qaseReqs; d != 0 {
+		t.Fatalf("duplicate made %d qase requests, want 0", d)
 	}
 	if w := qaseWrites(h.qase); len(w) != 2 {
 		t.Fatalf("duplicate wrote to qase: %v", w)
@@ -585,5 +622,35 @@ func TestTwoWayPostgres(t *testing.T) {
 	}
 	if d := h.jira.WriteCount() - jw; d != 0 {
 		t.Fatalf("jira writes = %d, want 0", d)
+	}
+
+	// A Jira redelivery (same X-Atlassian-Webhook-Identifier) enqueues no
+	// second sync on PostgreSQL either: no ledger entry, no Qase request.
+	k := qsync.Key{Route: "defects-to-jira", EntityRef: qsync.EntityRef{Project: "ID", Kind: qsync.KindDefect, ID: 1}}
+	ledger := func() int {
+		es, err := h.a.store.Ledger(context.Background(), k, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	entries, qaseReqs := ledger(), h.qase.RequestCount()
+	dels := h.jira.Deliveries()
+	last := dels[len(dels)-1]
+	if !h.jira.Redeliver(last.ID) {
+		t.Fatal("redeliver failed")
+	}
+	h.settle()
+	if got := h.jira.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
+		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
+	}
+	if n, err := h.a.store.QueueDepth(context.Background()); err != nil || n != 0 {
+		t.Fatalf("queue depth after the duplicate = %d, %v; want 0", n, err)
+	}
+	if d := ledger() - entries; d != 0 {
+		t.Fatalf("duplicate added %d ledger entries, want 0", d)
+	}
+	if d := h.qase.RequestCount() - qaseReqs; d != 0 {
+		t.Fatalf("duplicate made %d qase requests, want 0", d)
 	}
 }

@@ -19,7 +19,7 @@ import (
 // the event is new, records its deliveries, in one statement. A duplicate
 // stores no row of its own but still bumps the jobs (invariant I6: an equal
 // body may still be news; a job leased meanwhile is then released, not
-// deleted). It returns (seq, false) for a new event and (existing seq,
+// deleted), unless $13 (Inbound.QuietDuplicate: a tracker redelivery). It returns (seq, false) for a new event and (existing seq,
 // true) for a duplicate. The entity lock held by accept means no
 // concurrent insert of the same dedup key (which names its entity) can be
 // in flight, so the duplicate's row is always visible here.
@@ -32,6 +32,7 @@ const acceptSQL = `WITH ins AS (
 	INSERT INTO jobs (route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at)
 	SELECT r, $3, $4, $5, 1, 0, '', false, $12, $12
 	FROM unnest($11::text[]) AS r
+	WHERE NOT $13::boolean OR EXISTS (SELECT 1 FROM ins)
 	ON CONFLICT (route, project, kind, entity_id) DO UPDATE SET gen = jobs.gen + 1
 	RETURNING route, gen
 ), del AS (
@@ -73,7 +74,7 @@ func (s *Store) accept(ctx context.Context, in []qsync.Inbound, patches [][]byte
 	for i, ib := range in {
 		ev := ib.Event
 		b.Queue(acceptSQL, clean(ev.DedupKey), clean(ev.Name), ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
-			ev.Timestamp, ev.ReceivedAt, ev.ActorID, string(patches[i]), ev.Payload, sqlstore.UniqueRoutes(ib.Routes), now)
+			ev.Timestamp, ev.ReceivedAt, ev.ActorID, string(patches[i]), ev.Payload, sqlstore.UniqueRoutes(ib.Routes), now, ib.QuietDuplicate)
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

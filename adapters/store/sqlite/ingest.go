@@ -36,7 +36,8 @@ const (
 // once by its number of events, new or duplicate, and one pending delivery
 // per (new event, route). A duplicate stores no row of its own, but its
 // bump makes the key sync again (invariant I6): an equal body may still
-// be news, and a job leased meanwhile is then released, not deleted.
+// be news, and a job leased meanwhile is then released, not deleted. A
+// QuietDuplicate duplicate (a tracker redelivery) bumps nothing.
 func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
 	res := make([]qsync.AcceptResult, len(in))
 	isNew := make([]bool, len(in))
@@ -62,7 +63,7 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 	}
 
 	// One pending delivery per (new event, route); each key's job is bumped
-	// once, by its number of events (duplicates included).
+	// once, by its number of events (duplicates included, unless quiet).
 	type delivery struct {
 		seq int64
 		key qsync.Key
@@ -71,6 +72,9 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 	bumps := map[qsync.Key]int64{}
 	var keys []qsync.Key
 	for i, ib := range in {
+		if !isNew[i] && ib.QuietDuplicate {
+			continue
+		}
 		for _, route := range sqlstore.UniqueRoutes(ib.Routes) {
 			k := qsync.Key{Route: route, EntityRef: ib.Event.Ref}
 			if bumps[k] == 0 {

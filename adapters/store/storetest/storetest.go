@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener) {
 		{"AcceptDuplicateSyncsAgain", testAcceptDuplicateSyncsAgain},
 		{"AcceptDuplicateWhileLeasedReleases", testAcceptDuplicateWhileLeased},
 		{"AcceptDuplicateKeepsBackoff", testAcceptDuplicateKeepsBackoff},
+		{"AcceptQuietDuplicateEnqueuesNothing", testAcceptQuietDuplicate},
 		{"Enqueue", testEnqueue},
 		{"LeaseDueOrderLimit", testLeaseDueOrderLimit},
 		{"LeaseFairness", testLeaseFairness},
@@ -1292,6 +1293,76 @@ func testAcceptDuplicateSyncsAgain(t *testing.T, s qsync.Store) {
 	if n := depth(t, s); n != 0 {
 		t.Errorf("QueueDepth = %d, want 0", n)
 	}
+}
+
+// quiet is an inbound whose duplicates do not requeue (a tracker delivery
+// keyed by its delivery id).
+func quiet(ev qsync.Event, routes ...string) qsync.Inbound {
+	ib := in(ev, routes...)
+	ib.QuietDuplicate = true
+	return ib
+}
+
+// A QuietDuplicate duplicate is answered as one but enqueues nothing: not
+// after the sync, not on a route with no job yet, not while the key's job
+// is leased (the attempt then ends the job), not within its own batch.
+func testAcceptQuietDuplicate(t *testing.T, s qsync.Store) {
+	k := key("r", 1)
+	e := event("tracker:d-1", ref(1))
+	e.Name = qsync.TrackerEventPrefix + "github.issues.edited"
+	first := accept(t, s, t0, quiet(e, "r"))
+	j := leaseOne(t, s, "w", t0, k)
+	if j.Gen != 1 {
+		t.Errorf("job gen = %d, want 1", j.Gen)
+	}
+	complete(t, s, j, qsync.OutcomeApplied, qsync.LedgerEntry{}, at(time.Second))
+
+	// Redelivered, now also naming route s (no job there yet).
+	res := accept(t, s, at(time.Minute), quiet(e, "r", "s"))
+	if !res[0].Duplicate || res[0].Seq != first[0].Seq {
+		t.Fatalf("result = %+v, want duplicate of seq %d", res[0], first[0].Seq)
+	}
+	if n := depth(t, s); n != 0 {
+		t.Fatalf("QueueDepth = %d after a quiet duplicate, want 0", n)
+	}
+	if js := lease(t, s, "w", 10, at(time.Hour)); len(js) != 0 {
+		t.Fatalf("leased %v after a quiet duplicate, want nothing", jobKeys(js))
+	}
+	if es := ledger(t, s, k); len(es) != 1 {
+		t.Errorf("ledger = %d rows, want 1 (one sync)", len(es))
+	}
+	wantStatus(t, s, qsync.EventStatus{Applied: 1})
+
+	// Redelivered while the key's job is leased: the attempt ends the job.
+	e2 := event("tracker:d-2", ref(1))
+	accept(t, s, at(2*time.Hour), quiet(e2, "r"))
+	j = leaseOne(t, s, "w", at(2*time.Hour), k)
+	if res := accept(t, s, at(2*time.Hour+time.Second), quiet(e2, "r")); !res[0].Duplicate {
+		t.Fatalf("result = %+v, want duplicate", res[0])
+	}
+	complete(t, s, j, qsync.OutcomeNoop, qsync.LedgerEntry{}, at(2*time.Hour+2*time.Second))
+	if n := depth(t, s); n != 0 {
+		t.Fatalf("QueueDepth = %d, want 0 (job deleted, not released)", n)
+	}
+
+	// A delivery and its redelivery in one batch: one job, one bump.
+	e3 := event("tracker:d-3", ref(2))
+	res = accept(t, s, at(3*time.Hour), quiet(e3, "r"), quiet(e3, "r"))
+	if res[0].Duplicate || !res[1].Duplicate || res[1].Seq != res[0].Seq {
+		t.Fatalf("results = %+v, want new then its duplicate", res)
+	}
+	if j = leaseOne(t, s, "w", at(3*time.Hour), key("r", 2)); j.Gen != 1 {
+		t.Errorf("job gen = %d, want 1 (the duplicate bumped nothing)", j.Gen)
+	}
+	complete(t, s, j, qsync.OutcomeNoop, qsync.LedgerEntry{}, at(3*time.Hour))
+
+	// The flag concerns the duplicate only: a quiet duplicate beside a
+	// Qase duplicate of another event still lets that one bump.
+	q := event("qase-1", ref(3))
+	accept(t, s, at(4*time.Hour), in(q, "r"))
+	complete(t, s, leaseOne(t, s, "w2", at(4*time.Hour), key("r", 3)), qsync.OutcomeApplied, qsync.LedgerEntry{}, at(4*time.Hour))
+	accept(t, s, at(5*time.Hour), quiet(e, "r"), in(q, "r"))
+	leaseOne(t, s, "w2", at(5*time.Hour), key("r", 3))
 }
 
 // A duplicate arriving while its key's job is leased bumps the gen, so
