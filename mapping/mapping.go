@@ -96,8 +96,8 @@ type route struct {
 	// failure routes only (failure.go)
 	signature *tmpl
 	failure   qsync.FailurePolicy
-	twoWay                                                    *qsync.TwoWay
-	writeBack                                                 WriteBack
+	twoWay    *qsync.TwoWay
+	writeBack WriteBack
 }
 
 type commentRule struct {
