@@ -13,6 +13,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -66,6 +67,16 @@ const twoWayRoutes = `routes:
 func newTwoWayHarness(t *testing.T, hooks bool) *harness {
 	t.Helper()
 	return newTwoWayHarnessOn(t, hooks, "")
+}
+
+// fileLoginDefect stores open defect ID-1, delivers its defect.created
+// and returns the Jira issue filed for it.
+func fileLoginDefect(t *testing.T, h *harness) jirafake.IssueState {
+	t.Helper()
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	return onlyIssue(t, h.jira)
 }
 
 func newTwoWayHarnessOn(t *testing.T, hooks bool, store string) *harness {
@@ -136,10 +147,7 @@ func defectStatus(t *testing.T, q *qasefake.Server, project string, id int64) st
 // webhook nor the Jira webhook writes anything more.
 func TestTwoWayJira(t *testing.T) {
 	h := newTwoWayHarness(t, true)
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	if is.Status != "To Do" {
 		t.Fatalf("created status %q", is.Status)
 	}
@@ -318,12 +326,7 @@ func TestTwoWayGitHub(t *testing.T) {
 		if sig != "" {
 			req.Header.Set("X-Hub-Signature-256", sig)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
+		if resp, _ := testhttp.Do(t, nil, req); resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("signature %q: %d, want 401", sig, resp.StatusCode)
 		}
 	}
@@ -359,10 +362,7 @@ func TestTwoWayGitHub(t *testing.T) {
 // the inbound op first, and a second pass writes nothing.
 func TestTwoWayReconcileRepairsMissedWebhook(t *testing.T) {
 	h := newTwoWayHarness(t, false)
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
 
 	rep, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{DryRun: true})
@@ -605,10 +605,7 @@ func TestTwoWayTags(t *testing.T) {
 // in the link record, which both stores keep as JSON).
 func TestTwoWayPostgres(t *testing.T) {
 	h := newTwoWayHarnessOn(t, true, pgDatabase(t))
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	jw := h.jira.WriteCount()
 	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
 	h.settle()
