@@ -140,6 +140,19 @@ func leasedJob(t *testing.T, s qsync.Store) (qsync.Key, qsync.Job) {
 	return k, leaseOne(t, s, "w", t0, k)
 }
 
+// leaseTwo leases the jobs due at t0 as w: the one of k and the other.
+func leaseTwo(t *testing.T, s qsync.Store, k qsync.Key) (mine, other qsync.Job) {
+	t.Helper()
+	for _, j := range lease(t, s, "w", 10, t0) {
+		if j.Key == k {
+			mine = j
+		} else {
+			other = j
+		}
+	}
+	return mine, other
+}
+
 func leaseOne(t *testing.T, s qsync.Store, owner string, now time.Time, k qsync.Key) qsync.Job {
 	t.Helper()
 	js := lease(t, s, owner, 10, now)
@@ -680,14 +693,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
 	k1, k2 := key("r", 1), key("r", 2)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"), in(event("e2", ref(2)), "r"))
-	var ja, jb qsync.Job
-	for _, j := range lease(t, s, "w", 10, t0) {
-		if j.Key == k1 {
-			ja = j
-		} else {
-			jb = j
-		}
-	}
+	ja, jb := leaseTwo(t, s, k1)
 	if ja.Key != k1 || jb.Key != k2 {
 		t.Fatalf("leased %v and %v, want both keys", ja.Key, jb.Key)
 	}
@@ -1638,14 +1644,7 @@ func testSaveLinkFenced(t *testing.T, s qsync.Store) {
 	if _, found, _ := s.Link(ctx, k); found {
 		t.Fatal("fenced-off SaveLinkFenced stored a link")
 	}
-	var old, other qsync.Job
-	for _, j := range lease(t, s, "w", 10, t0) {
-		if j.Key == k {
-			old = j
-		} else {
-			other = j
-		}
-	}
+	old, other := leaseTwo(t, s, k)
 	if err := s.SaveLinkFenced(ctx, l, old); err != nil {
 		t.Fatalf("SaveLinkFenced: %v", err)
 	}
