@@ -14,6 +14,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
 	"github.com/qase-sync/qase-sync/internal/testhttp"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -67,6 +68,27 @@ const twoWayRoutes = `routes:
 func newTwoWayHarness(t *testing.T, hooks bool) *harness {
 	t.Helper()
 	return newTwoWayHarnessOn(t, hooks, "")
+}
+
+// redeliverer is a fake tracker that sends webhooks and can send one again.
+type redeliverer[D any] interface {
+	Deliveries() []trackerhook.Sent[D]
+	Redeliver(id string) bool
+}
+
+// redeliverLast sends f's last webhook again and checks the receiver
+// answered 200, a duplicate.
+func redeliverLast[D any](t *testing.T, h *harness, f redeliverer[D]) {
+	t.Helper()
+	dels := f.Deliveries()
+	last := dels[len(dels)-1]
+	if !f.Redeliver(last.ID) {
+		t.Fatal("redeliver failed")
+	}
+	h.settle()
+	if got := f.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
+		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
+	}
 }
 
 // fileLoginDefect stores open defect ID-1, delivers its defect.created
@@ -286,15 +308,7 @@ func TestTwoWayGitHub(t *testing.T) {
 	}
 	before, ledgerBefore, jobsBefore := h.eventStatus(), ledgers(), jobsRun()
 	ghReqs, qaseReqs := len(h.gh.Requests()), h.qase.RequestCount()
-	dels := h.gh.Deliveries()
-	last := dels[len(dels)-1]
-	if !h.gh.Redeliver(last.ID) {
-		t.Fatal("redeliver failed")
-	}
-	h.settle()
-	if got := h.gh.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
-		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
-	}
+	redeliverLast(t, h, h.gh)
 	after := h.eventStatus()
 	if after.Applied+after.Noop+after.Dead != before.Applied+before.Noop+before.Dead {
 		t.Fatalf("duplicate stored: %+v → %+v", before, after)
@@ -632,15 +646,7 @@ func TestTwoWayPostgres(t *testing.T) {
 		return len(es)
 	}
 	entries, qaseReqs := ledger(), h.qase.RequestCount()
-	dels := h.jira.Deliveries()
-	last := dels[len(dels)-1]
-	if !h.jira.Redeliver(last.ID) {
-		t.Fatal("redeliver failed")
-	}
-	h.settle()
-	if got := h.jira.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
-		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
-	}
+	redeliverLast(t, h, h.jira)
 	if n, err := h.a.store.QueueDepth(context.Background()); err != nil || n != 0 {
 		t.Fatalf("queue depth after the duplicate = %d, %v; want 0", n, err)
 	}
