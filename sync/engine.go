@@ -321,27 +321,37 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 func (e *Engine) keepLease(ctx context.Context, cancel context.CancelFunc, j Job, log *logrus.Entry) *atomic.Bool {
 	lost := &atomic.Bool{}
 	every := e.o.Lease / 3
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			err := e.o.Store.Renew(ctx, j, e.o.Clock.Now().Add(e.o.Lease))
-			if errors.Is(err, ErrLeaseLost) {
-				lost.Store(true)
-				cancel()
-				return
-			}
-			if err != nil && ctx.Err() == nil {
-				log.WithError(err).Warn("renewing job lease")
-			}
+	go RenewEvery(ctx, every, func() bool {
+		err := e.o.Store.Renew(ctx, j, e.o.Clock.Now().Add(e.o.Lease))
+		if errors.Is(err, ErrLeaseLost) {
+			lost.Store(true)
+			cancel()
+			return false
 		}
-	}()
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).Warn("renewing job lease")
+		}
+		return true
+	})
 	return lost
+}
+
+// RenewEvery calls renew every interval until ctx ends or renew reports
+// the lease lost (false): how a job's lease, and cmd's reconcile lease,
+// are kept while their work runs.
+func RenewEvery(ctx context.Context, every time.Duration, renew func() bool) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !renew() {
+			return
+		}
+	}
 }
 
 // backoff is full-jitter exponential: uniform in [base*2^n/2, base*2^n], capped.

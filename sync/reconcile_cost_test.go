@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"fmt"
-	"maps"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -22,23 +20,10 @@ import (
 func (q *memQase) Searchable(kind qsync.Kind) bool { return kind == qsync.KindDefect }
 
 func (q *memQase) Changed(_ context.Context, p string, kind qsync.Kind, since time.Time, fn func(qsync.EntityRef, map[string]any) error) error {
-	q.reads.Add(1)
-	q.mu.Lock()
-	var hits []int64
-	for id, a := range q.defects {
-		if at, ok := a["updated_at"].(time.Time); ok && !at.Before(since.Truncate(time.Second)) {
-			hits = append(hits, id)
-		}
-	}
-	slices.Sort(hits)
-	all := maps.Clone(q.defects)
-	q.mu.Unlock()
-	for _, id := range hits {
-		if err := fn(qsync.EntityRef{Project: p, Kind: kind, ID: id}, maps.Clone(all[id])); err != nil {
-			return err
-		}
-	}
-	return nil
+	return q.read(p, kind, func(a map[string]any) bool {
+		at, ok := a["updated_at"].(time.Time)
+		return ok && !at.Before(since.Truncate(time.Second))
+	}, fn)
 }
 
 // seed puts n open defects in Qase, last updated at updated, and runs a
@@ -98,6 +83,16 @@ func (b *bundle) pass(o qsync.ReconcileOptions) qsync.ReconcileReport {
 		b.t.Fatalf("reconcile: %v", err)
 	}
 	return rep
+}
+
+// passThenDrain runs a pass, which must be of mode and enqueue n keys,
+// then drains the queue.
+func (b *bundle) passThenDrain(o qsync.ReconcileOptions, mode string, n int, what string) {
+	b.t.Helper()
+	if rep := b.pass(o); rep.Mode != mode || rep.Enqueued != n {
+		b.t.Fatalf("%s: %+v; want mode %s, %d enqueued", what, rep, mode, n)
+	}
+	b.drain()
 }
 
 // A full sweep over keys that are in sync enqueues nothing and writes no
@@ -179,11 +174,7 @@ func TestIncrementalPassReadsChangesOnly(t *testing.T) {
 	b.qase.set(6, map[string]any{"title": "late", "status": "resolved", "updated_at": cp.Add(-30 * time.Second)})
 	edited := b.oneIssue(9).Ref.ID
 	b.tracker.locked(func() { b.tracker.byID(edited).Title = "edited by a person" })
-	rep = b.pass(incr)
-	if rep.Mode != qsync.ModeIncremental || rep.Enqueued != 2 {
-		t.Fatalf("incremental pass after two changes: %+v; want 2 enqueued", rep)
-	}
-	b.drain()
+	b.passThenDrain(incr, qsync.ModeIncremental, 2, "incremental pass after two changes")
 	if got := b.oneIssue(5).Title; got != "[QA-5] changed" {
 		t.Errorf("issue of 5: %q", got)
 	}
@@ -207,11 +198,7 @@ func TestIncrementalPassReadsChangesOnly(t *testing.T) {
 	// The backstop: once the last full sweep is older than FullEvery, the
 	// pass is a full sweep, and it reverts the tracker-side edit.
 	incr.FullEvery = time.Since(full) / 2
-	rep = b.pass(incr)
-	if rep.Mode != qsync.ModeFull || rep.Enqueued != 1 {
-		t.Fatalf("backstop pass: %+v; want a full sweep enqueueing the edited key", rep)
-	}
-	b.drain()
+	b.passThenDrain(incr, qsync.ModeFull, 1, "backstop pass (a full sweep enqueueing the edited key)")
 	if got := b.oneIssue(9).Title; got != "[QA-9] defect 9" {
 		t.Errorf("issue of 9 after the full sweep: %q", got)
 	}

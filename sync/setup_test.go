@@ -345,11 +345,23 @@ func (q *memQase) Fetch(_ context.Context, ref qsync.EntityRef) (map[string]any,
 }
 
 func (q *memQase) List(_ context.Context, p string, kind qsync.Kind, fn func(qsync.EntityRef, map[string]any) error) error {
+	return q.read(p, kind, nil, fn)
+}
+
+// read is one Qase read: fn is called, in id order, with a copy of each
+// defect keep selects (nil: all), chosen under the lock.
+func (q *memQase) read(p string, kind qsync.Kind, keep func(map[string]any) bool, fn func(qsync.EntityRef, map[string]any) error) error {
 	q.reads.Add(1)
 	q.mu.Lock()
-	ids := slices.Sorted(maps.Keys(q.defects))
+	var ids []int64
+	for id, a := range q.defects {
+		if keep == nil || keep(a) {
+			ids = append(ids, id)
+		}
+	}
 	all := maps.Clone(q.defects)
 	q.mu.Unlock()
+	slices.Sort(ids)
 	for _, id := range ids {
 		if err := fn(qsync.EntityRef{Project: p, Kind: kind, ID: id}, maps.Clone(all[id])); err != nil {
 			return err

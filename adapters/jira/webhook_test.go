@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -31,7 +32,7 @@ func TestWebhookHandler(t *testing.T) {
 		Labels: []string{"qase-sync", m.Label}, Properties: markerProp(m)})
 	plain := f.AddIssue(jirafake.IssueState{Project: "QA", Type: "Bug", Summary: "y", Status: "To Do"})
 	acc := &acceptLog{}
-	h := NewWebhookHandler(WebhookOptions{Acceptor: acc, Tracker: tr, Secrets: []string{"old-secret", "hook-secret"}})
+	h := NewWebhookHandler(WebhookOptions{Options: trackerhook.Options{Acceptor: acc, Secrets: []string{"old-secret", "hook-secret"}}, Tracker: tr})
 	body := func(id string, labels string) []byte {
 		return []byte(`{"timestamp":1700000000000,"webhookEvent":"jira:issue_updated","issue":{"id":"` + id + `","key":"QA-1","fields":{"labels":` + labels + `}}}`)
 	}

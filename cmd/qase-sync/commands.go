@@ -18,8 +18,6 @@ import (
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// flagsThenApp parses a command's flags (fs, with the common ones in c)
-// and loads the app its configuration names.
 // writeIndented prints v as indented JSON (the commands' -o json).
 func writeIndented(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -27,6 +25,23 @@ func writeIndented(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// storeCommand is the prologue of a command that needs only the store
+// (explain, prune): the common flags, exactly npos positional arguments
+// (else usage), and the app on its store, which the caller closes.
+func storeCommand(name string, args []string, npos int, usage string, stderr io.Writer) (*app, commonFlags, []string, error) {
+	c, pos, err := commonArgs(name, args, stderr)
+	if err != nil {
+		return nil, c, nil, err
+	}
+	if len(pos) != npos {
+		return nil, c, nil, fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	a, err := loadApp(c.config, stderr, appStoreOnly)
+	return a, c, pos, err
+}
+
+// flagsThenApp parses a command's flags (fs, with the common ones in c)
+// and loads the app its configuration names.
 func flagsThenApp(fs *flag.FlagSet, c *commonFlags, args []string, stderr io.Writer, mode appMode) (*app, error) {
 	if _, err := parseFlags(fs, args); err != nil {
 		return nil, err

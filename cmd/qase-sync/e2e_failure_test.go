@@ -27,13 +27,7 @@ const failProject = "SHOP"
 
 // failGitHubRoutes files failures by case in GitHub; a run with more than
 // half of its results failed (at least ten) is one environment issue.
-const failGitHubRoutes = `
-routes:
-  - name: failures-to-github
-    kind: failure
-    projects: [SHOP]
-    tracker: github
-    project: acme/qa
+var failGitHubRoutes = failRoutes("github", "acme/qa", `
     title: '{{if .environment}}Environment failure in run {{.run_id}}: {{.failed}} of {{.total}} results failed{{else}}Failing test: {{.case_title | default .signature}}{{end}}'
     body: |
       {{if .environment}}Run: {{.run_title}}. {{.outage_reason}}. Top signatures:
@@ -51,16 +45,10 @@ routes:
         body: '{{.comment.body}}'
     failure:
       outage: {failed_percent: 50, min_failed: 10}
-`
+`)
 
 // failJiraRoutes files failures in Jira grouped by stack trace.
-const failJiraRoutes = `
-routes:
-  - name: failures-to-jira
-    kind: failure
-    projects: [SHOP]
-    tracker: jira
-    project: QA
+var failJiraRoutes = failRoutes("jira", "QA", `
     signature: '{{first_frame .stacktrace | mask}} {{oneline .message | mask}}'
     title: 'Failing: {{.signature}}'
     body: '{{.message}} (cases {{join ", " .case_ids}})'
@@ -69,7 +57,15 @@ routes:
     comments:
       - from: entity
         body: '{{.comment.body}}'
-`
+`)
+
+// failRoutes is a routes table with one failure route, failures-to-TRACKER,
+// from project SHOP into the tracker's project; keys is the rest of the
+// route, indented under it.
+func failRoutes(tracker, project, keys string) string {
+	return "\nroutes:\n  - name: failures-to-" + tracker + "\n    kind: failure\n    projects: [" + failProject + "]\n" +
+		"    tracker: " + tracker + "\n    project: " + project + keys
+}
 
 // failRig is a harness with the Qase fake holding project SHOP.
 type failRig struct {
@@ -357,10 +353,16 @@ func TestFailureStackSignatureOneJiraIssue(t *testing.T) {
 	}
 }
 
+// jiraComments counts the issue's comments containing s.
 func jiraComments(is jirafake.IssueState, s string) int {
+	return countBodies(is.Comments, func(c jirafake.CommentState) string { return c.Body }, s)
+}
+
+// countBodies counts the comments whose body contains s.
+func countBodies[C any](cs []C, body func(C) string, s string) int {
 	n := 0
-	for _, c := range is.Comments {
-		if strings.Contains(c.Body, s) {
+	for _, c := range cs {
+		if strings.Contains(body(c), s) {
 			n++
 		}
 	}

@@ -27,12 +27,9 @@ import (
 // engine saves them (the baseline of defect 1, per defect); the full
 // sweep finding every key in sync checks the seeding.
 func TestIncrementalReconcileCalls(t *testing.T) {
-	if testing.Short() {
-		t.Skip("seeds 10,000 defects")
-	}
 	const n = 10000
+	h := newSeededRecHarness(t, "seeds 10,000 defects")
 	ctx := context.Background()
-	h, _ := newRecHarness(t, harnessOpts{})
 	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	attrs := func(id int64, title string) map[string]any {
 		return map[string]any{"id": id, "title": title, "actual_result": fmt.Sprintf("Actual %d", id), "severity": "normal", "status": "open", "updated_at": old}

@@ -73,6 +73,17 @@ func recRunKey(id int64) qsync.Key { return recKey("failed-runs-to-github", "ID"
 
 // newRecHarness starts the service against the fake Qase API with the
 // projects ID and GHD existing there.
+// newSeededRecHarness is the default reconcile harness for a test that
+// seeds thousands of entities (why says so); -short skips it.
+func newSeededRecHarness(t *testing.T, why string) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	h, _ := newRecHarness(t, harnessOpts{})
+	return h
+}
+
 func newRecHarness(t *testing.T, o harnessOpts) (*harness, harnessOpts) {
 	t.Helper()
 	o.qaseAPI = true
@@ -659,12 +670,9 @@ func TestRecDuplicatesOnFilteredRoute(t *testing.T) {
 // label and entity property) and linked with Engine.RebuildLinks. The first
 // pass after that must write nothing, which also checks the seeding.
 func TestRecReadCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("seeds 1,000 issues")
-	}
 	const n = 1000
+	h := newSeededRecHarness(t, "seeds 1,000 issues")
 	ctx := context.Background()
-	h, _ := newRecHarness(t, harnessOpts{})
 	attrs := func(id int64) map[string]any {
 		return map[string]any{"id": id, "title": fmt.Sprintf("Defect %d", id), "actual_result": fmt.Sprintf("Actual %d", id), "severity": "normal", "status": "open"}
 	}

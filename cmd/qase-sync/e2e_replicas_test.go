@@ -14,6 +14,7 @@ import (
 
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/store/postgres"
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 )
 
 // Several replicas on one PostgreSQL database, as issue 11 runs them:
@@ -40,19 +41,6 @@ func (l *requestLog) times() []time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.at)
-}
-
-// busiest is the most requests that arrived within any window of length d.
-func busiest(at []time.Time, d time.Duration) int {
-	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
-	best := 0
-	for i, j := 0, 0; i < len(at); i++ {
-		for at[i].Sub(at[j]) > d {
-			j++
-		}
-		best = max(best, i-j+1)
-	}
-	return best
 }
 
 // replicaConfig writes a replica's configuration: the shared database,
@@ -220,7 +208,7 @@ func TestReplicasShareWorkTicksAndBudget(t *testing.T) {
 	if len(at) < 2*limit {
 		t.Fatalf("only %d Jira requests: too few to measure the rate", len(at))
 	}
-	if got := busiest(at, window); got > limit {
+	if got := testhttp.Busiest(at, window); got > limit {
 		t.Errorf("%d Jira requests within %s from three replicas; the shared budget allows %d (%d/s, burst %d)", got, window, limit, perSecond, burst)
 	}
 	// ...and it was shared, not one replica doing all the work.
@@ -230,5 +218,5 @@ func TestReplicasShareWorkTicksAndBudget(t *testing.T) {
 			t.Errorf("replica %d made no Jira calls", i)
 		}
 	}
-	t.Logf("%d Jira requests in %s, busiest %s window %d (limit %d); %d reconcile passes", len(at), elapsed.Round(time.Millisecond), window, busiest(at, window), limit, len(passes))
+	t.Logf("%d Jira requests in %s, busiest %s window %d (limit %d); %d reconcile passes", len(at), elapsed.Round(time.Millisecond), window, testhttp.Busiest(at, window), limit, len(passes))
 }

@@ -87,13 +87,7 @@ func rrNoIssues(t *testing.T, f *githubfake.Server, repo, why string) {
 
 // rrComments counts the issue's comments containing s.
 func rrComments(is githubfake.IssueState, s string) int {
-	n := 0
-	for _, c := range is.Comments {
-		if strings.Contains(c.Body, s) {
-			n++
-		}
-	}
-	return n
+	return countBodies(is.Comments, func(c githubfake.CommentState) string { return c.Body }, s)
 }
 
 func rrState(t *testing.T, is githubfake.IssueState, state, reason string) {

@@ -13,6 +13,8 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/github/githubfake"
 	"github.com/qase-sync/qase-sync/adapters/jira/jirafake"
 	"github.com/qase-sync/qase-sync/adapters/qase/qasefake"
+	"github.com/qase-sync/qase-sync/internal/testhttp"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -66,6 +68,37 @@ const twoWayRoutes = `routes:
 func newTwoWayHarness(t *testing.T, hooks bool) *harness {
 	t.Helper()
 	return newTwoWayHarnessOn(t, hooks, "")
+}
+
+// redeliverer is a fake tracker that sends webhooks and can send one again.
+type redeliverer[D any] interface {
+	Deliveries() []trackerhook.Sent[D]
+	Redeliver(id string) bool
+}
+
+// redeliverLast sends f's last webhook again and checks the receiver
+// answered 200, a duplicate.
+func redeliverLast[D any](t *testing.T, h *harness, f redeliverer[D]) {
+	t.Helper()
+	dels := f.Deliveries()
+	last := dels[len(dels)-1]
+	if !f.Redeliver(last.ID) {
+		t.Fatal("redeliver failed")
+	}
+	h.settle()
+	if got := f.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
+		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
+	}
+}
+
+// fileLoginDefect stores open defect ID-1, delivers its defect.created
+// and returns the Jira issue filed for it.
+func fileLoginDefect(t *testing.T, h *harness) jirafake.IssueState {
+	t.Helper()
+	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
+	h.deliver("defect.created.json", http.StatusAccepted)
+	h.settle()
+	return onlyIssue(t, h.jira)
 }
 
 func newTwoWayHarnessOn(t *testing.T, hooks bool, store string) *harness {
@@ -136,10 +169,7 @@ func defectStatus(t *testing.T, q *qasefake.Server, project string, id int64) st
 // webhook nor the Jira webhook writes anything more.
 func TestTwoWayJira(t *testing.T) {
 	h := newTwoWayHarness(t, true)
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	if is.Status != "To Do" {
 		t.Fatalf("created status %q", is.Status)
 	}
@@ -278,15 +308,7 @@ func TestTwoWayGitHub(t *testing.T) {
 	}
 	before, ledgerBefore, jobsBefore := h.eventStatus(), ledgers(), jobsRun()
 	ghReqs, qaseReqs := len(h.gh.Requests()), h.qase.RequestCount()
-	dels := h.gh.Deliveries()
-	last := dels[len(dels)-1]
-	if !h.gh.Redeliver(last.ID) {
-		t.Fatal("redeliver failed")
-	}
-	h.settle()
-	if got := h.gh.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
-		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
-	}
+	redeliverLast(t, h, h.gh)
 	after := h.eventStatus()
 	if after.Applied+after.Noop+after.Dead != before.Applied+before.Noop+before.Dead {
 		t.Fatalf("duplicate stored: %+v → %+v", before, after)
@@ -318,12 +340,7 @@ func TestTwoWayGitHub(t *testing.T) {
 		if sig != "" {
 			req.Header.Set("X-Hub-Signature-256", sig)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
+		if resp, _ := testhttp.Do(t, nil, req); resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("signature %q: %d, want 401", sig, resp.StatusCode)
 		}
 	}
@@ -359,10 +376,7 @@ func TestTwoWayGitHub(t *testing.T) {
 // the inbound op first, and a second pass writes nothing.
 func TestTwoWayReconcileRepairsMissedWebhook(t *testing.T) {
 	h := newTwoWayHarness(t, false)
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
 
 	rep, err := h.a.engine.Reconcile(context.Background(), qsync.ReconcileOptions{DryRun: true})
@@ -605,10 +619,7 @@ func TestTwoWayTags(t *testing.T) {
 // in the link record, which both stores keep as JSON).
 func TestTwoWayPostgres(t *testing.T) {
 	h := newTwoWayHarnessOn(t, true, pgDatabase(t))
-	h.qase.PutDefect("ID", map[string]any{"id": 1, "title": "Login fails", "actual_result": "500", "severity": "normal", "status": "open"})
-	h.deliver("defect.created.json", http.StatusAccepted)
-	h.settle()
-	is := onlyIssue(t, h.jira)
+	is := fileLoginDefect(t, h)
 	jw := h.jira.WriteCount()
 	h.jira.Edit(is.ID, func(s *jirafake.IssueState) { s.Status, s.Resolution = "Done", "Done" })
 	h.settle()
@@ -635,15 +646,7 @@ func TestTwoWayPostgres(t *testing.T) {
 		return len(es)
 	}
 	entries, qaseReqs := ledger(), h.qase.RequestCount()
-	dels := h.jira.Deliveries()
-	last := dels[len(dels)-1]
-	if !h.jira.Redeliver(last.ID) {
-		t.Fatal("redeliver failed")
-	}
-	h.settle()
-	if got := h.jira.Deliveries(); got[len(got)-1].Status != http.StatusOK || got[len(got)-1].ID != last.ID {
-		t.Fatalf("redelivery %s answered %d, want 200 (duplicate of %s)", got[len(got)-1].ID, got[len(got)-1].Status, last.ID)
-	}
+	redeliverLast(t, h, h.jira)
 	if n, err := h.a.store.QueueDepth(context.Background()); err != nil || n != 0 {
 		t.Fatalf("queue depth after the duplicate = %d, %v; want 0", n, err)
 	}

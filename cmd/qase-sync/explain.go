@@ -348,14 +348,7 @@ func describeEvent(ev explainEvent) string {
 }
 
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, pos, err := commonArgs("explain", args, stderr)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: explain ISSUE-KEY | PROJECT/KIND/ID -c FILE", errUsage)
-	}
-	a, err := loadApp(c.config, stderr, appStoreOnly)
+	a, c, pos, err := storeCommand("explain", args, 1, "explain ISSUE-KEY | PROJECT/KIND/ID -c FILE", stderr)
 	if err != nil {
 		return err
 	}

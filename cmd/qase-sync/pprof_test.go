@@ -56,12 +56,7 @@ func TestPprofOnServer(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
+		if resp, _ := testhttp.Do(t, nil, req); resp.StatusCode != want {
 			t.Errorf("auth %q: %d, want %d", auth, resp.StatusCode, want)
 		}
 	}

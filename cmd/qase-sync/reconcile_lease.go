@@ -72,14 +72,7 @@ func (a *app) leasedReconcile(ctx context.Context, holdUntil time.Time) (qsync.R
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		t := time.NewTicker(max(ttl/3, time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-passCtx.Done():
-				return
-			case <-t.C:
-			}
+		qsync.RenewEvery(passCtx, max(ttl/3, time.Millisecond), func() bool {
 			ok, err := a.store.TryLease(passCtx, reconcileLease, a.owner, a.clock.Now(), ttl)
 			switch {
 			case err != nil && passCtx.Err() == nil:
@@ -87,9 +80,10 @@ func (a *app) leasedReconcile(ctx context.Context, holdUntil time.Time) (qsync.R
 			case err == nil && !ok:
 				a.log.Warn("the reconcile lease ended and another replica took it; stopping this pass")
 				cancel()
-				return
+				return false
 			}
-		}
+			return true
+		})
 	}()
 	rep, err := a.runPass(passCtx)
 	cancel()

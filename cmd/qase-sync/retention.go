@@ -55,14 +55,7 @@ func (a *app) prune(ctx context.Context) {
 // cmdPrune is `qase-sync prune`: one prune now, as serve does every
 // retention.interval.
 func cmdPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, pos, err := commonArgs("prune", args, stderr)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: prune -c FILE", errUsage)
-	}
-	a, err := loadApp(c.config, stderr, appStoreOnly)
+	a, c, _, err := storeCommand("prune", args, 0, "prune -c FILE", stderr)
 	if err != nil {
 		return err
 	}

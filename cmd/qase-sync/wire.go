@@ -25,6 +25,7 @@ import (
 	"github.com/qase-sync/qase-sync/adapters/store/sqlite"
 	"github.com/qase-sync/qase-sync/config"
 	"github.com/qase-sync/qase-sync/internal/ratelimit"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 	"github.com/qase-sync/qase-sync/mapping"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
@@ -437,13 +438,13 @@ func (a *app) trackerWebhooks(mux *http.ServeMux, acc qsync.TrackerAcceptor) {
 		}
 		log := a.log.WithFields(logrus.Fields{"component": "tracker-webhook", "tracker": tc.Name})
 		path := "/webhooks/" + tc.Name
+		o := trackerhook.Options{Acceptor: acc, Secrets: reveal(tc.WebhookSecrets),
+			MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}
 		switch tc.Type {
 		case config.TrackerGitHub:
-			mux.Handle(path, github.NewWebhookHandler(github.WebhookOptions{Acceptor: acc, Secrets: reveal(tc.WebhookSecrets),
-				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
+			mux.Handle(path, github.NewWebhookHandler(o))
 		case config.TrackerJira:
-			mux.Handle(path, jira.NewWebhookHandler(jira.WebhookOptions{Acceptor: acc, Tracker: a.trackers[tc.Name], Secrets: reveal(tc.WebhookSecrets),
-				MaxBody: a.cfg.Server.MaxBodyBytes, Logger: log, Clock: a.clock, Observe: a.metrics.TrackerWebhook(tc.Name)}))
+			mux.Handle(path, jira.NewWebhookHandler(jira.WebhookOptions{Options: o, Tracker: a.trackers[tc.Name]}))
 		default:
 			continue
 		}

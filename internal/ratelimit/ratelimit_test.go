@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/qase-sync/qase-sync/internal/testhttp"
 )
 
 // recorder is an HTTP server that logs when each request arrived.
@@ -31,18 +33,23 @@ func newRecorder(t *testing.T) *recorder {
 	return r
 }
 
-// maxIn is the most requests that arrived within any window of length d.
-func maxIn(at []time.Time, d time.Duration) int {
-	at = slices.Clone(at)
-	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
-	best := 0
-	for i, j := 0, 0; i < len(at); i++ {
-		for at[i].Sub(at[j]) > d {
-			j++
-		}
-		best = max(best, i-j+1)
+// senders runs each in n goroutines at once and waits for them; each
+// stops at its first error, which fails the test.
+func senders(t *testing.T, n, each int, send func() error) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := send(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
 	}
-	return best
+	wg.Wait()
 }
 
 // Many concurrent senders through one transport: the server never sees
@@ -54,27 +61,18 @@ func TestTransportHoldsTheRate(t *testing.T) {
 	const perSecond, burst = 40.0, 4
 	var waited atomic.Int64
 	hc := Client(nil, New(Options{Source: NewLocal(perSecond, burst), OnWait: func(time.Duration) { waited.Add(1) }}))
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				resp, err := hc.Get(rec.srv.URL)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
+	senders(t, 10, 10, func() error {
+		resp, err := hc.Get(rec.srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	})
 	if len(rec.at) != 100 || waited.Load() != 100 {
 		t.Fatalf("%d requests arrived, %d waits observed; want 100 each", len(rec.at), waited.Load())
 	}
 	const window = time.Second
-	if got, limit := maxIn(rec.at, window), burst+int(perSecond*window.Seconds()*1.1); got > limit {
+	if got, limit := testhttp.Busiest(rec.at, window), burst+int(perSecond*window.Seconds()*1.1); got > limit {
 		t.Fatalf("%d requests within %s; the budget allows %d", got, window, limit)
 	}
 }
@@ -199,20 +197,7 @@ func (c *counting) Reserve(ctx context.Context, n int) ([]time.Duration, error) 
 func TestOneReservationPerBatch(t *testing.T) {
 	src := &counting{Source: NewLocal(400, 10)}
 	l := New(Options{Source: src, Batch: 10})
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 20 {
-				if err := l.Wait(context.Background()); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	senders(t, 10, 20, func() error { return l.Wait(context.Background()) })
 	n := src.calls.Load()
 	if n > 200/4 {
 		t.Fatalf("%d reservations for 200 requests from 10 senders; want batches (at most 50)", n)

@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/qase-sync/qase-sync/internal/fault"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 )
 
 // IssueState is an issue as the fake stores it.
@@ -83,7 +84,9 @@ type Server struct {
 	requests      []Request
 	writes        int
 	nextCommentID int64
-	hook          *hook
+	// Webhooks: SetWebhook (url, secret; "" disables), WaitWebhooks,
+	// Deliveries; see webhook.go.
+	trackerhook.Hooks[Subject]
 }
 
 // New starts a fake GitHub API on a loopback port.

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/internal/fault"
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
@@ -139,7 +140,9 @@ type Server struct {
 	pageCap     int
 	embedCap    int
 	now         func() time.Time
-	hook        *hook
+	// Webhooks: SetWebhook (url, secret; "" disables), WaitWebhooks,
+	// Deliveries; see webhook.go.
+	trackerhook.Hooks[Subject]
 }
 
 // New starts a fake Jira with the default workflow. Close it when done.

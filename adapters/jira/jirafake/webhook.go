@@ -1,15 +1,12 @@
 package jirafake
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
+
+	"github.com/qase-sync/qase-sync/internal/trackerhook"
 )
 
 // Webhooks: like a Jira Cloud webhook, the fake sends jira:issue_created,
@@ -21,56 +18,15 @@ import (
 // Cloud does for admin webhooks with a secret. Deliveries are sent in the
 // background; WaitWebhooks waits for those in flight.
 
-type hook struct {
-	url, secret string
-	wg          sync.WaitGroup
-	mu          sync.Mutex
-	next        int
-	sent        []Delivery
-	client      *http.Client
-}
+// Delivery is one webhook the fake sent: its
+// X-Atlassian-Webhook-Identifier, what it was about and the receiver's
+// answer (0: transport failure).
+type Delivery = trackerhook.Sent[Subject]
 
-// Delivery is one webhook the fake sent.
-type Delivery struct {
-	ID      string // X-Atlassian-Webhook-Identifier
+// Subject is what a delivery was about.
+type Subject struct {
 	Event   string // webhookEvent
 	IssueID string
-	Status  int // the receiver's answer (0: transport failure)
-}
-
-// SetWebhook makes the fake deliver webhooks to url (with any token in its
-// query), signing them with secret when it is not empty. "" disables them.
-func (s *Server) SetWebhook(url, secret string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if url == "" {
-		s.hook = nil
-		return
-	}
-	s.hook = &hook{url: url, secret: secret, client: &http.Client{}}
-}
-
-// WaitWebhooks waits until every delivery sent so far was answered.
-func (s *Server) WaitWebhooks() {
-	s.mu.Lock()
-	h := s.hook
-	s.mu.Unlock()
-	if h != nil {
-		h.wg.Wait()
-	}
-}
-
-// Deliveries returns the webhooks sent so far.
-func (s *Server) Deliveries() []Delivery {
-	s.mu.Lock()
-	h := s.hook
-	s.mu.Unlock()
-	if h == nil {
-		return nil
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]Delivery(nil), h.sent...)
 }
 
 // Redeliver sends delivery id again with the same identifier (Jira retries
@@ -78,34 +34,32 @@ func (s *Server) Deliveries() []Delivery {
 func (s *Server) Redeliver(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hook == nil {
-		return false
-	}
-	s.hook.mu.Lock()
-	sent := append([]Delivery(nil), s.hook.sent...)
-	s.hook.mu.Unlock()
-	for _, d := range sent {
-		if d.ID == id {
-			if is := s.find(d.IssueID); is != nil {
-				s.hook.send(d.ID, s.payload(d.Event, is, nil))
-				return true
-			}
-		}
+	d, ok := s.Lookup(id)
+	if is := s.find(d.IssueID); ok && is != nil {
+		s.send(id, s.payload(d.Event, is, nil))
+		return true
 	}
 	return false
 }
 
 // emit sends a delivery about is; the caller holds s.mu.
 func (s *Server) emit(event string, is *IssueState, c *CommentState) {
-	if s.hook == nil || is == nil {
+	if is == nil {
 		return
 	}
-	s.hook.next++
-	id := fmt.Sprintf("wh-%d", s.hook.next)
-	s.hook.mu.Lock()
-	s.hook.sent = append(s.hook.sent, Delivery{ID: id, Event: event, IssueID: is.ID})
-	s.hook.mu.Unlock()
-	s.hook.send(id, s.payload(event, is, c))
+	if id, ok := s.Record(func(n int) string { return fmt.Sprintf("wh-%d", n) }, Subject{Event: event, IssueID: is.ID}); ok {
+		s.send(id, s.payload(event, is, c))
+	}
+}
+
+// send signs the body in X-Hub-Signature when there is a secret, as Jira
+// Cloud does for admin webhooks.
+func (s *Server) send(id string, body []byte) {
+	h := http.Header{"X-Atlassian-Webhook-Identifier": {id}}
+	if sig := s.Sign(body); sig != "" {
+		h.Set("X-Hub-Signature", sig)
+	}
+	s.Post(id, h, body)
 }
 
 func (s *Server) payload(event string, is *IssueState, c *CommentState) []byte {
@@ -122,42 +76,10 @@ func (s *Server) payload(event string, is *IssueState, c *CommentState) []byte {
 	return b
 }
 
-func (h *hook) send(id string, body []byte) {
-	var sig string
-	if h.secret != "" {
-		mac := hmac.New(sha256.New, []byte(h.secret))
-		mac.Write(body)
-		sig = "sha256=" + hex.EncodeToString(mac.Sum(nil))
-	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		req, _ := http.NewRequest(http.MethodPost, h.url, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Atlassian-Webhook-Identifier", id)
-		if sig != "" {
-			req.Header.Set("X-Hub-Signature", sig)
-		}
-		status := 0
-		if resp, err := h.client.Do(req); err == nil {
-			status = resp.StatusCode
-			resp.Body.Close()
-		}
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for i := len(h.sent) - 1; i >= 0; i-- {
-			if h.sent[i].ID == id {
-				h.sent[i].Status = status
-				break
-			}
-		}
-	}()
-}
-
 // emitAfterRequest sends the delivery an API write caused; the caller
 // holds s.mu.
 func (s *Server) emitAfterRequest(method, path string, status int) {
-	if s.hook == nil || status < 200 || status > 299 || method == http.MethodGet {
+	if !s.Enabled() || status < 200 || status > 299 || method == http.MethodGet {
 		return
 	}
 	rest, ok := strings.CutPrefix(path, "/rest/api/2/issue")

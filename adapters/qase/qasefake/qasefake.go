@@ -121,14 +121,7 @@ func (s *Server) PutReview(project string, m map[string]any) int64 {
 // returned. The map is copied (JSON round trip), so later changes by the
 // caller do not leak in.
 func (s *Server) Put(project string, kind qsync.Kind, m map[string]any) int64 {
-	b, err := json.Marshal(m)
-	if err != nil {
-		panic(fmt.Sprintf("qasefake: record not JSON-encodable: %v", err))
-	}
-	var rec map[string]any
-	if err := json.Unmarshal(b, &rec); err != nil || rec == nil {
-		rec = map[string]any{}
-	}
+	rec := copyRecord(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seqKey := strings.ToUpper(project) + "/" + string(kind)

@@ -27,14 +27,7 @@ func (s *Server) PutResult(project string, m map[string]any) string {
 		hash = fmt.Sprintf("%040x", s.hashSeq)
 		rec["hash"] = hash
 	}
-	code := strings.ToUpper(project)
-	if s.results == nil {
-		s.results = map[string]map[string]map[string]any{}
-	}
-	if s.results[code] == nil {
-		s.results[code] = map[string]map[string]any{}
-	}
-	s.results[code][hash] = rec
+	putIn(&s.results, project, hash, rec)
 	return hash
 }
 
@@ -45,15 +38,20 @@ func (s *Server) PutCase(project string, m map[string]any) int64 {
 	defer s.mu.Unlock()
 	s.project(project)
 	id, _ := intOf(rec["id"])
-	code := strings.ToUpper(project)
-	if s.cases == nil {
-		s.cases = map[string]map[int64]map[string]any{}
-	}
-	if s.cases[code] == nil {
-		s.cases[code] = map[int64]map[string]any{}
-	}
-	s.cases[code][id] = rec
+	putIn(&s.cases, project, id, rec)
 	return id
+}
+
+// putIn stores rec as (*m)[PROJECT][k], making the maps on first use.
+func putIn[K comparable](m *map[string]map[K]map[string]any, project string, k K, rec map[string]any) {
+	code := strings.ToUpper(project)
+	if *m == nil {
+		*m = map[string]map[K]map[string]any{}
+	}
+	if (*m)[code] == nil {
+		(*m)[code] = map[K]map[string]any{}
+	}
+	(*m)[code][k] = rec
 }
 
 func copyRecord(m map[string]any) map[string]any {

@@ -2,6 +2,8 @@ package qasefake
 
 import (
 	"encoding/json"
+	"iter"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -110,13 +112,11 @@ func (s *Server) write(w http.ResponseWriter, method string, parts []string, bod
 			if !isList {
 				return invalid(w, "tags", "The tags must be an array.")
 			}
-			var tags []any
-			for _, x := range list {
-				str, isStr := x.(string)
-				if !isStr {
-					return invalid(w, "tags", "Each tag must be a string.")
-				}
-				tags = append(tags, map[string]any{"title": str, "internal_id": len(tags) + 1})
+			tags, _, ok := recordStrings(slices.All(list), func(i int, str string) map[string]any {
+				return map[string]any{"title": str, "internal_id": i + 1}
+			})
+			if !ok {
+				return invalid(w, "tags", "Each tag must be a string.")
 			}
 			rec["tags"] = tags
 		}
@@ -125,13 +125,11 @@ func (s *Server) write(w http.ResponseWriter, method string, parts []string, bod
 			if !isMap {
 				return invalid(w, "custom_field", "The custom_field must be an object.")
 			}
-			var cfs []any
-			for id, val := range m {
-				str, isStr := val.(string)
-				if !isStr {
-					return invalid(w, "custom_field."+id, "Values are scalar strings.")
-				}
-				cfs = append(cfs, map[string]any{"id": id, "value": str})
+			cfs, id, ok := recordStrings(maps.All(m), func(id string, str string) map[string]any {
+				return map[string]any{"id": id, "value": str}
+			})
+			if !ok {
+				return invalid(w, "custom_field."+id, "Values are scalar strings.")
 			}
 			rec["custom_fields"] = cfs
 		}
@@ -195,4 +193,20 @@ func (s *Server) defect(w http.ResponseWriter, proj map[qsync.Kind]map[int64]map
 		return nil, fail(w, http.StatusNotFound, "Defect not found.")
 	}
 	return rec, 0
+}
+
+// recordStrings makes one record of each string value in seq (a JSON
+// array's or object's); at the first value that is not a string it
+// reports that value's key and false.
+func recordStrings[K any](seq iter.Seq2[K, any], record func(K, string) map[string]any) ([]any, K, bool) {
+	var out []any
+	for k, v := range seq {
+		str, isStr := v.(string)
+		if !isStr {
+			return nil, k, false
+		}
+		out = append(out, record(k, str))
+	}
+	var none K
+	return out, none, true
 }

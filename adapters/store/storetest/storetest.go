@@ -131,6 +131,28 @@ func lease(t *testing.T, s qsync.Store, owner string, limit int, now time.Time) 
 }
 
 // leaseOne leases and expects exactly one job, for key k.
+// leasedJob accepts one event about r/1 at t0 and leases its job as w:
+// how many job tests begin.
+func leasedJob(t *testing.T, s qsync.Store) (qsync.Key, qsync.Job) {
+	t.Helper()
+	k := key("r", 1)
+	accept(t, s, t0, in(event("e", ref(1)), "r"))
+	return k, leaseOne(t, s, "w", t0, k)
+}
+
+// leaseTwo leases the jobs due at t0 as w: the one of k and the other.
+func leaseTwo(t *testing.T, s qsync.Store, k qsync.Key) (mine, other qsync.Job) {
+	t.Helper()
+	for _, j := range lease(t, s, "w", 10, t0) {
+		if j.Key == k {
+			mine = j
+		} else {
+			other = j
+		}
+	}
+	return mine, other
+}
+
 func leaseOne(t *testing.T, s qsync.Store, owner string, now time.Time, k qsync.Key) qsync.Job {
 	t.Helper()
 	js := lease(t, s, owner, 10, now)
@@ -575,9 +597,7 @@ func testCompleteApplied(t *testing.T, s qsync.Store) {
 // the lease must not lose that request.
 func testCompleteKeepsVerify(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
-	k := key("r", 1)
-	accept(t, s, t0, in(event("e1", ref(1)), "r"))
-	j := leaseOne(t, s, "w", t0, k)
+	k, j := leasedJob(t, s)
 	if j.Verify {
 		t.Fatalf("job = %+v, want no verify", j)
 	}
@@ -593,9 +613,7 @@ func testCompleteKeepsVerify(t *testing.T, s qsync.Store) {
 
 func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
-	k := key("r", 1)
-	accept(t, s, t0, in(event("e1", ref(1)), "r"))
-	j := leaseOne(t, s, "w", t0, k)
+	k, j := leasedJob(t, s)
 	if err := s.Retry(ctx, j, at(time.Second), "flaky", true, t0); err != nil {
 		t.Fatal(err)
 	}
@@ -632,9 +650,7 @@ func testCompleteReleasesAfterGenBump(t *testing.T, s qsync.Store) {
 
 func testRetryBackoff(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
-	k := key("r", 1)
-	accept(t, s, t0, in(event("e1", ref(1)), "r"))
-	j := leaseOne(t, s, "w", t0, k)
+	k, j := leasedJob(t, s)
 	if err := s.Retry(ctx, j, at(time.Minute), "503 from jira", true, t0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
@@ -677,14 +693,7 @@ func testDeadLetters(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
 	k1, k2 := key("r", 1), key("r", 2)
 	accept(t, s, t0, in(event("e1", ref(1)), "r"), in(event("e2", ref(2)), "r"))
-	var ja, jb qsync.Job
-	for _, j := range lease(t, s, "w", 10, t0) {
-		if j.Key == k1 {
-			ja = j
-		} else {
-			jb = j
-		}
-	}
+	ja, jb := leaseTwo(t, s, k1)
 	if ja.Key != k1 || jb.Key != k2 {
 		t.Fatalf("leased %v and %v, want both keys", ja.Key, jb.Key)
 	}
@@ -1454,9 +1463,7 @@ func testLeaseTokensFresh(t *testing.T, s qsync.Store) {
 // process under the same owner name, can no longer write.
 func testLeaseTokenFencesSameOwner(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
-	k := key("r", 1)
-	accept(t, s, t0, in(event("e", ref(1)), "r"))
-	old := leaseOne(t, s, "w", t0, k)
+	k, old := leasedJob(t, s)
 	cur := leaseOne(t, s, "w", at(time.Minute), k) // old expired at +30s
 	if old.Lease == cur.Lease {
 		t.Fatalf("re-lease kept token %q", old.Lease)
@@ -1637,14 +1644,7 @@ func testSaveLinkFenced(t *testing.T, s qsync.Store) {
 	if _, found, _ := s.Link(ctx, k); found {
 		t.Fatal("fenced-off SaveLinkFenced stored a link")
 	}
-	var old, other qsync.Job
-	for _, j := range lease(t, s, "w", 10, t0) {
-		if j.Key == k {
-			old = j
-		} else {
-			other = j
-		}
-	}
+	old, other := leaseTwo(t, s, k)
 	if err := s.SaveLinkFenced(ctx, l, old); err != nil {
 		t.Fatalf("SaveLinkFenced: %v", err)
 	}
@@ -1686,9 +1686,7 @@ func testSaveLinkFenced(t *testing.T, s qsync.Store) {
 
 func testRetryUncharged(t *testing.T, s qsync.Store) {
 	ctx := context.Background()
-	k := key("r", 1)
-	accept(t, s, t0, in(event("e", ref(1)), "r"))
-	j := leaseOne(t, s, "w", t0, k)
+	k, j := leasedJob(t, s)
 	if err := s.Retry(ctx, j, at(time.Minute), "503", true, t0); err != nil {
 		t.Fatal(err)
 	}
