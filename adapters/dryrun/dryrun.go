@@ -9,11 +9,13 @@
 package dryrun
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -185,19 +187,9 @@ func (t *Tracker) persist(id string) {
 // it), then empties the journal. A crash between the two replays records
 // the snapshot already holds, which is harmless.
 func (t *Tracker) compact() {
-	st := stateFile{Tracker: t.name, Next: t.next}
-	for _, is := range t.sorted() {
-		st.Issues = append(st.Issues, savedIssue{Issue: is.Issue, Marker: is.marker, Comments: is.comments})
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
+	n, err := t.writeSnapshot()
 	if err == nil {
-		tmp := t.path + ".tmp"
-		if err = os.WriteFile(tmp, append(b, '\n'), 0o600); err == nil {
-			err = os.Rename(tmp, t.path)
-		}
-	}
-	if err == nil {
-		t.snapBytes = int64(len(b)) + 1
+		t.snapBytes = n
 		if t.journal != nil {
 			err = t.journal.Truncate(0)
 		} else if rmErr := os.Remove(journalPath(t.path)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
@@ -208,6 +200,59 @@ func (t *Tracker) compact() {
 	if err != nil {
 		t.log.WithError(err).Error("dry-run tracker: could not save its issues; they will be forgotten at restart")
 	}
+}
+
+// writeSnapshot writes the stateFile form one issue at a time through a
+// buffer: encoding the whole set at once held every issue's JSON in
+// memory twice, a peak the size of the snapshot at every compaction.
+func (t *Tracker) writeSnapshot() (int64, error) {
+	tmp := t.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	cw := &countingWriter{w: f}
+	w := bufio.NewWriter(cw)
+	head, err := json.Marshal(stateFile{Tracker: t.name, Next: t.next})
+	if err == nil {
+		// {"tracker":…,"next":…,"issues":null} opened up for the list.
+		w.Write(bytes.TrimSuffix(head, []byte("null}")))
+		w.WriteString("[")
+		for i, is := range t.sorted() {
+			var b []byte
+			if b, err = json.Marshal(savedIssue{Issue: is.Issue, Marker: is.marker, Comments: is.comments}); err != nil {
+				break
+			}
+			if i > 0 {
+				w.WriteString(",")
+			}
+			w.WriteString("\n")
+			w.Write(b)
+		}
+		w.WriteString("\n]}\n")
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, t.path)
+	}
+	return cw.n, err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Close folds the journal into the snapshot and closes it. The tracker
