@@ -86,12 +86,23 @@ func (p *paced) call(ctx context.Context, issue string, create bool, f func(cont
 	if err := p.space(ctx, issue); err != nil {
 		return err
 	}
+	cctx, done := WatchRateWait(ctx, create)
+	return done(f(cctx))
+}
+
+// WatchRateWait marks ctx for the request limiter (create: the request
+// serves a create) and returns done, which turns the call's error into
+// ErrRateWait when the limiter cut a wait short (NoteRateWaitCut),
+// whatever the SDK or client made of that error: the request was never
+// sent, and the engine retries it without charging an attempt.
+func WatchRateWait(ctx context.Context, create bool) (context.Context, func(error) error) {
 	m := &paceMark{create: create}
-	err := f(context.WithValue(ctx, paceKey{}, m))
-	if err != nil && m.cut.Load() && !errors.Is(err, ErrRateWait) {
-		return fmt.Errorf("%w: %w", ErrRateWait, err)
+	return context.WithValue(ctx, paceKey{}, m), func(err error) error {
+		if err != nil && m.cut.Load() && !errors.Is(err, ErrRateWait) {
+			return fmt.Errorf("%w: %w", ErrRateWait, err)
+		}
+		return err
 	}
-	return err
 }
 
 // space waits until issue's last write is IssueSpace ago, then claims it.

@@ -245,8 +245,15 @@ func (c *Client) get(ctx context.Context, op, path string, q url.Values, out any
 
 // do performs one request (a JSON body when body is non-nil), classifies
 // failures and unwraps the {status, result} envelope into out (nil: the
-// result is not needed).
+// result is not needed). A request the token's budget never let out
+// (its context ended while it waited) is qsync.ErrRateWait.
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body any, out any) error {
+	ctx, done := qsync.WatchRateWait(ctx, false)
+	return done(c.send(ctx, op, method, path, q, body, out))
+}
+
+// send is do without the rate-wait translation.
+func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body any, out any) error {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()

@@ -74,3 +74,36 @@ func TestDefectWrites(t *testing.T) {
 
 // TestWritePacing: writes share one token bucket under Qase's ~200
 // requests a minute; reads are not paced here; negative turns it off.
+
+// cutLimiter stands for the request budget's transport when a request's
+// context ends while it waits for a token: it reports the cut and never
+// sends the request.
+type cutLimiter struct{}
+
+func (l *cutLimiter) RoundTrip(r *http.Request) (*http.Response, error) {
+	qsync.NoteRateWaitCut(r.Context())
+	return nil, errors.New("ratelimit: wait ended: context canceled")
+}
+
+// A Qase write the token's budget never let out is a rate wait (the
+// engine retries it without charging an attempt), not a failure of Qase,
+// and nothing reaches Qase.
+func TestWriteCutWhileWaitingIsRateWait(t *testing.T) {
+	f := qasefake.New("x")
+	defer f.Close()
+	f.PutDefect("QA", map[string]any{"id": 1, "status": "open"})
+	c := NewClient(ClientOptions{BaseURL: f.URL, Token: "x", HTTPClient: &http.Client{Transport: &cutLimiter{}}})
+	ref := qsync.EntityRef{Project: "QA", Kind: qsync.KindDefect, ID: 1}
+	err := c.SetDefectStatus(context.Background(), ref, "resolved")
+	if !errors.Is(err, qsync.ErrRateWait) {
+		t.Fatalf("write cut while waiting for a token: %v, want ErrRateWait", err)
+	}
+	if n := len(f.Writes()); n != 0 {
+		t.Fatalf("%d writes reached Qase, want 0", n)
+	}
+	// Any other transport failure stays what it is.
+	c = NewClient(ClientOptions{BaseURL: "http://127.0.0.1:1", Token: "x"})
+	if err := c.SetDefectStatus(context.Background(), ref, "resolved"); err == nil || errors.Is(err, qsync.ErrRateWait) {
+		t.Fatalf("refused connection: %v, want a plain transport error", err)
+	}
+}
