@@ -111,27 +111,35 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 
 // writeBatch stores a batch in one transaction on the ingest connection,
 // serialized with the store's other writes.
-func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, err error) {
+func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
+	res, durable, err := s.commitBatch(in, patches, nowUS)
+	if err == nil && durable != nil {
+		err = durable()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *Store) commitBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, durable func() error, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.raw == nil {
-		return nil, errors.New("store closed")
+		return nil, nil, errors.New("store closed")
 	}
 	if err := s.raw.Run("BEGIN IMMEDIATE"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if res, err = insertBatch(s.raw, in, patches, nowUS); err != nil {
 		_ = s.raw.Run("ROLLBACK")
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.raw.Run("COMMIT"); err != nil {
 		// A failed COMMIT may leave the transaction open (SQLITE_BUSY):
 		// roll back so the connection is usable for the next batch.
 		_ = s.raw.Run("ROLLBACK")
-		return nil, err
+		return nil, nil, err
 	}
-	if s.ckpt != nil {
-		s.ckpt.wake()
-	}
-	return res, nil
+	return res, s.committed(), nil
 }

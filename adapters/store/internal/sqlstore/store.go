@@ -63,19 +63,22 @@ type Config struct {
 	// WriteMu, if set, is held around every write (SQLite: the process's
 	// writers take turns instead of racing into SQLITE_BUSY).
 	WriteMu *sync.Mutex
-	// AfterWrite, if set, runs after every committed write.
-	AfterWrite func()
-	Accept     AcceptFunc
+	// Committed, if set, runs under WriteMu right after every committed
+	// write; the function it returns, if not nil, runs once WriteMu is
+	// released, and the write is done when it returns nil (SQLite: the
+	// group fsync of the WAL).
+	Committed func() (durable func() error)
+	Accept    AcceptFunc
 }
 
 // Store implements qsync.Store but Close.
 type Store struct {
-	d      Dialect
-	w, r   *sql.DB
-	wmu    *sync.Mutex
-	after  func()
-	accept AcceptFunc
-	rebind sync.Map // query -> query with the dialect's placeholders
+	d         Dialect
+	w, r      *sql.DB
+	wmu       *sync.Mutex
+	committed func() func() error
+	accept    AcceptFunc
+	rebind    sync.Map // query -> query with the dialect's placeholders
 
 	// turn is the project this instance's last Lease batch ended on
 	// (fairness; see Lease).
@@ -88,7 +91,7 @@ func New(c Config) *Store {
 	if c.Dialect.Text == nil {
 		c.Dialect.Text = func(s string) string { return s }
 	}
-	return &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, after: c.AfterWrite, accept: c.Accept}
+	return &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, committed: c.Committed, accept: c.Accept}
 }
 
 // errf prefixes an error with the backend's name.
@@ -151,25 +154,34 @@ func (s *Store) Tx(ctx context.Context, fn func(*Tx) error) error {
 }
 
 func (s *Store) tx1(ctx context.Context, fn func(*Tx) error) error {
+	durable, err := s.commit(ctx, fn)
+	if err != nil || durable == nil {
+		return err
+	}
+	return durable()
+}
+
+// commit runs fn and commits, under WriteMu.
+func (s *Store) commit(ctx context.Context, fn func(*Tx) error) (durable func() error, err error) {
 	if s.wmu != nil {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := fn(&Tx{s: s, ctx: ctx, tx: tx}); err != nil {
 		_ = tx.Rollback()
-		return err
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return nil, err
 	}
-	if s.after != nil {
-		s.after()
+	if s.committed != nil {
+		return s.committed(), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // exec runs one write statement in its own transaction and returns the
