@@ -133,7 +133,8 @@ func TestGroupSyncFailureIsFinal(t *testing.T) {
 
 // With synchronous=full every write of the store, an ingest batch and a
 // job's commit alike, returns only after an fsync of the WAL that began
-// after its commit; with normal, none waits for one.
+// after its commit, but for a job's lease and its renewal, which need not
+// be durable; with normal, none waits for one.
 func TestWritesReturnOnceTheWALIsSynced(t *testing.T) {
 	for _, mode := range []string{"full", "normal"} {
 		t.Run(mode, func(t *testing.T) {
@@ -178,6 +179,21 @@ func TestWritesReturnOnceTheWALIsSynced(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("Enqueue")
+			before := fsyncs.Load()
+			jobs, err := s.Lease(ctx, "w", 2, time.Now().Add(time.Minute), time.Minute)
+			if err != nil || len(jobs) != 2 {
+				t.Fatalf("Lease = %d jobs, %v; want 2", len(jobs), err)
+			}
+			if err := s.Renew(ctx, jobs[0], time.Now().Add(2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if n := fsyncs.Load(); n != before {
+				t.Errorf("Lease and Renew waited for %d fsyncs; a lease need not be on disk", n-before)
+			}
+			if err := s.Retry(ctx, jobs[0], time.Now(), "x", true, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			check("Retry")
 			if mode == "full" && fsyncs.Load() == 0 {
 				t.Error("no group fsync with synchronous=full")
 			}

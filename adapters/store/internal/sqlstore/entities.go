@@ -30,8 +30,8 @@ func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapsh
 // EventsAfter implements qsync.SnapshotStore.
 func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
 	rows, err := s.query(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
-		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq LIMIT $5`,
-		append(refArgs(ref), after, limitArg(limit))...)
+		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq`+limitClause(limit),
+		append(refArgs(ref), after)...)
 	evs, err := collect(rows, err, func(r *sql.Rows) (qsync.Event, error) {
 		ev := qsync.Event{Ref: ref}
 		var patch, payload []byte

@@ -154,6 +154,9 @@ func scanJob(sc interface{ Scan(...any) error }) (qsync.Job, error) {
 // project; a batch with room left (fewer projects than limit) fills it
 // with the oldest due jobs. One project's burst so cannot hold the queue.
 // Each turn is one seek on jobs_project_due.
+//
+// A lease is not waited for on disk (txSoon): the job's first write that
+// must be durable is ordered after it.
 func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]qsync.Job, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -164,7 +167,7 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
 	var jobs []qsync.Job
-	err := s.Tx(ctx, func(tx *Tx) error {
+	err := s.txSoon(ctx, func(tx *Tx) error {
 		jobs = jobs[:0]
 		keys, last, err := s.pickFair(tx, s.turn, limit, now)
 		if err != nil || len(keys) == 0 {
@@ -239,7 +242,7 @@ func (s *Store) pickFair(tx *Tx, turn string, limit int, now time.Time) (keys []
 		return keys, last, nil
 	}
 	rows, err := tx.Query(cols+`due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
-		ORDER BY due_at LIMIT $2`+s.d.SkipLocked, t, 2*limit)
+		ORDER BY due_at`+limitClause(2*limit)+s.d.SkipLocked, t)
 	more, err := collect(rows, err, func(r *sql.Rows) (qsync.Key, error) { return scan(r) })
 	if err != nil {
 		return nil, "", err
@@ -273,9 +276,10 @@ func (s *Store) holds(tx *Tx, job qsync.Job) (gen int64, err error) {
 
 // Renew implements qsync.JobStore. A lease that expired but was not taken
 // over is still held by its token, so Renew (like Complete and Retry)
-// succeeds on it: nobody else can have written meanwhile.
+// succeeds on it: nobody else can have written meanwhile. Like a lease,
+// a renewal is not waited for on disk.
 func (s *Store) Renew(ctx context.Context, job qsync.Job, until time.Time) error {
-	n, err := s.exec(ctx, `UPDATE jobs SET lease_until = $6 WHERE `+leaseWhere, append(leaseArgs(job), s.d.Time(until))...)
+	n, err := s.execTx(ctx, false, `UPDATE jobs SET lease_until = $6 WHERE `+leaseWhere, append(leaseArgs(job), s.d.Time(until))...)
 	if err != nil {
 		return s.errf("renew %s: %w", job.Key, err)
 	}

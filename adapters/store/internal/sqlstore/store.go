@@ -144,21 +144,26 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 // Tx runs fn in one write transaction, again (up to three times in all)
 // when it fails in a way the dialect calls retryable; fn must not keep
 // state across runs.
-func (s *Store) Tx(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) Tx(ctx context.Context, fn func(*Tx) error) error { return s.tx(ctx, true, fn) }
+
+// txSoon is Tx for a write that need not be on disk before its caller
+// goes on (a job's lease and its renewal): losing it to a power cut only
+// lets work run again, as any crash does. Whatever must be durable after
+// it (an intent before a tracker call, the job's outcome) commits later
+// and waits, and the log keeps commit order, so that wait covers this
+// write too.
+func (s *Store) txSoon(ctx context.Context, fn func(*Tx) error) error { return s.tx(ctx, false, fn) }
+
+func (s *Store) tx(ctx context.Context, wait bool, fn func(*Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := s.tx1(ctx, fn)
+		durable, err := s.commit(ctx, fn)
+		if err == nil && wait && durable != nil {
+			err = durable()
+		}
 		if err == nil || attempt == 3 || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
 			return err
 		}
 	}
-}
-
-func (s *Store) tx1(ctx context.Context, fn func(*Tx) error) error {
-	durable, err := s.commit(ctx, fn)
-	if err != nil || durable == nil {
-		return err
-	}
-	return durable()
 }
 
 // commit runs fn and commits, under WriteMu.
@@ -187,8 +192,12 @@ func (s *Store) commit(ctx context.Context, fn func(*Tx) error) (durable func() 
 // exec runs one write statement in its own transaction and returns the
 // number of rows it changed.
 func (s *Store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return s.execTx(ctx, true, query, args...)
+}
+
+func (s *Store) execTx(ctx context.Context, wait bool, query string, args ...any) (int64, error) {
 	var n int64
-	err := s.Tx(ctx, func(tx *Tx) error {
+	err := s.tx(ctx, wait, func(tx *Tx) error {
 		res, err := tx.Exec(query, args...)
 		if err == nil {
 			n, err = res.RowsAffected()

@@ -213,6 +213,12 @@ type Stmt struct {
 	busy bool // bound and not yet reset
 }
 
+// Reprepares is how many times SQLite compiled the statement again since
+// it was prepared (SQLITE_STMTSTATUS_REPREPARE).
+func (s *Stmt) Reprepares() int {
+	return int(lib.Xsqlite3_stmt_status(s.c.tls, s.p, lib.SQLITE_STMTSTATUS_REPREPARE, 0))
+}
+
 // transient tells SQLite to copy a bound value (SQLITE_TRANSIENT).
 const transient = ^uintptr(0)
 

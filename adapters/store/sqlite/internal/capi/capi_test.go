@@ -108,3 +108,34 @@ func TestOne(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// SQLite's planner reads a bound LIMIT, and every new binding of it makes
+// the statement compile again: the reason the store writes the limits it
+// fixes into the statement text (sqlstore.limitClause).
+func TestBoundLimitRecompiles(t *testing.T) {
+	c := openT(t)
+	if err := c.Exec(`CREATE TABLE t (a INTEGER PRIMARY KEY, b INTEGER); CREATE INDEX t_b ON t (b, a)`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		count(t, c, `INSERT INTO t (b) VALUES (?) RETURNING a`, i%3)
+	}
+	runs := func(query string, args ...any) int {
+		st, err := c.Stmt(query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 10; i++ {
+			if err := st.Run(nil, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return st.Reprepares()
+	}
+	if n := runs(`SELECT a FROM t WHERE b = ? AND a > ? ORDER BY a LIMIT ?`, 1, 0, 500); n < 9 {
+		t.Errorf("bound LIMIT: %d recompilations in 10 runs; SQLite no longer re-plans on it (limitClause may go)", n)
+	}
+	if n := runs(`SELECT a FROM t WHERE b = ? AND a > ? ORDER BY a LIMIT 500`, 1, 0); n != 0 {
+		t.Errorf("LIMIT written in: %d recompilations in 10 runs, want 0", n)
+	}
+}
