@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -109,10 +110,10 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 	return res, nil
 }
 
-// writeBatch stores a batch in one transaction on the ingest connection,
-// serialized with the store's other writes.
-func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
-	res, durable, err := s.commitBatch(in, patches, nowUS)
+// writeBatch stores a batch in one transaction on the writer connection,
+// serialized with the store's other writes, driving the C API directly.
+func (s *Store) writeBatch(ctx context.Context, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
+	res, durable, err := s.commitBatch(ctx, in, patches, nowUS)
 	if err == nil && durable != nil {
 		err = durable()
 	}
@@ -122,23 +123,38 @@ func (s *Store) writeBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) ([
 	return res, nil
 }
 
-func (s *Store) commitBatch(in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, durable func() error, err error) {
+func (s *Store) commitBatch(ctx context.Context, in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, durable func() error, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.raw == nil {
+	if s.closed {
 		return nil, nil, errors.New("store closed")
 	}
-	if err := s.raw.Run("BEGIN IMMEDIATE"); err != nil {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
 		return nil, nil, err
 	}
-	if res, err = insertBatch(s.raw, in, patches, nowUS); err != nil {
-		_ = s.raw.Run("ROLLBACK")
-		return nil, nil, err
-	}
-	if err := s.raw.Run("COMMIT"); err != nil {
-		// A failed COMMIT may leave the transaction open (SQLITE_BUSY):
-		// roll back so the connection is usable for the next batch.
-		_ = s.raw.Run("ROLLBACK")
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		c, ok := capi.Unwrap(dc)
+		if !ok {
+			return fmt.Errorf("writer connection is a %T", dc)
+		}
+		if err := c.Run("BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+		if res, err = insertBatch(c, in, patches, nowUS); err != nil {
+			_ = c.Run("ROLLBACK")
+			return err
+		}
+		if err := c.Run("COMMIT"); err != nil {
+			// A failed COMMIT may leave the transaction open (SQLITE_BUSY):
+			// roll back so the connection is usable for the next batch.
+			_ = c.Run("ROLLBACK")
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, nil, err
 	}
 	return res, s.committed(), nil

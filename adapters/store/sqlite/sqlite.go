@@ -5,11 +5,13 @@
 //
 // Every connection is driven through SQLite's C API with statements
 // prepared once (package capi); the shared program reaches them through
-// database/sql (capi.Connector). SQLite admits one writer at a time.
-// Writes go through two dedicated connections, taken in turn under one
-// mutex, so goroutines of this process never race each other into
-// SQLITE_BUSY: the writer for everything but ingest, and the ingest
-// connection, which capi drives directly (the hot path). Reads use a
+// database/sql (capi.Connector). SQLite admits one writer at a time. All
+// writes of this process go through one connection under one mutex, so
+// its goroutines never race each other into SQLITE_BUSY, and that
+// connection's page cache stays warm: SQLite empties a connection's whole
+// cache when another connection has changed the database, and a second
+// writer for ingest emptied it at every batch. Ingest batches drive the
+// writer's C API directly (the hot path; sql.Conn.Raw). Reads use a
 // separate pool of query-only connections, which WAL mode lets run beside
 // the writer. WAL checkpoints run on their own
 // connection and goroutine (checkpointer), never inside a commit. Another
@@ -58,11 +60,10 @@ type Options struct {
 // Store is a qsync.Store backed by SQLite.
 type Store struct {
 	*sqlstore.Store
-	// wmu serializes the two writer connections of this process: w for
-	// everything, and raw for ingest (see package capi).
+	// wmu serializes the writes of this process on w.
 	wmu      sync.Mutex
 	w        *sql.DB // exactly one connection: the writer
-	raw      *capi.Conn
+	closed   bool    // under wmu
 	ckpt     *checkpointer
 	group    *groupSync // nil with synchronous=normal
 	syncMode string
@@ -114,7 +115,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	// for a shared fsync of the WAL outside the write lock (groupSync);
 	// "normal" leaves the WAL to the checkpoints' fsyncs.
 	w := sql.OpenDB(&capi.Connector{URI: base, Immediate: true, Setup: common +
-		"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32000; PRAGMA wal_autocheckpoint = 0"})
+		"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 0"})
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
@@ -130,8 +131,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.Store = sqlstore.New(sqlstore.Config{
 		Dialect: dialect, W: w, R: r, WriteMu: &s.wmu,
 		Committed: s.committed,
-		Accept: func(_ context.Context, in []qsync.Inbound, patches [][]byte, now time.Time) ([]qsync.AcceptResult, error) {
-			return s.writeBatch(in, patches, now.UnixMicro())
+		Accept: func(ctx context.Context, in []qsync.Inbound, patches [][]byte, now time.Time) ([]qsync.AcceptResult, error) {
+			return s.writeBatch(ctx, in, patches, now.UnixMicro())
 		},
 	})
 	if err := s.init(ctx, base); err != nil {
@@ -148,13 +149,6 @@ func (s *Store) init(ctx context.Context, base string) error {
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
-	// Automatic checkpoints are off on both writers (see checkpointer).
-	raw, err := capi.Open(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA temp_store = MEMORY;
-		PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0`, busyTimeoutMS))
-	if err != nil {
-		return fmt.Errorf("sqlite: open ingest connection: %w", err)
-	}
-	s.raw = raw
 	cc, err := capi.Open(base, fmt.Sprintf(`PRAGMA busy_timeout = %d; PRAGMA synchronous = %s`, busyTimeoutMS, s.syncMode))
 	if err != nil {
 		return fmt.Errorf("sqlite: open checkpoint connection: %w", err)
@@ -207,14 +201,11 @@ func (s *Store) Close() error {
 	// Detach under the write lock: a late writer then finds the store
 	// closed instead of a connection being closed under it.
 	s.wmu.Lock()
-	ckpt, raw := s.ckpt, s.raw
-	s.ckpt, s.raw = nil, nil
+	ckpt := s.ckpt
+	s.ckpt, s.closed = nil, true
 	s.wmu.Unlock()
 	if ckpt != nil {
 		errs = append(errs, ckpt.close())
-	}
-	if raw != nil {
-		errs = append(errs, raw.Close())
 	}
 	errs = append(errs, s.w.Close())
 	if s.group != nil {

@@ -48,6 +48,18 @@ type dconn struct {
 	begin string
 }
 
+// Unwrap returns the Conn under a connection of a Connector's pool, as
+// (*sql.Conn).Raw hands it out, so a hot path can drive the C API
+// directly on the very connection (and page cache) the pool's other
+// statements use.
+func Unwrap(driverConn any) (*Conn, bool) {
+	d, ok := driverConn.(*dconn)
+	if !ok {
+		return nil, false
+	}
+	return d.c, true
+}
+
 var (
 	_ driver.ExecerContext     = (*dconn)(nil)
 	_ driver.QueryerContext    = (*dconn)(nil)
