@@ -61,7 +61,7 @@ func benchMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.pgDSN, "pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL admin DSN; throwaway databases are created and dropped through it (empty skips PostgreSQL)")
 	replicasFlag := fs.String("pg-replicas", "1,3", "PostgreSQL replica counts")
 	fs.BoolVar(&o.quiet, "q", false, "no progress on stderr")
-	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of qase-sync during each load of the first round (pprof on the admin listener)")
+	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of qase-sync during each load of the first round, and heap profiles at their ends (pprof on the admin listener)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -395,6 +395,11 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 	if profiled != nil {
 		if err := <-profiled; err != nil {
 			b.logf("profile: %v", err)
+		}
+		// What the heap holds at the end of the load (the RSS goal).
+		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "-per-").Replace(loadName(senders, rate)))
+		if err := fetch(ps[0].addr, "/debug/pprof/heap", time.Minute, base+".heap.pprof"); err != nil {
+			b.logf("heap profile: %v", err)
 		}
 	}
 	u1, t1, s1 := usageOf(ps), readTicks(), selfCPU()
