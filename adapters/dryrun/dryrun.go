@@ -292,7 +292,9 @@ func New(name string, log *logrus.Entry, clock qsync.Clock) *Tracker {
 func (t *Tracker) logOp(op string, ref qsync.IssueRef, fields logrus.Fields) {
 	t.persist(ref.ID)
 	t.writes++
-	t.log.WithFields(fields).WithFields(logrus.Fields{"op": op, "issue": ref.String(), "dry_run": true}).Info("would send")
+	// One WithFields: each call copies every field into a new map.
+	fields["op"], fields["issue"], fields["dry_run"] = op, ref.String(), true
+	t.log.WithFields(fields).Info("would send")
 }
 
 // Create implements qsync.Tracker.
