@@ -90,6 +90,13 @@ func (g *groupSync) wait(n uint64) error {
 	return g.err
 }
 
+// failed returns the sticky error of a failed fsync, or nil.
+func (g *groupSync) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
 // flush fsyncs the WAL; it runs in one round at a time. The first one also
 // fsyncs the directory, as SQLite does for a WAL file it creates, so the
 // file's name is as durable as its content.

@@ -108,7 +108,8 @@ func TestGroupSyncSharesRounds(t *testing.T) {
 	}
 }
 
-// After a failed fsync nothing is reported durable again.
+// After a failed fsync nothing is reported durable again, and the store
+// stops answering pings (readiness).
 func TestGroupSyncFailureIsFinal(t *testing.T) {
 	wal := filepath.Join(t.TempDir(), "db-wal")
 	if err := os.WriteFile(wal, nil, 0o600); err != nil {
@@ -128,6 +129,23 @@ func TestGroupSyncFailureIsFinal(t *testing.T) {
 	fail = false
 	if err := g.wait(g.commit()); err == nil {
 		t.Fatal("a later fsync that succeeds made a commit durable after a failure")
+	}
+
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "q.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.group.fsync = func(*os.File) error { return errors.New("EIO") }
+	if err := s.Enqueue(ctx, []qsync.Key{{Route: "r", EntityRef: qsync.EntityRef{Project: "P", Kind: qsync.KindDefect, ID: 1}}}, false, time.Now()); err == nil {
+		t.Error("a write returned nil although its fsync failed")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping = nil after a failed fsync")
 	}
 }
 

@@ -177,6 +177,17 @@ func (s *Store) committed() func() error {
 	return func() error { return s.group.wait(n) }
 }
 
+// Ping checks the connections, and fails for good once an fsync of the
+// WAL has failed (readiness then reports the store unavailable).
+func (s *Store) Ping(ctx context.Context) error {
+	if s.group != nil {
+		if err := s.group.failed(); err != nil {
+			return err
+		}
+	}
+	return s.Store.Ping(ctx)
+}
+
 // migrate applies the embedded migrations not yet recorded in
 // schema_migrations, in one IMMEDIATE transaction (which also keeps two
 // processes opening a fresh file from migrating twice).
