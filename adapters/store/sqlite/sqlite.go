@@ -66,6 +66,7 @@ type Store struct {
 	closed   bool    // under wmu
 	ckpt     *checkpointer
 	group    *groupSync // nil with synchronous=normal
+	path     string
 	syncMode string
 	r        *sql.DB // read pool (query_only)
 	log      *logrus.Entry
@@ -124,7 +125,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	n := max(4, runtime.NumCPU())
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	s := &Store{w: w, r: r, log: log, syncMode: syncMode}
+	s := &Store{w: w, r: r, log: log, syncMode: syncMode, path: opts.Path}
 	if syncMode == "full" {
 		s.group = newGroupSync(opts.Path + "-wal")
 	}
@@ -145,6 +146,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 func (s *Store) init(ctx context.Context, base string) error {
 	if err := s.w.PingContext(ctx); err != nil {
 		return fmt.Errorf("sqlite: open: %w", err)
+	}
+	// SQLite keeps the old journal mode where WAL is impossible (a file
+	// system without shared memory): the writers' durability (groupSync)
+	// and the readers beside the writer both rest on WAL.
+	var mode string
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("sqlite: open: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("sqlite: %s: journal mode is %q, not WAL: the file system must support SQLite's WAL (shared memory and locks; not a network file system)", s.path, mode)
 	}
 	if err := s.migrate(ctx); err != nil {
 		return err
