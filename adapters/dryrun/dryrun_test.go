@@ -1,12 +1,15 @@
 package dryrun
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,5 +215,124 @@ func TestJournal(t *testing.T) {
 	_ = os.WriteFile(journalPath(path), []byte("{\n{\"next\":1}\n"), 0o600)
 	if _, err := Open("jira", quiet(), nil, path); err == nil {
 		t.Error("a corrupt journal was silently skipped")
+	}
+}
+
+// With a state file, memory holds only the index: every issue is read
+// back from the snapshot or the journal, also across compactions (forced
+// here by large bodies) and a restart.
+func TestIssuesLiveInTheFiles(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qase-sync.dryrun-jira.json")
+	tr, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := func(i int) string { return strings.Repeat("b", 20_000) + strconv.Itoa(i) }
+	var refs []qsync.IssueRef
+	for i := range 200 { // ~4 MB: the journal is folded several times
+		is, err := tr.Create(ctx, qsync.IssueSpec{Project: "QA", IssueFields: qsync.IssueFields{Title: "t" + strconv.Itoa(i), Body: body(i)}}, qsync.Marker{ID: "m" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, is.Ref)
+		if i%3 == 0 {
+			if err := tr.SetStatus(ctx, is.Ref, "Done", strconv.Itoa(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(tr *Tracker, when string) {
+		t.Helper()
+		tr.mu.Lock()
+		for id, e := range tr.issues {
+			if e.mem != nil {
+				t.Errorf("%s: issue %s held in memory", when, id)
+			}
+		}
+		tr.mu.Unlock()
+		for i, ref := range refs {
+			got, err := tr.Get(ctx, ref)
+			if err != nil || got.Title != "t"+strconv.Itoa(i) || got.Body != body(i) {
+				t.Fatalf("%s: issue %d read back as %q (%d bytes of body), %v", when, i, got.Title, len(got.Body), err)
+			}
+			if wantDone := i%3 == 0; (got.Status == "Done") != wantDone || (wantDone && got.Reason != strconv.Itoa(i)) {
+				t.Errorf("%s: issue %d status %q %q", when, i, got.Status, got.Reason)
+			}
+		}
+		if found, err := tr.Find(ctx, "QA", qsync.Marker{ID: "m42"}, time.Time{}); err != nil || len(found) != 1 || found[0].Ref != refs[42] {
+			t.Errorf("%s: Find(m42) = %v, %v", when, found, err)
+		}
+		if l, err := tr.List(ctx, "QA"); err != nil || len(l) != len(refs) {
+			t.Errorf("%s: List = %d issues, %v", when, len(l), err)
+		}
+	}
+	check(tr, "running")
+	again, err := Open("jira", quiet(), nil, path) // as after a crash: tr was not closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(again, "reopened")
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(again, "after Close")
+}
+
+// A state file written whole by an earlier version (one line, no journal)
+// is indexed where its issues are.
+func TestOpenIndexesAWholeStateFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "qase-sync.dryrun-jira.json")
+	st := stateFile{Tracker: "jira", Next: 7, Issues: []savedIssue{
+		{Issue: qsync.Issue{Ref: qsync.IssueRef{Project: "QA", ID: "3", Key: "QA-3"}, IssueFields: qsync.IssueFields{Title: `a "quoted" title`, Status: "open"}}, Marker: "m3"},
+		{Issue: qsync.Issue{Ref: qsync.IssueRef{Project: "QB", ID: "7", Key: "QB-7"}, IssueFields: qsync.IssueFields{Title: "second", Status: "Done"}}},
+	}}
+	b, _ := json.Marshal(st)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tr.Get(ctx, qsync.IssueRef{ID: "3"}); err != nil || got.Title != `a "quoted" title` {
+		t.Errorf("issue 3 = %+v, %v", got, err)
+	}
+	if got, err := tr.Get(ctx, qsync.IssueRef{ID: "7"}); err != nil || got.Status != "Done" {
+		t.Errorf("issue 7 = %+v, %v", got, err)
+	}
+	if found, _ := tr.Find(ctx, "", qsync.Marker{ID: "m3"}, time.Time{}); len(found) != 1 {
+		t.Errorf("marker m3 found %d issues", len(found))
+	}
+	if is, _ := tr.Create(ctx, qsync.IssueSpec{Project: "QA"}, qsync.Marker{ID: "n"}); is.Ref.ID != "8" {
+		t.Errorf("next id %s, want 8", is.Ref.ID)
+	}
+}
+
+// A journal that fails to replay is left as it is, for a person to look
+// at: the failed Open folds nothing into the snapshot.
+func TestCorruptJournalIsLeftAlone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qase-sync.dryrun-jira.json")
+	tr, err := Open("jira", quiet(), nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Create(context.Background(), qsync.IssueSpec{Project: "QA"}, qsync.Marker{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := os.ReadFile(path)
+	bad := []byte("{\"next\":1}\nnot json\n{\"next\":1}\n")
+	if err := os.WriteFile(journalPath(path), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open("jira", quiet(), nil, path); err == nil {
+		t.Fatal("a corrupt journal was accepted")
+	}
+	if b, _ := os.ReadFile(journalPath(path)); !bytes.Equal(b, bad) {
+		t.Errorf("journal changed by the failed Open: %q", b)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, snap) {
+		t.Error("snapshot rewritten by the failed Open")
 	}
 }
