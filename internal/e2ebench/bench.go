@@ -346,6 +346,7 @@ type run struct {
 	others   time.Duration // everything else on the machine
 	steal    float64
 	rss, hwm int64 // after the load (VmRSS sum, highest VmHWM)
+	rssFile  int64 // after the load: the part of RSS mapping files
 	jobs     float64
 	drain    drain
 }
@@ -404,7 +405,7 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 	}
 	u1, t1, s1 := usageOf(ps), readTicks(), selfCPU()
 	m1 := scrapeAll(ctx, ps)
-	r.cpu, r.steal, r.rss, r.hwm, r.jobs = u1.cpu-u0.cpu, stealPct(t0, t1), u1.rss, u1.hwm, m1.jobs-m0.jobs
+	r.cpu, r.steal, r.rss, r.hwm, r.rssFile, r.jobs = u1.cpu-u0.cpu, stealPct(t0, t1), u1.rss, u1.hwm, u1.rssFile, m1.jobs-m0.jobs
 	r.loadCPU = s1 - s0
 	r.others = othersCPU(t0, t1, r.cpu, r.loadCPU)
 	if t.store == "sqlite" && b.opt.drainMax > 0 { // PostgreSQL: ingest only

@@ -87,6 +87,7 @@ type usage struct {
 	cpu        time.Duration // utime + stime
 	writeBytes int64         // bytes it caused to be sent to storage (/proc/PID/io)
 	rss, hwm   int64         // bytes
+	rssFile    int64         // bytes of RSS that map files (mostly the binary's code)
 }
 
 func readUsage(pid int) (usage, error) {
@@ -111,6 +112,7 @@ func readUsage(pid int) (usage, error) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		u.rss = field(b, "VmRSS:") * 1024
 		u.hwm = field(b, "VmHWM:") * 1024
+		u.rssFile = field(b, "RssFile:") * 1024
 	}
 	return u, nil
 }
@@ -141,6 +143,7 @@ func usageOf(ps []*proc) usage {
 		t.writeBytes += u.writeBytes
 		t.rss += u.rss
 		t.hwm = max(t.hwm, u.hwm)
+		t.rssFile = max(t.rssFile, u.rssFile)
 	}
 	return t
 }

@@ -71,8 +71,8 @@ func TestSmoke(t *testing.T) {
 		if r.load.accepted == 0 || r.load.failed != 0 {
 			t.Errorf("%s, %s: %d acknowledged, %d failed", r.target, loadName(r.senders, r.rate), r.load.accepted, r.load.failed)
 		}
-		if r.cpu <= 0 || r.hwm <= 0 {
-			t.Errorf("%s, %s: no CPU or RSS reading (%s, %d)", r.target, loadName(r.senders, r.rate), r.cpu, r.hwm)
+		if r.cpu <= 0 || r.hwm <= 0 || r.rssFile <= 0 || r.rssFile > r.hwm {
+			t.Errorf("%s, %s: no CPU or RSS reading (%s, peak %d, files %d)", r.target, loadName(r.senders, r.rate), r.cpu, r.hwm, r.rssFile)
 		}
 		if r.target == "sqlite" && r.jobs+r.drain.jobs == 0 {
 			t.Errorf("sqlite, %s: no job finished: the workers were not running", loadName(r.senders, r.rate))
@@ -88,8 +88,14 @@ func TestSmoke(t *testing.T) {
 	if rec := res.rec; !rec.done || !rec.drained || rec.cpu <= 0 || rec.report["checked"] != float64(30) || rec.report["unchanged"] != float64(30) {
 		t.Errorf("reconcile: %+v", rec)
 	}
-	if ents, _ := os.ReadDir(b.opt.profile); len(ents) == 0 {
-		t.Error("no CPU profile saved")
+	ents, _ := os.ReadDir(b.opt.profile)
+	var cpu, heap int
+	for _, e := range ents {
+		cpu += map[bool]int{true: 1}[strings.HasSuffix(e.Name(), ".cpu.pprof")]
+		heap += map[bool]int{true: 1}[strings.HasSuffix(e.Name(), ".heap.pprof")]
+	}
+	if cpu == 0 || heap == 0 {
+		t.Errorf("profiles saved: %d CPU, %d heap; want both", cpu, heap)
 	}
 	md := res.markdown(b.opt)
 	for _, s := range []string{"durable ingest (SQLite) at 32 senders vs no-op", "ack p99 at 50 events/s offered", "reconcile over 30 unchanged keys: CPU per key", "## All runs"} {
