@@ -13,14 +13,20 @@ import (
 	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
-// A commit made while a round's fsync runs is not covered by it: its
-// writer waits for the next round.
-func TestGroupSyncWaitsForARoundStartedAfterTheCommit(t *testing.T) {
+// testGroupSync is a groupSync over an empty WAL file of its own.
+func testGroupSync(t *testing.T) *groupSync {
+	t.Helper()
 	wal := filepath.Join(t.TempDir(), "db-wal")
 	if err := os.WriteFile(wal, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := newGroupSync(wal)
+	return newGroupSync(wal)
+}
+
+// A commit made while a round's fsync runs is not covered by it: its
+// writer waits for the next round.
+func TestGroupSyncWaitsForARoundStartedAfterTheCommit(t *testing.T) {
+	g := testGroupSync(t)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var rounds atomic.Int32
 	g.fsync = func(*os.File) error {
@@ -56,11 +62,7 @@ func TestGroupSyncWaitsForARoundStartedAfterTheCommit(t *testing.T) {
 // Many concurrent writers share fsyncs, and each returns only once a
 // round that covers it has ended.
 func TestGroupSyncSharesRounds(t *testing.T) {
-	wal := filepath.Join(t.TempDir(), "db-wal")
-	if err := os.WriteFile(wal, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g := newGroupSync(wal)
+	g := testGroupSync(t)
 	var rounds atomic.Int32
 	var durable atomic.Uint64 // highest commit a finished round covered
 	g.fsync = func(f *os.File) error {
@@ -111,11 +113,7 @@ func TestGroupSyncSharesRounds(t *testing.T) {
 // After a failed fsync nothing is reported durable again, and the store
 // stops answering pings (readiness).
 func TestGroupSyncFailureIsFinal(t *testing.T) {
-	wal := filepath.Join(t.TempDir(), "db-wal")
-	if err := os.WriteFile(wal, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g := newGroupSync(wal)
+	g := testGroupSync(t)
 	fail := true
 	g.fsync = func(*os.File) error {
 		if fail {

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/qase-sync/qase-sync/adapters/store/internal/sqlstore"
@@ -112,29 +111,8 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 
 // writeBatch stores a batch in one transaction on the writer connection,
 // serialized with the store's other writes, driving the C API directly.
-func (s *Store) writeBatch(ctx context.Context, in []qsync.Inbound, patches [][]byte, nowUS int64) ([]qsync.AcceptResult, error) {
-	res, durable, err := s.commitBatch(ctx, in, patches, nowUS)
-	if err == nil && durable != nil {
-		err = durable()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
-}
-
-func (s *Store) commitBatch(ctx context.Context, in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, durable func() error, err error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		return nil, nil, errors.New("store closed")
-	}
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
+func (s *Store) writeBatch(ctx context.Context, in []qsync.Inbound, patches [][]byte, nowUS int64) (res []qsync.AcceptResult, err error) {
+	err = s.RawWrite(ctx, func(dc any) error {
 		c, ok := capi.Unwrap(dc)
 		if !ok {
 			return fmt.Errorf("writer connection is a %T", dc)
@@ -155,7 +133,7 @@ func (s *Store) commitBatch(ctx context.Context, in []qsync.Inbound, patches [][
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return res, s.committed(), nil
+	return res, nil
 }

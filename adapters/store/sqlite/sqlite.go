@@ -63,7 +63,6 @@ type Store struct {
 	// wmu serializes the writes of this process on w.
 	wmu      sync.Mutex
 	w        *sql.DB // exactly one connection: the writer
-	closed   bool    // under wmu
 	ckpt     *checkpointer
 	group    *groupSync // nil with synchronous=normal
 	path     string
@@ -220,11 +219,12 @@ func (s *Store) Close() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
-	// Detach under the write lock: a late writer then finds the store
-	// closed instead of a connection being closed under it.
+	// Detach the checkpointer under the write lock: a late writer then
+	// wakes none that is being closed. Writes after Close fail on the
+	// closed writer pool (sql.ErrConnDone).
 	s.wmu.Lock()
 	ckpt := s.ckpt
-	s.ckpt, s.closed = nil, true
+	s.ckpt = nil
 	s.wmu.Unlock()
 	if ckpt != nil {
 		errs = append(errs, ckpt.close())

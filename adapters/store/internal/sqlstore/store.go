@@ -166,27 +166,55 @@ func (s *Store) tx(ctx context.Context, wait bool, fn func(*Tx) error) error {
 	}
 }
 
-// commit runs fn and commits, under WriteMu.
+// commit runs fn in a transaction and commits it, as one write.
 func (s *Store) commit(ctx context.Context, fn func(*Tx) error) (durable func() error, err error) {
+	return s.write(func() error {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(&Tx{s: s, ctx: ctx, tx: tx}); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+}
+
+// write runs do under WriteMu and, once it has committed, the Committed
+// hook, whose wait it returns.
+func (s *Store) write(do func() error) (durable func() error, err error) {
 	if s.wmu != nil {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := fn(&Tx{s: s, ctx: ctx, tx: tx}); err != nil {
-		_ = tx.Rollback()
-		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
+	if err := do(); err != nil {
 		return nil, err
 	}
 	if s.committed != nil {
 		return s.committed(), nil
 	}
 	return nil, nil
+}
+
+// RawWrite runs fn on the writer's driver connection (sql.Conn.Raw) as
+// one write, like Tx: under WriteMu, then the Committed hook and its
+// wait. fn owns its transaction (BEGIN … COMMIT): for a backend's hot
+// path that drives its driver directly (SQLite's ingest batch). It is
+// not run again on failure.
+func (s *Store) RawWrite(ctx context.Context, fn func(driverConn any) error) error {
+	durable, err := s.write(func() error {
+		conn, err := s.w.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.Raw(fn)
+	})
+	if err == nil && durable != nil {
+		err = durable()
+	}
+	return err
 }
 
 // exec runs one write statement in its own transaction and returns the
