@@ -375,9 +375,9 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 		length = b.opt.rateDuration
 	}
 	var profiled chan error
+	base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "-per-").Replace(loadName(senders, rate)))
 	if b.opt.profile != "" && round == 1 && t.store != "" {
 		profiled = make(chan error, 1)
-		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "-per-").Replace(loadName(senders, rate)))
 		go func() { profiled <- cpuProfile(ps[0].addr, length, base+".cpu.pprof") }()
 		// Where goroutines wait (off-CPU: locks, SQLite's busy handler),
 		// halfway through the load.
@@ -398,7 +398,6 @@ func (b *bench) measure(round int, t target, senders int, rate float64, p *paylo
 			b.logf("profile: %v", err)
 		}
 		// What the heap holds at the end of the load (the RSS goal).
-		base := filepath.Join(b.opt.profile, t.name+"-"+strings.NewReplacer(" ", "-", "/", "-per-").Replace(loadName(senders, rate)))
 		if err := fetch(ps[0].addr, "/debug/pprof/heap", time.Minute, base+".heap.pprof"); err != nil {
 			b.logf("heap profile: %v", err)
 		}
