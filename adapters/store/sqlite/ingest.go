@@ -117,20 +117,8 @@ func (s *Store) writeBatch(ctx context.Context, in []qsync.Inbound, patches [][]
 		if !ok {
 			return fmt.Errorf("writer connection is a %T", dc)
 		}
-		if err := c.Run("BEGIN IMMEDIATE"); err != nil {
-			return err
-		}
-		if res, err = insertBatch(c, in, patches, nowUS); err != nil {
-			_ = c.Run("ROLLBACK")
-			return err
-		}
-		if err := c.Run("COMMIT"); err != nil {
-			// A failed COMMIT may leave the transaction open (SQLITE_BUSY):
-			// roll back so the connection is usable for the next batch.
-			_ = c.Run("ROLLBACK")
-			return err
-		}
-		return nil
+		res, err = insertBatch(c, in, patches, nowUS)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -68,7 +68,12 @@ type Config struct {
 	// released, and the write is done when it returns nil (SQLite: the
 	// group fsync of the WAL).
 	Committed func() (durable func() error)
-	Accept    AcceptFunc
+	// Combine, if above 1, runs writes that queue for WriteMu together:
+	// up to Combine of them in one transaction, each in a savepoint of
+	// its own (SQLite: with one writer at a time, a commit's cost, its
+	// WAL frames and its turn at the lock, is mostly per transaction).
+	Combine int
+	Accept  AcceptFunc
 }
 
 // Store implements qsync.Store but Close.
@@ -79,6 +84,13 @@ type Store struct {
 	committed func() func() error
 	accept    AcceptFunc
 	rebind    sync.Map // query -> query with the dialect's placeholders
+
+	// Combined writes (Config.Combine): queue holds the writes waiting;
+	// the holder of lead runs the next batch of them.
+	combine int
+	qmu     sync.Mutex
+	queue   []*writeReq
+	lead    chan struct{}
 
 	// turn is the project this instance's last Lease batch ended on
 	// (fairness; see Lease).
@@ -91,7 +103,11 @@ func New(c Config) *Store {
 	if c.Dialect.Text == nil {
 		c.Dialect.Text = func(s string) string { return s }
 	}
-	return &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, committed: c.Committed, accept: c.Accept}
+	s := &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, committed: c.Committed, accept: c.Accept}
+	if c.Combine > 1 {
+		s.combine, s.lead = c.Combine, make(chan struct{}, 1)
+	}
+	return s
 }
 
 // errf prefixes an error with the backend's name.
@@ -168,6 +184,9 @@ func (s *Store) tx(ctx context.Context, wait bool, fn func(*Tx) error) error {
 
 // commit runs fn in a transaction and commits it, as one write.
 func (s *Store) commit(ctx context.Context, fn func(*Tx) error) (durable func() error, err error) {
+	if s.combine > 1 {
+		return s.combined(&writeReq{ctx: ctx, fn: fn})
+	}
 	return s.write(func() error {
 		tx, err := s.w.BeginTx(ctx, nil)
 		if err != nil {
@@ -197,24 +216,150 @@ func (s *Store) write(do func() error) (durable func() error, err error) {
 	return nil, nil
 }
 
-// RawWrite runs fn on the writer's driver connection (sql.Conn.Raw) as
-// one write, like Tx: under WriteMu, then the Committed hook and its
-// wait. fn owns its transaction (BEGIN … COMMIT): for a backend's hot
-// path that drives its driver directly (SQLite's ingest batch). It is
-// not run again on failure.
+// RawWrite runs fn on the writer's driver connection (sql.Conn.Raw)
+// inside a write transaction the store begins and commits, as one write
+// like Tx: under WriteMu, then the Committed hook and its wait. For a
+// backend's hot path that drives its driver directly (SQLite's ingest
+// batch). It is not run again on failure.
 func (s *Store) RawWrite(ctx context.Context, fn func(driverConn any) error) error {
-	durable, err := s.write(func() error {
-		conn, err := s.w.Conn(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return conn.Raw(fn)
-	})
+	var durable func() error
+	var err error
+	if s.combine > 1 {
+		durable, err = s.combined(&writeReq{ctx: ctx, raw: fn})
+	} else {
+		durable, err = s.write(func() error {
+			conn, err := s.w.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if err := conn.Raw(fn); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+			return tx.Commit()
+		})
+	}
 	if err == nil && durable != nil {
 		err = durable()
 	}
 	return err
+}
+
+// writeReq is a write waiting for its turn (Config.Combine): fn or raw.
+type writeReq struct {
+	ctx  context.Context
+	fn   func(*Tx) error
+	raw  func(driverConn any) error
+	done chan struct{} // closed once err and durable are set
+
+	err     error
+	durable func() error
+}
+
+// combined queues r and returns once a batch holding it has run: that
+// batch is run by whichever waiting writer takes the lead, often r's
+// own, which then serves the writes queued behind it too.
+func (s *Store) combined(r *writeReq) (durable func() error, err error) {
+	r.done = make(chan struct{})
+	s.qmu.Lock()
+	s.queue = append(s.queue, r)
+	s.qmu.Unlock()
+	for {
+		select {
+		case <-r.done:
+			return r.durable, r.err
+		case s.lead <- struct{}{}:
+			s.qmu.Lock()
+			n := min(len(s.queue), s.combine)
+			batch := slices.Clone(s.queue[:n])
+			s.queue = append(s.queue[:0:0], s.queue[n:]...)
+			s.qmu.Unlock()
+			if len(batch) > 0 {
+				s.runBatch(batch)
+			}
+			<-s.lead
+		}
+	}
+}
+
+// runBatch runs batch as one write and tells each of its writes how it
+// ended.
+func (s *Store) runBatch(batch []*writeReq) {
+	s.wmu.Lock()
+	committed, err := s.runBatchLocked(batch)
+	var durable func() error
+	if committed && s.committed != nil {
+		durable = s.committed()
+	}
+	s.wmu.Unlock()
+	for _, r := range batch {
+		if r.err == nil {
+			r.err, r.durable = err, durable
+		}
+		close(r.done)
+	}
+}
+
+// runBatchLocked runs the writes of batch in one transaction, each in a
+// savepoint when there are several, so that a write that fails undoes
+// only itself. A failure of the transaction itself fails them all. The
+// transaction is not bound to any write's context (database/sql rolls a
+// transaction back when its context ends); each write's statements are.
+func (s *Store) runBatchLocked(batch []*writeReq) (committed bool, err error) {
+	ctx := context.Background()
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	abort := func(err error) (bool, error) {
+		_ = tx.Rollback()
+		return false, err
+	}
+	several := len(batch) > 1
+	wrote := false
+	for _, r := range batch {
+		if several {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+				return abort(err)
+			}
+		}
+		if r.err = r.ctx.Err(); r.err == nil {
+			if r.fn != nil {
+				r.err = r.fn(&Tx{s: s, ctx: r.ctx, tx: tx})
+			} else {
+				r.err = conn.Raw(r.raw)
+			}
+		}
+		if r.err == nil {
+			wrote = true
+		} else if !several {
+			return abort(nil)
+		} else if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
+			return abort(err)
+		}
+		if several {
+			if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
+				return abort(err)
+			}
+		}
+	}
+	if !wrote {
+		return abort(nil)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // exec runs one write statement in its own transaction and returns the
@@ -358,3 +503,10 @@ func Logger(log *logrus.Entry) *logrus.Entry {
 
 // errNoRows reports a QueryRow that found nothing.
 func errNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// QueuedWrites is how many writes wait for their turn (Config.Combine).
+func (s *Store) QueuedWrites() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
+}
