@@ -17,16 +17,21 @@ import (
 // statement (a seventh of ingest CPU in profiles). OR IGNORE cannot abort,
 // and the only constraint these rows can hit is the one meant to be
 // skipped: an event already stored. (Under the write lock a job or
-// delivery row cannot exist already; a missing RETURNING row is checked.)
+// delivery row cannot exist already; a row not written is checked.)
+//
+// No RETURNING: SQLite buffers its rows in a temporary b-tree built and
+// freed per execution (see sqlstore.Dialect.TempTrees); the connection's
+// change count and last rowid say the same.
 const (
 	sqlInsertEvent = `INSERT OR IGNORE INTO events
 		(dedup_key, name, project, kind, entity_id, ts, received_at, actor_id, patch, payload)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlEventSeq = `SELECT seq FROM events WHERE entity_id = ? AND dedup_key = ?`
-	sqlBumpJob  = `UPDATE jobs SET gen = gen + ? WHERE route = ? AND project = ? AND kind = ? AND entity_id = ? RETURNING gen`
+	sqlBumpJob  = `UPDATE jobs SET gen = gen + ? WHERE route = ? AND project = ? AND kind = ? AND entity_id = ?`
+	sqlJobGen   = `SELECT gen FROM jobs WHERE route = ? AND project = ? AND kind = ? AND entity_id = ?`
 	sqlNewJob   = `INSERT OR IGNORE INTO jobs
 		(route, project, kind, entity_id, gen, attempts, last_error, verify, first_at, due_at)
-		VALUES (?, ?, ?, ?, ?, 0, '', 0, ?, ?) RETURNING gen`
+		VALUES (?, ?, ?, ?, ?, 0, '', 0, ?, ?)`
 	sqlInsertDelivery = `INSERT OR IGNORE INTO deliveries (event_seq, route, project, kind, entity_id, gen, status)
 		VALUES (?, ?, ?, ?, ?, ?, 'pending')`
 )
@@ -43,17 +48,17 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 	isNew := make([]bool, len(in))
 	for i, ib := range in {
 		ev := ib.Event
-		seq, err := c.One(sqlInsertEvent, ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
-			ev.Timestamp.UnixMicro(), ev.ReceivedAt.UnixMicro(), ev.ActorID, patches[i], ev.Payload)
-		if err != nil {
+		if _, err := c.One(sqlInsertEvent, ev.DedupKey, ev.Name, ev.Ref.Project, string(ev.Ref.Kind), ev.Ref.ID,
+			ev.Timestamp.UnixMicro(), ev.ReceivedAt.UnixMicro(), ev.ActorID, patches[i], ev.Payload); err != nil {
 			return nil, err
 		}
-		if seq != 0 {
-			res[i], isNew[i] = qsync.AcceptResult{Seq: seq}, true
+		if c.Changes() == 1 {
+			res[i], isNew[i] = qsync.AcceptResult{Seq: c.LastInsertID()}, true
 			continue
 		}
 		// Stored before, or earlier in this batch: a duplicate of that event.
-		if seq, err = c.One(sqlEventSeq, ev.Ref.ID, ev.DedupKey); err != nil {
+		seq, err := c.One(sqlEventSeq, ev.Ref.ID, ev.DedupKey)
+		if err != nil {
 			return nil, err
 		}
 		if seq == 0 {
@@ -88,15 +93,9 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 	}
 	gens := make(map[qsync.Key]int64, len(keys))
 	for _, k := range keys {
-		gen, err := c.One(sqlBumpJob, bumps[k], k.Route, k.Project, string(k.Kind), k.ID)
-		if err == nil && gen == 0 {
-			gen, err = c.One(sqlNewJob, k.Route, k.Project, string(k.Kind), k.ID, bumps[k], nowUS, nowUS)
-		}
+		gen, err := bumpJob(c, k, bumps[k], nowUS)
 		if err != nil {
 			return nil, err
-		}
-		if gen == 0 {
-			return nil, fmt.Errorf("job %s: not stored", k)
 		}
 		gens[k] = gen
 	}
@@ -107,6 +106,24 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 		}
 	}
 	return res, nil
+}
+
+// bumpJob adds n to the generation of k's job, creating the job if there
+// is none, and returns the new generation.
+func bumpJob(c *capi.Conn, k qsync.Key, n, nowUS int64) (int64, error) {
+	if _, err := c.One(sqlBumpJob, n, k.Route, k.Project, string(k.Kind), k.ID); err != nil {
+		return 0, err
+	}
+	if c.Changes() == 1 {
+		return c.One(sqlJobGen, k.Route, k.Project, string(k.Kind), k.ID)
+	}
+	if _, err := c.One(sqlNewJob, k.Route, k.Project, string(k.Kind), k.ID, n, nowUS, nowUS); err != nil {
+		return 0, err
+	}
+	if c.Changes() != 1 {
+		return 0, fmt.Errorf("job %s: not stored", k)
+	}
+	return n, nil
 }
 
 // writeBatch stores a batch in one transaction on the writer connection,

@@ -79,6 +79,7 @@ var dialect = sqlstore.Dialect{
 	QuestionMarks: true,
 	Time:          func(t time.Time) any { return t.UnixMicro() },
 	IntList:       func(p string) string { return `SELECT value FROM json_each(` + p + `)` },
+	TempTrees:     true,
 }
 
 var _ qsync.Store = (*Store)(nil)

@@ -29,10 +29,14 @@ func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapsh
 
 // EventsAfter implements qsync.SnapshotStore.
 func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
+	lim := limitClause(limit)
+	if s.d.TempTrees {
+		lim = "" // collectN stops at limit
+	}
 	rows, err := s.query(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
-		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq`+limitClause(limit),
+		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq`+lim,
 		append(refArgs(ref), after)...)
-	evs, err := collect(rows, err, func(r *sql.Rows) (qsync.Event, error) {
+	evs, err := collectN(rows, err, limit, func(r *sql.Rows) (qsync.Event, error) {
 		ev := qsync.Event{Ref: ref}
 		var patch, payload []byte
 		if err := r.Scan(&ev.Seq, &ev.DedupKey, &ev.Name, At(&ev.Timestamp), At(&ev.ReceivedAt), &ev.ActorID, &patch, &payload); err != nil {

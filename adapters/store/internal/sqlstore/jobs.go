@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -175,10 +176,7 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 		}
 		prefix := LeasePrefix(s.d.Text(owner))
 		for i, k := range keys {
-			j, err := scanJob(tx.QueryRow(`UPDATE jobs SET lease_owner = $5, lease_until = $6, lease_token = $7
-				WHERE `+keyWhere+` AND due_at <= $8 AND (lease_until IS NULL OR lease_until < $8)
-				RETURNING `+jobCols,
-				append(keyArgs(k), s.d.Text(owner), s.d.Time(now.Add(lease)), prefix+strconv.Itoa(i+1), s.d.Time(now))...))
+			j, err := s.leaseOne(tx, k, append(keyArgs(k), s.d.Text(owner), s.d.Time(now.Add(lease)), prefix+strconv.Itoa(i+1), s.d.Time(now)))
 			if errNoRows(err) {
 				continue
 			}
@@ -200,6 +198,24 @@ func (s *Store) Lease(ctx context.Context, owner string, limit int, now time.Tim
 		return strings.Compare(a.Key.String(), b.Key.String())
 	})
 	return jobs, nil
+}
+
+// leaseOne leases one job if it is still due and unleased (args: the
+// key, owner, until, token, now) and returns it; sql.ErrNoRows if not.
+func (s *Store) leaseOne(tx *Tx, k qsync.Key, args []any) (qsync.Job, error) {
+	const set = `UPDATE jobs SET lease_owner = $5, lease_until = $6, lease_token = $7
+		WHERE ` + keyWhere + ` AND due_at <= $8 AND (lease_until IS NULL OR lease_until < $8)`
+	if !s.d.TempTrees {
+		return scanJob(tx.QueryRow(set+` RETURNING `+jobCols, args...))
+	}
+	res, err := tx.Exec(set, args...)
+	if err != nil {
+		return qsync.Job{}, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return qsync.Job{}, cmp.Or(err, sql.ErrNoRows)
+	}
+	return scanJob(tx.QueryRow(`SELECT `+jobCols+` FROM jobs WHERE `+keyWhere, keyArgs(k)...))
 }
 
 // pickFair chooses (and on PostgreSQL locks) up to limit due, unleased
@@ -370,9 +386,7 @@ func (s *Store) finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, n
 // released due now if it was re-enqueued meanwhile.
 func (s *Store) complete(tx *Tx, job qsync.Job, gen int64, entry qsync.LedgerEntry, ops, drift string, now time.Time) error {
 	k := job.Key
-	if _, err := tx.Exec(`UPDATE deliveries SET status = $5
-		WHERE `+keyWhere+` AND gen <= $6 AND status = 'pending'`,
-		append(keyArgs(k), string(entry.Outcome), job.Gen)...); err != nil {
+	if err := s.settleDeliveries(tx, k, job.Gen, entry.Outcome); err != nil {
 		return err
 	}
 	ek := entry.Key
@@ -402,6 +416,33 @@ func (s *Store) complete(tx *Tx, job qsync.Job, gen int64, entry qsync.LedgerEnt
 		attempts = 0, last_error = '', verify = verify AND NOT $5, due_at = $6, first_at = $6 WHERE `+keyWhere,
 		append(keyArgs(k), job.Verify, s.d.Time(now))...)
 	return err
+}
+
+// settleDeliveries gives k's pending deliveries up to gen the outcome.
+// SQLite finds them through the partial index on pending deliveries,
+// which the UPDATE changes, so it would first copy their keys into a
+// temporary b-tree (Dialect.TempTrees): there they are read, then updated
+// one by one by primary key.
+func (s *Store) settleDeliveries(tx *Tx, k qsync.Key, gen int64, outcome qsync.Outcome) error {
+	const pending = ` WHERE ` + keyWhere + ` AND gen <= $5 AND status = 'pending'`
+	if !s.d.TempTrees {
+		_, err := tx.Exec(`UPDATE deliveries SET status = $6`+pending, append(keyArgs(k), gen, string(outcome))...)
+		return err
+	}
+	rows, err := tx.Query(`SELECT event_seq FROM deliveries`+pending, append(keyArgs(k), gen)...)
+	seqs, err := collect(rows, err, func(r *sql.Rows) (int64, error) {
+		var seq int64
+		return seq, r.Scan(&seq)
+	})
+	if err != nil {
+		return err
+	}
+	for _, seq := range seqs {
+		if _, err := tx.Exec(`UPDATE deliveries SET status = $1 WHERE event_seq = $2 AND route = $3`, string(outcome), seq, k.Route); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Release implements qsync.JobStore: lease_owner is the owner every token

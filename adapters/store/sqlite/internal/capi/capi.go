@@ -28,7 +28,9 @@ package capi
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -167,6 +169,28 @@ func (c *Conn) prepare(sql string, persistent bool) (*Stmt, error) {
 		return nil, c.err(rc)
 	}
 	return &Stmt{c: c, p: *(*uintptr)(cptr(out))}, nil
+}
+
+// Kept returns the SQL of the statements the connection keeps prepared.
+func (c *Conn) Kept() []string { return slices.Sorted(maps.Keys(c.stmts)) }
+
+// Program returns the opcodes of the program SQLite compiles sql into
+// (the opcode column of EXPLAIN).
+func (c *Conn) Program(sql string) ([]string, error) {
+	s, err := c.prepare("EXPLAIN "+sql, false)
+	if err != nil {
+		return nil, err
+	}
+	defer s.finalize()
+	var ops []string
+	for {
+		more, err := s.Step()
+		if err != nil || !more {
+			return ops, err
+		}
+		op, _ := s.Value(1).(string)
+		ops = append(ops, op)
+	}
 }
 
 // finalize frees a statement prepare made that the cache does not keep.
