@@ -223,7 +223,7 @@ func (e *Engine) process(parent context.Context, j Job, onResult func(Job, Resul
 	if j.Verify {
 		pass = e.pass.Load()
 	}
-	later := &deferred{}
+	later := &deferred{key: j.Key}
 	res, err := e.Sync(ctx, j.Key, SyncOptions{Verify: j.Verify, Pass: pass, Job: &j, Log: log, later: later})
 	cancel()
 	if onResult != nil {

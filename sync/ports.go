@@ -109,6 +109,21 @@ type SnapshotStore interface {
 	SaveSnapshot(ctx context.Context, s Snapshot, prevSeq int64) (ok bool, err error)
 }
 
+// KeyReader is implemented by a Store that reads a key's snapshot, the
+// first limit events after it and its link more cheaply together than
+// one by one (SQLite: one read transaction instead of three). Optional.
+type KeyReader interface {
+	ReadKey(ctx context.Context, k Key, limit int) (KeyRead, error)
+}
+
+// KeyRead is what ReadKey read.
+type KeyRead struct {
+	Snapshot Snapshot
+	Events   []Event // Seq > Snapshot.LastSeq, in Seq order, at most limit
+	Link     Link
+	Linked   bool
+}
+
 // LinkStore keeps the correlation between keys and tracker issues.
 type LinkStore interface {
 	// Link returns the key's link; found=false if there is none.

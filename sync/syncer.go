@@ -46,22 +46,37 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pas
 			return Entity{}, fmt.Errorf("reading %s from qase: %w", ref, err)
 		}
 	}
+	kr, canRead := e.o.Store.(KeyReader)
 	for attempt := 0; ; attempt++ {
-		snap, err := e.o.Store.Snapshot(ctx, ref)
-		if err != nil {
+		var (
+			snap Snapshot
+			evs  []Event // read along with snap
+			read bool
+			err  error
+		)
+		if canRead && later != nil && later.key.EntityRef == ref {
+			var r KeyRead
+			if r, err = kr.ReadKey(ctx, later.key, eventPage); err != nil {
+				return Entity{}, err
+			}
+			snap, evs, read = r.Snapshot, r.Events, true
+			later.read = &linkRead{link: r.Link, linked: r.Linked}
+		} else if snap, err = e.o.Store.Snapshot(ctx, ref); err != nil {
 			return Entity{}, err
 		}
 		prev := snap.LastSeq
 		for {
-			evs, err := e.o.Store.EventsAfter(ctx, ref, snap.LastSeq, 500)
-			if err != nil {
-				return Entity{}, err
+			if !read {
+				if evs, err = e.o.Store.EventsAfter(ctx, ref, snap.LastSeq, eventPage); err != nil {
+					return Entity{}, err
+				}
 			}
+			read = false
 			for _, ev := range evs {
 				snap.State.Fold(ev)
 				snap.LastSeq = ev.Seq
 			}
-			if len(evs) < 500 {
+			if len(evs) < eventPage {
 				break
 			}
 		}
@@ -117,7 +132,21 @@ type deferred struct {
 	snap *Snapshot
 	prev int64
 	link *Link // nil: unchanged
+	// key is the job's: entity reads its link along with its snapshot
+	// where the store can (KeyReader) and leaves it in read for Sync. The
+	// job's lease keeps anyone else from changing it meanwhile.
+	key  Key
+	read *linkRead
 }
+
+// linkRead is a link as read, and whether there was one.
+type linkRead struct {
+	link   Link
+	linked bool
+}
+
+// eventPage is how many events of an entity are read at a time.
+const eventPage = 500
 
 // Result is what one sync of a key planned and did.
 type Result struct {
@@ -167,8 +196,11 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 	if !ok {
 		return res, Permanentf("route %s: tracker %q is not configured", k.Route, d.Tracker)
 	}
-	link, linked, err := e.o.Store.Link(ctx, k)
-	if err != nil {
+	var link Link
+	var linked bool
+	if o.later != nil && o.later.read != nil {
+		link, linked = o.later.read.link, o.later.read.linked
+	} else if link, linked, err = e.o.Store.Link(ctx, k); err != nil {
 		return res, err
 	}
 	if linked && link.Tracker != "" && link.Tracker != d.Tracker {

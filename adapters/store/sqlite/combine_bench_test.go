@@ -57,8 +57,12 @@ func BenchmarkJobsParallel(b *testing.B) {
 							return
 						}
 						j := js[0]
-						snap, _ := s.Snapshot(ctx, j.Key.EntityRef)
-						evs, _ := s.EventsAfter(ctx, j.Key.EntityRef, snap.LastSeq, 500)
+						r, err := s.ReadKey(ctx, j.Key, 500)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						snap, evs := r.Snapshot, r.Events
 						prev := snap.LastSeq
 						snap.Ref = j.Key.EntityRef
 						for _, ev := range evs {

@@ -80,6 +80,7 @@ var dialect = sqlstore.Dialect{
 	Time:          func(t time.Time) any { return t.UnixMicro() },
 	IntList:       func(p string) string { return `SELECT value FROM json_each(` + p + `)` },
 	TempTrees:     true,
+	SharedReads:   true,
 }
 
 var _ qsync.Store = (*Store)(nil)

@@ -61,6 +61,7 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteReleasesAfterGenBump", testCompleteReleasesAfterGenBump},
 		{"CompleteKeepsVerifyAskedDuringLease", testCompleteKeepsVerify},
 		{"Finish", testFinish},
+		{"ReadKey", testReadKey},
 		{"RetryBackoff", testRetryBackoff},
 		{"RetrySanitizesError", testRetrySanitizesError},
 		{"RetryUncharged", testRetryUncharged},

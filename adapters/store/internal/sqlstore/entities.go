@@ -11,9 +11,13 @@ import (
 
 // Snapshot implements qsync.SnapshotStore.
 func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapshot, error) {
+	return s.snapshot(ctx, s.r, ref)
+}
+
+func (s *Store) snapshot(ctx context.Context, r reader, ref qsync.EntityRef) (qsync.Snapshot, error) {
 	snap := qsync.Snapshot{Ref: ref}
 	var state []byte
-	err := s.queryRow(ctx, `SELECT last_seq, state FROM snapshots WHERE project = $1 AND kind = $2 AND entity_id = $3`,
+	err := r.QueryRowContext(ctx, s.q(`SELECT last_seq, state FROM snapshots WHERE project = $1 AND kind = $2 AND entity_id = $3`),
 		refArgs(ref)...).Scan(&snap.LastSeq, &state)
 	if errNoRows(err) {
 		return snap, nil
@@ -27,14 +31,43 @@ func (s *Store) Snapshot(ctx context.Context, ref qsync.EntityRef) (qsync.Snapsh
 	return snap, nil
 }
 
+// ReadKey implements qsync.KeyReader.
+func (s *Store) ReadKey(ctx context.Context, k qsync.Key, limit int) (qsync.KeyRead, error) {
+	var r reader = s.r
+	if s.d.SharedReads {
+		tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return qsync.KeyRead{}, s.errf("read %s: %w", k, err)
+		}
+		defer tx.Rollback() // it only read
+		r = tx
+	}
+	var kr qsync.KeyRead
+	var err error
+	if kr.Snapshot, err = s.snapshot(ctx, r, k.EntityRef); err != nil {
+		return qsync.KeyRead{}, err
+	}
+	if kr.Events, err = s.eventsAfter(ctx, r, k.EntityRef, kr.Snapshot.LastSeq, limit); err != nil {
+		return qsync.KeyRead{}, err
+	}
+	if kr.Link, kr.Linked, err = s.link(ctx, r, k); err != nil {
+		return qsync.KeyRead{}, err
+	}
+	return kr, nil
+}
+
 // EventsAfter implements qsync.SnapshotStore.
 func (s *Store) EventsAfter(ctx context.Context, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
+	return s.eventsAfter(ctx, s.r, ref, after, limit)
+}
+
+func (s *Store) eventsAfter(ctx context.Context, r reader, ref qsync.EntityRef, after int64, limit int) ([]qsync.Event, error) {
 	lim := limitClause(limit)
 	if s.d.TempTrees {
 		lim = "" // collectN stops at limit
 	}
-	rows, err := s.query(ctx, `SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
-		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq`+lim,
+	rows, err := r.QueryContext(ctx, s.q(`SELECT seq, dedup_key, name, ts, received_at, actor_id, patch, payload
+		FROM events WHERE project = $1 AND kind = $2 AND entity_id = $3 AND seq > $4 ORDER BY seq`+lim),
 		append(refArgs(ref), after)...)
 	evs, err := collectN(rows, err, limit, func(r *sql.Rows) (qsync.Event, error) {
 		ev := qsync.Event{Ref: ref}

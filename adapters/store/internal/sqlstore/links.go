@@ -31,7 +31,11 @@ func scanLink(sc interface{ Scan(...any) error }) (qsync.Link, error) {
 
 // Link implements qsync.LinkStore.
 func (s *Store) Link(ctx context.Context, k qsync.Key) (qsync.Link, bool, error) {
-	l, err := scanLink(s.queryRow(ctx, `SELECT `+linkCols+` FROM links WHERE `+keyWhere, keyArgs(k)...))
+	return s.link(ctx, s.r, k)
+}
+
+func (s *Store) link(ctx context.Context, r reader, k qsync.Key) (qsync.Link, bool, error) {
+	l, err := scanLink(r.QueryRowContext(ctx, s.q(`SELECT `+linkCols+` FROM links WHERE `+keyWhere), keyArgs(k)...))
 	if errNoRows(err) {
 		return qsync.Link{}, false, nil
 	}

@@ -56,6 +56,10 @@ type Dialect struct {
 	// queries then sort without LIMIT and stop reading, and read a row
 	// back after changing it.
 	TempTrees bool
+	// SharedReads: a key's reads share one read transaction (ReadKey).
+	// SQLite takes the WAL's read lock, and empties the connection's page
+	// cache if the database changed, per transaction.
+	SharedReads bool
 }
 
 // AcceptFunc writes an ingest batch in one transaction (see
@@ -385,6 +389,12 @@ func (s *Store) execTx(ctx context.Context, wait bool, query string, args ...any
 		return err
 	})
 	return n, err
+}
+
+// reader runs reads: the read pool, or one read transaction.
+type reader interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
