@@ -132,3 +132,57 @@ func TestCombinedWritesFailAlone(t *testing.T) {
 		t.Errorf("%d commits, want 2: the held write's, then one for all six queued behind it", n)
 	}
 }
+
+// A write that panics inside a combined transaction panics in the
+// goroutine that ran it, rolls the transaction back and leaves the store
+// usable: the lock, the lead and the connection are released.
+func TestCombinedWritePanicLeavesTheStoreUsable(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "q.db"), Synchronous: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the write's panic", p)
+			}
+		}()
+		_ = s.Tx(ctx, func(tx *sqlstore.Tx) error {
+			if _, err := tx.Exec(`INSERT INTO leases (name, owner, until) VALUES ('p', 'o', 0)`); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Tx(ctx, func(tx *sqlstore.Tx) error {
+			_, err := tx.Exec(`INSERT INTO leases (name, owner, until) VALUES ('q', 'o', 0)`)
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the next write never ran: the store stayed locked")
+	}
+	var names []string
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM leases ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		_ = rows.Scan(&n)
+		names = append(names, n)
+	}
+	rows.Close()
+	if !slices.Equal(names, []string{"q"}) {
+		t.Errorf("rows %v, want [q]: the panicked write rolled back", names)
+	}
+}

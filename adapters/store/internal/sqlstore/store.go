@@ -290,30 +290,39 @@ func (s *Store) combined(r *writeReq) (durable func() error, err error) {
 			batch := slices.Clone(s.queue[:n])
 			s.queue = append(s.queue[:0:0], s.queue[n:]...)
 			s.qmu.Unlock()
-			if len(batch) > 0 {
-				s.runBatch(batch)
-			}
-			<-s.lead
+			func() {
+				defer func() { <-s.lead }() // even if a write panics
+				if len(batch) > 0 {
+					s.runBatch(batch)
+				}
+			}()
 		}
 	}
 }
 
+// errBatchPanicked fails the writes of a batch in which one panicked; the
+// panic goes on in the goroutine that ran the batch.
+var errBatchPanicked = errors.New("a write run in the same transaction panicked")
+
 // runBatch runs batch as one write and tells each of its writes how it
 // ended.
 func (s *Store) runBatch(batch []*writeReq) {
+	committed, err := false, errBatchPanicked
 	s.wmu.Lock()
-	committed, err := s.runBatchLocked(batch)
-	var durable func() error
-	if committed && s.committed != nil {
-		durable = s.committed()
-	}
-	s.wmu.Unlock()
-	for _, r := range batch {
-		if r.err == nil {
-			r.err, r.durable = err, durable
+	defer func() {
+		var durable func() error
+		if committed && s.committed != nil {
+			durable = s.committed()
 		}
-		close(r.done)
-	}
+		s.wmu.Unlock()
+		for _, r := range batch {
+			if r.err == nil {
+				r.err, r.durable = err, durable
+			}
+			close(r.done)
+		}
+	}()
+	committed, err = s.runBatchLocked(batch)
 }
 
 // runBatchLocked runs the writes of batch in one transaction, each in a
@@ -332,6 +341,12 @@ func (s *Store) runBatchLocked(batch []*writeReq) (committed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback() // or the pool's one connection stays in it
+			panic(p)
+		}
+	}()
 	abort := func(err error) (bool, error) {
 		_ = tx.Rollback()
 		return false, err
