@@ -18,11 +18,7 @@ import (
 // ingest batch rides along.
 func TestCombinedWritesFailAlone(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "q.db"), Synchronous: "full"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open(t, filepath.Join(t.TempDir(), "q.db")) // synchronous=full, the default
 	insert := func(name string) func(*sqlstore.Tx) error {
 		return func(tx *sqlstore.Tx) error {
 			_, err := tx.Exec(`INSERT INTO leases (name, owner, until) VALUES ($1, 'o', 0)`, name)
@@ -108,20 +104,7 @@ func TestCombinedWritesFailAlone(t *testing.T) {
 		t.Errorf("write cancelled: %v, want context.Canceled", got["cancelled"])
 	}
 
-	var names []string
-	rows, err := s.r.QueryContext(ctx, `SELECT name FROM leases ORDER BY name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n)
-	}
-	rows.Close()
-	if want := []string{"a", "c", "first"}; !slices.Equal(names, want) {
+	if names, want := leaseNames(t, s), []string{"a", "c", "first"}; !slices.Equal(names, want) {
 		t.Errorf("rows %v, want %v (the failed writes undone, the others kept)", names, want)
 	}
 	var events int
@@ -133,16 +116,31 @@ func TestCombinedWritesFailAlone(t *testing.T) {
 	}
 }
 
+// leaseNames lists the leases table, the rows these tests write.
+func leaseNames(t *testing.T, s *Store) []string {
+	t.Helper()
+	rows, err := s.r.QueryContext(context.Background(), `SELECT name FROM leases ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	return names
+}
+
 // A write that panics inside a combined transaction panics in the
 // goroutine that ran it, rolls the transaction back and leaves the store
 // usable: the lock, the lead and the connection are released.
 func TestCombinedWritePanicLeavesTheStoreUsable(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "q.db"), Synchronous: "full"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open(t, filepath.Join(t.TempDir(), "q.db")) // synchronous=full, the default
 	func() {
 		defer func() {
 			if p := recover(); p != "boom" {
@@ -171,18 +169,7 @@ func TestCombinedWritePanicLeavesTheStoreUsable(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the next write never ran: the store stayed locked")
 	}
-	var names []string
-	rows, err := s.r.QueryContext(ctx, `SELECT name FROM leases ORDER BY name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var n string
-		_ = rows.Scan(&n)
-		names = append(names, n)
-	}
-	rows.Close()
-	if !slices.Equal(names, []string{"q"}) {
+	if names := leaseNames(t, s); !slices.Equal(names, []string{"q"}) {
 		t.Errorf("rows %v, want [q]: the panicked write rolled back", names)
 	}
 }
