@@ -79,10 +79,10 @@ type Config struct {
 	// released, and the write is done when it returns nil (SQLite: the
 	// group fsync of the WAL).
 	Committed func() (durable func() error)
-	// Combine, if above 1, runs writes that queue for WriteMu together:
-	// up to Combine of them in one transaction, each in a savepoint of
-	// its own (SQLite: with one writer at a time, a commit's cost, its
-	// WAL frames and its turn at the lock, is mostly per transaction).
+	// Combine: writes that queue for WriteMu run together, up to Combine
+	// of them (default 1) in one transaction, each in a savepoint of its
+	// own (SQLite: with one writer at a time, a commit's cost, its WAL
+	// frames and its turn at the lock, is mostly per transaction).
 	Combine int
 	Accept  AcceptFunc
 }
@@ -96,8 +96,8 @@ type Store struct {
 	accept    AcceptFunc
 	rebind    sync.Map // query -> query with the dialect's placeholders
 
-	// Combined writes (Config.Combine): queue holds the writes waiting;
-	// the holder of lead runs the next batch of them.
+	// Writes taking turns (Config.WriteMu): queue holds the writes
+	// waiting; the holder of lead runs the next batch of them.
 	combine int
 	qmu     sync.Mutex
 	queue   []*writeReq
@@ -115,8 +115,8 @@ func New(c Config) *Store {
 		c.Dialect.Text = func(s string) string { return s }
 	}
 	s := &Store{d: c.Dialect, w: c.W, r: c.R, wmu: c.WriteMu, committed: c.Committed, accept: c.Accept}
-	if c.Combine > 1 {
-		s.combine, s.lead = c.Combine, make(chan struct{}, 1)
+	if c.WriteMu != nil {
+		s.combine, s.lead = max(c.Combine, 1), make(chan struct{}, 1)
 	}
 	return s
 }
@@ -195,36 +195,7 @@ func (s *Store) tx(ctx context.Context, wait bool, fn func(*Tx) error) error {
 
 // commit runs fn in a transaction and commits it, as one write.
 func (s *Store) commit(ctx context.Context, fn func(*Tx) error) (durable func() error, err error) {
-	if s.combine > 1 {
-		return s.combined(&writeReq{ctx: ctx, fn: fn})
-	}
-	return s.write(func() error {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(&Tx{s: s, ctx: ctx, tx: tx}); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	})
-}
-
-// write runs do under WriteMu and, once it has committed, the Committed
-// hook, whose wait it returns.
-func (s *Store) write(do func() error) (durable func() error, err error) {
-	if s.wmu != nil {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-	}
-	if err := do(); err != nil {
-		return nil, err
-	}
-	if s.committed != nil {
-		return s.committed(), nil
-	}
-	return nil, nil
+	return s.write(&writeReq{ctx: ctx, fn: fn})
 }
 
 // RawWrite runs fn on the writer's driver connection (sql.Conn.Raw)
@@ -233,35 +204,26 @@ func (s *Store) write(do func() error) (durable func() error, err error) {
 // backend's hot path that drives its driver directly (SQLite's ingest
 // batch). It is not run again on failure.
 func (s *Store) RawWrite(ctx context.Context, fn func(driverConn any) error) error {
-	var durable func() error
-	var err error
-	if s.combine > 1 {
-		durable, err = s.combined(&writeReq{ctx: ctx, raw: fn})
-	} else {
-		durable, err = s.write(func() error {
-			conn, err := s.w.Conn(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			tx, err := conn.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			if err := conn.Raw(fn); err != nil {
-				_ = tx.Rollback()
-				return err
-			}
-			return tx.Commit()
-		})
-	}
+	durable, err := s.write(&writeReq{ctx: ctx, raw: fn})
 	if err == nil && durable != nil {
 		err = durable()
 	}
 	return err
 }
 
-// writeReq is a write waiting for its turn (Config.Combine): fn or raw.
+// write runs r as one write and returns the Committed hook's wait: where
+// writes take turns (WriteMu) queued with the others, which may run
+// together (combined), and at once otherwise.
+func (s *Store) write(r *writeReq) (durable func() error, err error) {
+	r.done = make(chan struct{})
+	if s.lead != nil {
+		return s.combined(r)
+	}
+	s.runBatch([]*writeReq{r})
+	return r.durable, r.err
+}
+
+// writeReq is one write, fn or raw, and how it ended.
 type writeReq struct {
 	ctx  context.Context
 	fn   func(*Tx) error
@@ -276,7 +238,6 @@ type writeReq struct {
 // batch is run by whichever waiting writer takes the lead, often r's
 // own, which then serves the writes queued behind it too.
 func (s *Store) combined(r *writeReq) (durable func() error, err error) {
-	r.done = make(chan struct{})
 	s.qmu.Lock()
 	s.queue = append(s.queue, r)
 	s.qmu.Unlock()
@@ -308,13 +269,17 @@ var errBatchPanicked = errors.New("a write run in the same transaction panicked"
 // ended.
 func (s *Store) runBatch(batch []*writeReq) {
 	committed, err := false, errBatchPanicked
-	s.wmu.Lock()
+	if s.wmu != nil {
+		s.wmu.Lock()
+	}
 	defer func() {
 		var durable func() error
 		if committed && s.committed != nil {
 			durable = s.committed()
 		}
-		s.wmu.Unlock()
+		if s.wmu != nil {
+			s.wmu.Unlock()
+		}
 		for _, r := range batch {
 			if r.err == nil {
 				r.err, r.durable = err, durable
@@ -541,7 +506,7 @@ func Logger(log *logrus.Entry) *logrus.Entry {
 // errNoRows reports a QueryRow that found nothing.
 func errNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// QueuedWrites is how many writes wait for their turn (Config.Combine).
+// QueuedWrites is how many writes wait for their turn (Config.WriteMu).
 func (s *Store) QueuedWrites() int {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
