@@ -72,7 +72,10 @@ type JobStore interface {
 	// snapshot and the key's link, when given, then the outcome as
 	// Complete, or as Retry when o.Outcome is empty. A worker so commits
 	// once per job; only writes that must be durable before a tracker call
-	// (a create's intent, a comment marked pending) go before it.
+	// (a create's intent, a comment marked pending) go before it. Finish
+	// need not be on disk when it returns, only ordered before every later
+	// write: losing it to a power cut is the crash before it the next
+	// attempt already recovers from.
 	Finish(ctx context.Context, job Job, o JobOutcome, now time.Time) error
 	// Release gives back every lease issued to owner (graceful shutdown).
 	Release(ctx context.Context, owner string) error

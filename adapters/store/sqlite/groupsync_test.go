@@ -147,10 +147,11 @@ func TestGroupSyncFailureIsFinal(t *testing.T) {
 	}
 }
 
-// With synchronous=full every write of the store, an ingest batch and a
-// job's commit alike, returns only after an fsync of the WAL that began
-// after its commit, but for a job's lease and its renewal, which need not
-// be durable; with normal, none waits for one.
+// With synchronous=full every write of the store, an ingest batch, an
+// enqueue, a link saved before a tracker call, returns only after an fsync
+// of the WAL that began after its commit, but for a job's lease, its
+// renewal and its outcome, which need not be durable and are covered by
+// the next write that waits; with normal, none waits for one.
 func TestWritesReturnOnceTheWALIsSynced(t *testing.T) {
 	for _, mode := range []string{"full", "normal"} {
 		t.Run(mode, func(t *testing.T) {
@@ -209,7 +210,16 @@ func TestWritesReturnOnceTheWALIsSynced(t *testing.T) {
 			if err := s.Retry(ctx, jobs[0], time.Now(), "x", true, time.Now()); err != nil {
 				t.Fatal(err)
 			}
-			check("Retry")
+			if err := s.Finish(ctx, jobs[1], qsync.JobOutcome{Outcome: qsync.OutcomeApplied}, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if n := fsyncs.Load(); n != before {
+				t.Errorf("Retry and Finish waited for %d fsyncs; an outcome need not be on disk", n-before)
+			}
+			if err := s.SaveLink(ctx, qsync.Link{Key: jobs[0].Key, State: qsync.LinkCreating}); err != nil {
+				t.Fatal(err)
+			}
+			check("SaveLink after the outcomes")
 			if mode == "full" && fsyncs.Load() == 0 {
 				t.Error("no group fsync with synchronous=full")
 			}

@@ -334,6 +334,14 @@ func (s *Store) Finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, n
 
 // finish is Finish, Complete and Retry: the job row stays locked from the
 // token check to the commit, so no Lease can come between them.
+//
+// An outcome is not waited for on disk (txSoon). Losing it to a power cut
+// is losing the attempt to a crash just before it: the job and its
+// deliveries are pending again, and the next attempt starts from the last
+// saved link, which holds whatever had to be durable before a tracker
+// call (a create's intent, a comment marked pending). The next write that
+// does wait, an acknowledged delivery or an intent, covers it, since the
+// log keeps commit order.
 func (s *Store) finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, now time.Time) error {
 	switch o.Outcome {
 	case "", qsync.OutcomeApplied, qsync.OutcomeNoop, qsync.OutcomeDead:
@@ -355,7 +363,7 @@ func (s *Store) finish(ctx context.Context, job qsync.Job, o qsync.JobOutcome, n
 	if err != nil {
 		return err
 	}
-	return s.Tx(ctx, func(tx *Tx) error {
+	return s.txSoon(ctx, func(tx *Tx) error {
 		gen, err := s.holds(tx, job)
 		if err != nil {
 			return err

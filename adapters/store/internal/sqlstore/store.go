@@ -174,11 +174,12 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 func (s *Store) Tx(ctx context.Context, fn func(*Tx) error) error { return s.tx(ctx, true, fn) }
 
 // txSoon is Tx for a write that need not be on disk before its caller
-// goes on (a job's lease and its renewal): losing it to a power cut only
-// lets work run again, as any crash does. Whatever must be durable after
-// it (an intent before a tracker call, the job's outcome) commits later
-// and waits, and the log keeps commit order, so that wait covers this
-// write too.
+// goes on (a job's lease, its renewal and its outcome): losing it to a
+// power cut only lets work run again, as any crash does. Whatever must be
+// durable after it (an acknowledged delivery, an intent before a tracker
+// call) commits later and waits, and the log keeps commit order, so that
+// wait covers this write too. Where every commit is durable by itself
+// (PostgreSQL) it is Tx.
 func (s *Store) txSoon(ctx context.Context, fn func(*Tx) error) error { return s.tx(ctx, false, fn) }
 
 func (s *Store) tx(ctx context.Context, wait bool, fn func(*Tx) error) error {
