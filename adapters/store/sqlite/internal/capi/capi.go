@@ -434,6 +434,21 @@ func (c *Conn) Changes() int64 { return lib.Xsqlite3_changes64(c.tls, c.db) }
 // LastInsertID is the rowid of the last row inserted.
 func (c *Conn) LastInsertID() int64 { return lib.Xsqlite3_last_insert_rowid(c.tls, c.db) }
 
+// PagesWritten is how many pages the connection has written to the
+// database or its WAL since it opened (SQLITE_DBSTATUS_CACHE_WRITE): what
+// its transactions cost in writes.
+func (c *Conn) PagesWritten() (int64, error) {
+	p := c.alloc(8)
+	if p == 0 {
+		return 0, c.err(lib.SQLITE_NOMEM)
+	}
+	defer libc.Xfree(c.tls, p)
+	if rc := lib.Xsqlite3_db_status(c.tls, c.db, lib.SQLITE_DBSTATUS_CACHE_WRITE, p, p+4, 0); rc != lib.SQLITE_OK {
+		return 0, c.err(rc)
+	}
+	return int64(*(*int32)(cptr(p))), nil
+}
+
 var pinOnce sync.Once
 
 // Pinning modernc's C allocator (modernc.org/memory): it hands out blocks
