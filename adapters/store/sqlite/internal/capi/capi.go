@@ -5,7 +5,9 @@
 // connections keep their statements prepared. It is the one place in the
 // store that uses unsafe, and it is here because measurements demand it:
 // the shared store program's CPU per job fell by half on it (see
-// docs/performance.md).
+// docs/performance.md). It also keeps SQLite's memory from being mapped
+// and unmapped per transaction: modernc's allocator pages stay pinned
+// (pinAllocatorPages) and page-sized blocks are kept for reuse (malloc.go).
 //
 // Why not database/sql: modernc's driver compiles a statement again on
 // every execution (prepared or not) and copies each text argument into a
@@ -67,6 +69,7 @@ func cptr(p uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&
 
 // Open opens uri (a file: URI) and runs setup, a list of PRAGMAs.
 func Open(uri, setup string) (*Conn, error) {
+	installMalloc()
 	pinAllocatorPages()
 	c := &Conn{tls: libc.NewTLS(), stmts: map[string]*Stmt{}}
 	if err := c.open(uri); err != nil {
