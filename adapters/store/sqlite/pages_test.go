@@ -37,11 +37,7 @@ func (s *Store) pagesWritten(t *testing.T) int64 {
 // 1.0 pages and an outcome from 14.3 to 11.3).
 func TestJobStepsWriteFewPages(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "q.db"), Synchronous: "full"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open(t, filepath.Join(t.TempDir(), "q.db")) // synchronous=full, the default
 	t0 := time.Unix(1700000000, 0)
 	const n = 200
 	var ins []qsync.Inbound
