@@ -127,6 +127,26 @@ type KeyRead struct {
 	Linked   bool
 }
 
+// ReadKey reads k's snapshot, the first limit events after it and k's
+// link: together where s is a KeyReader, one by one otherwise.
+func ReadKey(ctx context.Context, s Store, k Key, limit int) (KeyRead, error) {
+	if kr, ok := s.(KeyReader); ok {
+		return kr.ReadKey(ctx, k, limit)
+	}
+	var r KeyRead
+	var err error
+	if r.Snapshot, err = s.Snapshot(ctx, k.EntityRef); err != nil {
+		return KeyRead{}, err
+	}
+	if r.Events, err = s.EventsAfter(ctx, k.EntityRef, r.Snapshot.LastSeq, limit); err != nil {
+		return KeyRead{}, err
+	}
+	if r.Link, r.Linked, err = s.Link(ctx, k); err != nil {
+		return KeyRead{}, err
+	}
+	return r, nil
+}
+
 // LinkStore keeps the correlation between keys and tracker issues.
 type LinkStore interface {
 	// Link returns the key's link; found=false if there is none.

@@ -46,7 +46,6 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pas
 			return Entity{}, fmt.Errorf("reading %s from qase: %w", ref, err)
 		}
 	}
-	kr, canRead := e.o.Store.(KeyReader)
 	for attempt := 0; ; attempt++ {
 		var (
 			snap Snapshot
@@ -54,13 +53,13 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pas
 			read bool
 			err  error
 		)
-		if canRead && later != nil && later.key.EntityRef == ref {
+		if later != nil && later.key.EntityRef == ref {
 			var r KeyRead
-			if r, err = kr.ReadKey(ctx, later.key, eventPage); err != nil {
+			if r, err = ReadKey(ctx, e.o.Store, later.key, eventPage); err != nil {
 				return Entity{}, err
 			}
 			snap, evs, read = r.Snapshot, r.Events, true
-			later.read = &linkRead{link: r.Link, linked: r.Linked}
+			later.read = &r
 		} else if snap, err = e.o.Store.Snapshot(ctx, ref); err != nil {
 			return Entity{}, err
 		}
@@ -133,16 +132,10 @@ type deferred struct {
 	prev int64
 	link *Link // nil: unchanged
 	// key is the job's: entity reads its link along with its snapshot
-	// where the store can (KeyReader) and leaves it in read for Sync. The
-	// job's lease keeps anyone else from changing it meanwhile.
+	// (ReadKey) and leaves what it read in read, for Sync. The job's lease
+	// keeps anyone else from changing the link meanwhile.
 	key  Key
-	read *linkRead
-}
-
-// linkRead is a link as read, and whether there was one.
-type linkRead struct {
-	link   Link
-	linked bool
+	read *KeyRead
 }
 
 // eventPage is how many events of an entity are read at a time.
@@ -199,7 +192,7 @@ func (e *Engine) Sync(ctx context.Context, k Key, o SyncOptions) (Result, error)
 	var link Link
 	var linked bool
 	if o.later != nil && o.later.read != nil {
-		link, linked = o.later.read.link, o.later.read.linked
+		link, linked = o.later.read.Link, o.later.read.Linked
 	} else if link, linked, err = e.o.Store.Link(ctx, k); err != nil {
 		return res, err
 	}

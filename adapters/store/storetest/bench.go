@@ -38,7 +38,8 @@ func BenchJob(b *testing.B, s qsync.Store, split bool) {
 			b.Fatalf("Lease = %d jobs, %v", len(js), err)
 		}
 		j := js[0]
-		snap, evs, err := readKey(ctx, s, j.Key)
+		r, err := qsync.ReadKey(ctx, s, j.Key, 500)
+		snap, evs := r.Snapshot, r.Events
 		if err != nil || len(evs) == 0 {
 			b.Fatalf("reading the key: %d events, %v", len(evs), err)
 		}
@@ -67,25 +68,6 @@ func BenchJob(b *testing.B, s qsync.Store, split bool) {
 		}
 	}
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/job")
-}
-
-// readKey reads a key's snapshot, events and link as the engine does:
-// together where the store can (qsync.KeyReader).
-func readKey(ctx context.Context, s qsync.Store, k qsync.Key) (qsync.Snapshot, []qsync.Event, error) {
-	if kr, ok := s.(qsync.KeyReader); ok {
-		r, err := kr.ReadKey(ctx, k, 500)
-		return r.Snapshot, r.Events, err
-	}
-	snap, err := s.Snapshot(ctx, k.EntityRef)
-	if err != nil {
-		return snap, nil, err
-	}
-	evs, err := s.EventsAfter(ctx, k.EntityRef, snap.LastSeq, 500)
-	if err != nil {
-		return snap, nil, err
-	}
-	_, _, err = s.Link(ctx, k)
-	return snap, evs, err
 }
 
 // cpuTime is this process's user and system CPU time so far: unlike wall
