@@ -37,8 +37,8 @@ var bigBlocks struct {
 	def lib.Tsqlite3_mem_methods // SQLite's default methods
 
 	mu    sync.Mutex
-	free  map[int32][]uintptr // kept blocks by rounded size
-	bytes int                 // kept, in all
+	free  [bigMax/bigRound + 1][]uintptr // kept blocks by size / bigRound
+	bytes int                            // kept, in all
 
 	hits, misses atomic.Int64 // large requests served from kept blocks, or not
 }
@@ -65,7 +65,6 @@ func installMalloc() {
 			return
 		}
 		bigBlocks.def = *(*lib.Tsqlite3_mem_methods)(cptr(m))
-		bigBlocks.free = map[int32][]uintptr{}
 		mine := bigBlocks.def
 		mine.FxMalloc = funcPointer(bigMalloc)
 		mine.FxFree = funcPointer(bigFree)
@@ -118,9 +117,9 @@ func bigMalloc(tls *libc.TLS, n int32) uintptr {
 	}
 	b := &bigBlocks
 	b.mu.Lock()
-	if kept := b.free[size]; len(kept) > 0 {
+	if kept := b.free[size/bigRound]; len(kept) > 0 {
 		p := kept[len(kept)-1]
-		b.free[size] = kept[:len(kept)-1]
+		b.free[size/bigRound] = kept[:len(kept)-1]
 		b.bytes -= int(size)
 		b.mu.Unlock()
 		b.hits.Add(1)
@@ -135,14 +134,13 @@ func bigFree(tls *libc.TLS, p uintptr) {
 	if p == 0 {
 		return
 	}
-	// Only blocks bigMalloc rounded have a rounded size in range; a block
-	// the default served at another size in range (by xRealloc) is kept
-	// just the same, under its own size.
-	if size := callSize(tls, p); size == bigSize(size) && size != 0 {
+	// Blocks in range have rounded sizes: bigMalloc rounds them, and SQLite
+	// resizes through bigRoundup. A block of another size is not kept.
+	if size := callSize(tls, p); size != 0 && size == bigSize(size) {
 		b := &bigBlocks
 		b.mu.Lock()
 		if b.bytes+int(size) <= bigKeepBytes {
-			b.free[size] = append(b.free[size], p)
+			b.free[size/bigRound] = append(b.free[size/bigRound], p)
 			b.bytes += int(size)
 			b.mu.Unlock()
 			return
