@@ -15,9 +15,10 @@ import (
 // statement that may abort after writing makes SQLite keep a statement
 // journal of every page it touches, in case it has to undo just that
 // statement (a seventh of ingest CPU in profiles). OR IGNORE cannot abort,
-// and the only constraint these rows can hit is the one meant to be
-// skipped: an event already stored. (Under the write lock a job or
-// delivery row cannot exist already; a row not written is checked.)
+// and the only constraints these rows can hit are the ones meant to be
+// skipped: an event already stored, a job already pending (bumped
+// instead). (Under the write lock a delivery row cannot exist already; a
+// row not written is checked.)
 //
 // No RETURNING: SQLite buffers its rows in a temporary b-tree built and
 // freed per execution (see sqlstore.Dialect.TempTrees); the connection's
@@ -109,21 +110,24 @@ func insertBatch(c *capi.Conn, in []qsync.Inbound, patches [][]byte, nowUS int64
 }
 
 // bumpJob adds n to the generation of k's job, creating the job if there
-// is none, and returns the new generation.
+// is none, and returns the new generation. The insert comes first: most
+// deliveries find their key with no job pending (it was deleted at its last
+// outcome), and then one statement does instead of a missed update and an
+// insert.
 func bumpJob(c *capi.Conn, k qsync.Key, n, nowUS int64) (int64, error) {
-	if _, err := c.One(sqlBumpJob, n, k.Route, k.Project, string(k.Kind), k.ID); err != nil {
-		return 0, err
-	}
-	if c.Changes() == 1 {
-		return c.One(sqlJobGen, k.Route, k.Project, string(k.Kind), k.ID)
-	}
 	if _, err := c.One(sqlNewJob, k.Route, k.Project, string(k.Kind), k.ID, n, nowUS, nowUS); err != nil {
 		return 0, err
 	}
-	if c.Changes() != 1 {
-		return 0, fmt.Errorf("job %s: not stored", k)
+	if c.Changes() == 1 {
+		return n, nil
 	}
-	return n, nil
+	if _, err := c.One(sqlBumpJob, n, k.Route, k.Project, string(k.Kind), k.ID); err != nil {
+		return 0, err
+	}
+	if c.Changes() != 1 {
+		return 0, fmt.Errorf("job %s: neither stored nor bumped", k)
+	}
+	return c.One(sqlJobGen, k.Route, k.Project, string(k.Kind), k.ID)
 }
 
 // writeBatch stores a batch in one transaction on the writer connection,
