@@ -24,6 +24,12 @@ type Metrics interface {
 	Drift(route, class string)
 }
 
+// GiveWayObserver is an optional Metrics extension: told how long the
+// dispatcher held a job back while acknowledgements were behind.
+type GiveWayObserver interface {
+	GaveWay(d time.Duration)
+}
+
 // RepairObserver is an optional Metrics extension: told about each key
 // whose verifying sync (a reconcile pass's job) found drift and completed,
 // that is, repaired it. A change that reached the service only this way
@@ -77,6 +83,12 @@ type EngineOptions struct {
 	BackoffBase time.Duration // default 2s
 	BackoffMax  time.Duration // default 10m
 	Poll        time.Duration // idle poll for due jobs (default 500ms)
+	// Behind reports whether the process is falling behind acknowledging
+	// webhook deliveries (Inbox.Behind); nil: never. While it is, the
+	// dispatcher holds each job back for up to giveWayMax, so the workers'
+	// CPU and writes go to acknowledgements first, and the backlog still
+	// moves.
+	Behind func() bool
 	// Sleep waits for d or until ctx ends (injected so tests skip settle waits).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -192,6 +204,7 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 			e.log.WithError(err).Error("leasing jobs")
 		}
 		for _, j := range leased {
+			e.giveWay(ctx)
 			select {
 			case jobs <- j:
 			case <-ctx.Done():
@@ -208,6 +221,34 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// A job held back while acknowledgements are behind waits in ticks of
+// giveWayTick, giveWayMax at most: the backlog moves at 20 jobs/s or more
+// however long the burst lasts. Measured with dry-run trackers on 2 cores,
+// where a job costs about a millisecond of CPU: durable ingest at 32 and
+// 128 senders rose from 17% and 29% of a no-op server to 24% and 35%
+// (performance.md), while fewer jobs finished during the burst. With real trackers a job spends far longer than
+// giveWayMax on the network, so holding it back costs them little.
+const (
+	giveWayTick = 2 * time.Millisecond
+	giveWayMax  = 50 * time.Millisecond
+)
+
+// giveWay holds the next job back while Behind says so, up to giveWayMax.
+func (e *Engine) giveWay(ctx context.Context) {
+	if e.o.Behind == nil || !e.o.Behind() {
+		return
+	}
+	start := e.o.Clock.Now()
+	for i := 0; i < int(giveWayMax/giveWayTick) && e.o.Behind(); i++ {
+		if e.o.Sleep(ctx, giveWayTick) != nil {
+			break
+		}
+	}
+	if o, ok := e.o.Metrics.(GiveWayObserver); ok {
+		o.GaveWay(e.o.Clock.Now().Sub(start))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -385,3 +386,62 @@ func opStrings(ops []qsync.Op) string {
 }
 
 var _ = errors.New
+
+// giveWayMetrics records what the dispatcher held back.
+type giveWayMetrics struct {
+	qsync.NopMetrics
+	mu    gosync.Mutex
+	holds []time.Duration
+}
+
+func (m *giveWayMetrics) GaveWay(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.holds = append(m.holds, d)
+}
+
+// While acknowledgements are behind, every job is held back, for a bounded
+// time: however long it lasts, the queue still drains.
+func TestWorkersGiveWayWhileAcknowledgementsAreBehind(t *testing.T) {
+	var asked atomic.Int64
+	m := &giveWayMetrics{}
+	b := setup(t, func(o *qsync.EngineOptions) {
+		o.Behind = func() bool { asked.Add(1); return true } // never catches up
+		o.Sleep = func(ctx context.Context, d time.Duration) error { time.Sleep(d); return ctx.Err() }
+		o.Metrics = m
+	})
+	const n = 6
+	for id := int64(1); id <= n; id++ {
+		b.openDefect(id, fmt.Sprint("d", id), time.Now())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.engine.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if q, _ := b.store.QueueDepth(context.Background()); q == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue did not drain while acknowledgements stayed behind: workers starved")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for id := int64(1); id <= n; id++ {
+		b.oneIssue(id)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.holds) < n {
+		t.Fatalf("%d jobs held back, want every one of %d (asked %d times)", len(m.holds), n, asked.Load())
+	}
+	for _, d := range m.holds {
+		// 25 ticks of 2 ms: at least 50 ms, and bounded (timers run late on
+		// a loaded machine, hence the margin).
+		if d < 50*time.Millisecond || d > 5*time.Second {
+			t.Fatalf("a job held back %v, want 50ms (bounded)", d)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -27,6 +28,7 @@ type Inbox struct {
 	busy     func() bool
 	reqs     chan acceptReq
 	done     chan struct{}
+	waiting  atomic.Int64 // deliveries queued or in a commit, not yet answered
 }
 
 type acceptReq struct {
@@ -113,11 +115,25 @@ func (in *Inbox) AcceptTracker(ctx context.Context, k Key, ev Event) (AcceptStat
 	return in.accept(ctx, Inbound{Event: ev, Routes: []string{k.Route}, QuietDuplicate: quietTrackerDuplicate(ev.DedupKey)})
 }
 
+// behindAt is how many deliveries waiting for their commit make the inbox
+// behind. A batch commits in about a millisecond and takes in whatever
+// queued meanwhile, so at 1,000 deliveries/s a few wait at a time; 16 or
+// more means they arrive faster than they are acknowledged.
+const behindAt = 16
+
+// Behind reports whether acknowledging deliveries is falling behind: at
+// least behindAt of them are waiting for their commit. The workers give
+// way while it is (EngineOptions.Behind): a delivery is acknowledged only
+// once stored, while a sync can wait.
+func (in *Inbox) Behind() bool { return in.waiting.Load() >= behindAt }
+
 func (in *Inbox) accept(ctx context.Context, inb Inbound) (AcceptStatus, error) {
 	if inb.Event.ReceivedAt.IsZero() {
 		inb.Event.ReceivedAt = in.clock.Now()
 	}
 	req := acceptReq{in: inb, reply: make(chan acceptReply, 1)}
+	in.waiting.Add(1)
+	defer in.waiting.Add(-1)
 	select {
 	case in.reqs <- req:
 	case <-in.done:

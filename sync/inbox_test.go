@@ -285,3 +285,49 @@ func TestProcessCPUTime(t *testing.T) {
 		t.Errorf("CPU time did not advance over a busy loop: %v -> %v", a, b)
 	}
 }
+
+// The inbox is behind while behindAt or more deliveries wait for their
+// commit, and no longer once they are answered.
+func TestInboxBehind(t *testing.T) {
+	st := &memInbox{seen: map[string]int64{}, block: make(chan struct{})}
+	in := NewInbox(InboxOptions{Store: st, Mapper: oneRoute{}, Logger: quietLog()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go in.Run(ctx)
+
+	var wg gosync.WaitGroup
+	send := func(n int) {
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := in.Accept(context.Background(), ev(fmt.Sprint("k", i, "-", n), KindDefect, "P")); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d waiting", what, in.waiting.Load())
+			}
+		}
+	}
+	send(behindAt - 1)
+	waitFor("one short of behindAt waiting", func() bool { return in.waiting.Load() == behindAt-1 })
+	if in.Behind() {
+		t.Fatalf("behind with %d waiting, want not before %d", behindAt-1, behindAt)
+	}
+	send(1)
+	waitFor("behindAt waiting", func() bool { return in.waiting.Load() == behindAt })
+	if !in.Behind() {
+		t.Fatalf("not behind with %d deliveries waiting for their commit", behindAt)
+	}
+	close(st.block)
+	wg.Wait()
+	if in.Behind() || in.waiting.Load() != 0 {
+		t.Fatalf("after every answer: behind %v, %d waiting", in.Behind(), in.waiting.Load())
+	}
+}

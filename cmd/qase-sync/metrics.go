@@ -19,6 +19,7 @@ type metrics struct {
 	jobs         *prometheus.CounterVec
 	jobLatency   *prometheus.HistogramVec
 	retries      *prometheus.CounterVec
+	giveWay      prometheus.Counter
 	trackerOps   *prometheus.CounterVec
 	calls        *prometheus.CounterVec
 	callTime     *prometheus.HistogramVec
@@ -54,6 +55,8 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		jobs:       counter("qase_sync_jobs_total", "Finished sync jobs by route and outcome (applied, noop, dead).", "route", "outcome"),
 		jobLatency: histogram("qase_sync_job_seconds", "Duration of one sync of a key.", "route"),
 		retries:    counter("qase_sync_job_retries_total", "Sync attempts that failed and were scheduled again.", "route"),
+		giveWay: prometheus.NewCounter(prometheus.CounterOpts{Name: "qase_sync_worker_give_way_seconds_total",
+			Help: "Time the workers held jobs back because webhook acknowledgements were behind (16 or more deliveries waiting for their commit)."}),
 		trackerOps: counter("qase_sync_tracker_operations_total", "Tracker operations applied, by tracker and operation.", "tracker", "op"),
 		calls: counter("qase_sync_api_calls_total",
 			"Outbound API calls by system (jira, github, qase), operation and HTTP status (0 = transport error).", "system", "op", "status"),
@@ -68,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, store qsync.Store) *metrics {
 		webhookGap: counter("qase_sync_webhook_missed_changes_total",
 			"Keys whose reconcile verify repaired a change (missing, fields, status) that no webhook brought, by Qase project: webhook missing or disabled?", "project"),
 	}
-	reg.MustRegister(m.ackLatency)
+	reg.MustRegister(m.ackLatency, m.giveWay)
 	reg.MustRegister(&storeCollector{store: store, maxAge: 5 * time.Second,
 		queue: prometheus.NewDesc("qase_sync_queue_depth", "Sync jobs not yet finished.", nil, nil),
 		dead:  prometheus.NewDesc("qase_sync_dead_letters", "Dead letters waiting for an operator.", nil, nil),
@@ -92,6 +95,10 @@ func (m *metrics) JobDone(route string, o qsync.Outcome, d time.Duration) {
 	m.jobs.WithLabelValues(route, string(o)).Inc()
 	m.jobLatency.WithLabelValues(route).Observe(d.Seconds())
 }
+
+// GaveWay is a qsync.GiveWayObserver.
+func (m *metrics) GaveWay(d time.Duration) { m.giveWay.Add(d.Seconds()) }
+
 func (m *metrics) JobRetried(route string) { m.retries.WithLabelValues(route).Inc() }
 func (m *metrics) TrackerOps(tracker string, op qsync.OpKind) {
 	m.trackerOps.WithLabelValues(tracker, string(op)).Inc()

@@ -43,7 +43,7 @@ func (a *app) serve(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	inbox := qsync.NewInbox(qsync.InboxOptions{Store: a.store, Mapper: a.mapper, Clock: a.clock, Logger: a.log.WithField("component", "inbox"), Notify: a.engine.Wake})
+	inbox := a.inbox
 	inboxCtx, stopInbox := context.WithCancel(context.Background())
 	defer stopInbox()
 	inboxDone := make(chan struct{})

@@ -52,6 +52,7 @@ type app struct {
 	source   qsync.EntitySource
 	writer   *qase.Client // Qase API writes (two-way routes, write-back); nil without a token
 	engine   *qsync.Engine
+	inbox    *qsync.Inbox // serve's webhook receivers store through it
 	coverage *qsync.Coverage
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -139,7 +140,10 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
 		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
+		// Acknowledging deliveries comes first; a sync can wait.
+		Behind: func() bool { return a.inbox.Behind() },
 	})
+	a.inbox = qsync.NewInbox(qsync.InboxOptions{Store: a.store, Mapper: a.mapper, Clock: a.clock, Logger: a.log.WithField("component", "inbox"), Notify: a.engine.Wake})
 	return a, nil
 }
 
