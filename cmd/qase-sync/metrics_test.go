@@ -12,7 +12,7 @@ import (
 // describer keeps what is registered, to list every series' name.
 type describer struct{ cs []prometheus.Collector }
 
-func (d *describer) Register(c prometheus.Collector) error { d.cs = append(d.cs, c); return nil }
+func (d *describer) Register(c prometheus.Collector) error   { d.cs = append(d.cs, c); return nil }
 func (d *describer) MustRegister(cs ...prometheus.Collector) { d.cs = append(d.cs, cs...) }
 func (d *describer) Unregister(prometheus.Collector) bool    { return false }
 
