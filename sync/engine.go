@@ -89,7 +89,8 @@ type EngineOptions struct {
 	// CPU and writes go to acknowledgements first, and the backlog still
 	// moves.
 	Behind func() bool
-	// Sleep waits for d or until ctx ends (injected so tests skip settle waits).
+	// Sleep waits for d or until ctx ends (injected so tests skip settle
+	// waits and count the dispatcher's ticks while it gives way).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
@@ -229,8 +230,9 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 // however long the burst lasts. Measured with dry-run trackers on 2 cores,
 // where a job costs about a millisecond of CPU: durable ingest at 32 and
 // 128 senders rose from 17% and 29% of a no-op server to 24% and 35%
-// (performance.md), while fewer jobs finished during the burst. With real trackers a job spends far longer than
-// giveWayMax on the network, so holding it back costs them little.
+// (performance.md), while fewer jobs finished during the burst. With real
+// trackers a job spends far longer than giveWayMax on the network, so
+// holding it back costs them little.
 const (
 	giveWayTick = 2 * time.Millisecond
 	giveWayMax  = 50 * time.Millisecond
