@@ -59,7 +59,9 @@ func (e *Engine) entity(ctx context.Context, ref EntityRef, save bool, pass *Pas
 				return Entity{}, err
 			}
 			snap, evs, read = r.Snapshot, r.Events, true
-			later.read = &r
+			// Only the link outlives the fold: a page of events and their
+			// payloads need not stay in memory through the tracker calls.
+			later.read = &KeyRead{Link: r.Link, Linked: r.Linked}
 		} else if snap, err = e.o.Store.Snapshot(ctx, ref); err != nil {
 			return Entity{}, err
 		}
@@ -132,8 +134,8 @@ type deferred struct {
 	prev int64
 	link *Link // nil: unchanged
 	// key is the job's: entity reads its link along with its snapshot
-	// (ReadKey) and leaves what it read in read, for Sync. The job's lease
-	// keeps anyone else from changing the link meanwhile.
+	// (ReadKey) and leaves the link it read in read, for Sync. The job's
+	// lease keeps anyone else from changing it meanwhile.
 	key  Key
 	read *KeyRead
 }
