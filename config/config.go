@@ -238,6 +238,10 @@ type Worker struct {
 	// delay); nothing is created again for a key within it. Dry-run
 	// trackers have none.
 	LateCommit time.Duration `yaml:"late_commit" json:"late_commit"`
+	// Gather is how long woken workers wait for more events before they
+	// take jobs, so that jobs arriving together share their commits (0:
+	// take them at once).
+	Gather time.Duration `yaml:"gather" json:"gather"`
 }
 
 // Reconcile configures the scheduled reconciler.
@@ -299,7 +303,8 @@ func Default() Config {
 		Store: Store{Driver: "sqlite", SQLite: SQLite{Path: DefaultSQLitePath, Synchronous: "full"}},
 		// late_commit: twice the trackers' 30 s request timeout, and a margin.
 		Worker: Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour,
-			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second},
+			BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second,
+			Gather: 10 * time.Millisecond},
 		Reconcile: Reconcile{Lease: time.Minute, Incremental: true, FullEvery: 24 * time.Hour, Overlap: 10 * time.Minute},
 		Retention: Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000},
 		Log:       Log{Level: "info", Format: "json"},

@@ -50,7 +50,7 @@ func TestLoadExample(t *testing.T) {
 	if c.Store.Driver != "sqlite" || c.Store.SQLite.Path != "qase-sync.db" || c.Store.SQLite.Synchronous != "full" {
 		t.Errorf("store: %+v", c.Store)
 	}
-	if c.Worker != (Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second}) {
+	if c.Worker != (Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second, Gather: 10 * time.Millisecond}) {
 		t.Errorf("worker: %+v", c.Worker)
 	}
 	if !c.Reconcile.Enabled || c.Reconcile.Schedule != "@every 15m" || c.Log != (Log{"info", "json"}) {
@@ -139,6 +139,7 @@ func TestConfigErrors(t *testing.T) {
 		{"reconcile bad schedule", base + "reconcile:\n  schedule: every day\n", `c.yaml:3: reconcile.schedule: invalid schedule "every day"`},
 		{"reconcile no backstop", base + "reconcile:\n  enabled: true\n  schedule: \"@every 15m\"\n  full_every: 0s\n", "c.yaml:5: reconcile.full_every: must be a positive duration when reconcile.incremental is true"},
 		{"reconcile negative overlap", base + "reconcile:\n  overlap: -1m\n", "c.yaml:3: reconcile.overlap: must not be negative"},
+		{"gather too long", base + "worker:\n  gather: 2s\n", "c.yaml:3: worker.gather: must be between 0s and 1s"},
 		{"log level", base + "log: {level: loud}\n", `c.yaml:2: log.level: unknown level "loud"`},
 		{"env missing", "qase:\n  secrets: ['${QS_NOPE}']\n", "c.yaml:2: qase.secrets[0]: environment variable QS_NOPE is not set"},
 		{"env bad syntax", "qase:\n  secrets: ['${QS_NOPE']\n", "c.yaml:2: qase.secrets[0]: unterminated ${"},

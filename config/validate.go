@@ -56,6 +56,9 @@ func (c *Config) validate() yamlpos.Problems {
 	if c.Worker.LateCommit < 0 {
 		l.errf("worker.late_commit", "must not be negative")
 	}
+	if c.Worker.Gather < 0 || c.Worker.Gather > time.Second {
+		l.errf("worker.gather", "must be between 0s and 1s")
+	}
 	l.validateNotify()
 
 	// qase

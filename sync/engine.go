@@ -83,6 +83,13 @@ type EngineOptions struct {
 	BackoffBase time.Duration // default 2s
 	BackoffMax  time.Duration // default 10m
 	Poll        time.Duration // idle poll for due jobs (default 500ms)
+	// Gather is how long the dispatcher, woken by new events, waits from
+	// the first of them before it leases: events that arrive close
+	// together then run side by side, and their jobs' writes share
+	// transactions and fsyncs (combined writes). It delays a sync by at
+	// most Gather; a full lease never waits (default 10ms; negative:
+	// lease at once).
+	Gather time.Duration
 	// Behind reports whether the process is falling behind acknowledging
 	// webhook deliveries (Inbox.Behind); nil: never. While it is, the
 	// dispatcher holds each job back for up to giveWayMax, so the workers'
@@ -90,7 +97,8 @@ type EngineOptions struct {
 	// moves.
 	Behind func() bool
 	// Sleep waits for d or until ctx ends (injected so tests skip settle
-	// waits and count the dispatcher's ticks while it gives way).
+	// waits and the gathering wait, and count the dispatcher's ticks
+	// while it gives way).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
@@ -103,6 +111,9 @@ type Engine struct {
 	// pass is the latest reconcile pass of this process, handed as a value
 	// to the workers that verify its keys.
 	pass atomic.Pointer[Pass]
+	// wokeAt is when the first Wake since the last lease came (unix
+	// nanoseconds of the clock; 0: none).
+	wokeAt atomic.Int64
 }
 
 // NewEngine applies defaults.
@@ -128,6 +139,9 @@ func NewEngine(o EngineOptions) *Engine {
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 10*time.Minute)
 	def(&o.Poll, 500*time.Millisecond)
+	if o.Gather == 0 {
+		o.Gather = DefaultGather
+	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
@@ -163,8 +177,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// DefaultGather is EngineOptions.Gather's default. Measured end to end
+// at 1,000 events/s with dry-run trackers on 2 CPUs (performance.md):
+// 988–1,016 → 768–829 µs of CPU per job, ack p99 3.6 → 5.1–5.7 ms.
+const DefaultGather = 10 * time.Millisecond
+
 // Wake nudges idle workers (new events were committed).
 func (e *Engine) Wake() {
+	e.wokeAt.CompareAndSwap(0, e.o.Clock.Now().UnixNano())
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -200,6 +220,7 @@ func (e *Engine) Run(ctx context.Context) {
 
 func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 	for ctx.Err() == nil {
+		e.wokeAt.Store(0)
 		leased, err := e.o.Store.Lease(ctx, e.o.Owner, e.o.Concurrency, e.o.Clock.Now(), e.o.Lease)
 		if err != nil && ctx.Err() == nil {
 			e.log.WithError(err).Error("leasing jobs")
@@ -219,9 +240,23 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 		select {
 		case <-ctx.Done():
 		case <-e.wake:
+			t.Stop()
+			e.gather(ctx)
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// gather waits until Gather has passed since the first wake after the
+// last lease, so that the events committed meanwhile are leased together.
+func (e *Engine) gather(ctx context.Context) {
+	at := e.wokeAt.Load()
+	if at == 0 || e.o.Gather <= 0 {
+		return
+	}
+	if wait := e.o.Gather - e.o.Clock.Now().Sub(time.Unix(0, at)); wait > 0 {
+		_ = e.o.Sleep(ctx, wait)
 	}
 }
 

@@ -139,7 +139,7 @@ func wireApp(path string, stderr io.Writer, mode appMode, env func(string) (stri
 		Store: a.store, Mapper: a.mapper, Trackers: a.trackers, Source: a.source, Writer: a.entityWriter(), LinkTypes: linkTypes(cfg), Clock: a.clock,
 		Logger: a.log.WithField("component", "worker"), Metrics: a.metrics, Coverage: a.coverage,
 		Concurrency: w.Concurrency, Lease: w.Lease, JobTimeout: w.JobTimeout, MaxAttempts: w.MaxAttempts, MaxAge: w.MaxAge,
-		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late,
+		BackoffBase: w.BackoffBase, BackoffMax: w.BackoffMax, LateCommit: late, Gather: gather(w.Gather),
 		// Acknowledging deliveries comes first; a sync can wait.
 		Behind: func() bool { return a.inbox.Behind() },
 	})
@@ -470,4 +470,13 @@ func linkTypes(cfg *config.Config) map[string]string {
 		}
 	}
 	return out
+}
+
+// gather maps worker.gather to EngineOptions.Gather, where 0 means the
+// default and a negative value none.
+func gather(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
