@@ -240,7 +240,6 @@ func (e *Engine) dispatch(ctx context.Context, jobs chan<- Job) {
 		select {
 		case <-ctx.Done():
 		case <-e.wake:
-			t.Stop()
 			e.gather(ctx)
 		case <-t.C:
 		}
