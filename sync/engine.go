@@ -254,7 +254,9 @@ func (e *Engine) gather(ctx context.Context) {
 	if at == 0 || e.o.Gather <= 0 {
 		return
 	}
-	if wait := e.o.Gather - e.o.Clock.Now().Sub(time.Unix(0, at)); wait > 0 {
+	// Never longer than Gather: wokeAt is wall-clock time, which can step
+	// back.
+	if wait := min(e.o.Gather, e.o.Gather-e.o.Clock.Now().Sub(time.Unix(0, at))); wait > 0 {
 		_ = e.o.Sleep(ctx, wait)
 	}
 }

@@ -62,6 +62,7 @@ func TestGatherWaitsFromTheFirstWake(t *testing.T) {
 		{"from the first wake", 20 * time.Millisecond, []time.Duration{0, 5 * time.Millisecond}, 8 * time.Millisecond, 12 * time.Millisecond},
 		{"already passed", 20 * time.Millisecond, []time.Duration{0}, 25 * time.Millisecond, 0},
 		{"off", -1, []time.Duration{0}, 0, 0},
+		{"the clock stepped back", 20 * time.Millisecond, []time.Duration{0}, -time.Hour, 20 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := t0
