@@ -50,7 +50,7 @@ func TestLoadExample(t *testing.T) {
 	if c.Store.Driver != "sqlite" || c.Store.SQLite.Path != "qase-sync.db" || c.Store.SQLite.Synchronous != "full" {
 		t.Errorf("store: %+v", c.Store)
 	}
-	if c.Worker != (Worker{Concurrency: 4, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second, Gather: 10 * time.Millisecond}) {
+	if c.Worker != (Worker{Concurrency: 16, Lease: 2 * time.Minute, JobTimeout: 10 * time.Minute, MaxAttempts: 12, MaxAge: 72 * time.Hour, BackoffBase: 2 * time.Second, BackoffMax: 10 * time.Minute, LateCommit: 70 * time.Second, Gather: 10 * time.Millisecond}) {
 		t.Errorf("worker: %+v", c.Worker)
 	}
 	if !c.Reconcile.Enabled || c.Reconcile.Schedule != "@every 15m" || c.Log != (Log{"info", "json"}) {
@@ -92,6 +92,9 @@ func TestMinimalDefaults(t *testing.T) {
 	}
 	if c.Retention != (Retention{MaxAge: 720 * time.Hour, Interval: time.Hour, Batch: 1000}) {
 		t.Errorf("retention defaults: %+v", c.Retention)
+	}
+	if c.Worker.Concurrency != 16 || c.Worker.Gather != 10*time.Millisecond {
+		t.Errorf("worker defaults: %+v, want 16 jobs in flight gathering for 10ms", c.Worker)
 	}
 	if _, err := Parse("empty.yaml", nil, nil); err == nil || !strings.Contains(err.Error(), "qase.secrets: at least one webhook secret is required (or set allow_unsigned: true)") {
 		t.Errorf("empty config: %v", err)
@@ -337,6 +340,9 @@ func TestRepoExampleConfig(t *testing.T) {
 	}
 	if len(routesOf(t, c)) == 0 {
 		t.Error("example config has no routes")
+	}
+	if c.Worker != Default().Worker {
+		t.Errorf("example worker settings %+v, want the defaults %+v (the benchmarks run the example)", c.Worker, Default().Worker)
 	}
 	for _, tr := range c.Trackers {
 		if (tr.Type == TrackerJira || tr.Type == TrackerGitHub) && !tr.DryRun {
