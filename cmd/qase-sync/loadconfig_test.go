@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/qase-sync/qase-sync/adapters/qase"
+	"github.com/qase-sync/qase-sync/config"
 	"github.com/qase-sync/qase-sync/mapping"
+	qsync "github.com/qase-sync/qase-sync/sync"
 )
 
 func writeConfig(t *testing.T, src string) string {
@@ -125,5 +127,15 @@ func TestConditionVocabulary(t *testing.T) {
 	}
 	if seen < 20 {
 		t.Fatalf("only %d attributes seen", seen)
+	}
+}
+
+// The engine's own defaults (for callers without a configuration) are
+// the configuration's: one number each, in two packages that may not
+// import each other.
+func TestEngineDefaultsAreTheConfigDefaults(t *testing.T) {
+	w := config.Default().Worker
+	if w.Concurrency != qsync.DefaultConcurrency || w.Gather != qsync.DefaultGather {
+		t.Fatalf("config worker defaults %d jobs, gather %s; engine %d, %s", w.Concurrency, w.Gather, qsync.DefaultConcurrency, qsync.DefaultGather)
 	}
 }
